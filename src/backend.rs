@@ -1,0 +1,160 @@
+//! The only file that names burn backends. Everything else takes a [`Device`].
+//!
+//! - `flex`: burn's pure-Rust CPU backend, the install-free default (tests, CI, quickstart).
+//! - `tch`: libtorch through burn-tch, on CPU or CUDA (the product's GPU path).
+#![allow(deprecated)] // burn-tch is deprecated upstream; this file is the one place that uses it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+pub use burn::tensor::Device;
+
+/// What the user asked for with `--device`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The best CPU backend compiled in: libtorch CPU with `tch`, else flex.
+    Cpu,
+    /// burn's pure-Rust CPU backend, even when libtorch is compiled in.
+    Flex,
+    /// A CUDA device through libtorch.
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "flex" => Ok(Self::Flex),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(i)) => Ok(Self::Cuda(i)),
+                _ => bail!("unknown device `{s}`: expected cpu, flex, cuda or cuda:N"),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Flex => write!(f, "flex"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+/// Backend name as recorded in run metadata.
+pub fn backend_name(choice: &DeviceChoice) -> &'static str {
+    match choice {
+        DeviceChoice::Flex => "flex",
+        DeviceChoice::Cpu if cfg!(feature = "tch") => "libtorch-cpu",
+        DeviceChoice::Cpu => "flex",
+        DeviceChoice::Cuda(_) => "libtorch-cuda",
+    }
+}
+
+/// The burn device for a choice, or an error that says how to get it.
+pub fn device(choice: &DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Flex => flex_device(),
+        DeviceChoice::Cpu => {
+            #[cfg(feature = "tch")]
+            return Ok(Device::libtorch());
+            #[cfg(not(feature = "tch"))]
+            return flex_device();
+        }
+        DeviceChoice::Cuda(index) => {
+            #[cfg(feature = "tch")]
+            {
+                let count = libtorch::cuda_device_count();
+                if count == 0 {
+                    bail!(
+                        "--device {choice}: libtorch sees no CUDA device (is this a CPU-only torch wheel, \
+                         or is the NVIDIA driver missing?); run `opencarbon doctor`"
+                    );
+                }
+                if *index >= count {
+                    bail!("--device {choice}: libtorch sees {count} CUDA device(s), indices 0..{count}");
+                }
+                Ok(Device::libtorch_cuda(*index))
+            }
+            #[cfg(not(feature = "tch"))]
+            {
+                let _ = index;
+                bail!(
+                    "--device {choice} needs libtorch: run scripts/setup-libtorch.sh, source the env file it \
+                     prints, and build with `--features tch`"
+                )
+            }
+        }
+    }
+}
+
+fn flex_device() -> Result<Device> {
+    #[cfg(feature = "flex")]
+    return Ok(Device::flex());
+    #[cfg(not(feature = "flex"))]
+    bail!("this build has no flex backend: rebuild with `--features flex`")
+}
+
+/// Facts for `opencarbon doctor` and run metadata.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendReport {
+    pub compiled_backends: Vec<&'static str>,
+    pub burn_version: &'static str,
+    pub libtorch_lib: Option<String>,
+    pub libtorch_version: Option<String>,
+    pub cuda_available: bool,
+    pub cuda_device_count: usize,
+}
+
+pub fn report() -> BackendReport {
+    let mut compiled = Vec::new();
+    if cfg!(feature = "flex") {
+        compiled.push("flex");
+    }
+    if cfg!(feature = "tch") {
+        compiled.push("libtorch");
+    }
+    #[cfg(feature = "tch")]
+    let (lib, version, count) = (
+        Some(env!("OPENCARBON_LIBTORCH_LIB").to_string()),
+        libtorch::version(env!("OPENCARBON_LIBTORCH_LIB")),
+        libtorch::cuda_device_count(),
+    );
+    #[cfg(not(feature = "tch"))]
+    let (lib, version, count) = (None, None, 0usize);
+    BackendReport {
+        compiled_backends: compiled,
+        burn_version: env!("OPENCARBON_BURN_VERSION"),
+        libtorch_lib: lib,
+        libtorch_version: version,
+        cuda_available: count > 0,
+        cuda_device_count: count,
+    }
+}
+
+#[cfg(feature = "tch")]
+mod libtorch {
+    /// Number of CUDA devices libtorch can use (0 on a CPU-only wheel or without a driver).
+    pub fn cuda_device_count() -> usize {
+        // SAFETY: plain query functions of libtorch's C API, no arguments, no shared state.
+        unsafe {
+            if torch_sys::cuda::atc_cuda_is_available() == 0 {
+                return 0;
+            }
+            torch_sys::cuda::atc_cuda_device_count().max(0) as usize
+        }
+    }
+
+    /// The version of the torch wheel libtorch came from, read beside its `lib` folder.
+    pub fn version(lib: &str) -> Option<String> {
+        let torch_dir = std::path::Path::new(lib).parent()?;
+        let text = std::fs::read_to_string(torch_dir.join("version.py")).ok()?;
+        let line = text.lines().find(|l| l.starts_with("__version__"))?;
+        Some(line.split(['\'', '"']).nth(1)?.to_string())
+    }
+}

@@ -1,0 +1,12 @@
+//! Cities as data: the tile store, synthetic cities, splits, neighbourhoods and batches.
+
+pub mod batch;
+pub mod city;
+pub mod neighbourhood;
+pub mod split;
+pub mod synthetic;
+
+pub use batch::{BatchPlan, DeviceTiles, Standardizer};
+pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};
+pub use neighbourhood::NeighbourIndex;
+pub use split::{Split, SplitConfig};

@@ -1,0 +1,41 @@
+//! The (2k+1)² window of every tile, with `None` where the neighbour is not a tile of the city.
+
+use super::city::{City, TileKey};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeighbourIndex {
+    /// Radius k.
+    pub radius: usize,
+    /// Per tile, w² entries in row-major order (row = y offset −k..k, column = x offset −k..k).
+    pub windows: Vec<Vec<Option<usize>>>,
+}
+
+impl NeighbourIndex {
+    pub fn new(city: &City, radius: usize) -> Self {
+        let index = city.index();
+        let k = radius as i64;
+        let windows = city
+            .keys
+            .iter()
+            .map(|key| {
+                let mut window = Vec::with_capacity((2 * radius + 1).pow(2));
+                for dy in -k..=k {
+                    for dx in -k..=k {
+                        window.push(index.get(&TileKey { x: key.x + dx, y: key.y + dy }).copied());
+                    }
+                }
+                window
+            })
+            .collect();
+        Self { radius, windows }
+    }
+
+    pub fn window_len(&self) -> usize {
+        (2 * self.radius + 1).pow(2)
+    }
+
+    /// Position of the centre in a window.
+    pub fn centre_position(&self) -> usize {
+        self.window_len() / 2
+    }
+}

@@ -1,0 +1,443 @@
+//! Synthetic cities with a known ground truth.
+//!
+//! A city is a grid of tiles, each `tile_side` pixels wide. Land use is decided per pixel from
+//! smooth random fields (value noise) pulled towards urban centres: residential, commercial,
+//! industrial, vegetation, and water (a river and lakes). Images are rendered from land use
+//! (built-up greys and browns with roof texture, green vegetation, blue water, dark roads); POI
+//! rasters are points of each category scattered where that category's land use is, as density
+//! bumps.
+//!
+//! Two tile-level hidden fields make the modalities complementary:
+//! - `activity` raises POI counts (every category) but is invisible in the image;
+//! - `density` darkens roofs in the image but does not change POI counts.
+//!
+//! Ground truth, with f_* the land-use fractions of the tile and ρ its road fraction:
+//!
+//! ```text
+//! local(t) = 2.0 f_ind + 1.2 f_com + 0.8 f_res − 1.0 f_veg
+//!          + 4.0 f_com f_res            (mixed use: an interaction of categories)
+//!          + 3.0 f_ind ρ                (industry on roads)
+//!          + 1.0 (activity − ½)         (POI only)
+//!          + 1.5 (density − ½) f_built  (image only)
+//! ln E(t)  = offset + local(t) + 0.5 · mean of local over the 8 neighbours (agglomeration)
+//!          + N(0, 0.1²)
+//! ```
+//! and E(t) = 0 (not a sample, still a neighbour) where water covers more than 85 % of the tile.
+
+use anyhow::{bail, Result};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::city::{City, ImageStack, PoiStack, Tabular, TileKey};
+
+/// Layouts that differ in structure and emission level, for transfer tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// One centre, a river; the quickstart city.
+    Monocentric,
+    /// Three centres of different strength, a river, finer patches.
+    Polycentric,
+    /// Weak centre, large patches, more vegetation, lower emissions.
+    Sprawl,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Ok(match s {
+            "monocentric" => Preset::Monocentric,
+            "polycentric" => Preset::Polycentric,
+            "sprawl" => Preset::Sprawl,
+            _ => bail!("unknown synthetic preset `{s}`: expected monocentric, polycentric or sprawl"),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SynthConfig {
+    pub preset: Preset,
+    /// Tiles across and down.
+    pub width: usize,
+    pub height: usize,
+    /// Pixels per tile side (images and POI rasters).
+    #[serde(default = "default_side")]
+    pub tile_side: usize,
+    /// POI categories (1..=15).
+    #[serde(default = "default_categories")]
+    pub poi_categories: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_side() -> usize {
+    64
+}
+fn default_categories() -> usize {
+    15
+}
+
+const RES: usize = 0;
+const COM: usize = 1;
+const IND: usize = 2;
+const VEG: usize = 3;
+const WAT: usize = 4;
+
+/// POI categories and their affinity to residential, commercial, industrial, vegetation, water.
+const CATEGORIES: [(&str, [f32; 5]); 15] = [
+    ("catering", [0.6, 1.0, 0.2, 0.1, 0.0]),
+    ("shopping", [0.5, 1.0, 0.1, 0.0, 0.0]),
+    ("company", [0.2, 0.9, 0.7, 0.0, 0.0]),
+    ("industry", [0.0, 0.1, 1.0, 0.0, 0.0]),
+    ("residence", [1.0, 0.2, 0.0, 0.0, 0.0]),
+    ("transport", [0.4, 0.6, 0.6, 0.1, 0.0]),
+    ("education", [0.7, 0.3, 0.0, 0.2, 0.0]),
+    ("health", [0.6, 0.4, 0.0, 0.0, 0.0]),
+    ("leisure", [0.3, 0.5, 0.0, 0.8, 0.2]),
+    ("hotel", [0.2, 1.0, 0.0, 0.1, 0.0]),
+    ("finance", [0.1, 1.0, 0.0, 0.0, 0.0]),
+    ("government", [0.3, 0.6, 0.1, 0.0, 0.0]),
+    ("auto_service", [0.3, 0.3, 0.8, 0.0, 0.0]),
+    ("tourism", [0.1, 0.4, 0.0, 0.9, 0.5]),
+    ("sports", [0.5, 0.2, 0.0, 0.6, 0.1]),
+];
+
+struct Layout {
+    /// (x, y) as fractions of the city, strength, spread as a fraction of the city's diagonal.
+    centres: Vec<(f32, f32, f32, f32)>,
+    /// Land-use patch size in tiles.
+    patch: f32,
+    river: bool,
+    vegetation_bias: f32,
+    offset: f64,
+}
+
+fn layout(preset: Preset) -> Layout {
+    match preset {
+        Preset::Monocentric => Layout {
+            centres: vec![(0.5, 0.5, 1.0, 0.28)],
+            patch: 2.0,
+            river: true,
+            vegetation_bias: 0.0,
+            offset: 6.0,
+        },
+        Preset::Polycentric => Layout {
+            centres: vec![(0.3, 0.35, 1.0, 0.16), (0.72, 0.3, 0.8, 0.14), (0.55, 0.75, 0.7, 0.15)],
+            patch: 1.3,
+            river: true,
+            vegetation_bias: 0.1,
+            offset: 5.5,
+        },
+        Preset::Sprawl => Layout {
+            centres: vec![(0.45, 0.55, 0.6, 0.4)],
+            patch: 3.0,
+            river: false,
+            vegetation_bias: 0.35,
+            offset: 4.5,
+        },
+    }
+}
+
+/// Smooth noise in [0, 1]: random values on a lattice, interpolated with smoothstep.
+struct ValueNoise {
+    cols: usize,
+    cell: f32,
+    values: Vec<f32>,
+}
+
+impl ValueNoise {
+    fn new(rng: &mut ChaCha8Rng, extent_x: f32, extent_y: f32, cell: f32) -> Self {
+        let cols = (extent_x / cell) as usize + 3;
+        let rows = (extent_y / cell) as usize + 3;
+        Self { cols, cell, values: (0..cols * rows).map(|_| rng.random::<f32>()).collect() }
+    }
+
+    fn at(&self, x: f32, y: f32) -> f32 {
+        let (gx, gy) = (x / self.cell, y / self.cell);
+        let (ix, iy) = (gx as usize, gy as usize);
+        let (fx, fy) = (gx - ix as f32, gy - iy as f32);
+        let (sx, sy) = (fx * fx * (3.0 - 2.0 * fx), fy * fy * (3.0 - 2.0 * fy));
+        let v = |c: usize, r: usize| self.values[r * self.cols + c];
+        let top = v(ix, iy) * (1.0 - sx) + v(ix + 1, iy) * sx;
+        let bottom = v(ix, iy + 1) * (1.0 - sx) + v(ix + 1, iy + 1) * sx;
+        top * (1.0 - sy) + bottom * sy
+    }
+}
+
+/// A cheap, deterministic per-pixel hash in [0, 1).
+fn hash01(a: u64, b: u64, c: u64) -> f32 {
+    let mut h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    h ^= h >> 31;
+    h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    h ^= h >> 29;
+    (h >> 40) as f32 / (1u64 << 24) as f32
+}
+
+struct Fields {
+    land: [ValueNoise; 4],
+    detail: [ValueNoise; 4],
+    lakes: ValueNoise,
+    activity: ValueNoise,
+    density: ValueNoise,
+}
+
+/// What a tile's pixels add up to.
+struct TileFacts {
+    fractions: [f32; 5],
+    roads: f32,
+    activity: f32,
+    density: f32,
+}
+
+/// Generates a synthetic city, deterministic per `config`.
+pub fn generate(config: &SynthConfig) -> Result<City> {
+    let SynthConfig { preset, width, height, tile_side: side, poi_categories, seed } = config.clone();
+    if width == 0 || height == 0 || side < 8 {
+        bail!("synthetic city: size {width}x{height} with tile side {side} is too small (need ≥ 1×1 tiles of ≥ 8 px)");
+    }
+    if poi_categories == 0 || poi_categories > CATEGORIES.len() {
+        bail!("synthetic city: poi_categories must be 1..={}, got {poi_categories}", CATEGORIES.len());
+    }
+    let lay = layout(preset);
+    let s = side as f32;
+    let (ext_x, ext_y) = (width as f32 * s, height as f32 * s);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mk = |rng: &mut ChaCha8Rng, cell: f32| ValueNoise::new(rng, ext_x, ext_y, cell);
+    let fields = Fields {
+        land: std::array::from_fn(|_| mk(&mut rng, lay.patch * s)),
+        detail: std::array::from_fn(|_| mk(&mut rng, lay.patch * s / 3.0)),
+        lakes: mk(&mut rng, 2.5 * s),
+        activity: mk(&mut rng, 2.0 * s),
+        density: mk(&mut rng, 1.5 * s),
+    };
+    let river_phase = rng.random::<f32>() * std::f32::consts::TAU;
+    let river_y = 0.3 + 0.4 * rng.random::<f32>();
+    let diagonal = (ext_x * ext_x + ext_y * ext_y).sqrt();
+
+    let classify = |px: f32, py: f32| -> usize {
+        if lay.river {
+            let centre_y = ext_y * river_y + 0.08 * ext_y * (px / ext_x * 6.0 + river_phase).sin();
+            if (py - centre_y).abs() < 0.25 * s {
+                return WAT;
+            }
+        }
+        if fields.lakes.at(px, py) > 0.86 {
+            return WAT;
+        }
+        let urban = lay
+            .centres
+            .iter()
+            .map(|&(cx, cy, strength, spread)| {
+                let (dx, dy) = (px - cx * ext_x, py - cy * ext_y);
+                let sigma = spread * diagonal;
+                strength * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp()
+            })
+            .fold(0.0f32, f32::max);
+        let n = |c: usize| 0.7 * fields.land[c].at(px, py) + 0.3 * fields.detail[c].at(px, py);
+        let scores = [
+            n(RES) + 1.1 * urban,
+            n(COM) + 1.8 * urban * urban - 0.25,
+            n(IND) + 1.6 * urban * (1.0 - urban) - 0.05,
+            n(VEG) + 0.75 + lay.vegetation_bias - 1.7 * urban,
+        ];
+        (0..4).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap_or(VEG)
+    };
+
+    let categories = &CATEGORIES[..poi_categories];
+    let n_tiles = width * height;
+    let bump = (side / 32).max(1) as i64;
+    let tiles: Vec<(Vec<u8>, Vec<u8>, TileFacts)> = (0..n_tiles)
+        .into_par_iter()
+        .map(|t| {
+            let (tx, ty) = ((t % width) as f32, (t / width) as f32);
+            let mut image = vec![0u8; 3 * side * side];
+            let mut class_map = vec![0u8; side * side];
+            let mut counts = [0usize; 5];
+            let mut road_pixels = 0usize;
+            let centre = (tx * s + s / 2.0, ty * s + s / 2.0);
+            let activity = fields.activity.at(centre.0, centre.1);
+            let density = fields.density.at(centre.0, centre.1);
+            let road_width = (side / 64).max(1);
+            for py in 0..side {
+                for px in 0..side {
+                    let (gx, gy) = (tx * s + px as f32, ty * s + py as f32);
+                    let class = classify(gx, gy);
+                    counts[class] += 1;
+                    class_map[py * side + px] = class as u8;
+                    let spacing = match class {
+                        COM => side / 4,
+                        RES => side / 3,
+                        IND => side / 2,
+                        _ => usize::MAX,
+                    };
+                    let (ux, uy) = (gx as usize, gy as usize);
+                    let major = class != WAT && ((ux % (2 * side)) < 2 * road_width || (uy % (2 * side)) < 2 * road_width);
+                    let minor = spacing != usize::MAX && (ux % spacing < road_width || uy % spacing < road_width);
+                    let jitter = hash01(seed, ux as u64, uy as u64);
+                    let mut rgb = match class {
+                        RES => [182.0, 168.0, 152.0],
+                        COM => [204.0, 204.0, 214.0],
+                        IND => [150.0, 128.0, 104.0],
+                        VEG => [62.0, 118.0, 52.0],
+                        _ => [38.0, 68.0, 128.0],
+                    };
+                    if major || minor {
+                        road_pixels += 1;
+                        rgb = [88.0, 88.0, 92.0];
+                    } else if class <= IND && jitter < 0.45 * density {
+                        // Roofs: denser built form darkens more pixels (visible only in images).
+                        rgb = rgb.map(|v| v * 0.62);
+                    }
+                    let noise = (jitter - 0.5) * 24.0;
+                    for (c, v) in rgb.iter().enumerate() {
+                        image[c * side * side + py * side + px] = (v + noise).clamp(0.0, 255.0) as u8;
+                    }
+                }
+            }
+            let total = (side * side) as f32;
+            let fractions = counts.map(|c| c as f32 / total);
+
+            // POIs: counts from land use and activity, placed where their land use is.
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0xA5A5_0000_0000 + t as u64));
+            let mut raster = vec![0f32; categories.len() * side * side];
+            for (c, (_, affinity)) in categories.iter().enumerate() {
+                let expected: f32 = (0..5).map(|k| fractions[k] * affinity[k]).sum::<f32>()
+                    * 12.0
+                    * (1.6 * (activity - 0.5)).exp();
+                let max_aff = affinity.iter().cloned().fold(0.0f32, f32::max).max(1e-6);
+                for _ in 0..poisson(&mut rng, expected) {
+                    for _try in 0..64 {
+                        let (px, py) = (rng.random_range(0..side), rng.random_range(0..side));
+                        let k = class_map[py * side + px] as usize;
+                        if rng.random::<f32>() * max_aff <= affinity[k] {
+                            splat(&mut raster[c * side * side..(c + 1) * side * side], side, px as i64, py as i64, bump);
+                            break;
+                        }
+                    }
+                }
+            }
+            let poi = raster.iter().map(|v| (v * POI_STEPS).round().min(255.0) as u8).collect();
+            (image, poi, TileFacts { fractions, roads: road_pixels as f32 / total, activity, density })
+        })
+        .collect();
+
+    // Ground truth with spill-over from the 8 neighbours.
+    let local: Vec<f64> = tiles
+        .iter()
+        .map(|(_, _, f)| {
+            let [res, com, ind, veg, _] = f.fractions.map(|v| v as f64);
+            let built = res + com + ind;
+            2.0 * ind + 1.2 * com + 0.8 * res - 1.0 * veg
+                + 4.0 * com * res
+                + 3.0 * ind * f.roads as f64
+                + 1.0 * (f.activity as f64 - 0.5)
+                + 1.5 * (f.density as f64 - 0.5) * built
+        })
+        .collect();
+    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_E15510);
+    let mut emission = Vec::with_capacity(n_tiles);
+    let mut population = Vec::with_capacity(n_tiles);
+    let mut economy = Vec::with_capacity(n_tiles);
+    for t in 0..n_tiles {
+        let (x, y) = ((t % width) as i64, (t / width) as i64);
+        let neighbours: Vec<f64> = (-1..=1i64)
+            .flat_map(|dy| (-1..=1i64).map(move |dx| (dx, dy)))
+            .filter(|&(dx, dy)| (dx, dy) != (0, 0))
+            .filter_map(|(dx, dy)| {
+                let (nx, ny) = (x + dx, y + dy);
+                (nx >= 0 && ny >= 0 && nx < width as i64 && ny < height as i64).then(|| local[(ny as usize) * width + nx as usize])
+            })
+            .collect();
+        let spill = if neighbours.is_empty() { 0.0 } else { neighbours.iter().sum::<f64>() / neighbours.len() as f64 };
+        let ln_e = lay.offset + local[t] + 0.5 * spill + 0.1 * standard_normal(&mut noise_rng);
+        let facts = &tiles[t].2;
+        emission.push(if facts.fractions[WAT] > 0.85 { 0.0 } else { ln_e.exp() });
+        // Covariates as a census would see them: people live in residential land, output is
+        // commercial and industrial; both noisy.
+        let [res, com, ind, _, _] = facts.fractions;
+        let pop = 4000.0 * (res + 0.3 * com) * (0.5 + facts.density) * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
+        let gdp = 9000.0 * (com + 0.6 * ind + 0.1 * res) * (0.5 + facts.activity) * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
+        population.push((1.0 + pop).ln());
+        economy.push((1.0 + gdp).ln());
+    }
+
+    let mut images = Vec::with_capacity(n_tiles * 3 * side * side);
+    let mut poi = Vec::with_capacity(n_tiles * categories.len() * side * side);
+    for (image, raster, _) in tiles {
+        images.extend_from_slice(&image);
+        poi.extend_from_slice(&raster);
+    }
+    let city = City {
+        name: format!("synthetic-{}-{}x{}-s{seed}", preset_name(preset), width, height),
+        keys: (0..n_tiles).map(|t| TileKey { x: (t % width) as i64, y: (t / width) as i64 }).collect(),
+        emission,
+        images: Some(ImageStack { side, data: images }),
+        poi: Some(PoiStack {
+            categories: categories.iter().map(|(n, _)| n.to_string()).collect(),
+            side,
+            data: poi,
+            scale: vec![1.0 / POI_STEPS; categories.len()],
+        }),
+        tabular: Some(Tabular {
+            columns: vec!["ln_population".into(), "ln_gdp".into()],
+            values: population.iter().zip(&economy).flat_map(|(p, g)| [*p, *g]).collect(),
+        }),
+        district: None,
+    };
+    city.validate()?;
+    Ok(city)
+}
+
+/// POI densities are stored as u8 steps of 1/32 (saturating at ≈ 8 overlapping points).
+const POI_STEPS: f32 = 32.0;
+
+pub fn preset_name(preset: Preset) -> &'static str {
+    match preset {
+        Preset::Monocentric => "monocentric",
+        Preset::Polycentric => "polycentric",
+        Preset::Sprawl => "sprawl",
+    }
+}
+
+/// Adds a cone-shaped bump of radius `r` at (x, y).
+fn splat(raster: &mut [f32], side: usize, x: i64, y: i64, r: i64) {
+    for dy in -r..=r {
+        for dx in -r..=r {
+            let (px, py) = (x + dx, y + dy);
+            if px < 0 || py < 0 || px >= side as i64 || py >= side as i64 {
+                continue;
+            }
+            let d = ((dx * dx + dy * dy) as f32).sqrt() / (r as f32 + 1.0);
+            if d < 1.0 {
+                raster[py as usize * side + px as usize] += 1.0 - d;
+            }
+        }
+    }
+}
+
+fn poisson(rng: &mut ChaCha8Rng, lambda: f32) -> usize {
+    if lambda <= 0.0 {
+        return 0;
+    }
+    if lambda > 30.0 {
+        return (lambda + lambda.sqrt() * standard_normal(rng) as f32).round().max(0.0) as usize;
+    }
+    let limit = (-lambda).exp();
+    let (mut k, mut p) = (0usize, 1.0f32);
+    loop {
+        p *= rng.random::<f32>();
+        if p <= limit {
+            return k;
+        }
+        k += 1;
+    }
+}
+
+fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = rng.random::<f64>().max(1e-12);
+    let u2: f64 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

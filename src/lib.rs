@@ -1,0 +1,13 @@
+//! OpenCarbon-rs: reproduce, extend and stress-test OpenCarbon (IJCAI 2025), per-tile urban
+//! carbon emission prediction from satellite images and POI data, with burn.
+//!
+//! The flow: spec → city → split and neighbourhoods → network → training → run directory.
+
+pub mod backend;
+pub mod data;
+pub mod metrics;
+pub mod model;
+pub mod runner;
+pub mod spec;
+pub mod track;
+pub mod train;

@@ -1,0 +1,174 @@
+//! The model configuration: every switch an ablation needs, with the authors' values as defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// An input modality of a tile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    /// Satellite image, 3×H×W u8, through the ResNet-18 image encoder.
+    Image,
+    /// POI distribution raster, C×H×W, through the SE-CNN POI encoder.
+    Poi,
+    /// Tabular covariates (e.g. population, GDP), through a small MLP.
+    Tabular,
+}
+
+impl Modality {
+    pub const ALL: [Modality; 3] = [Modality::Image, Modality::Poi, Modality::Tabular];
+    pub fn name(self) -> &'static str {
+        match self {
+            Modality::Image => "image",
+            Modality::Poi => "poi",
+            Modality::Tabular => "tabular",
+        }
+    }
+}
+
+/// What a neighbour outside the city (or not a tile) contributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingNeighbour {
+    /// A zero embedding (default).
+    Mask,
+    /// The authors' script: the missing neighbour points at tile index 0, a real tile.
+    Tile0,
+}
+
+/// How the encoders see the tiles of a batch; it changes BatchNorm's batch statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncoderBatching {
+    /// Each distinct tile of the batch is encoded once (fast; BatchNorm statistics over those tiles).
+    Distinct,
+    /// The script's path: one encoder call per window position, each over B tiles (BatchNorm
+    /// statistics per position), so a tile is encoded as often as it appears.
+    PerPosition,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelOrder {
+    /// The script reads images with OpenCV, so the network sees BGR.
+    Bgr,
+    Rgb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageNormalization {
+    /// Raw 0–255 values (the script).
+    None,
+    /// x/255, then ImageNet mean/std per channel (in the channel order the network sees).
+    Imagenet,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageEncoderConfig {
+    pub channel_order: ChannelOrder,
+    pub normalize: ImageNormalization,
+    /// A torchvision ResNet-18 state dict (`resnet18-5c106cde.pth` layout) to start from.
+    pub pretrained: Option<PathBuf>,
+}
+
+impl Default for ImageEncoderConfig {
+    fn default() -> Self {
+        Self { channel_order: ChannelOrder::Bgr, normalize: ImageNormalization::None, pretrained: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Embedding width d of every modality vector.
+    pub embedding_dim: usize,
+    /// Modalities the network uses; each must be present in the dataset.
+    pub modalities: Vec<Modality>,
+    /// Neighbourhood radius k: a (2k+1)×(2k+1) window; 0 turns the neighbourhood branch off.
+    pub neighbourhood: usize,
+    /// Squeeze-and-excitation blocks in the POI encoder.
+    pub se: bool,
+    pub missing_neighbour: MissingNeighbour,
+    pub encoder_batching: EncoderBatching,
+    pub image_encoder: ImageEncoderConfig,
+    /// Hidden width of the aggregate-attention scorer.
+    pub attention_hidden: usize,
+    /// Heads of the feature-token attention.
+    pub attention_heads: usize,
+    /// Hidden width of the tabular MLP.
+    pub tabular_hidden: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            embedding_dim: 32,
+            modalities: vec![Modality::Image, Modality::Poi],
+            neighbourhood: 1,
+            se: true,
+            missing_neighbour: MissingNeighbour::Mask,
+            encoder_batching: EncoderBatching::Distinct,
+            image_encoder: ImageEncoderConfig::default(),
+            attention_hidden: 32,
+            attention_heads: 2,
+            tabular_hidden: 32,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Window side 2k+1 (1 without neighbourhood).
+    pub fn window(&self) -> usize {
+        2 * self.neighbourhood + 1
+    }
+
+    pub fn uses(&self, modality: Modality) -> bool {
+        self.modalities.contains(&modality)
+    }
+
+    /// Checks the values that do not depend on the data; returns `key: problem` messages.
+    pub fn check(&self) -> Vec<String> {
+        let mut errors = Vec::new();
+        if self.embedding_dim == 0 {
+            errors.push("model.embedding_dim: must be at least 1".to_string());
+        }
+        if self.modalities.is_empty() {
+            errors.push("model.modalities: name at least one of image, poi, tabular".to_string());
+        }
+        let mut seen = self.modalities.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != self.modalities.len() {
+            errors.push("model.modalities: a modality is listed twice".to_string());
+        }
+        if self.attention_heads == 0 {
+            errors.push("model.attention_heads: must be at least 1".to_string());
+        }
+        if self.attention_hidden == 0 || self.tabular_hidden == 0 {
+            errors.push("model.attention_hidden / model.tabular_hidden: must be at least 1".to_string());
+        }
+        if self.neighbourhood > 3 {
+            errors.push(format!(
+                "model.neighbourhood: {} gives a {}×{} window; at most 3 (7×7) is supported",
+                self.neighbourhood,
+                self.window(),
+                self.window()
+            ));
+        }
+        errors
+    }
+}
+
+/// Shapes of the inputs the network is built for, read off the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShapes {
+    /// Image side (square images), if the city has images.
+    pub image_size: Option<usize>,
+    /// POI raster (channels, side), if the city has rasters.
+    pub poi: Option<(usize, usize)>,
+    /// Number of tabular covariates, if any.
+    pub tabular: Option<usize>,
+}

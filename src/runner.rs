@@ -1,0 +1,164 @@
+//! Runs a spec: build the city, split it, train, and write the run directory. The runner owns
+//! *how* (seed, device, directories, logging, resume); the model and trainer own *what*.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::backend::{self, DeviceChoice};
+use crate::data::{synthetic, City};
+use crate::metrics::Metrics;
+use crate::spec::{DatasetSpec, RunSpec};
+use crate::track::{meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink};
+use crate::train::{self, Hooks};
+
+/// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestMetrics {
+    pub r2: f64,
+    pub rmse: f64,
+    pub mae: f64,
+    pub mape: f64,
+    pub n: usize,
+    pub best_epoch: usize,
+    pub valid: Metrics,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+}
+
+/// Builds the city a spec names.
+pub fn load_city(dataset: &DatasetSpec) -> Result<City> {
+    match dataset {
+        DatasetSpec::Synthetic(config) => synthetic::generate(config),
+    }
+}
+
+/// What became of one run.
+pub enum RunOutcome {
+    Done(TestMetrics),
+    /// Its `test_metrics.json` already existed.
+    Skipped(TestMetrics),
+}
+
+pub struct RunOptions {
+    pub device: DeviceChoice,
+    /// Experiment directory; the run goes to `<out>/runs/<run-id>/`.
+    pub out: PathBuf,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Re-run even when the run is done.
+    pub force: bool,
+}
+
+/// Runs one spec end to end and returns its run directory and outcome.
+pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
+    let run_id = spec.run_id();
+    let path = options.out.join("runs").join(&run_id);
+    if RunDir::is_done(&path) && !options.force {
+        let text = std::fs::read_to_string(path.join("test_metrics.json"))?;
+        let metrics = serde_json::from_str(&text).with_context(|| format!("reading {}/test_metrics.json", path.display()))?;
+        return Ok((path, RunOutcome::Skipped(metrics)));
+    }
+    let dir = RunDir::create(path.clone())?;
+    std::fs::remove_file(dir.file("test_metrics.json")).ok();
+    dir.write_atomic("spec.resolved.yaml", spec.resolved_yaml().as_bytes())?;
+    let device = backend::device(&options.device)?;
+    let (git_commit, git_dirty) = meta::git_state();
+    let report = backend::report();
+    let mut run_meta = RunMeta {
+        run_id: run_id.clone(),
+        git_commit,
+        git_dirty,
+        opencarbon_version: env!("CARGO_PKG_VERSION").into(),
+        burn_version: env!("OPENCARBON_BURN_VERSION").into(),
+        polars_version: env!("OPENCARBON_POLARS_VERSION").into(),
+        tensorboard_rs_version: env!("OPENCARBON_TENSORBOARD_RS_VERSION").into(),
+        backend: backend::backend_name(&options.device).into(),
+        device: options.device.to_string(),
+        libtorch_version: report.libtorch_version.clone(),
+        seed: spec.seed,
+        started: meta::now(),
+        finished: None,
+        status: "running".into(),
+        failure: None,
+        epochs_run: None,
+        best_epoch: None,
+        train_seconds: None,
+    };
+    dir.write_json("meta.json", &run_meta)?;
+
+    let result = run_in(spec, &dir, &device, options);
+    run_meta.finished = Some(meta::now());
+    match result {
+        Ok(metrics) => {
+            run_meta.status = "done".into();
+            run_meta.epochs_run = Some(metrics.epochs_run);
+            run_meta.best_epoch = Some(metrics.best_epoch);
+            run_meta.train_seconds = Some(metrics.train_seconds);
+            dir.write_json("meta.json", &run_meta)?;
+            // Last: its existence marks the run as done.
+            dir.write_json("test_metrics.json", &metrics)?;
+            Ok((path, RunOutcome::Done(metrics)))
+        }
+        Err(e) => {
+            run_meta.status = "failed".into();
+            run_meta.failure = Some(format!("{e:#}"));
+            dir.write_json("meta.json", &run_meta)?;
+            Err(e.context(format!("run {run_id} failed (see {}/meta.json)", path.display())))
+        }
+    }
+}
+
+fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options: &RunOptions) -> Result<TestMetrics> {
+    let city = load_city(&spec.dataset)?;
+    let split = spec.split.split(&city, spec.seed)?;
+    let mut sinks = Sinks(vec![
+        Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
+        Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
+    ]);
+    let bar = options.progress.then(|| progress::run_bar(spec.train.epochs, &format!("{} {}", spec.name, spec.run_id())));
+    let report = train::train(
+        &city,
+        &split,
+        &spec.model,
+        &spec.train,
+        spec.seed,
+        device,
+        Hooks { sink: &mut sinks, progress: bar.clone(), checkpoint: Some(dir.best_checkpoint()) },
+    )?;
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+    // Dropping the TensorBoard writer completes its event file.
+    drop(sinks);
+    write_predictions(dir, &city, &report.test_predictions)?;
+    Ok(TestMetrics {
+        r2: report.test.r2,
+        rmse: report.test.rmse,
+        mae: report.test.mae,
+        mape: report.test.mape,
+        n: report.test.n,
+        best_epoch: report.best_epoch,
+        valid: report.best_valid,
+        epochs_run: report.epochs_run,
+        stopped_early: report.stopped_early,
+        train_seconds: report.train_seconds,
+    })
+}
+
+fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> Result<()> {
+    let mut text = String::from("x,y,target,prediction\n");
+    for &(i, target, predicted) in rows {
+        let k = city.keys[i];
+        writeln!(text, "{},{},{target},{predicted}", k.x, k.y)?;
+    }
+    dir.write_atomic("predictions.csv", text.as_bytes())
+}
+
+/// The default experiment directory of a spec: `results/<name>`.
+pub fn default_out(spec: &RunSpec) -> PathBuf {
+    Path::new("results").join(&spec.name)
+}

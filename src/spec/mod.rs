@@ -1,0 +1,112 @@
+//! The run spec: YAML → typed, checked spec. Precedence: built-in defaults → spec file →
+//! `--set key.path=value` overrides. Unknown keys are errors, with a did-you-mean.
+
+mod errors;
+mod overrides;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::data::split::SplitConfig;
+use crate::data::synthetic::SynthConfig;
+use crate::model::ModelConfig;
+use crate::train::TrainConfig;
+
+pub use overrides::apply_override;
+
+/// Where a run's city comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DatasetSpec {
+    /// A synthetic city generated on the fly (deterministic per its seed).
+    Synthetic(SynthConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// Experiment name; results go to `results/<name>/` unless `--out` says otherwise.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub dataset: DatasetSpec,
+    #[serde(default)]
+    pub split: SplitConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl RunSpec {
+    /// Reads `path`, applies `overrides` (`key.path=value`, value in YAML syntax), and checks it.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    /// Parses spec text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let spec: RunSpec = if overrides.is_empty() {
+            errors::deserialize_located(text, origin)?
+        } else {
+            let mut value: serde_norway::Value =
+                serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", errors::describe(&e.to_string())))?;
+            for o in overrides {
+                apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
+            }
+            errors::deserialize_value(value, &format!("{origin} (after --set)"))?
+        };
+        spec.check().with_context(|| format!("{origin}: invalid spec"))?;
+        Ok(spec)
+    }
+
+    /// Checks values that serde cannot (ranges, combinations), all at once.
+    pub fn check(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            problems.push(format!("name: `{}` must be a non-empty name without slashes", self.name));
+        }
+        problems.extend(self.model.check());
+        problems.extend(self.train.check(&self.model.modalities));
+        problems.extend(self.split.check());
+        match &self.dataset {
+            DatasetSpec::Synthetic(s) => {
+                if s.width == 0 || s.height == 0 {
+                    problems.push("dataset.synthetic.width/height: must be at least 1".into());
+                }
+                if s.tile_side < 8 {
+                    problems.push(format!("dataset.synthetic.tile_side: {} is below the minimum of 8", s.tile_side));
+                }
+                if s.poi_categories == 0 || s.poi_categories > 15 {
+                    problems.push(format!("dataset.synthetic.poi_categories: {} must be 1..=15", s.poi_categories));
+                }
+            }
+        }
+        if !problems.is_empty() {
+            bail!("{}", problems.join("\n"));
+        }
+        Ok(())
+    }
+
+    /// The fully resolved spec (every default written out), enough to re-run alone.
+    pub fn resolved_yaml(&self) -> String {
+        serde_norway::to_string(self).expect("a spec always serialises")
+    }
+
+    /// A stable id: the seed and a hash of the resolved spec.
+    pub fn run_id(&self) -> String {
+        let digest = Sha256::digest(self.resolved_yaml().as_bytes());
+        let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        format!("s{}-{hex}", self.seed)
+    }
+}

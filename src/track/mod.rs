@@ -1,0 +1,10 @@
+//! Tracking: the run directory, metric sinks (CSV, TensorBoard) and progress bars.
+
+pub mod meta;
+pub mod progress;
+pub mod run_dir;
+pub mod sink;
+
+pub use meta::RunMeta;
+pub use run_dir::RunDir;
+pub use sink::{CsvSink, MemorySink, MetricSink, Sinks, TensorboardSink};

@@ -1,0 +1,159 @@
+//! Training configuration, with the authors' script as the default.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Modality;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContrastiveDirection {
+    /// Cross-entropy over rows of S = X_a X_bᵀ only (the script).
+    AToB,
+    /// The mean of both directions (CLIP-style).
+    Symmetric,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Similarity {
+    /// Raw dot products (the script).
+    Dot,
+    /// Dot products of L2-normalised embeddings.
+    Cosine,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContrastiveConfig {
+    /// The two modalities contrasted, centre tile, before fusion: rows of S come from the first.
+    pub pair: [Modality; 2],
+    pub direction: ContrastiveDirection,
+    pub similarity: Similarity,
+    pub temperature: f64,
+}
+
+impl Default for ContrastiveConfig {
+    fn default() -> Self {
+        Self {
+            pair: [Modality::Image, Modality::Poi],
+            direction: ContrastiveDirection::AToB,
+            similarity: Similarity::Dot,
+            temperature: 0.07,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoppingRule {
+    /// The script: a counter of validations without improvement that is never reset; stop
+    /// when it exceeds `patience` and the epoch exceeds `min_epoch`.
+    Script,
+    /// Standard patience: stop after `patience` validations in a row without improvement,
+    /// once the epoch exceeds `min_epoch`.
+    Patience,
+    /// Train for all `epochs`.
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EarlyStopping {
+    pub rule: StoppingRule,
+    pub patience: usize,
+    pub min_epoch: usize,
+}
+
+impl Default for EarlyStopping {
+    fn default() -> Self {
+        Self { rule: StoppingRule::Script, patience: 30, min_epoch: 100 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    /// Coupled L2 weight decay, as torch's Adam.
+    pub weight_decay: f64,
+    pub adam_epsilon: f64,
+    /// Weight α of the contrastive term.
+    pub alpha: f64,
+    /// The contrastive term is added only when `epoch > contrastive_epoch`.
+    pub contrastive_epoch: usize,
+    pub contrastive: ContrastiveConfig,
+    pub validate_every: usize,
+    pub early_stopping: EarlyStopping,
+    /// Train on (y − mean)/std of the training targets instead of y; metrics stay on the log scale.
+    /// Off in the script; it makes short runs (the quickstart) converge.
+    pub standardize_target: bool,
+    /// Samples per forward pass in evaluation (eval-mode BatchNorm makes this a speed knob only).
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 3000,
+            batch_size: 32,
+            lr: 1e-3,
+            weight_decay: 5e-3,
+            adam_epsilon: 1e-8,
+            alpha: 1e-3,
+            contrastive_epoch: 100,
+            contrastive: ContrastiveConfig::default(),
+            validate_every: 5,
+            early_stopping: EarlyStopping::default(),
+            standardize_target: false,
+            eval_batch_size: 128,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the values that do not depend on data or model; `key: problem` messages.
+    pub fn check(&self, modalities: &[Modality]) -> Vec<String> {
+        let mut e = Vec::new();
+        if self.epochs == 0 {
+            e.push("train.epochs: must be at least 1".to_string());
+        }
+        if self.batch_size < 2 {
+            e.push("train.batch_size: must be at least 2 (BatchNorm needs two samples)".to_string());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            e.push(format!("train.lr: {} must be a positive number", self.lr));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            e.push(format!("train.weight_decay: {} must be ≥ 0", self.weight_decay));
+        }
+        if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
+            e.push(format!("train.alpha: {} must be ≥ 0", self.alpha));
+        }
+        if !(self.contrastive.temperature > 0.0) {
+            e.push("train.contrastive.temperature: must be positive".to_string());
+        }
+        if self.validate_every == 0 {
+            e.push("train.validate_every: must be at least 1".to_string());
+        }
+        if self.eval_batch_size == 0 {
+            e.push("train.eval_batch_size: must be at least 1".to_string());
+        }
+        let [a, b] = self.contrastive.pair;
+        if a == b {
+            e.push("train.contrastive.pair: name two different modalities".to_string());
+        }
+        if self.alpha > 0.0 && !(modalities.contains(&a) && modalities.contains(&b)) {
+            e.push(format!(
+                "train.alpha: {} > 0 contrasts {} with {}, but model.modalities is [{}]; set train.alpha: 0 \
+                 or choose train.contrastive.pair among the model's modalities",
+                self.alpha,
+                a.name(),
+                b.name(),
+                modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        e
+    }
+}

@@ -1,0 +1,8 @@
+//! Training: configuration, losses, the loop, evaluation and checkpoints.
+
+pub mod config;
+pub mod loss;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{evaluate, predict, train, Hooks, Prepared, TrainReport};

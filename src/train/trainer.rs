@@ -1,0 +1,252 @@
+//! The training loop of MODEL.md: L1-sum + α·InfoNCE (after `contrastive_epoch`), Adam with
+//! coupled weight decay, validation every N epochs on the eval-mode model, the best-validation-R²
+//! checkpoint, early stopping, and the test of that checkpoint.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use indicatif::ProgressBar;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{StoppingRule, TrainConfig};
+use super::loss::{info_nce, l1_sum};
+use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
+use crate::metrics::Metrics;
+use crate::model::config::EncoderBatching;
+use crate::model::{ModelConfig, OpenCarbon};
+use crate::track::MetricSink;
+
+/// A city made ready for one run: tiles on the device, neighbourhoods, target scaling.
+pub struct Prepared<'a> {
+    pub city: &'a City,
+    pub tiles: DeviceTiles,
+    pub neighbours: Option<NeighbourIndex>,
+    pub model: ModelConfig,
+    /// Targets are trained as (y − shift) / scale; (0, 1) unless `standardize_target`.
+    pub target_shift: f64,
+    pub target_scale: f64,
+}
+
+impl<'a> Prepared<'a> {
+    pub fn new(city: &'a City, split: &Split, model: &ModelConfig, train: &TrainConfig, device: &Device) -> Self {
+        let standardizer = Standardizer::fit(city, &split.train);
+        let (shift, scale) = if train.standardize_target {
+            let y: Vec<f64> = split.train.iter().map(|&i| city.target(i)).collect();
+            let mean = y.iter().sum::<f64>() / y.len() as f64;
+            let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64;
+            (mean, if var > 1e-12 { var.sqrt() } else { 1.0 })
+        } else {
+            (0.0, 1.0)
+        };
+        Self {
+            city,
+            tiles: DeviceTiles::upload(city, standardizer.as_ref(), device),
+            neighbours: (model.neighbourhood > 0).then(|| NeighbourIndex::new(city, model.neighbourhood)),
+            model: model.clone(),
+            target_shift: shift,
+            target_scale: scale,
+        }
+    }
+
+    fn plan(&self, samples: &[usize], batching: EncoderBatching) -> BatchPlan {
+        BatchPlan::new(samples, self.neighbours.as_ref(), batching, self.model.missing_neighbour)
+    }
+
+    fn scaled_targets(&self, samples: &[usize], device: &Device) -> Tensor<1> {
+        let y: Vec<f32> =
+            samples.iter().map(|&i| ((self.city.target(i) - self.target_shift) / self.target_scale) as f32).collect();
+        Tensor::from_data(TensorData::new(y, [samples.len()]), device)
+    }
+}
+
+/// Predictions (log scale) of an eval-mode model for `samples`, in order.
+pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> Vec<f64> {
+    let device = data.tiles.device().clone();
+    let mut out = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(batch_size.max(1)) {
+        // Eval-mode BatchNorm uses running statistics, so distinct-tile batching is exact here.
+        let plan = data.plan(chunk, EncoderBatching::Distinct);
+        let output = model.forward(data.tiles.gather(&plan.tiles, false), &plan.layout(&device));
+        let values = output.prediction.into_data().try_to_vec::<f32>().expect("f32 predictions");
+        out.extend(values.iter().map(|&v| v as f64 * data.target_scale + data.target_shift));
+    }
+    out
+}
+
+pub fn evaluate(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> (Metrics, Vec<f64>) {
+    let predicted = predict(model, data, samples, batch_size);
+    let target: Vec<f64> = samples.iter().map(|&i| data.city.target(i)).collect();
+    (Metrics::compute(&target, &predicted), predicted)
+}
+
+/// Where a run reports to; all optional except the sink.
+pub struct Hooks<'a> {
+    pub sink: &'a mut dyn MetricSink,
+    pub progress: Option<ProgressBar>,
+    /// Where the best checkpoint is saved (safetensors), if anywhere.
+    pub checkpoint: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainReport {
+    pub best_epoch: usize,
+    pub best_valid: Metrics,
+    pub test: Metrics,
+    /// (tile index, target, prediction) on the test split.
+    pub test_predictions: Vec<(usize, f64, f64)>,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+    /// Mean training loss per sample of each epoch.
+    pub train_loss: Vec<f64>,
+}
+
+/// Trains a fresh network on `split.train`, selects on `split.valid`, tests on `split.test`.
+pub fn train(
+    city: &City,
+    split: &Split,
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    seed: u64,
+    device: &Device,
+    hooks: Hooks,
+) -> Result<TrainReport> {
+    let problems: Vec<String> = model_config.check().into_iter().chain(config.check(&model_config.modalities)).collect();
+    if !problems.is_empty() {
+        bail!("invalid configuration:\n  {}", problems.join("\n  "));
+    }
+    if model_config.image_encoder.pretrained.is_some() {
+        bail!("model.image_encoder.pretrained: loading torchvision weights is not implemented yet");
+    }
+    device.seed(seed);
+    let autodiff = device.clone().autodiff();
+    let data = Prepared::new(city, split, model_config, config, device);
+    let mut model = model_config.init(&city.shapes(), &autodiff)?;
+    let mut optimizer = AdamConfig::new()
+        .with_epsilon(config.adam_epsilon as f32)
+        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+        .init();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let started = Instant::now();
+
+    let mut best: Option<(usize, Metrics, OpenCarbon)> = None;
+    let (mut no_improvement, mut since_best) = (0usize, 0usize);
+    let mut train_loss = Vec::new();
+    let mut epochs_run = 0;
+    let mut stopped_early = false;
+    let mut order = split.train.clone();
+    let sink = hooks.sink;
+
+    for epoch in 1..=config.epochs {
+        order.shuffle(&mut rng);
+        let contrastive = config.alpha > 0.0 && epoch > config.contrastive_epoch;
+        let mut l1_terms = Vec::new();
+        let mut nce_terms = Vec::new();
+        let mut seen = 0usize;
+        for batch in order.chunks(config.batch_size) {
+            if batch.len() < 2 {
+                continue; // BatchNorm cannot normalise a single sample in training mode.
+            }
+            let plan = data.plan(batch, model_config.encoder_batching);
+            let output = model.forward(data.tiles.gather(&plan.tiles, true), &plan.layout(&autodiff));
+            let l1 = l1_sum(output.prediction.clone(), data.scaled_targets(batch, &autodiff));
+            let mut loss = l1.clone();
+            if contrastive {
+                let [a, b] = config.contrastive.pair;
+                let nce = info_nce(
+                    output.embedding(a).context("contrastive modality missing")?,
+                    output.embedding(b).context("contrastive modality missing")?,
+                    &config.contrastive,
+                );
+                loss = loss + nce.clone() * config.alpha;
+                nce_terms.push(nce.detach().without_autodiff());
+            }
+            l1_terms.push(l1.detach().without_autodiff());
+            seen += batch.len();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(config.lr, model, grads);
+        }
+        epochs_run = epoch;
+        let l1_total: f64 = if l1_terms.is_empty() { 0.0 } else { Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64 };
+        // The loss is on the trained (possibly standardised) scale; report it per sample.
+        let mean_l1 = l1_total / seen.max(1) as f64;
+        if !mean_l1.is_finite() {
+            bail!("training loss became {mean_l1} at epoch {epoch}");
+        }
+        train_loss.push(mean_l1);
+        sink.log(epoch, "train", "l1", mean_l1)?;
+        if !nce_terms.is_empty() {
+            let n = nce_terms.len() as f64;
+            let nce = Tensor::cat(nce_terms, 0).sum().into_scalar::<f32>() as f64 / n;
+            sink.log(epoch, "train", "infonce", nce)?;
+        }
+
+        let last = epoch == config.epochs;
+        if epoch % config.validate_every == 0 || last {
+            let eval_model = model.valid();
+            let (valid, _) = evaluate(&eval_model, &data, &split.valid, config.eval_batch_size);
+            for (name, value) in valid.named() {
+                sink.log(epoch, "valid", name, value)?;
+            }
+            let improved = best.as_ref().is_none_or(|(_, m, _)| valid.r2 > m.r2);
+            if improved {
+                if let Some(path) = &hooks.checkpoint {
+                    let mut store = SafetensorsStore::from_file(path.clone());
+                    eval_model.save_into(&mut store).with_context(|| format!("saving checkpoint {}", path.display()))?;
+                }
+                best = Some((epoch, valid, eval_model));
+                since_best = 0;
+            } else {
+                no_improvement += 1;
+                since_best += 1;
+            }
+            if let Some(bar) = &hooks.progress {
+                let best_r2 = best.as_ref().map_or(f64::NAN, |(_, m, _)| m.r2);
+                bar.set_message(format!("loss {mean_l1:.4} valid R² {:.3} (best {best_r2:.3})", valid.r2));
+            }
+            let es = &config.early_stopping;
+            let stop = epoch > es.min_epoch
+                && match es.rule {
+                    StoppingRule::Script => no_improvement > es.patience,
+                    StoppingRule::Patience => since_best >= es.patience,
+                    StoppingRule::Off => false,
+                };
+            sink.flush()?;
+            if stop {
+                stopped_early = true;
+                break;
+            }
+        } else if let Some(bar) = &hooks.progress {
+            bar.set_message(format!("loss {mean_l1:.4}"));
+        }
+        if let Some(bar) = &hooks.progress {
+            bar.set_position(epoch as u64);
+        }
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+
+    let (best_epoch, best_valid, best_model) = best.context("no validation was run")?;
+    let (test, predicted) = evaluate(&best_model, &data, &split.test, config.eval_batch_size);
+    for (name, value) in test.named() {
+        sink.log(best_epoch, "test", name, value)?;
+    }
+    sink.flush()?;
+    let test_predictions = split.test.iter().zip(&predicted).map(|(&i, &p)| (i, city.target(i), p)).collect();
+    Ok(TrainReport { best_epoch, best_valid, test, test_predictions, epochs_run, stopped_early, train_seconds, train_loss })
+}
+
+/// Loads a checkpoint written by [`train`] into a freshly built (eval) network.
+pub fn load_checkpoint(model: OpenCarbon, path: &std::path::Path) -> Result<OpenCarbon> {
+    let mut model = model;
+    let mut store = SafetensorsStore::from_file(path.to_path_buf());
+    model.load_from(&mut store).with_context(|| format!("loading checkpoint {}", path.display()))?;
+    Ok(model)
+}

@@ -1,0 +1,17 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use opencarbon::backend::{self, Device, DeviceChoice};
+use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
+use opencarbon::data::City;
+
+/// The default backend's CPU device.
+pub fn device() -> Device {
+    backend::device(&DeviceChoice::Cpu).expect("the default CPU backend")
+}
+
+/// A small synthetic city: 8×8 tiles of 32 px, 4 POI categories.
+pub fn tiny_city(seed: u64) -> City {
+    generate(&SynthConfig { preset: Preset::Monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed })
+        .expect("tiny synthetic city")
+}

@@ -1,0 +1,97 @@
+//! Spec parsing: defaults, overrides, and one clear error per kind of mistake.
+
+use opencarbon::model::Modality;
+use opencarbon::spec::RunSpec;
+use proptest::prelude::*;
+
+const BASE: &str = "name: t\ndataset:\n  synthetic: {preset: monocentric, width: 4, height: 4}\n";
+
+fn error_of(text: &str) -> String {
+    format!("{:#}", RunSpec::parse(text, "spec.yaml", &[]).unwrap_err())
+}
+
+#[test]
+fn committed_quickstart_parses_with_paper_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/experiments/quickstart.yaml");
+    let spec = RunSpec::load(path.as_ref(), &[]).unwrap();
+    assert_eq!(spec.model.embedding_dim, 32);
+    assert_eq!(spec.model.modalities, vec![Modality::Image, Modality::Poi]);
+    assert_eq!(spec.model.neighbourhood, 1);
+    assert_eq!(spec.train.batch_size, 32);
+    assert_eq!(spec.train.weight_decay, 5e-3);
+    assert_eq!(spec.train.contrastive.temperature, 0.07);
+}
+
+#[test]
+fn unknown_key_names_line_path_and_suggestion() {
+    let e = error_of(&format!("{BASE}train:\n  lr_rate: 0.1\n"));
+    assert!(e.contains("spec.yaml"), "{e}");
+    assert!(e.contains("line 5"), "{e}");
+    assert!(e.contains("train"), "{e}");
+    assert!(e.contains("did you mean `lr`"), "{e}");
+}
+
+#[test]
+fn misspelt_enum_value_suggests() {
+    let e = error_of(&format!("{BASE}model:\n  modalities: [imgae, poi]\n"));
+    assert!(e.contains("model.modalities"), "{e}");
+    assert!(e.contains("did you mean `image`"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let e = error_of(&format!("{BASE}train:\n  epochs: many\n"));
+    assert!(e.contains("train.epochs"), "{e}");
+}
+
+#[test]
+fn out_of_range_values_are_listed_together() {
+    let e = error_of(&format!("{BASE}train:\n  lr: -1\n  batch_size: 1\nsplit: {{kind: random, test: 1.5}}\n"));
+    assert!(e.contains("train.lr"), "{e}");
+    assert!(e.contains("train.batch_size"), "{e}");
+    assert!(e.contains("split.test"), "{e}");
+}
+
+#[test]
+fn contrastive_needs_both_modalities() {
+    let e = error_of(&format!("{BASE}model: {{modalities: [poi]}}\n"));
+    assert!(e.contains("train.alpha"), "{e}");
+    let ok = RunSpec::parse(&format!("{BASE}model: {{modalities: [poi]}}\ntrain: {{alpha: 0}}\n"), "s", &[]);
+    assert!(ok.is_ok());
+}
+
+#[test]
+fn missing_required_key() {
+    let e = error_of("name: t\n");
+    assert!(e.contains("dataset"), "{e}");
+}
+
+#[test]
+fn overrides_take_precedence() {
+    let spec = RunSpec::parse(BASE, "s", &["train.lr=5e-4".into(), "model.modalities=[image]".into(), "train.alpha=0".into()]).unwrap();
+    assert_eq!(spec.train.lr, 5e-4);
+    assert_eq!(spec.model.modalities, vec![Modality::Image]);
+    let e = format!("{:#}", RunSpec::parse(BASE, "s", &["train.lrr=1".into()]).unwrap_err());
+    assert!(e.contains("did you mean `lr`"), "{e}");
+}
+
+#[test]
+fn run_id_is_stable_and_depends_on_the_spec() {
+    let a = RunSpec::parse(BASE, "s", &[]).unwrap();
+    let b = RunSpec::parse(BASE, "other", &[]).unwrap();
+    assert_eq!(a.run_id(), b.run_id());
+    let c = RunSpec::parse(BASE, "s", &["train.lr=0.01".into()]).unwrap();
+    assert_ne!(a.run_id(), c.run_id());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+        let _ = RunSpec::parse(&text, "fuzz", &[]);
+    }
+
+    #[test]
+    fn arbitrary_overrides_never_panic(key in "[a-z_.]{0,20}", value in "\\PC{0,20}") {
+        let _ = RunSpec::parse(BASE, "fuzz", &[format!("{key}={value}")]);
+    }
+}
