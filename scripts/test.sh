@@ -9,10 +9,10 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/opencarbon/target}"
 TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
-if ! "$TOOLS/bin/python" -c 'import tensorboard' 2>/dev/null; then
+if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL' 2>/dev/null; then
     echo "installing the tensorboard Python package into $TOOLS" >&2
     python3 -m venv "$TOOLS"
-    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard numpy pillow
 fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 

@@ -1,10 +1,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use opencarbon::backend::{self, DeviceChoice};
+use opencarbon::data::canonical::{self, CityManifest, GridInfo};
+use opencarbon::data::synthetic::{self, Preset, SynthConfig};
+use opencarbon::data::{odiac, preview};
 use opencarbon::runner::{self, RunOptions, RunOutcome};
 use opencarbon::spec::RunSpec;
 
@@ -38,6 +41,62 @@ enum Command {
     },
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
+    /// Create, import and look at cities.
+    #[command(subcommand)]
+    Datasets(DatasetsCommand),
+}
+
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Generate a synthetic city with a known ground truth as a canonical directory.
+    Synth {
+        #[arg(long, default_value = "monocentric")]
+        preset: Preset,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Tiles across x down, e.g. 40x40
+        #[arg(long, default_value = "16x16")]
+        size: String,
+        /// Pixels per tile side
+        #[arg(long, default_value_t = 256)]
+        tile_side: usize,
+        #[arg(long, default_value_t = 15)]
+        poi_categories: usize,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write <out>/preview.png (images beside the emission map)
+        #[arg(long)]
+        preview: bool,
+    },
+    /// Turn an ODIAC labels table (odiac-tiles/labels/<City>.csv) into a canonical city.
+    ImportOdiacTiles {
+        labels: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Convert the original OpenCarbon release (Python pickles) into a canonical city.
+    ImportOpencarbon {
+        /// Folder with tile2poi_distribution_<city>.npy, til2carbon_<city>.npy, satellite_images_<city>/, splits
+        src: PathBuf,
+        #[arg(long)]
+        city: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Python with numpy and pillow
+        #[arg(long, env = "OPENCARBON_PYTHON", default_value = "python3")]
+        python: String,
+    },
+    /// Check a canonical city directory and print what it holds.
+    Check { dir: PathBuf },
+    /// Draw a city: satellite mosaic beside the ln(emission) map, as PNG.
+    Preview {
+        dir: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Pixels per tile in the picture
+        #[arg(long, default_value_t = 16)]
+        cell: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +128,97 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(),
+        Command::Datasets(command) => datasets(command),
+    }
+}
+
+fn datasets(command: DatasetsCommand) -> Result<()> {
+    match command {
+        DatasetsCommand::Synth { preset, seed, size, tile_side, poi_categories, out, preview } => {
+            let (width, height) = size
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                .with_context(|| format!("--size `{size}`: expected WIDTHxHEIGHT in tiles, e.g. 40x40"))?;
+            let started = std::time::Instant::now();
+            let config = SynthConfig { preset, width, height, tile_side, poi_categories, seed };
+            let city = synthetic::generate(&config)?;
+            let generated = started.elapsed().as_secs_f64();
+            let manifest = CityManifest {
+                name: city.name.clone(),
+                description: Some(format!("synthetic city, {config:?}; ground truth in src/data/synthetic.rs")),
+                grid: GridInfo { zoom: None, tile_size_m: None, scheme: Some("synthetic".into()) },
+                images: None,
+                poi: None,
+                tabular: vec![],
+                target: "emission".into(),
+                provenance: Some(format!("opencarbon {} datasets synth", env!("CARGO_PKG_VERSION"))),
+                licence: Some("generated: no restrictions".into()),
+            };
+            canonical::write(&city, &out, &manifest)?;
+            if preview {
+                preview::write_png(&city, &out.join("preview.png"), 16)?;
+            }
+            println!(
+                "{}: {} tiles ({} samples), generated in {generated:.1} s, tile store {:.1} MiB (float32 would be {:.1} MiB) → {}",
+                city.name,
+                city.len(),
+                city.samples().len(),
+                city.memory_bytes() as f64 / 1048576.0,
+                city.float32_bytes() as f64 / 1048576.0,
+                out.display()
+            );
+            Ok(())
+        }
+        DatasetsCommand::ImportOdiacTiles { labels, out } => {
+            let (city, manifest) = odiac::import(&labels)?;
+            canonical::write(&city, &out, &manifest)?;
+            let filled = city.tabular.as_ref().map_or(0, |t| t.values.chunks(3).filter(|r| r[2] == 1.0).count());
+            println!(
+                "{}: {} tiles, {} with carbon > 0, {filled} with the GDP fill value flagged → {}",
+                city.name,
+                city.len(),
+                city.samples().len(),
+                out.display()
+            );
+            Ok(())
+        }
+        DatasetsCommand::ImportOpencarbon { src, city, out, python } => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_opencarbon_release.py");
+            let status = std::process::Command::new(&python)
+                .arg(script)
+                .arg(&src)
+                .args(["--city", &city, "--out"])
+                .arg(&out)
+                .status()
+                .with_context(|| format!("running {python} {script}"))?;
+            if !status.success() {
+                anyhow::bail!("the converter failed ({status}); see its message above");
+            }
+            let loaded = canonical::load(&out)?;
+            println!("{}: {} tiles, {} samples → {}", loaded.name, loaded.len(), loaded.samples().len(), out.display());
+            Ok(())
+        }
+        DatasetsCommand::Check { dir } => {
+            let city = canonical::load(&dir)?;
+            let shapes = city.shapes();
+            println!(
+                "{}: {} tiles, {} samples; images {:?}, POI (channels, side) {:?}, covariates {:?}; tile store {:.1} MiB",
+                city.name,
+                city.len(),
+                city.samples().len(),
+                shapes.image_size,
+                shapes.poi,
+                city.tabular.as_ref().map(|t| t.columns.clone()),
+                city.memory_bytes() as f64 / 1048576.0
+            );
+            Ok(())
+        }
+        DatasetsCommand::Preview { dir, out, cell } => {
+            let city = canonical::load(&dir)?;
+            preview::write_png(&city, &out, cell)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
     }
 }
 

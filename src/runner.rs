@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, DeviceChoice};
-use crate::data::{synthetic, City};
+use crate::data::{canonical, odiac, synthetic, City};
 use crate::metrics::Metrics;
 use crate::spec::{DatasetSpec, RunSpec};
 use crate::track::{meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink};
@@ -33,6 +33,8 @@ pub struct TestMetrics {
 pub fn load_city(dataset: &DatasetSpec) -> Result<City> {
     match dataset {
         DatasetSpec::Synthetic(config) => synthetic::generate(config),
+        DatasetSpec::Dir { path } => canonical::load(path),
+        DatasetSpec::OdiacTiles { labels } => Ok(odiac::import(labels)?.0),
     }
 }
 

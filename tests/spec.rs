@@ -4,7 +4,7 @@ use opencarbon::model::Modality;
 use opencarbon::spec::RunSpec;
 use proptest::prelude::*;
 
-const BASE: &str = "name: t\ndataset:\n  synthetic: {preset: monocentric, width: 4, height: 4}\n";
+const BASE: &str = "name: t\ndataset: {kind: synthetic, preset: monocentric, width: 4, height: 4}\n";
 
 fn error_of(text: &str) -> String {
     format!("{:#}", RunSpec::parse(text, "spec.yaml", &[]).unwrap_err())
@@ -26,7 +26,7 @@ fn committed_quickstart_parses_with_paper_defaults() {
 fn unknown_key_names_line_path_and_suggestion() {
     let e = error_of(&format!("{BASE}train:\n  lr_rate: 0.1\n"));
     assert!(e.contains("spec.yaml"), "{e}");
-    assert!(e.contains("line 5"), "{e}");
+    assert!(e.contains("line 4"), "{e}");
     assert!(e.contains("train"), "{e}");
     assert!(e.contains("did you mean `lr`"), "{e}");
 }

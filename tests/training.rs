@@ -67,8 +67,7 @@ fn same_seed_same_metrics() {
 const TINY_SPEC: &str = "
 name: tiny
 seed: 3
-dataset:
-  synthetic: {preset: polycentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}
+dataset: {kind: synthetic, preset: polycentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}
 model:
   modalities: [image, poi, tabular]
 train:

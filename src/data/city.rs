@@ -96,6 +96,13 @@ impl City {
             + self.keys.len() * (16 + 8)
     }
 
+    /// Bytes the same tiles take as float32 (what the authors' script holds on the host).
+    pub fn float32_bytes(&self) -> usize {
+        4 * (self.images.as_ref().map_or(0, |s| s.data.len())
+            + self.poi.as_ref().map_or(0, |p| p.data.len())
+            + self.tabular.as_ref().map_or(0, |t| t.values.len()))
+    }
+
     /// Checks sizes and values; the error names the tile.
     pub fn validate(&self) -> Result<()> {
         let n = self.len();

@@ -1,8 +1,12 @@
 //! Cities as data: the tile store, synthetic cities, splits, neighbourhoods and batches.
 
 pub mod batch;
+pub mod canonical;
+pub mod csv;
 pub mod city;
 pub mod neighbourhood;
+pub mod odiac;
+pub mod preview;
 pub mod split;
 pub mod synthetic;
 

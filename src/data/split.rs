@@ -33,8 +33,76 @@ pub enum SplitConfig {
         valid: f64,
         seed: Option<u64>,
     },
+    /// Hold out a region (a bounding box of tile keys, or named districts) as the test split;
+    /// validation is `valid` of the other samples, drawn as `block`×`block` spatial blocks.
+    Holdout {
+        test: Region,
+        #[serde(default = "default_valid")]
+        valid: f64,
+        #[serde(default = "default_block")]
+        block: usize,
+        seed: Option<u64>,
+    },
     /// An explicit CSV with columns x, y, split (train | valid | test).
     File { path: PathBuf },
+}
+
+/// A region of a city: set exactly one of `bbox` or `districts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    /// Inclusive tile-key ranges: `{x: [x0, x1], y: [y0, y1]}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<BoundingBox>,
+    /// District names (tiles.csv `district` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub districts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundingBox {
+    pub x: [i64; 2],
+    pub y: [i64; 2],
+}
+
+fn default_block() -> usize {
+    4
+}
+
+impl Region {
+    fn contains(&self, city: &City, i: usize) -> bool {
+        let k = city.keys[i];
+        if let Some(b) = &self.bbox {
+            return (b.x[0]..=b.x[1]).contains(&k.x) && (b.y[0]..=b.y[1]).contains(&k.y);
+        }
+        match (&self.districts, &city.district) {
+            (Some(names), Some(d)) => names.contains(&d[i]),
+            _ => false,
+        }
+    }
+}
+
+/// Assigns whole blocks (shuffled) to a first group until it holds `fraction` of `samples`.
+fn blocks_until(city: &City, samples: &[usize], block: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let b = block as i64;
+    let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+    for &i in samples {
+        let k = city.keys[i];
+        blocks.entry((k.x.div_euclid(b), k.y.div_euclid(b))).or_default().push(i);
+    }
+    let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let want = fraction * samples.len() as f64;
+    let (mut first, mut rest) = (Vec::new(), Vec::new());
+    for tiles in order {
+        if (first.len() as f64) < want {
+            first.extend(tiles);
+        } else {
+            rest.extend(tiles);
+        }
+    }
+    (first, rest)
 }
 
 fn default_test() -> f64 {
@@ -68,6 +136,23 @@ impl SplitConfig {
                 }
                 Some((test, valid))
             }
+            SplitConfig::Holdout { test, valid, block, .. } => {
+                if test.bbox.is_some() == test.districts.is_some() {
+                    errors.push("split.test: set exactly one of bbox or districts".into());
+                }
+                if let Some(b) = &test.bbox {
+                    if b.x[0] > b.x[1] || b.y[0] > b.y[1] {
+                        errors.push(format!("split.test.bbox: x {:?} and y {:?} must be [low, high]", b.x, b.y));
+                    }
+                }
+                if *block == 0 {
+                    errors.push("split.block: must be at least 1".into());
+                }
+                if !(*valid > 0.0 && *valid < 1.0) {
+                    errors.push(format!("split.valid: {valid} must lie strictly between 0 and 1"));
+                }
+                None
+            }
             SplitConfig::File { .. } => None,
         };
         if let Some((test, valid)) = fractions {
@@ -97,28 +182,18 @@ impl SplitConfig {
                 Split { train: train_set.to_vec(), valid: valid_set.to_vec(), test: test_set }
             }
             SplitConfig::Blocks { block, test, valid, seed } => {
-                let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
-                let b = *block as i64;
-                for &i in &samples {
-                    let k = city.keys[i];
-                    blocks.entry((k.x.div_euclid(b), k.y.div_euclid(b))).or_default().push(i);
+                let seed = seed.unwrap_or(run_seed);
+                let (test_set, rest) = blocks_until(city, &samples, *block, *test, seed);
+                let (valid_set, train_set) = blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
+                Split { train: train_set, valid: valid_set, test: test_set }
+            }
+            SplitConfig::Holdout { test, valid, block, seed } => {
+                if test.districts.is_some() && city.district.is_none() {
+                    bail!("split.test.districts: city `{}` has no `district` column in tiles.csv", city.name);
                 }
-                let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
-                order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.unwrap_or(run_seed)));
-                let n = samples.len() as f64;
-                let want_test = test * n;
-                let want_valid = valid * (n - want_test);
-                let mut split = Split { train: vec![], valid: vec![], test: vec![] };
-                for tiles in order {
-                    if (split.test.len() as f64) < want_test {
-                        split.test.extend(tiles);
-                    } else if (split.valid.len() as f64) < want_valid {
-                        split.valid.extend(tiles);
-                    } else {
-                        split.train.extend(tiles);
-                    }
-                }
-                split
+                let (test_set, rest): (Vec<usize>, Vec<usize>) = samples.iter().partition(|&&i| test.contains(city, i));
+                let (valid_set, train_set) = blocks_until(city, &rest, *block, *valid, seed.unwrap_or(run_seed));
+                Split { train: train_set, valid: valid_set, test: test_set }
             }
             SplitConfig::File { path } => read_split_file(path, city)?,
         };
@@ -135,6 +210,7 @@ fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading split file {}", path.display()))?;
     let index: HashMap<TileKey, usize> = city.index();
     let mut split = Split { train: vec![], valid: vec![], test: vec![] };
+    let mut listed: HashMap<usize, usize> = HashMap::new();
     let mut lines = text.lines().enumerate();
     let header = lines.next().map(|(_, h)| h.trim().to_string()).unwrap_or_default();
     if header.replace(' ', "") != "x,y,split" {
@@ -156,6 +232,9 @@ fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
         let &i = index.get(&key).with_context(|| format!("{}: tile {key} is not a tile of city `{}`", at(), city.name))?;
         if city.emission[i] <= 0.0 {
             bail!("{}: tile {key} has emission 0, so it is not a sample", at());
+        }
+        if let Some(first) = listed.insert(i, no + 1) {
+            bail!("{}: tile {key} is already listed on line {first}", at());
         }
         match fields[2] {
             "train" => split.train.push(i),

@@ -1,7 +1,7 @@
 //! The run spec: YAML → typed, checked spec. Precedence: built-in defaults → spec file →
 //! `--set key.path=value` overrides. Unknown keys are errors, with a did-you-mean.
 
-mod errors;
+pub(crate) mod errors;
 mod overrides;
 
 use std::path::Path;
@@ -17,12 +17,20 @@ use crate::train::TrainConfig;
 
 pub use overrides::apply_override;
 
-/// Where a run's city comes from.
+/// Where a run's city comes from: `dataset: {kind: synthetic, preset: …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum DatasetSpec {
     /// A synthetic city generated on the fly (deterministic per its seed).
     Synthetic(SynthConfig),
+    /// A canonical city directory (datasets/README.md).
+    Dir {
+        path: std::path::PathBuf,
+    },
+    /// A real ODIAC labels table (`odiac-tiles/labels/<City>.csv`), imported in memory.
+    OdiacTiles {
+        labels: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,15 +88,16 @@ impl RunSpec {
         problems.extend(self.train.check(&self.model.modalities));
         problems.extend(self.split.check());
         match &self.dataset {
+            DatasetSpec::Dir { .. } | DatasetSpec::OdiacTiles { .. } => {}
             DatasetSpec::Synthetic(s) => {
                 if s.width == 0 || s.height == 0 {
-                    problems.push("dataset.synthetic.width/height: must be at least 1".into());
+                    problems.push("dataset.width/height: must be at least 1".into());
                 }
                 if s.tile_side < 8 {
-                    problems.push(format!("dataset.synthetic.tile_side: {} is below the minimum of 8", s.tile_side));
+                    problems.push(format!("dataset.tile_side: {} is below the minimum of 8", s.tile_side));
                 }
                 if s.poi_categories == 0 || s.poi_categories > 15 {
-                    problems.push(format!("dataset.synthetic.poi_categories: {} must be 1..=15", s.poi_categories));
+                    problems.push(format!("dataset.poi_categories: {} must be 1..=15", s.poi_categories));
                 }
             }
         }

@@ -199,7 +199,7 @@ pub fn train(
             let improved = best.as_ref().is_none_or(|(_, m, _)| valid.r2 > m.r2);
             if improved {
                 if let Some(path) = &hooks.checkpoint {
-                    let mut store = SafetensorsStore::from_file(path.clone());
+                    let mut store = SafetensorsStore::from_file(path.clone()).overwrite(true);
                     eval_model.save_into(&mut store).with_context(|| format!("saving checkpoint {}", path.display()))?;
                 }
                 best = Some((epoch, valid, eval_model));
