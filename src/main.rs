@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use opencarbon::backend::{self, DeviceChoice};
+use opencarbon::bench::{self, BenchConfig, DataPath};
 use opencarbon::data::canonical::{self, CityManifest, GridInfo};
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
@@ -41,6 +42,29 @@ enum Command {
     },
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
+    /// Training and whole-city inference throughput and peak memory on a synthetic city.
+    Bench {
+        #[arg(long, default_value = "cpu")]
+        device: DeviceChoice,
+        #[arg(long, default_value_t = 1024)]
+        tiles: usize,
+        #[arg(long, default_value_t = 256)]
+        side: usize,
+        #[arg(long, default_value_t = 15)]
+        poi_categories: usize,
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// ours, authors, or both
+        #[arg(long, default_value = "both")]
+        path: String,
+        /// Append the rows as JSON lines to this file
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Create, import and look at cities.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
@@ -128,6 +152,27 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(),
+        Command::Bench { device, tiles, side, poi_categories, batch, warmup, steps, path, json } => {
+            let paths = match path.as_str() {
+                "ours" => vec![DataPath::Ours],
+                "authors" => vec![DataPath::Authors],
+                "both" => vec![DataPath::Ours, DataPath::Authors],
+                other => anyhow::bail!("--path `{other}`: expected ours, authors or both"),
+            };
+            if batch < 2 || steps == 0 {
+                anyhow::bail!("--batch must be ≥ 2 and --steps ≥ 1");
+            }
+            let rows = bench::run(&BenchConfig { tiles, side, poi_categories, batch, warmup, steps, paths }, &device)?;
+            print!("{}", bench::table(&rows));
+            if let Some(path) = json {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                for row in &rows {
+                    writeln!(f, "{}", serde_json::to_string(row)?)?;
+                }
+            }
+            Ok(())
+        }
         Command::Datasets(command) => datasets(command),
     }
 }

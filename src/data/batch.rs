@@ -191,6 +191,24 @@ impl BatchPlan {
         }
     }
 
+    /// A plan over embeddings of every tile of the city (row = tile index, row `n_tiles` = zero),
+    /// for whole-city inference.
+    pub fn whole_city(samples: &[usize], n_tiles: usize, neighbours: Option<&NeighbourIndex>, missing: MissingNeighbour) -> Self {
+        let window_rows = match neighbours {
+            None => vec![],
+            Some(index) => samples
+                .iter()
+                .flat_map(|&s| index.windows[s].iter())
+                .map(|n| match (n, missing) {
+                    (Some(t), _) => *t as i64,
+                    (None, MissingNeighbour::Tile0) => 0,
+                    (None, MissingNeighbour::Mask) => n_tiles as i64,
+                })
+                .collect(),
+        };
+        Self { tiles: vec![], centre_rows: samples.iter().map(|&s| s as i64).collect(), window_rows, encode_chunks: 1 }
+    }
+
     pub fn layout(&self, device: &Device) -> BatchLayout {
         let int = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
         BatchLayout {
@@ -200,4 +218,25 @@ impl BatchPlan {
             encode_chunks: self.encode_chunks,
         }
     }
+}
+
+/// The authors' data path, for benchmarks only: the tiles of a batch gathered on the host as
+/// float32 and copied to the device on every call (what `main_contrastive.py` does).
+pub fn host_float32_batch(city: &City, tiles: &[usize], device: &Device, autodiff: bool) -> TileBatch {
+    let attach = |t: Tensor<4>| if autodiff { t.autodiff() } else { t };
+    let image = city.images.as_ref().map(|s| {
+        let n = 3 * s.side * s.side;
+        let data: Vec<f32> = tiles.iter().flat_map(|&t| s.data[t * n..(t + 1) * n].iter().map(|&v| v as f32)).collect();
+        attach(Tensor::from_data(TensorData::new(data, [tiles.len(), 3, s.side, s.side]), device))
+    });
+    let poi = city.poi.as_ref().map(|p| {
+        let c = p.categories.len();
+        let plane = p.side * p.side;
+        let data: Vec<f32> = tiles
+            .iter()
+            .flat_map(|&t| (0..c).flat_map(move |ch| p.data[(t * c + ch) * plane..(t * c + ch + 1) * plane].iter().map(move |&v| v as f32 * p.scale[ch])))
+            .collect();
+        attach(Tensor::from_data(TensorData::new(data, [tiles.len(), c, p.side, p.side]), device))
+    });
+    TileBatch { image, poi, tabular: None }
 }

@@ -84,7 +84,29 @@ pub struct OpenCarbon {
     pub window: usize,
 }
 
+/// burn seeds a backend-wide generator, so seeding and initialising must not interleave with
+/// another thread doing the same (parallel tests, several runs in one process).
+static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+struct Materialize;
+
+impl burn::module::ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
 impl ModelConfig {
+    /// Builds the network with weights drawn from `seed`: the same seed gives the same weights.
+    pub fn init_seeded(&self, shapes: &InputShapes, device: &Device, seed: u64) -> Result<OpenCarbon> {
+        let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        device.seed(seed);
+        let model = self.init(shapes, device)?;
+        // burn initialises parameters lazily, on first use; draw them all now, under the lock.
+        model.visit(&mut Materialize);
+        Ok(model)
+    }
+
     /// Builds the network for inputs of the given shapes; fails when a modality is missing.
     pub fn init(&self, shapes: &InputShapes, device: &Device) -> Result<OpenCarbon> {
         let problems = self.check();
@@ -171,6 +193,13 @@ impl OpenCarbon {
 
     pub fn forward(&self, tiles: TileBatch, layout: &BatchLayout) -> Output {
         let embeddings = self.encode(tiles, layout.encode_chunks);
+        self.fuse(embeddings, layout)
+    }
+
+    /// Everything after the encoders: gathers centres and windows from `embeddings` (rows as in
+    /// `layout`), fuses, aggregates the neighbourhood and regresses. Whole-city inference encodes
+    /// every tile once and calls this per batch of samples.
+    pub fn fuse(&self, embeddings: Vec<(Modality, Tensor<2>)>, layout: &BatchLayout) -> Output {
         let centre: Vec<(Modality, Tensor<2>)> =
             embeddings.iter().map(|(m, e)| (*m, e.clone().select(0, layout.centre.clone()))).collect();
         let (x_g, _) = self.grid_fusion.forward(Tensor::stack(centre.iter().map(|(_, t)| t.clone()).collect(), 1));

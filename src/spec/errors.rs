@@ -10,7 +10,8 @@ pub fn deserialize_located<T: DeserializeOwned>(text: &str, origin: &str) -> Res
         let path = e.path().to_string();
         let inner = e.into_inner();
         let location = inner.location().map(|l| format!(" line {}, column {}", l.line(), l.column())).unwrap_or_default();
-        anyhow!("{origin}:{location}: {}{}", key_prefix(&path), describe(&strip_location(&inner.to_string())))
+        let message = strip_path(&strip_location(&inner.to_string()), &path);
+        anyhow!("{origin}:{location}: {}{}", key_prefix(&path), describe(&message))
     })
 }
 
@@ -18,7 +19,8 @@ pub fn deserialize_located<T: DeserializeOwned>(text: &str, origin: &str) -> Res
 pub fn deserialize_value<T: DeserializeOwned>(value: serde_norway::Value, origin: &str) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        anyhow!("{origin}: {}{}", key_prefix(&path), describe(&strip_location(&e.into_inner().to_string())))
+        let message = strip_path(&strip_location(&e.into_inner().to_string()), &path);
+        anyhow!("{origin}: {}{}", key_prefix(&path), describe(&message))
     })
 }
 
@@ -27,6 +29,21 @@ fn key_prefix(path: &str) -> String {
         String::new()
     } else {
         format!("key `{path}`: ")
+    }
+}
+
+/// serde_norway prefixes some messages with the parent key path; ours already names the key.
+fn strip_path(message: &str, path: &str) -> String {
+    let mut parent = path.rsplit_once('.').map_or("", |(p, _)| p).to_string();
+    loop {
+        if let Some(rest) = message.strip_prefix(&format!("{path}: ")).or_else(|| message.strip_prefix(&format!("{parent}: "))) {
+            return rest.to_string();
+        }
+        // `model.modalities[0]` → `model.modalities`
+        match parent.rsplit_once(['.', '[']) {
+            Some((p, _)) if !parent.is_empty() => parent = p.to_string(),
+            _ => return message.to_string(),
+        }
     }
 }
 
@@ -39,18 +56,29 @@ fn strip_location(message: &str) -> String {
 
 /// Adds a did-you-mean to serde's "unknown field/variant `x`, expected one of `a`, `b`".
 pub fn describe(message: &str) -> String {
-    let Some(unknown) = message.split('`').nth(1) else { return message.to_string() };
-    let is_unknown = message.starts_with("unknown field") || message.starts_with("unknown variant");
-    let Some(list) = message.split_once("expected one of ").map(|(_, l)| l).or_else(|| message.split_once("expected ").map(|(_, l)| l)) else {
+    let Some(start) = message.find("unknown field `").or_else(|| message.find("unknown variant `")) else {
         return message.to_string();
     };
-    if !is_unknown {
+    let tail = &message[start..];
+    let Some(unknown) = tail.split('`').nth(1) else { return message.to_string() };
+    let Some(list) = tail.split_once("expected one of ").map(|(_, l)| l).or_else(|| tail.split_once("expected ").map(|(_, l)| l)) else {
         return message.to_string();
-    }
+    };
     let allowed: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
-    match allowed.iter().map(|a| (edit_distance(unknown, a), *a)).min() {
-        Some((d, best)) if d <= 2.max(unknown.len() / 3) => format!("{message}; did you mean `{best}`?"),
-        _ => message.to_string(),
+    // Close in spelling, or one is a prefix of the other (`lr_rate` → `lr`).
+    let score = |a: &str| {
+        let d = edit_distance(unknown, a);
+        if d <= 2.max(unknown.len() / 3) {
+            Some(d)
+        } else if a.len() >= 2 && (unknown.starts_with(a) || a.starts_with(unknown)) {
+            Some(d + 100)
+        } else {
+            None
+        }
+    };
+    match allowed.iter().filter_map(|a| score(a).map(|s| (s, *a))).min() {
+        Some((_, best)) => format!("{message}; did you mean `{best}`?"),
+        None => message.to_string(),
     }
 }
 

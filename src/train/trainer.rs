@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::ProgressBar;
@@ -68,13 +68,29 @@ impl<'a> Prepared<'a> {
 }
 
 /// Predictions (log scale) of an eval-mode model for `samples`, in order.
+///
+/// Whole-city inference: every tile is encoded once (in chunks of `batch_size` tiles), then the
+/// fusion, neighbourhood and head run per chunk of samples on the stored embeddings. Eval-mode
+/// BatchNorm uses running statistics, so this equals batch-wise evaluation.
 pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> Vec<f64> {
     let device = data.tiles.device().clone();
+    let n = data.city.len();
+    let batch_size = batch_size.max(1);
+    let all: Vec<usize> = (0..n).collect();
+    let mut chunks: Vec<Vec<(crate::model::Modality, Tensor<2>)>> = Vec::new();
+    for tiles in all.chunks(batch_size) {
+        chunks.push(model.encode(data.tiles.gather(tiles, false), 1));
+    }
+    let embeddings: Vec<(crate::model::Modality, Tensor<2>)> = model
+        .modalities
+        .iter()
+        .enumerate()
+        .map(|(m, &modality)| (modality, Tensor::cat(chunks.iter().map(|c| c[m].1.clone()).collect(), 0)))
+        .collect();
     let mut out = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(batch_size.max(1)) {
-        // Eval-mode BatchNorm uses running statistics, so distinct-tile batching is exact here.
-        let plan = data.plan(chunk, EncoderBatching::Distinct);
-        let output = model.forward(data.tiles.gather(&plan.tiles, false), &plan.layout(&device));
+    for chunk in samples.chunks(batch_size) {
+        let plan = BatchPlan::whole_city(chunk, n, data.neighbours.as_ref(), data.model.missing_neighbour);
+        let output = model.fuse(embeddings.clone(), &plan.layout(&device));
         let values = output.prediction.into_data().try_to_vec::<f32>().expect("f32 predictions");
         out.extend(values.iter().map(|&v| v as f64 * data.target_scale + data.target_shift));
     }
@@ -109,6 +125,46 @@ pub struct TrainReport {
     pub train_loss: Vec<f64>,
 }
 
+/// One optimisation step on `batch` (sample tile indices): forward on the distinct (or
+/// per-position) tiles, L1-sum (+ α·InfoNCE when `contrastive`), backward, Adam. Returns the
+/// updated model and the detached loss terms (plain tensors, read without a device sync).
+pub fn train_step(
+    model: OpenCarbon,
+    optimizer: &mut ModuleOptimizer,
+    data: &Prepared,
+    batch: &[usize],
+    config: &TrainConfig,
+    contrastive: bool,
+    autodiff: &Device,
+) -> Result<(OpenCarbon, Tensor<1>, Option<Tensor<1>>)> {
+    let plan = data.plan(batch, data.model.encoder_batching);
+    let output = model.forward(data.tiles.gather(&plan.tiles, true), &plan.layout(autodiff));
+    let l1 = l1_sum(output.prediction.clone(), data.scaled_targets(batch, autodiff));
+    let mut loss = l1.clone();
+    let mut nce_term = None;
+    if contrastive {
+        let [a, b] = config.contrastive.pair;
+        let nce = info_nce(
+            output.embedding(a).context("contrastive modality missing")?,
+            output.embedding(b).context("contrastive modality missing")?,
+            &config.contrastive,
+        );
+        loss = loss + nce.clone() * config.alpha;
+        nce_term = Some(nce.detach().without_autodiff());
+    }
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optimizer.step(config.lr, model, grads);
+    Ok((model, l1.detach().without_autodiff(), nce_term))
+}
+
+/// The optimiser of MODEL.md: Adam with coupled L2 weight decay (torch's `Adam(weight_decay=…)`).
+pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    AdamConfig::new()
+        .with_epsilon(config.adam_epsilon as f32)
+        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+        .init()
+}
+
 /// Trains a fresh network on `split.train`, selects on `split.valid`, tests on `split.test`.
 pub fn train(
     city: &City,
@@ -126,14 +182,10 @@ pub fn train(
     if model_config.image_encoder.pretrained.is_some() {
         bail!("model.image_encoder.pretrained: loading torchvision weights is not implemented yet");
     }
-    device.seed(seed);
     let autodiff = device.clone().autodiff();
     let data = Prepared::new(city, split, model_config, config, device);
-    let mut model = model_config.init(&city.shapes(), &autodiff)?;
-    let mut optimizer = AdamConfig::new()
-        .with_epsilon(config.adam_epsilon as f32)
-        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
-        .init();
+    let mut model = model_config.init_seeded(&city.shapes(), &autodiff, seed)?;
+    let mut optimizer = optimizer(config);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
 
@@ -155,24 +207,11 @@ pub fn train(
             if batch.len() < 2 {
                 continue; // BatchNorm cannot normalise a single sample in training mode.
             }
-            let plan = data.plan(batch, model_config.encoder_batching);
-            let output = model.forward(data.tiles.gather(&plan.tiles, true), &plan.layout(&autodiff));
-            let l1 = l1_sum(output.prediction.clone(), data.scaled_targets(batch, &autodiff));
-            let mut loss = l1.clone();
-            if contrastive {
-                let [a, b] = config.contrastive.pair;
-                let nce = info_nce(
-                    output.embedding(a).context("contrastive modality missing")?,
-                    output.embedding(b).context("contrastive modality missing")?,
-                    &config.contrastive,
-                );
-                loss = loss + nce.clone() * config.alpha;
-                nce_terms.push(nce.detach().without_autodiff());
-            }
-            l1_terms.push(l1.detach().without_autodiff());
+            let (next, l1, nce) = train_step(model, &mut optimizer, &data, batch, config, contrastive, &autodiff)?;
+            model = next;
+            l1_terms.push(l1);
+            nce_terms.extend(nce);
             seen += batch.len();
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(config.lr, model, grads);
         }
         epochs_run = epoch;
         let l1_total: f64 = if l1_terms.is_empty() { 0.0 } else { Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64 };
