@@ -4,6 +4,7 @@
 //! The flow: spec → city → split and neighbourhoods → network → training → run directory.
 
 pub mod backend;
+pub mod baselines;
 pub mod bench;
 pub mod data;
 pub mod metrics;

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use opencarbon::backend::{self, DeviceChoice};
+use opencarbon::baselines::{self, Baseline};
 use opencarbon::bench::{self, BenchConfig, DataPath};
 use opencarbon::data::canonical::{self, CityManifest, GridInfo};
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
@@ -64,6 +65,20 @@ enum Command {
         /// Append the rows as JSON lines to this file
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
+    Baseline {
+        spec: PathBuf,
+        /// mean, ridge or neighbour_mean
+        #[arg(long, default_value = "ridge")]
+        kind: String,
+        /// Covariates for ridge (comma-separated)
+        #[arg(long, default_value = "ln_population")]
+        columns: String,
+        #[arg(long, default_value_t = 0.0)]
+        lambda: f64,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
     /// Create, import and look at cities.
     #[command(subcommand)]
@@ -152,6 +167,23 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(),
+        Command::Baseline { spec, kind, columns, lambda, overrides } => {
+            let spec = RunSpec::load(&spec, &overrides)?;
+            let baseline = match kind.as_str() {
+                "mean" => Baseline::Mean,
+                "neighbour_mean" => Baseline::NeighbourMean,
+                "ridge" => Baseline::Ridge { columns: columns.split(',').map(|c| c.trim().to_string()).collect(), lambda },
+                other => anyhow::bail!("--kind `{other}`: expected mean, ridge or neighbour_mean"),
+            };
+            let city = runner::load_city(&spec.dataset)?;
+            let split = spec.split.split(&city, spec.seed)?;
+            let (m, _) = baselines::evaluate(&baseline, &city, &split)?;
+            println!(
+                "{} on {} ({} train / {} valid / {} test): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
+                kind, city.name, split.train.len(), split.valid.len(), split.test.len(), m.r2, m.rmse, m.mae, m.mape
+            );
+            Ok(())
+        }
         Command::Bench { device, tiles, side, poi_categories, batch, warmup, steps, path, json } => {
             let paths = match path.as_str() {
                 "ours" => vec![DataPath::Ours],
