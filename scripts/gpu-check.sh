@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
+# `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
+#   doctor → quickstart on CUDA → bench (ours vs the authors' data path) → PyTorch reference.
+# usage: scripts/gpu-check.sh <opencarbon-binary> <out-dir>
+set -uo pipefail
+BIN=${1:?binary}
+OUT=${2:?out dir}
+mkdir -p "$OUT"
+TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+LOG="$OUT/log.txt"
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+    "$BIN" doctor
+    echo "== quickstart on cuda"
+    /usr/bin/time -f "quickstart wall %e s, max RSS %M KiB" timeout 240 "$BIN" run experiments/quickstart.yaml --device cuda --out "$OUT/qs" --quiet
+    cp "$OUT"/qs/runs/*/test_metrics.json "$OUT/quickstart_test_metrics.json"
+    rm -rf "$OUT/qs"
+} >"$LOG" 2>&1
+
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$OUT/gpu_memory_ours.txt" 2>/dev/null &
+SMI=$!
+timeout 240 "$BIN" bench --device cuda --tiles 1024 --side 256 --poi-categories 15 --batch 32 --warmup 3 --steps 20 \
+    --json "$OUT/bench_ours.jsonl" >>"$LOG" 2>&1
+kill $SMI 2>/dev/null
+echo "== pytorch reference" >>"$LOG"
+timeout 200 python3 tools/bench/pytorch_reference.py --device cuda --tiles 1024 --side 256 --poi 15 --batch 32 \
+    --warmup 3 --steps 20 >"$OUT/bench_pytorch.jsonl" 2>>"$LOG"
+echo "done $(date -u)" >>"$LOG"

@@ -1,0 +1,104 @@
+//! The original OpenCarbon release layout: the test writes a tiny fixture in exactly that layout
+//! (pickled dicts in .npy, PNG tiles, split .pkl files), converts it with
+//! `opencarbon datasets import-opencarbon` and checks what the loader reads back.
+//! Needs Python with numpy and pillow: `scripts/test.sh` provides it through OPENCARBON_PYTHON.
+
+use std::path::Path;
+use std::process::Command;
+
+use opencarbon::data::canonical;
+use opencarbon::data::TileKey;
+
+const FIXTURE: &str = r#"
+import pickle, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+src = Path(sys.argv[1]); src.mkdir(parents=True, exist_ok=True)
+tiles = [(10, 20), (11, 20), (10, 21), (11, 21)]
+rng = np.random.default_rng(0)
+poi = {t: (rng.random((12, 12, 3)) * [1.0, 2.0, 4.0]).astype(np.float32) for t in tiles}
+carbon = {t: float(v) for t, v in zip(tiles, [120.5, 0.0, 33.25, 9.0])}
+counts = {t: np.array([i, 2 * i, 3], dtype=np.int64) for i, t in enumerate(tiles)}
+np.save(src / "tile2poi_distribution_demo.npy", poi, allow_pickle=True)
+np.save(src / "til2carbon_demo.npy", carbon, allow_pickle=True)
+np.save(src / "tile2poi_count_demo.npy", counts, allow_pickle=True)
+(src / "satellite_images_demo").mkdir(exist_ok=True)
+for i, t in enumerate(tiles):
+    Image.fromarray(np.full((16, 16, 3), 40 * i, dtype=np.uint8)).save(src / "satellite_images_demo" / f"{t[0]}_{t[1]}.png")
+for name, part in [("demo_train", [(10, 20)]), ("demo_valid", [(10, 21)]), ("demo_test", [(11, 21)])]:
+    with open(src / f"{name}.pkl", "wb") as f:
+        pickle.dump(part, f)
+np.save(src / "expected_poi.npy", np.stack([poi[t].transpose(2, 0, 1) for t in sorted(tiles)]))
+"#;
+
+fn python() -> Option<String> {
+    let p = std::env::var("OPENCARBON_PYTHON").ok();
+    if p.is_none() {
+        eprintln!("OPENCARBON_PYTHON unset: the OpenCarbon-release converter test is skipped (scripts/test.sh runs it)");
+    }
+    p
+}
+
+fn write_fixture(python: &str, src: &Path) {
+    let status = Command::new(python).args(["-c", FIXTURE]).arg(src).status().unwrap();
+    assert!(status.success(), "writing the fixture failed");
+}
+
+fn convert(python: &str, src: &Path, out: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+        .args(["datasets", "import-opencarbon"])
+        .arg(src)
+        .args(["--city", "demo", "--out"])
+        .arg(out)
+        .args(["--python", python])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn converter_round_trips_the_fixture() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out) = (dir.path().join("release"), dir.path().join("city"));
+    write_fixture(&python, &src);
+    let output = convert(&python, &src, &out);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let city = canonical::load(&out).unwrap();
+    let keys = [(10, 20), (10, 21), (11, 20), (11, 21)].map(|(x, y)| TileKey { x, y });
+    assert_eq!(city.keys, keys);
+    assert_eq!(city.emission, vec![120.5, 33.25, 0.0, 9.0]);
+    assert_eq!(city.samples().len(), 3, "the zero-emission tile is a neighbour, not a sample");
+    let images = city.images.as_ref().unwrap();
+    assert_eq!(images.side, 16);
+    assert_eq!(images.data[2 * 3 * 256], 40, "city tile 2 is (11, 20), fixture tile 1 (value 40)");
+    let tab = city.tabular.as_ref().unwrap();
+    assert_eq!(tab.columns, vec!["poi_count_0", "poi_count_1", "poi_count_2"]);
+    assert_eq!(&tab.values[3..6], &[2.0, 4.0, 3.0], "tile (10, 21) is fixture tile 2");
+
+    use ndarray_npy::ReadNpyExt;
+    let expected = ndarray::Array4::<f32>::read_npy(std::fs::File::open(src.join("expected_poi.npy")).unwrap()).unwrap();
+    let poi = city.poi.as_ref().unwrap();
+    assert_eq!((poi.categories.len(), poi.side), (3, 12));
+    for ((t, c, y, x), v) in expected.indexed_iter() {
+        let got = poi.data[((t * 3 + c) * 12 + y) * 12 + x] as f32 * poi.scale[c];
+        assert!((got - v).abs() <= poi.scale[c] / 2.0 + 1e-5, "tile {t} channel {c}: {got} vs {v}");
+    }
+
+    let split = std::fs::read_to_string(out.join("split.csv")).unwrap();
+    assert_eq!(split, "x,y,split\n10,20,train\n10,21,valid\n11,21,test\n");
+}
+
+#[test]
+fn converter_names_the_missing_image() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out) = (dir.path().join("release"), dir.path().join("city"));
+    write_fixture(&python, &src);
+    std::fs::remove_file(src.join("satellite_images_demo/11_21.png")).unwrap();
+    let output = convert(&python, &src, &out);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("11_21.png") && stderr.contains("(11, 21)"), "{stderr}");
+}
