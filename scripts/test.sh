@@ -3,7 +3,9 @@
 # - builds in a persistent target dir outside the clone (CARGO_TARGET_DIR, default ~/.cache/opencarbon/target);
 # - installs TensorBoard's Python package into a small venv (~/.cache/opencarbon/venv-tools) so that a
 #   test reads the run's event file back with TensorBoard's own reader;
-# - runs every test on the default (install-free) backend.
+# - runs every test on the default (install-free) backend;
+# - runs the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
+#   city) from scratch and prints its summary table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +19,7 @@ fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 
 cargo test --locked "$@"
+
+CI_OUT="${OPENCARBON_CI_OUT:-${TMPDIR:-/tmp}/opencarbon-ci}"
+rm -rf "$CI_OUT"
+cargo run --locked --quiet -- run experiments/ci.yaml --quiet --out "$CI_OUT"

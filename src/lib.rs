@@ -9,6 +9,7 @@ pub mod bench;
 pub mod data;
 pub mod metrics;
 pub mod model;
+pub mod results;
 pub mod runner;
 pub mod spec;
 pub mod track;

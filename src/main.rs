@@ -11,7 +11,7 @@ use opencarbon::data::canonical::{self, CityManifest, GridInfo};
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
 use opencarbon::runner::{self, RunOptions, RunOutcome};
-use opencarbon::spec::RunSpec;
+use opencarbon::spec::{Experiment, RunSpec};
 
 #[derive(Parser)]
 #[command(name = "opencarbon", version, about = "Reproduce and stress-test OpenCarbon carbon-emission prediction")]
@@ -40,7 +40,15 @@ enum Command {
         /// No progress bar
         #[arg(long)]
         quiet: bool,
+        /// Only the runs with variant=NAME, dataset=NAME or seed=N (repeatable, all must hold)
+        #[arg(long, value_name = "KEY=VALUE")]
+        only: Vec<String>,
+        /// List the runs and whether each is done, without running anything
+        #[arg(long)]
+        dry_run: bool,
     },
+    /// Rebuild and print the summary tables of an experiment directory (results/<name>).
+    Results { dir: PathBuf },
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city.
@@ -150,20 +158,55 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run { spec, device, out, overrides, force, quiet } => {
-            let spec = RunSpec::load(&spec, &overrides)?;
-            let out = out.unwrap_or_else(|| runner::default_out(&spec));
-            let options = RunOptions { device, out, progress: !quiet, force };
-            let (dir, outcome) = runner::run(&spec, &options)?;
-            let (verb, m) = match outcome {
-                RunOutcome::Done(m) => ("finished", m),
-                RunOutcome::Skipped(m) => ("already done, skipped", m),
-            };
-            println!("run {} {verb}: {}", spec.run_id(), dir.display());
+        Command::Run { spec, device, out, overrides, force, quiet, only, dry_run } => {
+            let experiment = Experiment::load(&spec, &overrides)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
+            let only: Vec<(String, String)> = only
+                .iter()
+                .map(|o| match o.split_once('=') {
+                    Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => Ok((k.to_string(), v.to_string())),
+                    _ => Err(anyhow::anyhow!("--only `{o}`: expected variant=NAME, dataset=NAME or seed=N")),
+                })
+                .collect::<Result<_>>()?;
+            if dry_run {
+                for run in experiment.runs.iter().filter(|r| runner::matches(r, &only)) {
+                    let done = opencarbon::track::RunDir::is_done(&out.join("runs").join(run.run_id()));
+                    println!("{} {:<10} {:<24} {:<20} seed {}", if done { "done" } else { "todo" }, run.run_id(), run.dataset_label(), run.variant, run.seed);
+                }
+                return Ok(());
+            }
+            let options = RunOptions { device, out: out.clone(), progress: !quiet, force };
+            if experiment.runs.len() == 1 && only.is_empty() {
+                let spec = &experiment.runs[0];
+                let (dir, outcome) = runner::run(spec, &options)?;
+                let (verb, m) = match outcome {
+                    RunOutcome::Done(m) => ("finished", m),
+                    RunOutcome::Skipped(m) => ("already done, skipped", m),
+                };
+                println!("run {} {verb}: {}", spec.run_id(), dir.display());
+                println!(
+                    "test (best valid epoch {}, {} tiles): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
+                    m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
+                );
+                return Ok(());
+            }
+            let (report, summary) = runner::run_sweep(&experiment, &options, &only)?;
+            println!("{summary}");
             println!(
-                "test (best valid epoch {}, {} tiles): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
-                m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
+                "{}: {} run, {} already done, {} failed → {}",
+                experiment.name,
+                report.done,
+                report.skipped,
+                report.failed.len(),
+                out.join("summary.md").display()
             );
+            if !report.failed.is_empty() {
+                anyhow::bail!("{} run(s) failed: {}", report.failed.len(), report.failed.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join("; "));
+            }
+            Ok(())
+        }
+        Command::Results { dir } => {
+            print!("{}", opencarbon::results::write_summary(&dir)?);
             Ok(())
         }
         Command::Doctor => doctor(),

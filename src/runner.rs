@@ -117,6 +117,9 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
 fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options: &RunOptions) -> Result<TestMetrics> {
     let city = load_city(&spec.dataset)?;
     let split = spec.split.split(&city, spec.seed)?;
+    if let Some(baseline) = &spec.baseline {
+        return run_baseline(&baseline.baseline(), &city, &split, dir);
+    }
     let mut sinks = Sinks(vec![
         Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
         Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
@@ -149,6 +152,93 @@ fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options
         stopped_early: report.stopped_early,
         train_seconds: report.train_seconds,
     })
+}
+
+/// A baseline through the same split and metrics: fitted on train, scored on valid and test.
+fn run_baseline(baseline: &crate::baselines::Baseline, city: &City, split: &crate::data::Split, dir: &RunDir) -> Result<TestMetrics> {
+    let started = std::time::Instant::now();
+    let valid_split = crate::data::Split { train: split.train.clone(), valid: vec![], test: split.valid.clone() };
+    let (valid, _) = crate::baselines::evaluate(baseline, city, &valid_split)?;
+    let (test, predicted) = crate::baselines::evaluate(baseline, city, split)?;
+    let rows: Vec<(usize, f64, f64)> = split.test.iter().zip(&predicted).map(|(&i, &p)| (i, city.target(i), p)).collect();
+    write_predictions(dir, city, &rows)?;
+    let mut csv = CsvSink::create(&dir.file("metrics.csv"))?;
+    for (split_name, m) in [("valid", &valid), ("test", &test)] {
+        for (name, value) in m.named() {
+            csv.log(0, split_name, name, value)?;
+        }
+    }
+    csv.flush()?;
+    Ok(TestMetrics {
+        r2: test.r2,
+        rmse: test.rmse,
+        mae: test.mae,
+        mape: test.mape,
+        n: test.n,
+        best_epoch: 0,
+        valid,
+        epochs_run: 0,
+        stopped_early: false,
+        train_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Filters of `--only key=value`: variant, dataset or seed.
+pub fn matches(spec: &RunSpec, only: &[(String, String)]) -> bool {
+    only.iter().all(|(k, v)| match k.as_str() {
+        "variant" => &spec.variant == v,
+        "dataset" => &spec.dataset_label() == v,
+        "seed" => spec.seed.to_string() == *v,
+        _ => false,
+    })
+}
+
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct SweepReport {
+    pub done: usize,
+    pub skipped: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// Runs every run of an experiment (skipping finished ones), records failures and goes on,
+/// then rebuilds the summary tables. Returns the report and the Markdown summary.
+pub fn run_sweep(experiment: &crate::spec::Experiment, options: &RunOptions, only: &[(String, String)]) -> Result<(SweepReport, String)> {
+    let runs: Vec<&RunSpec> = experiment.runs.iter().filter(|r| matches(r, only)).collect();
+    let sweep_bar = options.progress.then(|| {
+        let bar = indicatif::ProgressBar::new(runs.len() as u64);
+        bar.set_style(indicatif::ProgressStyle::with_template("sweep {pos}/{len} [{bar:30}] {msg}").expect("template").progress_chars("=> "));
+        bar
+    });
+    let mut report = SweepReport::default();
+    for spec in runs {
+        let label = format!("{} / {} / seed {}", spec.dataset_label(), spec.variant, spec.seed);
+        if let Some(bar) = &sweep_bar {
+            bar.set_message(label.clone());
+        }
+        match run(spec, options) {
+            Ok((_, RunOutcome::Done(_))) => report.done += 1,
+            Ok((_, RunOutcome::Skipped(_))) => report.skipped += 1,
+            Err(e) => {
+                eprintln!("run {label} failed: {e:#}");
+                report.failed.push((label, format!("{e:#}")));
+            }
+        }
+        if let Some(bar) = &sweep_bar {
+            bar.inc(1);
+        }
+    }
+    if let Some(bar) = sweep_bar {
+        bar.finish_and_clear();
+    }
+    let mut order: Vec<String> = Vec::new();
+    for r in &experiment.runs {
+        if !order.contains(&r.variant) {
+            order.push(r.variant.clone());
+        }
+    }
+    let summary = crate::results::write_summary_ordered(&options.out, &order)?;
+    Ok((report, summary))
 }
 
 fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> Result<()> {

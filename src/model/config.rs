@@ -48,6 +48,16 @@ pub enum EncoderBatching {
     PerPosition,
 }
 
+/// How the centre tile's modality vectors are fused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Fusion {
+    /// Aggregate-attention (the paper).
+    Attention,
+    /// Concatenation → Linear(M·d → d): the concatenation-fusion baseline (no neighbourhood).
+    Concat,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChannelOrder {
@@ -91,6 +101,7 @@ pub struct ModelConfig {
     pub neighbourhood: usize,
     /// Squeeze-and-excitation blocks in the POI encoder.
     pub se: bool,
+    pub fusion: Fusion,
     pub missing_neighbour: MissingNeighbour,
     pub encoder_batching: EncoderBatching,
     pub image_encoder: ImageEncoderConfig,
@@ -109,6 +120,7 @@ impl Default for ModelConfig {
             modalities: vec![Modality::Image, Modality::Poi],
             neighbourhood: 1,
             se: true,
+            fusion: Fusion::Attention,
             missing_neighbour: MissingNeighbour::Mask,
             encoder_batching: EncoderBatching::Distinct,
             image_encoder: ImageEncoderConfig::default(),
@@ -149,6 +161,9 @@ impl ModelConfig {
         }
         if self.attention_hidden == 0 || self.tabular_hidden == 0 {
             errors.push("model.attention_hidden / model.tabular_hidden: must be at least 1".to_string());
+        }
+        if self.fusion == Fusion::Concat && self.neighbourhood > 0 {
+            errors.push("model.fusion: concat is the no-neighbourhood baseline; set model.neighbourhood: 0".to_string());
         }
         if self.neighbourhood > 3 {
             errors.push(format!(

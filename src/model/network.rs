@@ -75,6 +75,8 @@ pub struct OpenCarbon {
     pub poi: Option<PoiEncoder>,
     pub tabular: Option<TabularEncoder>,
     pub grid_fusion: AggregateAttention,
+    /// Set for `fusion: concat` (then `grid_fusion` is unused).
+    pub concat_fusion: Option<burn::nn::Linear>,
     pub neighbourhood: Option<NeighbourhoodBranch>,
     pub head: Regressor,
     #[module(skip)]
@@ -150,6 +152,8 @@ impl ModelConfig {
             poi,
             tabular,
             grid_fusion: AggregateAttention::new(d, self.attention_hidden, device),
+            concat_fusion: (self.fusion == super::config::Fusion::Concat)
+                .then(|| burn::nn::LinearConfig::new(self.modalities.len() * d, d).init(device)),
             neighbourhood,
             head: Regressor::new(head_input, d, device),
             modalities: self.modalities.clone(),
@@ -202,7 +206,10 @@ impl OpenCarbon {
     pub fn fuse(&self, embeddings: Vec<(Modality, Tensor<2>)>, layout: &BatchLayout) -> Output {
         let centre: Vec<(Modality, Tensor<2>)> =
             embeddings.iter().map(|(m, e)| (*m, e.clone().select(0, layout.centre.clone()))).collect();
-        let (x_g, _) = self.grid_fusion.forward(Tensor::stack(centre.iter().map(|(_, t)| t.clone()).collect(), 1));
+        let x_g = match &self.concat_fusion {
+            Some(linear) => linear.forward(Tensor::cat(centre.iter().map(|(_, t)| t.clone()).collect(), 1)),
+            None => self.grid_fusion.forward(Tensor::stack(centre.iter().map(|(_, t)| t.clone()).collect(), 1)).0,
+        };
 
         let prediction = match (&self.neighbourhood, &layout.window) {
             (Some(branch), Some(window)) => {

@@ -2,6 +2,7 @@
 //! `--set key.path=value` overrides. Unknown keys are errors, with a did-you-mean.
 
 pub(crate) mod errors;
+pub mod experiment;
 mod overrides;
 
 use std::path::Path;
@@ -15,6 +16,7 @@ use crate::data::synthetic::SynthConfig;
 use crate::model::ModelConfig;
 use crate::train::TrainConfig;
 
+pub use experiment::Experiment;
 pub use overrides::apply_override;
 
 /// Where a run's city comes from: `dataset: {kind: synthetic, preset: …}`.
@@ -49,10 +51,67 @@ pub struct RunSpec {
     pub train: TrainConfig,
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// The variant this run belongs to (set by sweep expansion; `default` for a plain spec).
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    /// The dataset's name within the experiment (the key under `datasets:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_name: Option<String>,
+    /// Run a non-neural baseline on the same split instead of the network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineSpec>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineKind {
+    Mean,
+    Ridge,
+    NeighbourMean,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    pub kind: BaselineKind,
+    /// Covariates for ridge.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub lambda: f64,
+}
+
+impl BaselineSpec {
+    pub fn baseline(&self) -> crate::baselines::Baseline {
+        use crate::baselines::Baseline;
+        match self.kind {
+            BaselineKind::Mean => Baseline::Mean,
+            BaselineKind::NeighbourMean => Baseline::NeighbourMean,
+            BaselineKind::Ridge => Baseline::Ridge { columns: self.columns.clone(), lambda: self.lambda },
+        }
+    }
 }
 
 fn default_seed() -> u64 {
     42
+}
+
+fn default_variant() -> String {
+    "default".into()
+}
+
+impl RunSpec {
+    /// The dataset's display name: its key in the experiment, else derived from the spec.
+    pub fn dataset_label(&self) -> String {
+        if let Some(name) = &self.dataset_name {
+            return name.clone();
+        }
+        match &self.dataset {
+            DatasetSpec::Synthetic(s) => format!("synthetic-{}", crate::data::synthetic::preset_name(s.preset)),
+            DatasetSpec::Dir { path } => path.file_name().map_or("dir".into(), |n| n.to_string_lossy().into_owned()),
+            DatasetSpec::OdiacTiles { labels } => labels.file_stem().map_or("odiac".into(), |n| n.to_string_lossy().to_lowercase()),
+        }
+    }
 }
 
 impl RunSpec {
@@ -87,6 +146,14 @@ impl RunSpec {
         problems.extend(self.model.check());
         problems.extend(self.train.check(&self.model.modalities));
         problems.extend(self.split.check());
+        if let Some(b) = &self.baseline {
+            if b.kind == BaselineKind::Ridge && b.columns.is_empty() {
+                problems.push("baseline.columns: ridge needs at least one covariate".into());
+            }
+            if !(b.lambda >= 0.0 && b.lambda.is_finite()) {
+                problems.push(format!("baseline.lambda: {} must be ≥ 0", b.lambda));
+            }
+        }
         match &self.dataset {
             DatasetSpec::Dir { .. } | DatasetSpec::OdiacTiles { .. } => {}
             DatasetSpec::Synthetic(s) => {

@@ -1,0 +1,140 @@
+//! Experiments: a spec with `variants:` (named patches over the base), `datasets:` (named
+//! cities) and `seeds:` expands into runs (variant × dataset × seed), each a full [`RunSpec`]
+//! with a stable id. A spec without those keys is one run.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_norway::{Mapping, Value};
+
+use super::errors;
+use super::{apply_override, RunSpec};
+
+/// Top-level keys of an experiment file (nested keys are checked per run).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // parsed only to reject unknown keys with their line
+struct ExperimentKeys {
+    name: Value,
+    description: Option<Value>,
+    dataset: Option<Value>,
+    datasets: Option<Mapping>,
+    split: Option<Value>,
+    model: Option<Value>,
+    train: Option<Value>,
+    seed: Option<Value>,
+    seeds: Option<Vec<u64>>,
+    variants: Option<Mapping>,
+    baseline: Option<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Experiment {
+    pub name: String,
+    pub runs: Vec<RunSpec>,
+}
+
+impl Experiment {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+        Self::parse(&text, &path.display().to_string(), overrides)
+    }
+
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+        let _: ExperimentKeys = errors::deserialize_located(text, origin)?;
+        let mut root: Value = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        for o in overrides {
+            apply_override(&mut root, o).with_context(|| format!("--set {o}"))?;
+        }
+        let Value::Mapping(map) = &mut root else { bail!("{origin}: the spec must be a mapping") };
+        let variants = take(map, "variants");
+        let datasets = take(map, "datasets");
+        let seeds = take(map, "seeds");
+        if variants.is_none() && datasets.is_none() && seeds.is_none() {
+            let run = RunSpec::parse(text, origin, overrides)?;
+            return Ok(Self { name: run.name.clone(), runs: vec![run] });
+        }
+        let variants: Vec<(String, Value)> = match variants {
+            Some(Value::Mapping(m)) => named(m, origin, "variants")?,
+            Some(_) => bail!("{origin}: `variants` must map names to patches"),
+            None => vec![("default".into(), Value::Mapping(Mapping::new()))],
+        };
+        let datasets: Vec<(Option<String>, Option<Value>)> = match datasets {
+            Some(Value::Mapping(m)) => {
+                if map.contains_key("dataset") {
+                    bail!("{origin}: give either `dataset` or `datasets`, not both");
+                }
+                named(m, origin, "datasets")?.into_iter().map(|(n, v)| (Some(n), Some(v))).collect()
+            }
+            Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
+            None => vec![(None, None)],
+        };
+        let seeds: Vec<Option<u64>> = match seeds {
+            Some(v) => {
+                let s: Vec<u64> = serde_norway::from_value(v).map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
+                if s.is_empty() {
+                    bail!("{origin}: `seeds` is empty");
+                }
+                s.into_iter().map(Some).collect()
+            }
+            None => vec![None],
+        };
+        let mut runs = Vec::new();
+        for (dataset_name, dataset) in &datasets {
+            for (variant, patch) in &variants {
+                for seed in &seeds {
+                    let mut v = root.clone();
+                    merge(&mut v, patch.clone());
+                    let m = v.as_mapping_mut().expect("root is a mapping");
+                    if let Some(d) = dataset {
+                        m.insert("dataset".into(), d.clone());
+                        m.insert("dataset_name".into(), Value::String(dataset_name.clone().unwrap_or_default()));
+                    }
+                    if let Some(s) = seed {
+                        m.insert("seed".into(), Value::Number((*s).into()));
+                    }
+                    m.insert("variant".into(), Value::String(variant.clone()));
+                    let at = format!(
+                        "{origin} (variant `{variant}`{})",
+                        dataset_name.as_ref().map(|d| format!(", dataset `{d}`")).unwrap_or_default()
+                    );
+                    let run: RunSpec = errors::deserialize_value(v, &at)?;
+                    run.check().with_context(|| format!("{at}: invalid spec"))?;
+                    runs.push(run);
+                }
+            }
+        }
+        Ok(Self { name: runs[0].name.clone(), runs })
+    }
+}
+
+fn take(map: &mut Mapping, key: &str) -> Option<Value> {
+    map.remove(key)
+}
+
+fn named(map: Mapping, origin: &str, what: &str) -> Result<Vec<(String, Value)>> {
+    map.into_iter()
+        .map(|(k, v)| match k {
+            Value::String(s) => Ok((s, if v.is_null() { Value::Mapping(Mapping::new()) } else { v })),
+            other => bail!("{origin}: `{what}` keys must be names, found {other:?}"),
+        })
+        .collect()
+}
+
+/// Deep-merges `patch` into `base`: mappings key by key, anything else replaced.
+pub fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Mapping(b), Value::Mapping(p)) => {
+            for (k, v) in p {
+                match b.get_mut(&k) {
+                    Some(slot) => merge(slot, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
