@@ -2,11 +2,17 @@
 # The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
 # `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
 #   doctor → quickstart on CUDA → bench (ours vs the authors' data path) → PyTorch reference.
-# usage: scripts/gpu-check.sh <opencarbon-binary> <out-dir>
+# usage: scripts/gpu-check.sh <opencarbon-binary or .xz of it> <out-dir>
 set -uo pipefail
 BIN=${1:?binary}
 OUT=${2:?out dir}
 mkdir -p "$OUT"
+if [[ "$BIN" == *.xz ]]; then
+    # The stripped binary with polars is ~75 MB; it travels xz-compressed.
+    python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open('/tmp/opencarbon', 'wb'))" "$BIN"
+    chmod +x /tmp/opencarbon
+    BIN=/tmp/opencarbon
+fi
 TORCH_LIB=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 LOG="$OUT/log.txt"

@@ -95,3 +95,24 @@ proptest! {
         let _ = RunSpec::parse(BASE, "fuzz", &[format!("{key}={value}")]);
     }
 }
+
+#[test]
+fn every_committed_spec_expands() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                out.push(path);
+            }
+        }
+    }
+    let mut specs = Vec::new();
+    walk(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments").as_ref(), &mut specs);
+    assert!(specs.len() >= 7);
+    for path in specs {
+        let e = opencarbon::spec::Experiment::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        assert!(!e.runs.is_empty());
+    }
+}
