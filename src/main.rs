@@ -80,7 +80,7 @@ enum Command {
         /// mean, ridge or neighbour_mean
         #[arg(long, default_value = "ridge")]
         kind: String,
-        /// Covariates for ridge (comma-separated)
+        /// Features for ridge (comma-separated; covariates or poi:<category> / poi:*)
         #[arg(long, default_value = "ln_population")]
         columns: String,
         #[arg(long, default_value_t = 0.0)]

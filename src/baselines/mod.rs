@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 pub enum Baseline {
     /// The mean training target everywhere.
     Mean,
-    /// Ridge regression on named tabular covariates (standardised on the training tiles).
+    /// Ridge regression on named features (standardised on the training tiles).
     Ridge { columns: Vec<String>, lambda: f64 },
     /// The mean training target of the tile's 8 neighbours (spatial lag), else the global mean.
     NeighbourMean,
@@ -26,24 +26,8 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
     let predicted: Vec<f64> = match baseline {
         Baseline::Mean => vec![mean; split.test.len()],
         Baseline::Ridge { columns, lambda } => {
-            let t = city.tabular.as_ref().ok_or_else(|| anyhow::anyhow!("ridge: city `{}` has no tabular covariates", city.name))?;
-            let idx: Vec<usize> = columns
-                .iter()
-                .map(|c| {
-                    t.columns.iter().position(|n| n == c).ok_or_else(|| {
-                        anyhow::anyhow!("ridge: no covariate `{c}` in city `{}` (has {})", city.name, t.columns.join(", "))
-                    })
-                })
-                .collect::<Result<_>>()?;
-            if idx.is_empty() {
-                bail!("ridge: name at least one covariate");
-            }
-            let f = t.columns.len();
-            let rows = |tiles: &[usize]| -> Vec<Vec<f64>> {
-                tiles.iter().map(|&i| idx.iter().map(|&c| t.values[i * f + c] as f64).collect()).collect()
-            };
-            let model = ridge::Ridge::fit(&rows(&split.train), &y_train, *lambda)?;
-            rows(&split.test).iter().map(|x| model.predict(x)).collect()
+            let model = ridge::Ridge::fit(&features(city, columns, &split.train)?, &y_train, *lambda)?;
+            features(city, columns, &split.test)?.iter().map(|x| model.predict(x)).collect()
         }
         Baseline::NeighbourMean => {
             let index = NeighbourIndex::new(city, 1);
@@ -68,4 +52,40 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
     };
     let target: Vec<f64> = split.test.iter().map(|&i| city.target(i)).collect();
     Ok((Metrics::compute(&target, &predicted), predicted))
+}
+
+/// Rows of named features for `tiles`: a tabular covariate by its column name, or `poi:<category>`
+/// (or `poi:*` for every category) for the tile's POI density summed over its raster, i.e. a POI count.
+pub fn features(city: &City, columns: &[String], tiles: &[usize]) -> Result<Vec<Vec<f64>>> {
+    if columns.is_empty() {
+        bail!("baseline: name at least one feature");
+    }
+    let mut getters: Vec<Box<dyn Fn(usize) -> f64 + '_>> = Vec::new();
+    for c in columns {
+        if let Some(category) = c.strip_prefix("poi:") {
+            let p = city.poi.as_ref().ok_or_else(|| anyhow::anyhow!("feature `{c}`: city `{}` has no POI rasters", city.name))?;
+            let channels: Vec<usize> = if category == "*" {
+                (0..p.categories.len()).collect()
+            } else {
+                vec![p.categories.iter().position(|n| n == category).ok_or_else(|| {
+                    anyhow::anyhow!("feature `{c}`: no POI category `{category}` (has {})", p.categories.join(", "))
+                })?]
+            };
+            for ch in channels {
+                let (n_ch, plane) = (p.categories.len(), p.side * p.side);
+                getters.push(Box::new(move |i| {
+                    let start = (i * n_ch + ch) * plane;
+                    p.data[start..start + plane].iter().map(|&v| v as f64).sum::<f64>() * p.scale[ch] as f64
+                }));
+            }
+        } else {
+            let t = city.tabular.as_ref().ok_or_else(|| anyhow::anyhow!("feature `{c}`: city `{}` has no tabular covariates", city.name))?;
+            let j = t.columns.iter().position(|n| n == c).ok_or_else(|| {
+                anyhow::anyhow!("feature `{c}`: no covariate `{c}` in city `{}` (has {}; POI totals are poi:<category>)", city.name, t.columns.join(", "))
+            })?;
+            let f = t.columns.len();
+            getters.push(Box::new(move |i| t.values[i * f + j] as f64));
+        }
+    }
+    Ok(tiles.iter().map(|&i| getters.iter().map(|g| g(i)).collect()).collect())
 }

@@ -74,9 +74,10 @@ pub enum BaselineKind {
 #[serde(deny_unknown_fields)]
 pub struct BaselineSpec {
     pub kind: BaselineKind,
-    /// Covariates for ridge.
+    /// Features for ridge: covariate names, `poi:<category>` or `poi:*` (POI totals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
+    /// Ridge penalty.
     #[serde(default)]
     pub lambda: f64,
 }
@@ -148,7 +149,7 @@ impl RunSpec {
         problems.extend(self.split.check());
         if let Some(b) = &self.baseline {
             if b.kind == BaselineKind::Ridge && b.columns.is_empty() {
-                problems.push("baseline.columns: ridge needs at least one covariate".into());
+                problems.push("baseline.columns: ridge needs at least one feature".into());
             }
             if !(b.lambda >= 0.0 && b.lambda.is_finite()) {
                 problems.push(format!("baseline.lambda: {} must be ≥ 0", b.lambda));
