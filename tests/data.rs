@@ -288,3 +288,17 @@ proptest! {
         prop_assert_eq!(canonical::load(dir.path()).unwrap(), city);
     }
 }
+
+#[test]
+fn baseline_features_sum_poi_rasters_and_name_unknown_columns() {
+    let city = handmade(&[(0, 0), (1, 0)], &[1.0, 2.0], 3);
+    let rows = opencarbon::baselines::features(&city, &["poi:b".into(), "pop".into()], &[1]).unwrap();
+    let p = city.poi.as_ref().unwrap();
+    let plane = 64;
+    let want: f64 = p.data[(2 + 1) * plane..(2 + 2) * plane].iter().map(|&v| v as f64).sum::<f64>() * 1.5;
+    assert!((rows[0][0] - want).abs() < 1e-9);
+    assert_eq!(rows[0][1], city.tabular.as_ref().unwrap().values[2] as f64);
+    assert_eq!(opencarbon::baselines::features(&city, &["poi:*".into()], &[0]).unwrap()[0].len(), 2);
+    let e = format!("{:#}", opencarbon::baselines::features(&city, &["popu".into()], &[0]).unwrap_err());
+    assert!(e.contains("no covariate `popu`") && e.contains("pop"), "{e}");
+}
