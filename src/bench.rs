@@ -106,6 +106,9 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
         let mut order = split.train.clone();
         order.shuffle(&mut rng);
         let batches: Vec<&[usize]> = order.chunks(config.batch).filter(|b| b.len() == config.batch).collect();
+        if batches.is_empty() {
+            anyhow::bail!("bench: {} training tiles cannot fill one batch of {}; use more --tiles or a smaller --batch", order.len(), config.batch);
+        }
         let mut encodes = 0usize;
         let mut timed = Instant::now();
         for step in 0..config.warmup + config.steps {

@@ -59,6 +59,8 @@ pub struct RunOptions {
 pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
     let run_id = spec.run_id();
     let path = options.out.join("runs").join(&run_id);
+    // An unusable device is an error even when the run is already done.
+    let device = backend::device(&options.device)?;
     if RunDir::is_done(&path) && !options.force {
         let text = std::fs::read_to_string(path.join("test_metrics.json"))?;
         let metrics = serde_json::from_str(&text).with_context(|| format!("reading {}/test_metrics.json", path.display()))?;
@@ -67,7 +69,6 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     let dir = RunDir::create(path.clone())?;
     std::fs::remove_file(dir.file("test_metrics.json")).ok();
     dir.write_atomic("spec.resolved.yaml", spec.resolved_yaml().as_bytes())?;
-    let device = backend::device(&options.device)?;
     let (git_commit, git_dirty) = meta::git_state();
     let report = backend::report();
     let mut run_meta = RunMeta {
