@@ -181,3 +181,26 @@ fn layout_rows_select_embeddings() {
     assert_eq!(v, vec![3.0, 1.0, 0.0]);
     let _ = (BatchLayout { batch_size: 0, centre: Tensor::<1, Int>::zeros([0], &d), window: None, encode_chunks: 1 }, TileBatch { image: None, poi: None, tabular: None });
 }
+
+/// Whole-city inference (each needed tile encoded once, then fused in chunks) gives the same
+/// predictions as one forward pass over the same samples in eval mode.
+#[test]
+fn whole_city_inference_equals_batch_forward() {
+    use opencarbon::data::SplitConfig;
+    use opencarbon::train::{predict, Prepared, TrainConfig};
+    let d = common::device();
+    let city = common::tiny_city(5);
+    let split = SplitConfig::default().split(&city, 1).unwrap();
+    let config = ModelConfig { modalities: vec![Modality::Image, Modality::Poi, Modality::Tabular], ..Default::default() };
+    let model = config.init_seeded(&city.shapes(), &d, 7).unwrap();
+    let data = Prepared::new(&city, &split, &config, &TrainConfig::default(), &d);
+    let samples = city.samples();
+    let chunked = predict(&model, &data, &samples, 5);
+    let index = NeighbourIndex::new(&city, 1);
+    let plan = BatchPlan::new(&samples, Some(&index), EncoderBatching::Distinct, MissingNeighbour::Mask);
+    let whole: Vec<f32> = model.forward(data.tiles.gather(&plan.tiles, false), &plan.layout(&d)).prediction.into_data().try_to_vec().unwrap();
+    assert_eq!(chunked.len(), whole.len());
+    for (a, b) in chunked.iter().zip(&whole) {
+        assert!((a - *b as f64).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+}

@@ -191,24 +191,6 @@ impl BatchPlan {
         }
     }
 
-    /// A plan over embeddings of every tile of the city (row = tile index, row `n_tiles` = zero),
-    /// for whole-city inference.
-    pub fn whole_city(samples: &[usize], n_tiles: usize, neighbours: Option<&NeighbourIndex>, missing: MissingNeighbour) -> Self {
-        let window_rows = match neighbours {
-            None => vec![],
-            Some(index) => samples
-                .iter()
-                .flat_map(|&s| index.windows[s].iter())
-                .map(|n| match (n, missing) {
-                    (Some(t), _) => *t as i64,
-                    (None, MissingNeighbour::Tile0) => 0,
-                    (None, MissingNeighbour::Mask) => n_tiles as i64,
-                })
-                .collect(),
-        };
-        Self { tiles: vec![], centre_rows: samples.iter().map(|&s| s as i64).collect(), window_rows, encode_chunks: 1 }
-    }
-
     pub fn layout(&self, device: &Device) -> BatchLayout {
         let int = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
         BatchLayout {

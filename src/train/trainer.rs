@@ -69,17 +69,20 @@ impl<'a> Prepared<'a> {
 
 /// Predictions (log scale) of an eval-mode model for `samples`, in order.
 ///
-/// Whole-city inference: every tile is encoded once (in chunks of `batch_size` tiles), then the
-/// fusion, neighbourhood and head run per chunk of samples on the stored embeddings. Eval-mode
-/// BatchNorm uses running statistics, so this equals batch-wise evaluation.
+/// Every tile the samples need (themselves and their windows) is encoded once, in chunks of
+/// `batch_size` tiles; fusion, neighbourhood and head then run per chunk of samples on the stored
+/// embeddings. For all samples of a city this is whole-city inference, each tile encoded once.
+/// Eval-mode BatchNorm uses running statistics, so this equals batch-wise evaluation.
 pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> Vec<f64> {
     let device = data.tiles.device().clone();
-    let n = data.city.len();
     let batch_size = batch_size.max(1);
-    let all: Vec<usize> = (0..n).collect();
+    let plan = data.plan(samples, EncoderBatching::Distinct);
     let mut chunks: Vec<Vec<(crate::model::Modality, Tensor<2>)>> = Vec::new();
-    for tiles in all.chunks(batch_size) {
+    for tiles in plan.tiles.chunks(batch_size) {
         chunks.push(model.encode(data.tiles.gather(tiles, false), 1));
+    }
+    if chunks.is_empty() {
+        return vec![];
     }
     let embeddings: Vec<(crate::model::Modality, Tensor<2>)> = model
         .modalities
@@ -87,10 +90,17 @@ pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_siz
         .enumerate()
         .map(|(m, &modality)| (modality, Tensor::cat(chunks.iter().map(|c| c[m].1.clone()).collect(), 0)))
         .collect();
+    let w2 = if plan.window_rows.is_empty() { 0 } else { plan.window_rows.len() / samples.len() };
     let mut out = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(batch_size) {
-        let plan = BatchPlan::whole_city(chunk, n, data.neighbours.as_ref(), data.model.missing_neighbour);
-        let output = model.fuse(embeddings.clone(), &plan.layout(&device));
+    for start in (0..samples.len()).step_by(batch_size) {
+        let end = (start + batch_size).min(samples.len());
+        let part = BatchPlan {
+            tiles: vec![],
+            centre_rows: plan.centre_rows[start..end].to_vec(),
+            window_rows: plan.window_rows[start * w2..end * w2].to_vec(),
+            encode_chunks: 1,
+        };
+        let output = model.fuse(embeddings.clone(), &part.layout(&device));
         let values = output.prediction.into_data().try_to_vec::<f32>().expect("f32 predictions");
         out.extend(values.iter().map(|&v| v as f64 * data.target_scale + data.target_shift));
     }
