@@ -77,10 +77,10 @@ enum Command {
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
         spec: PathBuf,
-        /// mean, ridge or neighbour_mean
+        /// mean, ridge, gbt or neighbour_mean
         #[arg(long, default_value = "ridge")]
         kind: String,
-        /// Features for ridge (comma-separated; covariates or poi:<category> / poi:*)
+        /// Features for ridge / gbt (comma-separated; covariates or poi:<category> / poi:*)
         #[arg(long, default_value = "ln_population")]
         columns: String,
         #[arg(long, default_value_t = 0.0)]
@@ -216,7 +216,8 @@ fn real_main() -> Result<()> {
                 "mean" => Baseline::Mean,
                 "neighbour_mean" => Baseline::NeighbourMean,
                 "ridge" => Baseline::Ridge { columns: columns.split(',').map(|c| c.trim().to_string()).collect(), lambda },
-                other => anyhow::bail!("--kind `{other}`: expected mean, ridge or neighbour_mean"),
+                "gbt" => Baseline::Gbt { columns: columns.split(',').map(|c| c.trim().to_string()).collect(), params: Default::default() },
+                other => anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean"),
             };
             let city = runner::load_city(&spec.dataset)?;
             let split = spec.split.split(&city, spec.seed)?;

@@ -1,6 +1,7 @@
 //! Non-neural baselines behind the same contract as the network: fit on the training tiles,
 //! predict ln(emission) for any tiles, scored with the same metrics on the same split.
 
+pub mod gbt;
 pub mod ridge;
 
 use anyhow::{bail, Result};
@@ -15,6 +16,8 @@ pub enum Baseline {
     Mean,
     /// Ridge regression on named features (standardised on the training tiles).
     Ridge { columns: Vec<String>, lambda: f64 },
+    /// Gradient-boosted regression trees on named features.
+    Gbt { columns: Vec<String>, params: gbt::GbtParams },
     /// The mean training target of the tile's 8 neighbours (spatial lag), else the global mean.
     NeighbourMean,
 }
@@ -28,6 +31,10 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
         Baseline::Ridge { columns, lambda } => {
             let model = ridge::Ridge::fit(&features(city, columns, &split.train)?, &y_train, *lambda)?;
             features(city, columns, &split.test)?.iter().map(|x| model.predict(x)).collect()
+        }
+        Baseline::Gbt { columns, params } => {
+            let model = gbt::Gbt::fit(&features(city, columns, &split.train)?, &y_train, *params)?;
+            model.predict(&features(city, columns, &split.test)?)
         }
         Baseline::NeighbourMean => {
             let index = NeighbourIndex::new(city, 1);

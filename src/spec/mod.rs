@@ -67,6 +67,7 @@ pub struct RunSpec {
 pub enum BaselineKind {
     Mean,
     Ridge,
+    Gbt,
     NeighbourMean,
 }
 
@@ -74,7 +75,7 @@ pub enum BaselineKind {
 #[serde(deny_unknown_fields)]
 pub struct BaselineSpec {
     pub kind: BaselineKind,
-    /// Features for ridge: covariate names, `poi:<category>` or `poi:*` (POI totals).
+    /// Features for ridge and gbt: covariate names, `poi:<category>` or `poi:*` (POI totals).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
     /// Ridge penalty.
@@ -89,6 +90,7 @@ impl BaselineSpec {
             BaselineKind::Mean => Baseline::Mean,
             BaselineKind::NeighbourMean => Baseline::NeighbourMean,
             BaselineKind::Ridge => Baseline::Ridge { columns: self.columns.clone(), lambda: self.lambda },
+            BaselineKind::Gbt => Baseline::Gbt { columns: self.columns.clone(), params: Default::default() },
         }
     }
 }
@@ -148,8 +150,8 @@ impl RunSpec {
         problems.extend(self.train.check(&self.model.modalities));
         problems.extend(self.split.check());
         if let Some(b) = &self.baseline {
-            if b.kind == BaselineKind::Ridge && b.columns.is_empty() {
-                problems.push("baseline.columns: ridge needs at least one feature".into());
+            if matches!(b.kind, BaselineKind::Ridge | BaselineKind::Gbt) && b.columns.is_empty() {
+                problems.push("baseline.columns: ridge and gbt need at least one feature".into());
             }
             if !(b.lambda >= 0.0 && b.lambda.is_finite()) {
                 problems.push(format!("baseline.lambda: {} must be ≥ 0", b.lambda));
