@@ -12,7 +12,10 @@ fn main() {
         ("tensorboard-rs", "OPENCARBON_TENSORBOARD_RS_VERSION"),
         ("torch-sys", "OPENCARBON_TORCH_SYS_VERSION"),
     ] {
-        println!("cargo:rustc-env={var}={}", locked_version(&lock, krate).unwrap_or("unknown"));
+        println!(
+            "cargo:rustc-env={var}={}",
+            locked_version(&lock, krate).unwrap_or("unknown")
+        );
     }
 
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");

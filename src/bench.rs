@@ -18,7 +18,7 @@ use crate::data::synthetic::{generate, Preset, SynthConfig};
 use crate::data::{BatchPlan, SplitConfig};
 use crate::model::config::{EncoderBatching, MissingNeighbour};
 use crate::model::ModelConfig;
-use crate::train::trainer::{optimizer, predict, train_step, Prepared};
+use crate::train::trainer::{optimizer, predict, step_on, train_step, Prepared};
 use crate::train::TrainConfig;
 
 #[derive(Debug, Clone)]
@@ -70,7 +70,11 @@ pub struct BenchRow {
 pub fn peak_host_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
@@ -87,7 +91,11 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
         seed: 1,
     })?;
     let split = SplitConfig::default().split(&city, 0)?;
-    let train = TrainConfig { batch_size: config.batch, alpha: 1e-3, ..Default::default() };
+    let train = TrainConfig {
+        batch_size: config.batch,
+        alpha: 1e-3,
+        ..Default::default()
+    };
     let mut rows = Vec::new();
     for &path in &config.paths {
         let model_config = match path {
@@ -105,7 +113,10 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let mut order = split.train.clone();
         order.shuffle(&mut rng);
-        let batches: Vec<&[usize]> = order.chunks(config.batch).filter(|b| b.len() == config.batch).collect();
+        let batches: Vec<&[usize]> = order
+            .chunks(config.batch)
+            .filter(|b| b.len() == config.batch)
+            .collect();
         if batches.is_empty() {
             anyhow::bail!("bench: {} training tiles cannot fill one batch of {}; use more --tiles or a smaller --batch", order.len(), config.batch);
         }
@@ -120,11 +131,27 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
             let batch = batches[step % batches.len()];
             let (next, l1) = match path {
                 DataPath::Ours => {
-                    let (m, l1, _) = train_step(model, &mut optim, &data, batch, &train, true, &autodiff)?;
-                    encodes += BatchPlan::new(batch, data.neighbours.as_ref(), EncoderBatching::Distinct, model_config.missing_neighbour).tiles.len();
+                    let (m, l1, _) =
+                        train_step(model, &mut optim, &data, batch, &train, true, &autodiff)?;
+                    encodes += BatchPlan::new(
+                        batch,
+                        data.neighbours.as_ref(),
+                        EncoderBatching::Distinct,
+                        model_config.missing_neighbour,
+                    )
+                    .tiles
+                    .len();
                     (m, l1)
                 }
-                DataPath::Authors => authors_step(model, &mut optim, &data, batch, &train, &autodiff, &mut encodes)?,
+                DataPath::Authors => authors_step(
+                    model,
+                    &mut optim,
+                    &data,
+                    batch,
+                    &train,
+                    &autodiff,
+                    &mut encodes,
+                )?,
             };
             model = next;
             // Reading the loss synchronises the device, as the authors' script does with .item().
@@ -142,8 +169,16 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
             }
             DataPath::Authors => {
                 for chunk in samples.chunks(config.batch) {
-                    let plan = BatchPlan::new(chunk, data.neighbours.as_ref(), EncoderBatching::PerPosition, MissingNeighbour::Tile0);
-                    let out = eval.forward(host_float32_batch(&city, &plan.tiles, &device, false), &plan.layout(&device));
+                    let plan = BatchPlan::new(
+                        chunk,
+                        data.neighbours.as_ref(),
+                        EncoderBatching::PerPosition,
+                        MissingNeighbour::Tile0,
+                    );
+                    let out = eval.forward(
+                        host_float32_batch(&city, &plan.tiles, &device, false),
+                        &plan.layout(&device),
+                    );
                     let _ = out.prediction.into_data();
                 }
             }
@@ -177,20 +212,26 @@ fn authors_step(
     autodiff: &crate::backend::Device,
     encodes: &mut usize,
 ) -> Result<(crate::model::OpenCarbon, Tensor<1>)> {
-    use crate::train::loss::{info_nce, l1_sum};
-    use burn::optim::GradientsParams;
-    let plan = BatchPlan::new(batch, data.neighbours.as_ref(), EncoderBatching::PerPosition, MissingNeighbour::Tile0);
+    let plan = BatchPlan::new(
+        batch,
+        data.neighbours.as_ref(),
+        EncoderBatching::PerPosition,
+        MissingNeighbour::Tile0,
+    );
     *encodes += plan.tiles.len();
     let inputs = host_float32_batch(data.city, &plan.tiles, autodiff, true);
-    let output = model.forward(inputs, &plan.layout(autodiff));
     let y: Vec<f32> = batch.iter().map(|&i| data.city.target(i) as f32).collect();
-    let target = Tensor::<1>::from_floats(y.as_slice(), autodiff);
-    let l1 = l1_sum(output.prediction.clone(), target);
-    let [a, b] = train.contrastive.pair;
-    let nce = info_nce(output.embedding(a).expect("image"), output.embedding(b).expect("poi"), &train.contrastive);
-    let loss = l1.clone() + nce * train.alpha;
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    Ok((optim.step(train.lr, model, grads), l1.detach().without_autodiff()))
+    let targets = Tensor::<1>::from_floats(y.as_slice(), autodiff);
+    let (model, l1, _) = step_on(
+        model,
+        optim,
+        inputs,
+        &plan.layout(autodiff),
+        targets,
+        train,
+        true,
+    )?;
+    Ok((model, l1))
 }
 
 /// A Markdown table of bench rows.
@@ -201,7 +242,17 @@ pub fn table(rows: &[BenchRow]) -> String {
     for r in rows {
         out.push_str(&format!(
             "| {} | {} | {:?} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} |\n",
-            r.backend, r.device, r.path, r.tiles, r.side, r.batch, r.train_tiles_per_s, r.encodes_per_step, r.inference_tiles_per_s, r.epoch_seconds, r.peak_host_mib
+            r.backend,
+            r.device,
+            r.path,
+            r.tiles,
+            r.side,
+            r.batch,
+            r.train_tiles_per_s,
+            r.encodes_per_step,
+            r.inference_tiles_per_s,
+            r.epoch_seconds,
+            r.peak_host_mib
         ));
     }
     out

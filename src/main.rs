@@ -14,7 +14,11 @@ use opencarbon::runner::{self, RunOptions, RunOutcome};
 use opencarbon::spec::{Experiment, RunSpec};
 
 #[derive(Parser)]
-#[command(name = "opencarbon", version, about = "Reproduce and stress-test OpenCarbon carbon-emission prediction")]
+#[command(
+    name = "opencarbon",
+    version,
+    about = "Reproduce and stress-test OpenCarbon carbon-emission prediction"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -158,24 +162,50 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run { spec, device, out, overrides, force, quiet, only, dry_run } => {
+        Command::Run {
+            spec,
+            device,
+            out,
+            overrides,
+            force,
+            quiet,
+            only,
+            dry_run,
+        } => {
             let experiment = Experiment::load(&spec, &overrides)?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
             let only: Vec<(String, String)> = only
                 .iter()
                 .map(|o| match o.split_once('=') {
-                    Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => Ok((k.to_string(), v.to_string())),
-                    _ => Err(anyhow::anyhow!("--only `{o}`: expected variant=NAME, dataset=NAME or seed=N")),
+                    Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => {
+                        Ok((k.to_string(), v.to_string()))
+                    }
+                    _ => Err(anyhow::anyhow!(
+                        "--only `{o}`: expected variant=NAME, dataset=NAME or seed=N"
+                    )),
                 })
                 .collect::<Result<_>>()?;
             if dry_run {
                 for run in experiment.runs.iter().filter(|r| runner::matches(r, &only)) {
-                    let done = opencarbon::track::RunDir::is_done(&out.join("runs").join(run.run_id()));
-                    println!("{} {:<10} {:<24} {:<20} seed {}", if done { "done" } else { "todo" }, run.run_id(), run.dataset_label(), run.variant, run.seed);
+                    let done =
+                        opencarbon::track::RunDir::is_done(&out.join("runs").join(run.run_id()));
+                    println!(
+                        "{} {:<10} {:<24} {:<20} seed {}",
+                        if done { "done" } else { "todo" },
+                        run.run_id(),
+                        run.dataset_label(),
+                        run.variant,
+                        run.seed
+                    );
                 }
                 return Ok(());
             }
-            let options = RunOptions { device, out: out.clone(), progress: !quiet, force };
+            let options = RunOptions {
+                device,
+                out: out.clone(),
+                progress: !quiet,
+                force,
+            };
             if experiment.runs.len() == 1 && only.is_empty() {
                 let spec = &experiment.runs[0];
                 let (dir, outcome) = runner::run(spec, &options)?;
@@ -201,7 +231,16 @@ fn real_main() -> Result<()> {
                 out.join("summary.md").display()
             );
             if !report.failed.is_empty() {
-                anyhow::bail!("{} run(s) failed: {}", report.failed.len(), report.failed.iter().map(|(l, _)| l.as_str()).collect::<Vec<_>>().join("; "));
+                anyhow::bail!(
+                    "{} run(s) failed: {}",
+                    report.failed.len(),
+                    report
+                        .failed
+                        .iter()
+                        .map(|(l, _)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
             }
             Ok(())
         }
@@ -210,14 +249,28 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Command::Doctor => doctor(),
-        Command::Baseline { spec, kind, columns, lambda, overrides } => {
+        Command::Baseline {
+            spec,
+            kind,
+            columns,
+            lambda,
+            overrides,
+        } => {
             let spec = RunSpec::load(&spec, &overrides)?;
             let baseline = match kind.as_str() {
                 "mean" => Baseline::Mean,
                 "neighbour_mean" => Baseline::NeighbourMean,
-                "ridge" => Baseline::Ridge { columns: columns.split(',').map(|c| c.trim().to_string()).collect(), lambda },
-                "gbt" => Baseline::Gbt { columns: columns.split(',').map(|c| c.trim().to_string()).collect(), params: Default::default() },
-                other => anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean"),
+                "ridge" => Baseline::Ridge {
+                    columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
+                    lambda,
+                },
+                "gbt" => Baseline::Gbt {
+                    columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
+                    params: Default::default(),
+                },
+                other => {
+                    anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean")
+                }
             };
             let city = runner::load_city(&spec.dataset)?;
             let split = spec.split.split(&city, spec.seed)?;
@@ -228,7 +281,17 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench { device, tiles, side, poi_categories, batch, warmup, steps, path, json } => {
+        Command::Bench {
+            device,
+            tiles,
+            side,
+            poi_categories,
+            batch,
+            warmup,
+            steps,
+            path,
+            json,
+        } => {
             let paths = match path.as_str() {
                 "ours" => vec![DataPath::Ours],
                 "authors" => vec![DataPath::Authors],
@@ -238,11 +301,25 @@ fn real_main() -> Result<()> {
             if batch < 2 || steps == 0 {
                 anyhow::bail!("--batch must be ≥ 2 and --steps ≥ 1");
             }
-            let rows = bench::run(&BenchConfig { tiles, side, poi_categories, batch, warmup, steps, paths }, &device)?;
+            let rows = bench::run(
+                &BenchConfig {
+                    tiles,
+                    side,
+                    poi_categories,
+                    batch,
+                    warmup,
+                    steps,
+                    paths,
+                },
+                &device,
+            )?;
             print!("{}", bench::table(&rows));
             if let Some(path) = json {
                 use std::io::Write;
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
                 for row in &rows {
                     writeln!(f, "{}", serde_json::to_string(row)?)?;
                 }
@@ -255,24 +332,50 @@ fn real_main() -> Result<()> {
 
 fn datasets(command: DatasetsCommand) -> Result<()> {
     match command {
-        DatasetsCommand::Synth { preset, seed, size, tile_side, poi_categories, out, preview } => {
+        DatasetsCommand::Synth {
+            preset,
+            seed,
+            size,
+            tile_side,
+            poi_categories,
+            out,
+            preview,
+        } => {
             let (width, height) = size
                 .split_once('x')
                 .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-                .with_context(|| format!("--size `{size}`: expected WIDTHxHEIGHT in tiles, e.g. 40x40"))?;
+                .with_context(|| {
+                    format!("--size `{size}`: expected WIDTHxHEIGHT in tiles, e.g. 40x40")
+                })?;
             let started = std::time::Instant::now();
-            let config = SynthConfig { preset, width, height, tile_side, poi_categories, seed };
+            let config = SynthConfig {
+                preset,
+                width,
+                height,
+                tile_side,
+                poi_categories,
+                seed,
+            };
             let city = synthetic::generate(&config)?;
             let generated = started.elapsed().as_secs_f64();
             let manifest = CityManifest {
                 name: city.name.clone(),
-                description: Some(format!("synthetic city, {config:?}; ground truth in src/data/synthetic.rs")),
-                grid: GridInfo { zoom: None, tile_size_m: None, scheme: Some("synthetic".into()) },
+                description: Some(format!(
+                    "synthetic city, {config:?}; ground truth in src/data/synthetic.rs"
+                )),
+                grid: GridInfo {
+                    zoom: None,
+                    tile_size_m: None,
+                    scheme: Some("synthetic".into()),
+                },
                 images: None,
                 poi: None,
                 tabular: vec![],
                 target: "emission".into(),
-                provenance: Some(format!("opencarbon {} datasets synth", env!("CARGO_PKG_VERSION"))),
+                provenance: Some(format!(
+                    "opencarbon {} datasets synth",
+                    env!("CARGO_PKG_VERSION")
+                )),
                 licence: Some("generated: no restrictions".into()),
             };
             canonical::write(&city, &out, &manifest)?;
@@ -293,7 +396,10 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
         DatasetsCommand::ImportOdiacTiles { labels, out } => {
             let (city, manifest) = odiac::import(&labels)?;
             canonical::write(&city, &out, &manifest)?;
-            let filled = city.tabular.as_ref().map_or(0, |t| t.values.chunks(3).filter(|r| r[2] == 1.0).count());
+            let filled = city
+                .tabular
+                .as_ref()
+                .map_or(0, |t| t.values.chunks(3).filter(|r| r[2] == 1.0).count());
             println!(
                 "{}: {} tiles, {} with carbon > 0, {filled} with the GDP fill value flagged → {}",
                 city.name,
@@ -303,8 +409,16 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
             );
             Ok(())
         }
-        DatasetsCommand::ImportOpencarbon { src, city, out, python } => {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/convert_opencarbon_release.py");
+        DatasetsCommand::ImportOpencarbon {
+            src,
+            city,
+            out,
+            python,
+        } => {
+            let script = concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/convert_opencarbon_release.py"
+            );
             let status = std::process::Command::new(&python)
                 .arg(script)
                 .arg(&src)
@@ -316,7 +430,13 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
                 anyhow::bail!("the converter failed ({status}); see its message above");
             }
             let loaded = canonical::load(&out)?;
-            println!("{}: {} tiles, {} samples → {}", loaded.name, loaded.len(), loaded.samples().len(), out.display());
+            println!(
+                "{}: {} tiles, {} samples → {}",
+                loaded.name,
+                loaded.len(),
+                loaded.samples().len(),
+                out.display()
+            );
             Ok(())
         }
         DatasetsCommand::Check { dir } => {
@@ -362,13 +482,17 @@ fn doctor() -> Result<()> {
         ),
     }
     let mut choices = vec![DeviceChoice::Cpu];
-    if report.compiled_backends.contains(&"flex") && report.compiled_backends.contains(&"libtorch") {
+    if report.compiled_backends.contains(&"flex") && report.compiled_backends.contains(&"libtorch")
+    {
         choices.push(DeviceChoice::Flex);
     }
     choices.extend((0..report.cuda_device_count).map(DeviceChoice::Cuda));
     for choice in choices {
         match backend::device(&choice).and_then(|d| smoke(&d)) {
-            Ok(v) => println!("device {choice} ({}): ok (2×2 matmul sum = {v})", backend::backend_name(&choice)),
+            Ok(v) => println!(
+                "device {choice} ({}): ok (2×2 matmul sum = {v})",
+                backend::backend_name(&choice)
+            ),
             Err(e) => println!("device {choice}: FAILED: {e:#}"),
         }
     }

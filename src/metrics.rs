@@ -22,10 +22,20 @@ impl Metrics {
     /// R² is `1 - SS_res / SS_tot`; it is `NaN` when every target is equal (SS_tot = 0), which is
     /// what a researcher should see rather than a made-up number.
     pub fn compute(target: &[f64], predicted: &[f64]) -> Metrics {
-        assert_eq!(target.len(), predicted.len(), "metrics need one prediction per target");
+        assert_eq!(
+            target.len(),
+            predicted.len(),
+            "metrics need one prediction per target"
+        );
         let n = target.len();
         if n == 0 {
-            return Metrics { r2: f64::NAN, rmse: f64::NAN, mae: f64::NAN, mape: f64::NAN, n };
+            return Metrics {
+                r2: f64::NAN,
+                rmse: f64::NAN,
+                mae: f64::NAN,
+                mape: f64::NAN,
+                n,
+            };
         }
         let mean = target.iter().sum::<f64>() / n as f64;
         let (mut ss_res, mut ss_tot, mut abs_sum) = (0.0, 0.0, 0.0);
@@ -44,14 +54,23 @@ impl Metrics {
             r2: 1.0 - ss_res / ss_tot,
             rmse: (ss_res / n as f64).sqrt(),
             mae: abs_sum / n as f64,
-            mape: if ape_n == 0 { f64::NAN } else { ape_sum / ape_n as f64 },
+            mape: if ape_n == 0 {
+                f64::NAN
+            } else {
+                ape_sum / ape_n as f64
+            },
             n,
         }
     }
 
     /// `(name, value)` pairs in a fixed order, for logs and tables.
     pub fn named(&self) -> [(&'static str, f64); 4] {
-        [("r2", self.r2), ("rmse", self.rmse), ("mae", self.mae), ("mape", self.mape)]
+        [
+            ("r2", self.r2),
+            ("rmse", self.rmse),
+            ("mae", self.mae),
+            ("mape", self.mape),
+        ]
     }
 }
 

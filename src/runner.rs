@@ -63,7 +63,8 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     let device = backend::device(&options.device)?;
     if RunDir::is_done(&path) && !options.force {
         let text = std::fs::read_to_string(path.join("test_metrics.json"))?;
-        let metrics = serde_json::from_str(&text).with_context(|| format!("reading {}/test_metrics.json", path.display()))?;
+        let metrics = serde_json::from_str(&text)
+            .with_context(|| format!("reading {}/test_metrics.json", path.display()))?;
         return Ok((path, RunOutcome::Skipped(metrics)));
     }
     let dir = RunDir::create(path.clone())?;
@@ -110,12 +111,20 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
             run_meta.status = "failed".into();
             run_meta.failure = Some(format!("{e:#}"));
             dir.write_json("meta.json", &run_meta)?;
-            Err(e.context(format!("run {run_id} failed (see {}/meta.json)", path.display())))
+            Err(e.context(format!(
+                "run {run_id} failed (see {}/meta.json)",
+                path.display()
+            )))
         }
     }
 }
 
-fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options: &RunOptions) -> Result<TestMetrics> {
+fn run_in(
+    spec: &RunSpec,
+    dir: &RunDir,
+    device: &crate::backend::Device,
+    options: &RunOptions,
+) -> Result<TestMetrics> {
     let city = load_city(&spec.dataset)?;
     let split = spec.split.split(&city, spec.seed)?;
     if let Some(baseline) = &spec.baseline {
@@ -125,7 +134,12 @@ fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options
         Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
         Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
     ]);
-    let bar = options.progress.then(|| progress::run_bar(spec.train.epochs, &format!("{} {}", spec.name, spec.run_id())));
+    let bar = options.progress.then(|| {
+        progress::run_bar(
+            spec.train.epochs,
+            &format!("{} {}", spec.name, spec.run_id()),
+        )
+    });
     let report = train::train(
         &city,
         &split,
@@ -133,7 +147,11 @@ fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options
         &spec.train,
         spec.seed,
         device,
-        Hooks { sink: &mut sinks, progress: bar.clone(), checkpoint: Some(dir.best_checkpoint()) },
+        Hooks {
+            sink: &mut sinks,
+            progress: bar.clone(),
+            checkpoint: Some(dir.best_checkpoint()),
+        },
     )?;
     if let Some(bar) = bar {
         bar.finish();
@@ -156,12 +174,26 @@ fn run_in(spec: &RunSpec, dir: &RunDir, device: &crate::backend::Device, options
 }
 
 /// A baseline through the same split and metrics: fitted on train, scored on valid and test.
-fn run_baseline(baseline: &crate::baselines::Baseline, city: &City, split: &crate::data::Split, dir: &RunDir) -> Result<TestMetrics> {
+fn run_baseline(
+    baseline: &crate::baselines::Baseline,
+    city: &City,
+    split: &crate::data::Split,
+    dir: &RunDir,
+) -> Result<TestMetrics> {
     let started = std::time::Instant::now();
-    let valid_split = crate::data::Split { train: split.train.clone(), valid: vec![], test: split.valid.clone() };
+    let valid_split = crate::data::Split {
+        train: split.train.clone(),
+        valid: vec![],
+        test: split.valid.clone(),
+    };
     let (valid, _) = crate::baselines::evaluate(baseline, city, &valid_split)?;
     let (test, predicted) = crate::baselines::evaluate(baseline, city, split)?;
-    let rows: Vec<(usize, f64, f64)> = split.test.iter().zip(&predicted).map(|(&i, &p)| (i, city.target(i), p)).collect();
+    let rows: Vec<(usize, f64, f64)> = split
+        .test
+        .iter()
+        .zip(&predicted)
+        .map(|(&i, &p)| (i, city.target(i), p))
+        .collect();
     write_predictions(dir, city, &rows)?;
     let mut csv = CsvSink::create(&dir.file("metrics.csv"))?;
     for (split_name, m) in [("valid", &valid), ("test", &test)] {
@@ -204,16 +236,33 @@ pub struct SweepReport {
 
 /// Runs every run of an experiment (skipping finished ones), records failures and goes on,
 /// then rebuilds the summary tables. Returns the report and the Markdown summary.
-pub fn run_sweep(experiment: &crate::spec::Experiment, options: &RunOptions, only: &[(String, String)]) -> Result<(SweepReport, String)> {
-    let runs: Vec<&RunSpec> = experiment.runs.iter().filter(|r| matches(r, only)).collect();
+pub fn run_sweep(
+    experiment: &crate::spec::Experiment,
+    options: &RunOptions,
+    only: &[(String, String)],
+) -> Result<(SweepReport, String)> {
+    let runs: Vec<&RunSpec> = experiment
+        .runs
+        .iter()
+        .filter(|r| matches(r, only))
+        .collect();
     let sweep_bar = options.progress.then(|| {
         let bar = indicatif::ProgressBar::new(runs.len() as u64);
-        bar.set_style(indicatif::ProgressStyle::with_template("sweep {pos}/{len} [{bar:30}] {msg}").expect("template").progress_chars("=> "));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("sweep {pos}/{len} [{bar:30}] {msg}")
+                .expect("template")
+                .progress_chars("=> "),
+        );
         bar
     });
     let mut report = SweepReport::default();
     for spec in runs {
-        let label = format!("{} / {} / seed {}", spec.dataset_label(), spec.variant, spec.seed);
+        let label = format!(
+            "{} / {} / seed {}",
+            spec.dataset_label(),
+            spec.variant,
+            spec.seed
+        );
         if let Some(bar) = &sweep_bar {
             bar.set_message(label.clone());
         }

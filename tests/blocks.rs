@@ -18,7 +18,11 @@ use opencarbon::train::config::ContrastiveConfig;
 use opencarbon::train::loss::{info_nce, l1_sum};
 
 fn randn<const D: usize>(shape: [usize; D]) -> Tensor<D> {
-    Tensor::random(shape, burn::tensor::Distribution::Normal(0.0, 1.0), &common::device())
+    Tensor::random(
+        shape,
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &common::device(),
+    )
 }
 
 #[test]
@@ -37,7 +41,13 @@ fn poi_encoder_shapes_at_256_and_64() {
     let d = common::device();
     for (side, se) in [(256, true), (256, false), (64, true)] {
         let enc = PoiEncoder::new(15, side, 32, se, &d);
-        assert_eq!(enc.fc.weight.dims(), [opencarbon::model::poi_encoder::flattened_side(side).pow(2), 32]);
+        assert_eq!(
+            enc.fc.weight.dims(),
+            [
+                opencarbon::model::poi_encoder::flattened_side(side).pow(2),
+                32
+            ]
+        );
         assert_eq!(enc.forward(randn([2, 15, side, side])).dims(), [2, 32]);
     }
 }
@@ -63,7 +73,12 @@ fn image_encoder_flips_rgb_to_bgr() {
 #[test]
 fn small_blocks_shapes() {
     let d = common::device();
-    assert_eq!(TabularEncoder::new(2, 32, 32, &d).forward(randn([5, 2])).dims(), [5, 32]);
+    assert_eq!(
+        TabularEncoder::new(2, 32, 32, &d)
+            .forward(randn([5, 2]))
+            .dims(),
+        [5, 32]
+    );
     let (fused, beta) = AggregateAttention::new(32, 32, &d).forward(randn([5, 2, 32]));
     assert_eq!((fused.dims(), beta.dims()), ([5, 32], [5, 2]));
     let beta_sum: Vec<f32> = beta.sum_dim(1).into_data().try_to_vec().unwrap();
@@ -71,8 +86,16 @@ fn small_blocks_shapes() {
     let att = TokenAttention::new(2, &d);
     assert_eq!(att.self_attention(randn([5, 32])).dims(), [5, 32]);
     assert_eq!(att.forward(randn([5, 32]), randn([5, 32])).dims(), [5, 32]);
-    assert_eq!(NeighbourhoodCnn::new(32, &d).forward(randn([5, 32, 3, 3])).dims(), [5, 32]);
-    assert_eq!(Regressor::new(64, 32, &d).forward(randn([5, 64])).dims(), [5]);
+    assert_eq!(
+        NeighbourhoodCnn::new(32, &d)
+            .forward(randn([5, 32, 3, 3]))
+            .dims(),
+        [5, 32]
+    );
+    assert_eq!(
+        Regressor::new(64, 32, &d).forward(randn([5, 64])).dims(),
+        [5]
+    );
 }
 
 /// A single modality is fused with weight 1, i.e. aggregate-attention is the identity.
@@ -92,14 +115,35 @@ fn full_network_forward_shapes_for_every_ablation() {
     let samples: Vec<usize> = city.samples().into_iter().take(6).collect();
     let tiles = opencarbon::data::DeviceTiles::upload(&city, None, &d);
     for (modalities, radius, batching) in [
-        (vec![Modality::Image, Modality::Poi], 1, EncoderBatching::Distinct),
-        (vec![Modality::Image, Modality::Poi], 1, EncoderBatching::PerPosition),
-        (vec![Modality::Image, Modality::Poi], 0, EncoderBatching::Distinct),
+        (
+            vec![Modality::Image, Modality::Poi],
+            1,
+            EncoderBatching::Distinct,
+        ),
+        (
+            vec![Modality::Image, Modality::Poi],
+            1,
+            EncoderBatching::PerPosition,
+        ),
+        (
+            vec![Modality::Image, Modality::Poi],
+            0,
+            EncoderBatching::Distinct,
+        ),
         (vec![Modality::Poi], 1, EncoderBatching::Distinct),
         (vec![Modality::Tabular], 2, EncoderBatching::Distinct),
-        (vec![Modality::Image, Modality::Poi, Modality::Tabular], 1, EncoderBatching::Distinct),
+        (
+            vec![Modality::Image, Modality::Poi, Modality::Tabular],
+            1,
+            EncoderBatching::Distinct,
+        ),
     ] {
-        let config = ModelConfig { modalities: modalities.clone(), neighbourhood: radius, encoder_batching: batching, ..Default::default() };
+        let config = ModelConfig {
+            modalities: modalities.clone(),
+            neighbourhood: radius,
+            encoder_batching: batching,
+            ..Default::default()
+        };
         let model = config.init(&city.shapes(), &d).unwrap();
         let index = (radius > 0).then(|| NeighbourIndex::new(&city, radius));
         let plan = BatchPlan::new(&samples, index.as_ref(), batching, MissingNeighbour::Mask);
@@ -118,7 +162,12 @@ fn distinct_batching_encodes_each_tile_once() {
     let city = common::tiny_city(3);
     let index = NeighbourIndex::new(&city, 1);
     let samples: Vec<usize> = city.samples().into_iter().take(10).collect();
-    let plan = BatchPlan::new(&samples, Some(&index), EncoderBatching::Distinct, MissingNeighbour::Mask);
+    let plan = BatchPlan::new(
+        &samples,
+        Some(&index),
+        EncoderBatching::Distinct,
+        MissingNeighbour::Mask,
+    );
     let mut sorted = plan.tiles.clone();
     sorted.sort();
     sorted.dedup();
@@ -134,8 +183,16 @@ fn distinct_batching_encodes_each_tile_once() {
         }
         assert_eq!(plan.tiles[plan.centre_rows[b] as usize], s);
     }
-    let script = BatchPlan::new(&samples, Some(&index), EncoderBatching::Distinct, MissingNeighbour::Tile0);
-    assert!(script.window_rows.iter().all(|&r| (r as usize) < script.tiles.len()));
+    let script = BatchPlan::new(
+        &samples,
+        Some(&index),
+        EncoderBatching::Distinct,
+        MissingNeighbour::Tile0,
+    );
+    assert!(script
+        .window_rows
+        .iter()
+        .all(|&r| (r as usize) < script.tiles.len()));
 }
 
 #[test]
@@ -157,14 +214,23 @@ fn info_nce_matches_hand_computation() {
     let e = std::f64::consts::E;
     let rows = ((1.0 + e).ln() + (1.0 + e.powi(-3)).ln()) / 2.0;
     let cols = (1.0 + 1.0 / e).ln();
-    let config = ContrastiveConfig { temperature: 1.0, ..Default::default() };
+    let config = ContrastiveConfig {
+        temperature: 1.0,
+        ..Default::default()
+    };
     let got = info_nce(a.clone(), b.clone(), &config).into_scalar::<f32>() as f64;
     assert!((got - rows).abs() < 1e-5, "{got} vs {rows}");
-    let sym = ContrastiveConfig { direction: opencarbon::train::config::ContrastiveDirection::Symmetric, ..config.clone() };
+    let sym = ContrastiveConfig {
+        direction: opencarbon::train::config::ContrastiveDirection::Symmetric,
+        ..config.clone()
+    };
     let got = info_nce(a.clone(), b.clone(), &sym).into_scalar::<f32>() as f64;
     assert!((got - (rows + cols) / 2.0).abs() < 1e-5, "{got}");
     // τ scales the logits: τ = 0.5 doubles every difference.
-    let half = ContrastiveConfig { temperature: 0.5, ..config };
+    let half = ContrastiveConfig {
+        temperature: 0.5,
+        ..config
+    };
     let got = info_nce(a, b, &half).into_scalar::<f32>() as f64;
     let want = ((1.0 + e.powi(2)).ln() + (1.0 + e.powi(-6)).ln()) / 2.0;
     assert!((got - want).abs() < 1e-5, "{got} vs {want}");
@@ -179,7 +245,19 @@ fn layout_rows_select_embeddings() {
     let padded = Tensor::cat(vec![e, Tensor::zeros([1, 1], &d)], 0);
     let v: Vec<f32> = padded.select(0, idx).into_data().try_to_vec().unwrap();
     assert_eq!(v, vec![3.0, 1.0, 0.0]);
-    let _ = (BatchLayout { batch_size: 0, centre: Tensor::<1, Int>::zeros([0], &d), window: None, encode_chunks: 1 }, TileBatch { image: None, poi: None, tabular: None });
+    let _ = (
+        BatchLayout {
+            batch_size: 0,
+            centre: Tensor::<1, Int>::zeros([0], &d),
+            window: None,
+            encode_chunks: 1,
+        },
+        TileBatch {
+            image: None,
+            poi: None,
+            tabular: None,
+        },
+    );
 }
 
 /// Whole-city inference (each needed tile encoded once, then fused in chunks) gives the same
@@ -191,14 +269,27 @@ fn whole_city_inference_equals_batch_forward() {
     let d = common::device();
     let city = common::tiny_city(5);
     let split = SplitConfig::default().split(&city, 1).unwrap();
-    let config = ModelConfig { modalities: vec![Modality::Image, Modality::Poi, Modality::Tabular], ..Default::default() };
+    let config = ModelConfig {
+        modalities: vec![Modality::Image, Modality::Poi, Modality::Tabular],
+        ..Default::default()
+    };
     let model = config.init_seeded(&city.shapes(), &d, 7).unwrap();
     let data = Prepared::new(&city, &split, &config, &TrainConfig::default(), &d);
     let samples = city.samples();
     let chunked = predict(&model, &data, &samples, 5);
     let index = NeighbourIndex::new(&city, 1);
-    let plan = BatchPlan::new(&samples, Some(&index), EncoderBatching::Distinct, MissingNeighbour::Mask);
-    let whole: Vec<f32> = model.forward(data.tiles.gather(&plan.tiles, false), &plan.layout(&d)).prediction.into_data().try_to_vec().unwrap();
+    let plan = BatchPlan::new(
+        &samples,
+        Some(&index),
+        EncoderBatching::Distinct,
+        MissingNeighbour::Mask,
+    );
+    let whole: Vec<f32> = model
+        .forward(data.tiles.gather(&plan.tiles, false), &plan.layout(&d))
+        .prediction
+        .into_data()
+        .try_to_vec()
+        .unwrap();
     assert_eq!(chunked.len(), whole.len());
     for (a, b) in chunked.iter().zip(&whole) {
         assert!((a - *b as f64).abs() < 1e-4 * (1.0 + a.abs()), "{a} vs {b}");

@@ -12,6 +12,13 @@ pub fn device() -> Device {
 
 /// A small synthetic city: 8×8 tiles of 32 px, 4 POI categories.
 pub fn tiny_city(seed: u64) -> City {
-    generate(&SynthConfig { preset: Preset::Monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed })
-        .expect("tiny synthetic city")
+    generate(&SynthConfig {
+        preset: Preset::Monocentric,
+        width: 8,
+        height: 8,
+        tile_side: 32,
+        poi_categories: 4,
+        seed,
+    })
+    .expect("tiny synthetic city")
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use opencarbon::data::canonical::{self, CityManifest, GridInfo};
 use opencarbon::data::split::{BoundingBox, Region};
-use opencarbon::data::{odiac, City, ImageStack, NeighbourIndex, PoiStack, SplitConfig, Tabular, TileKey};
+use opencarbon::data::{
+    odiac, City, ImageStack, NeighbourIndex, PoiStack, SplitConfig, Tabular, TileKey,
+};
 use proptest::prelude::*;
 
 fn manifest() -> CityManifest {
@@ -33,14 +35,24 @@ fn handmade(keys: &[(i64, i64)], emissions: &[f64], seed: u8) -> City {
         name: "handmade".into(),
         keys: keys.iter().map(|&(x, y)| TileKey { x, y }).collect(),
         emission: emissions.to_vec(),
-        images: Some(ImageStack { side, data: (0..n * 3 * side * side).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect() }),
+        images: Some(ImageStack {
+            side,
+            data: (0..n * 3 * side * side)
+                .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+                .collect(),
+        }),
         poi: Some(PoiStack {
             categories: vec!["a".into(), "b".into()],
             side,
-            data: (0..n * 2 * side * side).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect(),
+            data: (0..n * 2 * side * side)
+                .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+                .collect(),
             scale: vec![0.25, 1.5],
         }),
-        tabular: Some(Tabular { columns: vec!["pop".into(), "gdp, m".into()], values: (0..n * 2).map(|i| i as f32 * 0.37 - 1.0).collect() }),
+        tabular: Some(Tabular {
+            columns: vec!["pop".into(), "gdp, m".into()],
+            values: (0..n * 2).map(|i| i as f32 * 0.37 - 1.0).collect(),
+        }),
         district: Some((0..n).map(|i| format!("d{}", i % 3)).collect()),
     }
 }
@@ -73,9 +85,15 @@ fn each_bad_input_gets_one_clear_error() {
     let e = load_error(|d| std::fs::remove_file(d.join("city.yaml")).unwrap());
     assert!(e.contains("city.yaml"), "{e}");
     let e = load_error(|d| edit(&d.join("city.yaml"), "target:", "targte: x\ntarget:"));
-    assert!(e.contains("city.yaml") && e.contains("targte") && e.contains("did you mean `target`"), "{e}");
+    assert!(
+        e.contains("city.yaml") && e.contains("targte") && e.contains("did you mean `target`"),
+        "{e}"
+    );
     let e = load_error(|d| edit(&d.join("tiles.csv"), "1,0,2,", "1,0,NaN,"));
-    assert!(e.contains("tiles.csv") && e.contains("(1, 0)") && e.contains("NaN"), "{e}");
+    assert!(
+        e.contains("tiles.csv") && e.contains("(1, 0)") && e.contains("NaN"),
+        "{e}"
+    );
     let e = load_error(|d| edit(&d.join("tiles.csv"), "1,0,2,", "1,0,-2,"));
     assert!(e.contains("(1, 0)") && e.contains("≥ 0"), "{e}");
     let e = load_error(|d| edit(&d.join("tiles.csv"), "1,0,2,", "1,0,,"));
@@ -85,26 +103,42 @@ fn each_bad_input_gets_one_clear_error() {
     let e = load_error(|d| edit(&d.join("tiles.csv"), "x,y,emission", "x,yy,emission"));
     assert!(e.contains("no column `y`"), "{e}");
     let e = load_error(|d| edit(&d.join("tiles.csv"), "1,0,2,", "1,zero,2,"));
-    assert!(e.contains("line 3") && e.contains("`y`") && e.contains("zero"), "{e}");
+    assert!(
+        e.contains("line 3") && e.contains("`y`") && e.contains("zero"),
+        "{e}"
+    );
     let e = load_error(|d| std::fs::remove_file(d.join("images/1_1.png")).unwrap());
     assert!(e.contains("(1, 1)") && e.contains("no image"), "{e}");
-    let e = load_error(|d| image::GrayImage::new(8, 8).save(d.join("images/1_1.png")).unwrap());
+    let e = load_error(|d| {
+        image::GrayImage::new(8, 8)
+            .save(d.join("images/1_1.png"))
+            .unwrap()
+    });
     assert!(e.contains("(1, 1)") && e.contains("1 channel"), "{e}");
-    let e = load_error(|d| image::RgbImage::new(9, 8).save(d.join("images/1_1.png")).unwrap());
+    let e = load_error(|d| {
+        image::RgbImage::new(9, 8)
+            .save(d.join("images/1_1.png"))
+            .unwrap()
+    });
     assert!(e.contains("(1, 1)") && e.contains("9×8"), "{e}");
     let e = load_error(|d| std::fs::write(d.join("images/1_1.png"), b"not a png").unwrap());
     assert!(e.contains("(1, 1)") && e.contains("cannot read"), "{e}");
     let e = load_error(|d| {
         use ndarray_npy::WriteNpyExt;
         let a = ndarray::Array4::<u8>::zeros((3, 2, 8, 8));
-        a.write_npy(std::fs::File::create(d.join("poi.npy")).unwrap()).unwrap();
+        a.write_npy(std::fs::File::create(d.join("poi.npy")).unwrap())
+            .unwrap();
     });
-    assert!(e.contains("poi.npy") && e.contains("[3, 2, 8, 8]") && e.contains("4 tiles"), "{e}");
+    assert!(
+        e.contains("poi.npy") && e.contains("[3, 2, 8, 8]") && e.contains("4 tiles"),
+        "{e}"
+    );
     let e = load_error(|d| {
         use ndarray_npy::WriteNpyExt;
         let mut a = ndarray::Array4::<f32>::zeros((4, 2, 8, 8));
         a[[2, 1, 0, 0]] = f32::NAN;
-        a.write_npy(std::fs::File::create(d.join("poi.npy")).unwrap()).unwrap();
+        a.write_npy(std::fs::File::create(d.join("poi.npy")).unwrap())
+            .unwrap();
     });
     assert!(e.contains("(0, 1)") && e.contains("`b`"), "{e}");
     let e = load_error(|d| {
@@ -112,7 +146,15 @@ fn each_bad_input_gets_one_clear_error() {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<String> = text
             .lines()
-            .map(|l| if l.starts_with("1,0,") { let mut f: Vec<&str> = l.split(',').collect(); f[4] = "inf"; f.join(",") } else { l.to_string() })
+            .map(|l| {
+                if l.starts_with("1,0,") {
+                    let mut f: Vec<&str> = l.split(',').collect();
+                    f[4] = "inf";
+                    f.join(",")
+                } else {
+                    l.to_string()
+                }
+            })
             .collect();
         std::fs::write(&path, lines.join("\n")).unwrap();
     });
@@ -125,20 +167,35 @@ fn f32_poi_files_are_quantised_per_channel() {
     let dir = tempfile::tempdir().unwrap();
     canonical::write(&city, dir.path(), &manifest()).unwrap();
     use ndarray_npy::WriteNpyExt;
-    let values = ndarray::Array4::<f32>::from_shape_fn((2, 2, 8, 8), |(t, c, y, x)| (t + c * 10 + y * x) as f32 * 0.5);
-    values.write_npy(std::fs::File::create(dir.path().join("poi.npy")).unwrap()).unwrap();
+    let values = ndarray::Array4::<f32>::from_shape_fn((2, 2, 8, 8), |(t, c, y, x)| {
+        (t + c * 10 + y * x) as f32 * 0.5
+    });
+    values
+        .write_npy(std::fs::File::create(dir.path().join("poi.npy")).unwrap())
+        .unwrap();
     let text = std::fs::read_to_string(dir.path().join("city.yaml")).unwrap();
     let cut = text.find("  scale:").unwrap();
     let end = cut + text[cut..].find("\ntabular").unwrap();
-    std::fs::write(dir.path().join("city.yaml"), format!("{}{}", &text[..cut], &text[end + 1..])).unwrap();
+    std::fs::write(
+        dir.path().join("city.yaml"),
+        format!("{}{}", &text[..cut], &text[end + 1..]),
+    )
+    .unwrap();
     let poi = canonical::load(dir.path()).unwrap().poi.unwrap();
     for ((t, c, y, x), v) in values.indexed_iter() {
         let stored = poi.data[((t * 2 + c) * 8 + y) * 8 + x] as f32 * poi.scale[c];
-        assert!((stored - v).abs() <= poi.scale[c] / 2.0 + 1e-4, "tile {t} channel {c}: stored {stored} vs {v} (scale {})", poi.scale[c]);
+        assert!(
+            (stored - v).abs() <= poi.scale[c] / 2.0 + 1e-4,
+            "tile {t} channel {c}: stored {stored} vs {v} (scale {})",
+            poi.scale[c]
+        );
     }
 }
 
-const BEIJING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/odiac-tiles/labels/Beijing.csv");
+const BEIJING: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/data/odiac-tiles/labels/Beijing.csv"
+);
 
 #[test]
 fn odiac_beijing_imports() {
@@ -152,7 +209,11 @@ fn odiac_beijing_imports() {
     assert_eq!(t.values[5], 1.0, "row 2 has gdp 10000.0, flagged");
     // The full 82×56 grid: almost every tile has its 8 neighbours.
     let index = NeighbourIndex::new(&city, 1);
-    let inner = index.windows.iter().filter(|w| w.iter().all(Option::is_some)).count();
+    let inner = index
+        .windows
+        .iter()
+        .filter(|w| w.iter().all(Option::is_some))
+        .count();
     assert!(inner > 4000, "{inner}");
 }
 
@@ -174,7 +235,13 @@ fn holdout_by_bbox_and_district() {
     let keys: Vec<(i64, i64)> = (0..6).flat_map(|y| (0..6).map(move |x| (x, y))).collect();
     let city = handmade(&keys, &vec![1.0; 36], 0);
     let split = SplitConfig::Holdout {
-        test: Region { bbox: Some(BoundingBox { x: [0, 1], y: [0, 5] }), districts: None },
+        test: Region {
+            bbox: Some(BoundingBox {
+                x: [0, 1],
+                y: [0, 5],
+            }),
+            districts: None,
+        },
         valid: 0.25,
         block: 2,
         seed: Some(1),
@@ -183,10 +250,21 @@ fn holdout_by_bbox_and_district() {
     .unwrap();
     assert!(split.test.iter().all(|&i| city.keys[i].x <= 1));
     assert_eq!(split.test.len(), 12);
-    let by_district = SplitConfig::Holdout { test: Region { bbox: None, districts: Some(vec!["d0".into()]) }, valid: 0.25, block: 2, seed: None }
-        .split(&city, 0)
-        .unwrap();
-    assert!(by_district.test.iter().all(|&i| city.district.as_ref().unwrap()[i] == "d0"));
+    let by_district = SplitConfig::Holdout {
+        test: Region {
+            bbox: None,
+            districts: Some(vec!["d0".into()]),
+        },
+        valid: 0.25,
+        block: 2,
+        seed: None,
+    }
+    .split(&city, 0)
+    .unwrap();
+    assert!(by_district
+        .test
+        .iter()
+        .all(|&i| city.district.as_ref().unwrap()[i] == "d0"));
 }
 
 #[test]
@@ -196,7 +274,12 @@ fn split_file_errors() {
     let path = dir.path().join("split.csv");
     let check = |text: &str| {
         std::fs::write(&path, text).unwrap();
-        format!("{:#}", SplitConfig::File { path: path.clone() }.split(&city, 0).unwrap_err())
+        format!(
+            "{:#}",
+            SplitConfig::File { path: path.clone() }
+                .split(&city, 0)
+                .unwrap_err()
+        )
     };
     assert!(check("x,y,split\n0,0,train\n5,5,test\n").contains("(5, 5) is not a tile"));
     assert!(check("x,y,split\n0,0,train\n0,0,test\n").contains("already listed on line 2"));
@@ -211,7 +294,11 @@ fn grid_city(w: i64, h: i64, holes: &[bool], zero: &[bool]) -> City {
             let i = (y * w + x) as usize;
             if !holes[i % holes.len()] {
                 keys.push((x, y));
-                emissions.push(if zero[i % zero.len()] { 0.0 } else { 1.0 + i as f64 });
+                emissions.push(if zero[i % zero.len()] {
+                    0.0
+                } else {
+                    1.0 + i as f64
+                });
             }
         }
     }
@@ -292,13 +379,27 @@ proptest! {
 #[test]
 fn baseline_features_sum_poi_rasters_and_name_unknown_columns() {
     let city = handmade(&[(0, 0), (1, 0)], &[1.0, 2.0], 3);
-    let rows = opencarbon::baselines::features(&city, &["poi:b".into(), "pop".into()], &[1]).unwrap();
+    let rows =
+        opencarbon::baselines::features(&city, &["poi:b".into(), "pop".into()], &[1]).unwrap();
     let p = city.poi.as_ref().unwrap();
     let plane = 64;
-    let want: f64 = p.data[(2 + 1) * plane..(2 + 2) * plane].iter().map(|&v| v as f64).sum::<f64>() * 1.5;
+    let want: f64 = p.data[(2 + 1) * plane..(2 + 2) * plane]
+        .iter()
+        .map(|&v| v as f64)
+        .sum::<f64>()
+        * 1.5;
     assert!((rows[0][0] - want).abs() < 1e-9);
     assert_eq!(rows[0][1], city.tabular.as_ref().unwrap().values[2] as f64);
-    assert_eq!(opencarbon::baselines::features(&city, &["poi:*".into()], &[0]).unwrap()[0].len(), 2);
-    let e = format!("{:#}", opencarbon::baselines::features(&city, &["popu".into()], &[0]).unwrap_err());
-    assert!(e.contains("no covariate `popu`") && e.contains("pop"), "{e}");
+    assert_eq!(
+        opencarbon::baselines::features(&city, &["poi:*".into()], &[0]).unwrap()[0].len(),
+        2
+    );
+    let e = format!(
+        "{:#}",
+        opencarbon::baselines::features(&city, &["popu".into()], &[0]).unwrap_err()
+    );
+    assert!(
+        e.contains("no covariate `popu`") && e.contains("pop"),
+        "{e}"
+    );
 }

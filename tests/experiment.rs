@@ -29,7 +29,10 @@ fn expansion_is_variant_by_dataset_by_seed() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 12, "run ids must be distinct");
-    assert!(e.runs.iter().any(|r| r.variant == "ridge" && r.dataset_label() == "poly" && r.seed == 2));
+    assert!(e
+        .runs
+        .iter()
+        .any(|r| r.variant == "ridge" && r.dataset_label() == "poly" && r.seed == 2));
     // Patches merge deeply: the variant keeps the base's train settings.
     let patched = Experiment::parse(
         "name: p\ndataset: {kind: synthetic, preset: sprawl, width: 4, height: 4}\ntrain: {epochs: 7}\nvariants:\n  a: {train: {alpha: 0}, model: {modalities: [poi]}}\n",
@@ -38,58 +41,126 @@ fn expansion_is_variant_by_dataset_by_seed() {
     )
     .unwrap();
     let run = &patched.runs[0];
-    assert_eq!((run.train.epochs, run.train.alpha, run.model.modalities.clone()), (7, 0.0, vec![Modality::Poi]));
+    assert_eq!(
+        (
+            run.train.epochs,
+            run.train.alpha,
+            run.model.modalities.clone()
+        ),
+        (7, 0.0, vec![Modality::Poi])
+    );
 }
 
 #[test]
 fn variant_mistakes_name_the_variant() {
     let text = "name: p\ndataset: {kind: synthetic, preset: sprawl, width: 4, height: 4}\nvariants:\n  bad: {trian: {alpha: 0}}\n";
     let e = format!("{:#}", Experiment::parse(text, "p.yaml", &[]).unwrap_err());
-    assert!(e.contains("variant `bad`") && e.contains("trian") && e.contains("did you mean `train`"), "{e}");
-    let e = format!("{:#}", Experiment::parse("name: p\nvariantz: {}\n", "p.yaml", &[]).unwrap_err());
-    assert!(e.contains("line 2") && e.contains("did you mean `variants`"), "{e}");
+    assert!(
+        e.contains("variant `bad`") && e.contains("trian") && e.contains("did you mean `train`"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        Experiment::parse("name: p\nvariantz: {}\n", "p.yaml", &[]).unwrap_err()
+    );
+    assert!(
+        e.contains("line 2") && e.contains("did you mean `variants`"),
+        "{e}"
+    );
 }
 
 #[test]
 fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
     let out = tempfile::tempdir().unwrap();
-    let options = RunOptions { device: DeviceChoice::Cpu, out: out.path().to_path_buf(), progress: false, force: false };
+    let options = RunOptions {
+        device: DeviceChoice::Cpu,
+        out: out.path().to_path_buf(),
+        progress: false,
+        force: false,
+    };
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
     // First only the mono dataset, as if the sweep were killed half-way.
     let (first, _) = runner::run_sweep(&e, &options, &[("dataset".into(), "mono".into())]).unwrap();
     assert_eq!((first.done, first.skipped, first.failed.len()), (6, 0, 0));
     let (second, summary) = runner::run_sweep(&e, &options, &[]).unwrap();
-    assert_eq!((second.done, second.skipped, second.failed.len()), (6, 6, 0));
+    assert_eq!(
+        (second.done, second.skipped, second.failed.len()),
+        (6, 6, 0)
+    );
     let rows = results::collect(out.path()).unwrap();
     assert_eq!(rows.len(), 12, "each run exactly once");
     assert!(summary.contains("| mono | ridge | 2 |"), "{summary}");
 
     // A run that fails at run time is recorded with its reason; the others go on.
-    let failing = Experiment::parse(&SWEEP.replace("columns: [ln_population]", "columns: [no_such_column]"), "s", &[]).unwrap();
+    let failing = Experiment::parse(
+        &SWEEP.replace("columns: [ln_population]", "columns: [no_such_column]"),
+        "s",
+        &[],
+    )
+    .unwrap();
     let out2 = tempfile::tempdir().unwrap();
-    let options2 = RunOptions { out: out2.path().to_path_buf(), ..options };
+    let options2 = RunOptions {
+        out: out2.path().to_path_buf(),
+        ..options
+    };
     let (report, summary) = runner::run_sweep(&failing, &options2, &[]).unwrap();
     assert_eq!((report.done, report.failed.len()), (8, 4));
-    assert!(report.failed[0].1.contains("no_such_column"), "{:?}", report.failed[0]);
+    assert!(
+        report.failed[0].1.contains("no_such_column"),
+        "{:?}",
+        report.failed[0]
+    );
     assert!(summary.contains("Failed runs"), "{summary}");
-    let failed = results::collect(out2.path()).unwrap().into_iter().filter(|r| r.status == "failed").count();
+    let failed = results::collect(out2.path())
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == "failed")
+        .count();
     assert_eq!(failed, 4);
 }
 
 #[test]
 fn summary_is_mean_and_std_over_seeds() {
     let out = tempfile::tempdir().unwrap();
-    let options = RunOptions { device: DeviceChoice::Cpu, out: out.path().to_path_buf(), progress: false, force: false };
+    let options = RunOptions {
+        device: DeviceChoice::Cpu,
+        out: out.path().to_path_buf(),
+        progress: false,
+        force: false,
+    };
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
-    runner::run_sweep(&e, &options, &[("variant".into(), "lag".into()), ("dataset".into(), "mono".into())]).unwrap();
+    runner::run_sweep(
+        &e,
+        &options,
+        &[
+            ("variant".into(), "lag".into()),
+            ("dataset".into(), "mono".into()),
+        ],
+    )
+    .unwrap();
     let rows = results::collect(out.path()).unwrap();
-    let r2: Vec<f64> = rows.iter().map(|r| r.metrics.as_ref().unwrap().r2).collect();
+    let r2: Vec<f64> = rows
+        .iter()
+        .map(|r| r.metrics.as_ref().unwrap().r2)
+        .collect();
     assert_eq!(r2.len(), 2);
     let mean = (r2[0] + r2[1]) / 2.0;
     let std = ((r2[0] - mean).powi(2) + (r2[1] - mean).powi(2)).sqrt(); // n − 1 = 1
     let summary = results::summary_frame(&rows).unwrap();
-    let got_mean = summary.column("r2_mean").unwrap().f64().unwrap().get(0).unwrap();
-    let got_std = summary.column("r2_std").unwrap().f64().unwrap().get(0).unwrap();
+    let got_mean = summary
+        .column("r2_mean")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    let got_std = summary
+        .column("r2_std")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
     assert!((got_mean - mean).abs() < 1e-12 && (got_std - std).abs() < 1e-12);
     for file in ["summary.csv", "summary.parquet", "summary.md"] {
         results::write_summary(out.path()).unwrap();

@@ -41,7 +41,11 @@ fn python() -> Option<String> {
 }
 
 fn write_fixture(python: &str, src: &Path) {
-    let status = Command::new(python).args(["-c", FIXTURE]).arg(src).status().unwrap();
+    let status = Command::new(python)
+        .args(["-c", FIXTURE])
+        .arg(src)
+        .status()
+        .unwrap();
     assert!(status.success(), "writing the fixture failed");
 }
 
@@ -63,27 +67,52 @@ fn converter_round_trips_the_fixture() {
     let (src, out) = (dir.path().join("release"), dir.path().join("city"));
     write_fixture(&python, &src);
     let output = convert(&python, &src, &out);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let city = canonical::load(&out).unwrap();
     let keys = [(10, 20), (10, 21), (11, 20), (11, 21)].map(|(x, y)| TileKey { x, y });
     assert_eq!(city.keys, keys);
     assert_eq!(city.emission, vec![120.5, 33.25, 0.0, 9.0]);
-    assert_eq!(city.samples().len(), 3, "the zero-emission tile is a neighbour, not a sample");
+    assert_eq!(
+        city.samples().len(),
+        3,
+        "the zero-emission tile is a neighbour, not a sample"
+    );
     let images = city.images.as_ref().unwrap();
     assert_eq!(images.side, 16);
-    assert_eq!(images.data[2 * 3 * 256], 40, "city tile 2 is (11, 20), fixture tile 1 (value 40)");
+    assert_eq!(
+        images.data[2 * 3 * 256],
+        40,
+        "city tile 2 is (11, 20), fixture tile 1 (value 40)"
+    );
     let tab = city.tabular.as_ref().unwrap();
-    assert_eq!(tab.columns, vec!["poi_count_0", "poi_count_1", "poi_count_2"]);
-    assert_eq!(&tab.values[3..6], &[2.0, 4.0, 3.0], "tile (10, 21) is fixture tile 2");
+    assert_eq!(
+        tab.columns,
+        vec!["poi_count_0", "poi_count_1", "poi_count_2"]
+    );
+    assert_eq!(
+        &tab.values[3..6],
+        &[2.0, 4.0, 3.0],
+        "tile (10, 21) is fixture tile 2"
+    );
 
     use ndarray_npy::ReadNpyExt;
-    let expected = ndarray::Array4::<f32>::read_npy(std::fs::File::open(src.join("expected_poi.npy")).unwrap()).unwrap();
+    let expected = ndarray::Array4::<f32>::read_npy(
+        std::fs::File::open(src.join("expected_poi.npy")).unwrap(),
+    )
+    .unwrap();
     let poi = city.poi.as_ref().unwrap();
     assert_eq!((poi.categories.len(), poi.side), (3, 12));
     for ((t, c, y, x), v) in expected.indexed_iter() {
         let got = poi.data[((t * 3 + c) * 12 + y) * 12 + x] as f32 * poi.scale[c];
-        assert!((got - v).abs() <= poi.scale[c] / 2.0 + 1e-5, "tile {t} channel {c}: {got} vs {v}");
+        assert!(
+            (got - v).abs() <= poi.scale[c] / 2.0 + 1e-5,
+            "tile {t} channel {c}: {got} vs {v}"
+        );
     }
 
     let split = std::fs::read_to_string(out.join("split.csv")).unwrap();
@@ -100,5 +129,8 @@ fn converter_names_the_missing_image() {
     let output = convert(&python, &src, &out);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("11_21.png") && stderr.contains("(11, 21)"), "{stderr}");
+    assert!(
+        stderr.contains("11_21.png") && stderr.contains("(11, 21)"),
+        "{stderr}"
+    );
 }

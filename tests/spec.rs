@@ -4,7 +4,8 @@ use opencarbon::model::Modality;
 use opencarbon::spec::RunSpec;
 use proptest::prelude::*;
 
-const BASE: &str = "name: t\ndataset: {kind: synthetic, preset: monocentric, width: 4, height: 4}\n";
+const BASE: &str =
+    "name: t\ndataset: {kind: synthetic, preset: monocentric, width: 4, height: 4}\n";
 
 fn error_of(text: &str) -> String {
     format!("{:#}", RunSpec::parse(text, "spec.yaml", &[]).unwrap_err())
@@ -46,7 +47,9 @@ fn wrong_type_names_the_key() {
 
 #[test]
 fn out_of_range_values_are_listed_together() {
-    let e = error_of(&format!("{BASE}train:\n  lr: -1\n  batch_size: 1\nsplit: {{kind: random, test: 1.5}}\n"));
+    let e = error_of(&format!(
+        "{BASE}train:\n  lr: -1\n  batch_size: 1\nsplit: {{kind: random, test: 1.5}}\n"
+    ));
     assert!(e.contains("train.lr"), "{e}");
     assert!(e.contains("train.batch_size"), "{e}");
     assert!(e.contains("split.test"), "{e}");
@@ -56,7 +59,11 @@ fn out_of_range_values_are_listed_together() {
 fn contrastive_needs_both_modalities() {
     let e = error_of(&format!("{BASE}model: {{modalities: [poi]}}\n"));
     assert!(e.contains("train.alpha"), "{e}");
-    let ok = RunSpec::parse(&format!("{BASE}model: {{modalities: [poi]}}\ntrain: {{alpha: 0}}\n"), "s", &[]);
+    let ok = RunSpec::parse(
+        &format!("{BASE}model: {{modalities: [poi]}}\ntrain: {{alpha: 0}}\n"),
+        "s",
+        &[],
+    );
     assert!(ok.is_ok());
 }
 
@@ -68,10 +75,22 @@ fn missing_required_key() {
 
 #[test]
 fn overrides_take_precedence() {
-    let spec = RunSpec::parse(BASE, "s", &["train.lr=5e-4".into(), "model.modalities=[image]".into(), "train.alpha=0".into()]).unwrap();
+    let spec = RunSpec::parse(
+        BASE,
+        "s",
+        &[
+            "train.lr=5e-4".into(),
+            "model.modalities=[image]".into(),
+            "train.alpha=0".into(),
+        ],
+    )
+    .unwrap();
     assert_eq!(spec.train.lr, 5e-4);
     assert_eq!(spec.model.modalities, vec![Modality::Image]);
-    let e = format!("{:#}", RunSpec::parse(BASE, "s", &["train.lrr=1".into()]).unwrap_err());
+    let e = format!(
+        "{:#}",
+        RunSpec::parse(BASE, "s", &["train.lrr=1".into()]).unwrap_err()
+    );
     assert!(e.contains("did you mean `lr`"), "{e}");
 }
 
@@ -109,10 +128,14 @@ fn every_committed_spec_expands() {
         }
     }
     let mut specs = Vec::new();
-    walk(concat!(env!("CARGO_MANIFEST_DIR"), "/experiments").as_ref(), &mut specs);
+    walk(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/experiments").as_ref(),
+        &mut specs,
+    );
     assert!(specs.len() >= 7);
     for path in specs {
-        let e = opencarbon::spec::Experiment::load(&path, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+        let e = opencarbon::spec::Experiment::load(&path, &[])
+            .unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
         assert!(!e.runs.is_empty());
     }
 }

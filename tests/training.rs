@@ -20,7 +20,10 @@ fn short_config(epochs: usize) -> TrainConfig {
         contrastive_epoch: 1,
         validate_every: 2,
         standardize_target: true,
-        early_stopping: EarlyStopping { rule: StoppingRule::Off, ..Default::default() },
+        early_stopping: EarlyStopping {
+            rule: StoppingRule::Off,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -29,7 +32,10 @@ fn run_once(seed: u64, epochs: usize) -> (train::TrainReport, MemorySink) {
     let city = common::tiny_city(11);
     let split = SplitConfig::default().split(&city, seed).unwrap();
     let mut sink = MemorySink::default();
-    let model = ModelConfig { modalities: vec![Modality::Image, Modality::Poi], ..Default::default() };
+    let model = ModelConfig {
+        modalities: vec![Modality::Image, Modality::Poi],
+        ..Default::default()
+    };
     let report = train::train(
         &city,
         &split,
@@ -37,7 +43,11 @@ fn run_once(seed: u64, epochs: usize) -> (train::TrainReport, MemorySink) {
         &short_config(epochs),
         seed,
         &common::device(),
-        Hooks { sink: &mut sink, progress: None, checkpoint: None },
+        Hooks {
+            sink: &mut sink,
+            progress: None,
+            checkpoint: None,
+        },
     )
     .unwrap();
     (report, sink)
@@ -48,9 +58,19 @@ fn training_loss_falls() {
     let (report, sink) = run_once(5, 8);
     let first = report.train_loss[0];
     let last = *report.train_loss.last().unwrap();
-    assert!(last < 0.8 * first, "loss did not fall: {:?}", report.train_loss);
-    assert!(sink.0.iter().any(|(_, split, metric, _)| split == "train" && metric == "infonce"));
-    assert!(sink.0.iter().any(|(_, split, metric, _)| split == "valid" && metric == "r2"));
+    assert!(
+        last < 0.8 * first,
+        "loss did not fall: {:?}",
+        report.train_loss
+    );
+    assert!(sink
+        .0
+        .iter()
+        .any(|(_, split, metric, _)| split == "train" && metric == "infonce"));
+    assert!(sink
+        .0
+        .iter()
+        .any(|(_, split, metric, _)| split == "valid" && metric == "r2"));
     assert!(report.test.n > 0 && report.test.r2.is_finite());
 }
 
@@ -61,7 +81,10 @@ fn same_seed_same_metrics() {
     assert_eq!(a.train_loss, b.train_loss);
     assert_eq!(a.test, b.test);
     let (c, _) = run_once(10, 2);
-    assert_ne!(a.train_loss, c.train_loss, "a different seed should change training");
+    assert_ne!(
+        a.train_loss, c.train_loss,
+        "a different seed should change training"
+    );
 }
 
 const TINY_SPEC: &str = "
@@ -82,30 +105,54 @@ train:
 fn run_writes_the_run_directory_and_resumes() {
     let out = tempfile::tempdir().unwrap();
     let spec = RunSpec::parse(TINY_SPEC, "tiny.yaml", &[]).unwrap();
-    let options = RunOptions { device: DeviceChoice::Cpu, out: out.path().to_path_buf(), progress: false, force: false };
+    let options = RunOptions {
+        device: DeviceChoice::Cpu,
+        out: out.path().to_path_buf(),
+        progress: false,
+        force: false,
+    };
     let (dir, outcome) = runner::run(&spec, &options).unwrap();
-    let RunOutcome::Done(metrics) = outcome else { panic!("first run should train") };
+    let RunOutcome::Done(metrics) = outcome else {
+        panic!("first run should train")
+    };
     assert_eq!(dir, out.path().join("runs").join(spec.run_id()));
-    for file in ["spec.resolved.yaml", "meta.json", "metrics.csv", "test_metrics.json", "predictions.csv", "checkpoints/best.safetensors"] {
+    for file in [
+        "spec.resolved.yaml",
+        "meta.json",
+        "metrics.csv",
+        "test_metrics.json",
+        "predictions.csv",
+        "checkpoints/best.safetensors",
+    ] {
         assert!(dir.join(file).exists(), "{file} missing");
     }
     // The resolved spec re-runs alone and names the same run.
     let resolved = std::fs::read_to_string(dir.join("spec.resolved.yaml")).unwrap();
     assert_eq!(RunSpec::parse(&resolved, "resolved", &[]).unwrap(), spec);
-    let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
     assert_eq!(meta["status"], "done");
     assert_eq!(meta["seed"], 3);
-    assert!(std::fs::read_dir(dir.join("tb")).unwrap().count() >= 1, "no TensorBoard event file");
+    assert!(
+        std::fs::read_dir(dir.join("tb")).unwrap().count() >= 1,
+        "no TensorBoard event file"
+    );
 
     // The checkpoint reproduces the reported test metrics.
     let city = runner::load_city(&spec.dataset).unwrap();
     let split = spec.split.split(&city, spec.seed).unwrap();
     let device = common::device();
     let fresh = spec.model.init(&city.shapes(), &device).unwrap();
-    let model = train::trainer::load_checkpoint(fresh, &dir.join("checkpoints/best.safetensors")).unwrap();
+    let model =
+        train::trainer::load_checkpoint(fresh, &dir.join("checkpoints/best.safetensors")).unwrap();
     let data = train::Prepared::new(&city, &split, &spec.model, &spec.train, &device);
     let (test, _) = train::evaluate(&model, &data, &split.test, 64);
-    assert!((test.r2 - metrics.r2).abs() < 1e-6, "checkpoint R² {} vs reported {}", test.r2, metrics.r2);
+    assert!(
+        (test.r2 - metrics.r2).abs() < 1e-6,
+        "checkpoint R² {} vs reported {}",
+        test.r2,
+        metrics.r2
+    );
 
     // Running again skips the finished run.
     let (_, again) = runner::run(&spec, &options).unwrap();
@@ -119,11 +166,17 @@ fn run_writes_the_run_directory_and_resumes() {
 /// the package and sets OPENCARBON_PYTHON; a bare `cargo test` without it says so and skips.
 fn check_tensorboard_against_csv(dir: &std::path::Path) {
     let Ok(python) = std::env::var("OPENCARBON_PYTHON") else {
-        eprintln!("OPENCARBON_PYTHON unset: TensorBoard read-back skipped (scripts/test.sh runs it)");
+        eprintln!(
+            "OPENCARBON_PYTHON unset: TensorBoard read-back skipped (scripts/test.sh runs it)"
+        );
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_tensorboard.py");
-    let output = std::process::Command::new(python).arg(script).arg(dir).output().expect("running python");
+    let output = std::process::Command::new(python)
+        .arg(script)
+        .arg(dir)
+        .output()
+        .expect("running python");
     assert!(
         output.status.success(),
         "TensorBoard read-back failed:\n{}\n{}",

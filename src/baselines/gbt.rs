@@ -19,7 +19,11 @@ pub struct GbtParams {
 
 impl Default for GbtParams {
     fn default() -> Self {
-        Self { trees: 200, depth: 4, shrinkage: 0.05 }
+        Self {
+            trees: 200,
+            depth: 4,
+            shrinkage: 0.05,
+        }
     }
 }
 
@@ -38,16 +42,28 @@ impl Gbt {
         config.set_shrinkage(params.shrinkage);
         config.set_min_leaf_size(3);
         config.set_loss("SquaredError");
-        let mut data: DataVec =
-            x.iter().zip(y).map(|(r, &t)| Data::new_training_data(r.iter().map(|&v| v as f32).collect(), 1.0, t as f32, None)).collect();
+        let mut data: DataVec = x
+            .iter()
+            .zip(y)
+            .map(|(r, &t)| {
+                Data::new_training_data(r.iter().map(|&v| v as f32).collect(), 1.0, t as f32, None)
+            })
+            .collect();
         let mut model = GBDT::new(&config);
         model.fit(&mut data);
         Ok(Self { model })
     }
 
     pub fn predict(&self, x: &[Vec<f64>]) -> Vec<f64> {
-        let data: DataVec = x.iter().map(|r| Data::new_test_data(r.iter().map(|&v| v as f32).collect(), None)).collect();
-        self.model.predict(&data).into_iter().map(f64::from).collect()
+        let data: DataVec = x
+            .iter()
+            .map(|r| Data::new_test_data(r.iter().map(|&v| v as f32).collect(), None))
+            .collect();
+        self.model
+            .predict(&data)
+            .into_iter()
+            .map(f64::from)
+            .collect()
     }
 }
 
@@ -57,10 +73,18 @@ mod tests {
 
     #[test]
     fn learns_a_step_function() {
-        let x: Vec<Vec<f64>> = (0..400).map(|i| vec![(i % 20) as f64, (i / 20) as f64]).collect();
-        let y: Vec<f64> = x.iter().map(|r| if r[0] < 10.0 { 1.0 } else { 5.0 }).collect();
+        let x: Vec<Vec<f64>> = (0..400)
+            .map(|i| vec![(i % 20) as f64, (i / 20) as f64])
+            .collect();
+        let y: Vec<f64> = x
+            .iter()
+            .map(|r| if r[0] < 10.0 { 1.0 } else { 5.0 })
+            .collect();
         let model = Gbt::fit(&x, &y, GbtParams::default()).unwrap();
         let p = model.predict(&[vec![2.0, 3.0], vec![15.0, 3.0]]);
-        assert!((p[0] - 1.0).abs() < 0.3 && (p[1] - 5.0).abs() < 0.3, "{p:?}");
+        assert!(
+            (p[0] - 1.0).abs() < 0.3 && (p[1] - 5.0).abs() < 0.3,
+            "{p:?}"
+        );
     }
 }

@@ -17,7 +17,10 @@ pub enum Baseline {
     /// Ridge regression on named features (standardised on the training tiles).
     Ridge { columns: Vec<String>, lambda: f64 },
     /// Gradient-boosted regression trees on named features.
-    Gbt { columns: Vec<String>, params: gbt::GbtParams },
+    Gbt {
+        columns: Vec<String>,
+        params: gbt::GbtParams,
+    },
     /// The mean training target of the tile's 8 neighbours (spatial lag), else the global mean.
     NeighbourMean,
 }
@@ -29,8 +32,12 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
     let predicted: Vec<f64> = match baseline {
         Baseline::Mean => vec![mean; split.test.len()],
         Baseline::Ridge { columns, lambda } => {
-            let model = ridge::Ridge::fit(&features(city, columns, &split.train)?, &y_train, *lambda)?;
-            features(city, columns, &split.test)?.iter().map(|x| model.predict(x)).collect()
+            let model =
+                ridge::Ridge::fit(&features(city, columns, &split.train)?, &y_train, *lambda)?;
+            features(city, columns, &split.test)?
+                .iter()
+                .map(|x| model.predict(x))
+                .collect()
         }
         Baseline::Gbt { columns, params } => {
             let model = gbt::Gbt::fit(&features(city, columns, &split.train)?, &y_train, *params)?;
@@ -52,7 +59,11 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
                         .filter(|&&j| j != i && is_train[j])
                         .map(|&j| city.target(j))
                         .collect();
-                    if lag.is_empty() { mean } else { lag.iter().sum::<f64>() / lag.len() as f64 }
+                    if lag.is_empty() {
+                        mean
+                    } else {
+                        lag.iter().sum::<f64>() / lag.len() as f64
+                    }
                 })
                 .collect()
         }
@@ -70,23 +81,41 @@ pub fn features(city: &City, columns: &[String], tiles: &[usize]) -> Result<Vec<
     let mut getters: Vec<Box<dyn Fn(usize) -> f64 + '_>> = Vec::new();
     for c in columns {
         if let Some(category) = c.strip_prefix("poi:") {
-            let p = city.poi.as_ref().ok_or_else(|| anyhow::anyhow!("feature `{c}`: city `{}` has no POI rasters", city.name))?;
+            let p = city.poi.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("feature `{c}`: city `{}` has no POI rasters", city.name)
+            })?;
             let channels: Vec<usize> = if category == "*" {
                 (0..p.categories.len()).collect()
             } else {
-                vec![p.categories.iter().position(|n| n == category).ok_or_else(|| {
-                    anyhow::anyhow!("feature `{c}`: no POI category `{category}` (has {})", p.categories.join(", "))
-                })?]
+                vec![p
+                    .categories
+                    .iter()
+                    .position(|n| n == category)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "feature `{c}`: no POI category `{category}` (has {})",
+                            p.categories.join(", ")
+                        )
+                    })?]
             };
             for ch in channels {
                 let (n_ch, plane) = (p.categories.len(), p.side * p.side);
                 getters.push(Box::new(move |i| {
                     let start = (i * n_ch + ch) * plane;
-                    p.data[start..start + plane].iter().map(|&v| v as f64).sum::<f64>() * p.scale[ch] as f64
+                    p.data[start..start + plane]
+                        .iter()
+                        .map(|&v| v as f64)
+                        .sum::<f64>()
+                        * p.scale[ch] as f64
                 }));
             }
         } else {
-            let t = city.tabular.as_ref().ok_or_else(|| anyhow::anyhow!("feature `{c}`: city `{}` has no tabular covariates", city.name))?;
+            let t = city.tabular.as_ref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "feature `{c}`: city `{}` has no tabular covariates",
+                    city.name
+                )
+            })?;
             let j = t.columns.iter().position(|n| n == c).ok_or_else(|| {
                 anyhow::anyhow!("feature `{c}`: no covariate `{c}` in city `{}` (has {}; POI totals are poi:<category>)", city.name, t.columns.join(", "))
             })?;
@@ -94,5 +123,8 @@ pub fn features(city: &City, columns: &[String], tiles: &[usize]) -> Result<Vec<
             getters.push(Box::new(move |i| t.values[i * f + j] as f64));
         }
     }
-    Ok(tiles.iter().map(|&i| getters.iter().map(|g| g(i)).collect()).collect())
+    Ok(tiles
+        .iter()
+        .map(|&i| getters.iter().map(|g| g(i)).collect())
+        .collect())
 }

@@ -21,14 +21,23 @@ impl Ridge {
             bail!("ridge: lambda {lambda} must be ≥ 0");
         }
         let d = x[0].len();
-        let mean: Vec<f64> = (0..d).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64)
+            .collect();
         let std: Vec<f64> = (0..d)
             .map(|j| {
                 let v = x.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n as f64;
-                if v > 1e-12 { v.sqrt() } else { 1.0 }
+                if v > 1e-12 {
+                    v.sqrt()
+                } else {
+                    1.0
+                }
             })
             .collect();
-        let z: Vec<Vec<f64>> = x.iter().map(|r| (0..d).map(|j| (r[j] - mean[j]) / std[j]).collect()).collect();
+        let z: Vec<Vec<f64>> = x
+            .iter()
+            .map(|r| (0..d).map(|j| (r[j] - mean[j]) / std[j]).collect())
+            .collect();
         let y_mean = y.iter().sum::<f64>() / n as f64;
         // (ZᵀZ + λI) w = Zᵀ(y − ȳ)
         let mut a = vec![vec![0.0; d + 1]; d];
@@ -44,11 +53,20 @@ impl Ridge {
             r[i] += lambda;
         }
         let weights = solve(a)?;
-        Ok(Self { mean, std, weights, intercept: y_mean })
+        Ok(Self {
+            mean,
+            std,
+            weights,
+            intercept: y_mean,
+        })
     }
 
     pub fn predict(&self, x: &[f64]) -> f64 {
-        self.intercept + x.iter().enumerate().map(|(j, v)| self.weights[j] * (v - self.mean[j]) / self.std[j]).sum::<f64>()
+        self.intercept
+            + x.iter()
+                .enumerate()
+                .map(|(j, v)| self.weights[j] * (v - self.mean[j]) / self.std[j])
+                .sum::<f64>()
     }
 }
 
@@ -56,7 +74,9 @@ impl Ridge {
 fn solve(mut a: Vec<Vec<f64>>) -> Result<Vec<f64>> {
     let d = a.len();
     for col in 0..d {
-        let pivot = (col..d).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap_or(col);
+        let pivot = (col..d)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap_or(col);
         if a[pivot][col].abs() < 1e-12 {
             bail!("ridge: the covariates are collinear; add lambda > 0");
         }
@@ -86,7 +106,10 @@ mod tests {
         assert!((ols.predict(&[10.0]) - 32.0).abs() < 1e-9);
         // Standardised x has ZᵀZ = n = 5, so the slope shrinks by 5/(5+5) = ½.
         let ridge = Ridge::fit(&x, &y, 5.0).unwrap();
-        assert!((ridge.predict(&[2.0]) - 8.0).abs() < 1e-9, "mean point stays");
+        assert!(
+            (ridge.predict(&[2.0]) - 8.0).abs() < 1e-9,
+            "mean point stays"
+        );
         assert!((ridge.predict(&[3.0]) - (8.0 + 1.5)).abs() < 1e-9);
     }
 }

@@ -50,7 +50,10 @@ impl Standardizer {
         Some(Self {
             mean: mean.iter().map(|&m| m as f32).collect(),
             // A constant column stays constant (0) rather than dividing by zero.
-            std: var.iter().map(|&v| if v > 1e-12 { v.sqrt() as f32 } else { 1.0 }).collect(),
+            std: var
+                .iter()
+                .map(|&v| if v > 1e-12 { v.sqrt() as f32 } else { 1.0 })
+                .collect(),
         })
     }
 }
@@ -62,20 +65,37 @@ impl DeviceTiles {
         let u8_tensor = |data: &[u8], shape: [usize; 4]| {
             Tensor::<4, Int>::from_data(TensorData::new(data.to_vec(), shape), (device, DType::U8))
         };
-        let images = city.images.as_ref().map(|s| u8_tensor(&s.data, [n, 3, s.side, s.side]));
-        let poi = city.poi.as_ref().map(|p| u8_tensor(&p.data, [n, p.categories.len(), p.side, p.side]));
+        let images = city
+            .images
+            .as_ref()
+            .map(|s| u8_tensor(&s.data, [n, 3, s.side, s.side]));
+        let poi = city
+            .poi
+            .as_ref()
+            .map(|p| u8_tensor(&p.data, [n, p.categories.len(), p.side, p.side]));
         let poi_scale = city.poi.as_ref().map(|p| {
             Tensor::<1>::from_floats(p.scale.as_slice(), device).reshape([1, p.scale.len(), 1, 1])
         });
         let tabular = city.tabular.as_ref().map(|t| {
             let f = t.columns.len();
             let values: Vec<f32> = match standardizer {
-                Some(s) => t.values.iter().enumerate().map(|(j, v)| (v - s.mean[j % f]) / s.std[j % f]).collect(),
+                Some(s) => t
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - s.mean[j % f]) / s.std[j % f])
+                    .collect(),
                 None => t.values.clone(),
             };
             Tensor::<2>::from_data(TensorData::new(values, [n, f]), device)
         });
-        Self { images, poi, poi_scale, tabular, device: device.clone() }
+        Self {
+            images,
+            poi,
+            poi_scale,
+            tabular,
+            device: device.clone(),
+        }
     }
 
     pub fn device(&self) -> &Device {
@@ -89,14 +109,23 @@ impl DeviceTiles {
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tiles.len()]), &self.device);
         let attach = |t: Tensor<4>| if autodiff { t.autodiff() } else { t };
         TileBatch {
-            image: self.images.as_ref().map(|t| attach(t.clone().select(0, ids.clone()).float())),
+            image: self
+                .images
+                .as_ref()
+                .map(|t| attach(t.clone().select(0, ids.clone()).float())),
             poi: match (&self.poi, &self.poi_scale) {
-                (Some(t), Some(scale)) => Some(attach(t.clone().select(0, ids.clone()).float() * scale.clone())),
+                (Some(t), Some(scale)) => Some(attach(
+                    t.clone().select(0, ids.clone()).float() * scale.clone(),
+                )),
                 _ => None,
             },
             tabular: self.tabular.as_ref().map(|t| {
                 let rows = t.clone().select(0, ids.clone());
-                if autodiff { rows.autodiff() } else { rows }
+                if autodiff {
+                    rows.autodiff()
+                } else {
+                    rows
+                }
             }),
         }
     }
@@ -149,7 +178,8 @@ impl BatchPlan {
                         tiles.len() as i64 - 1
                     })
                 };
-                let centre_rows: Vec<i64> = samples.iter().map(|&s| row_of(s, &mut tiles)).collect();
+                let centre_rows: Vec<i64> =
+                    samples.iter().map(|&s| row_of(s, &mut tiles)).collect();
                 let mut slots = Vec::with_capacity(samples.len() * w2);
                 for &s in samples {
                     for &n in &index.windows[s] {
@@ -158,7 +188,12 @@ impl BatchPlan {
                 }
                 let zero_row = tiles.len() as i64;
                 let window_rows = slots.into_iter().map(|r| r.unwrap_or(zero_row)).collect();
-                Self { tiles, centre_rows, window_rows, encode_chunks: 1 }
+                Self {
+                    tiles,
+                    centre_rows,
+                    window_rows,
+                    encode_chunks: 1,
+                }
             }
             EncoderBatching::PerPosition => {
                 // Chunk j holds position j of every sample: tile (b, j) is row j·B + b. A masked
@@ -186,13 +221,19 @@ impl BatchPlan {
                         window_rows.push(if masked[row] { zero_row } else { row as i64 });
                     }
                 }
-                Self { tiles, centre_rows, window_rows, encode_chunks: w2 }
+                Self {
+                    tiles,
+                    centre_rows,
+                    window_rows,
+                    encode_chunks: w2,
+                }
             }
         }
     }
 
     pub fn layout(&self, device: &Device) -> BatchLayout {
-        let int = |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
+        let int =
+            |v: &[i64]| Tensor::<1, Int>::from_data(TensorData::new(v.to_vec(), [v.len()]), device);
         BatchLayout {
             batch_size: self.centre_rows.len(),
             centre: int(&self.centre_rows),
@@ -204,21 +245,45 @@ impl BatchPlan {
 
 /// The authors' data path, for benchmarks only: the tiles of a batch gathered on the host as
 /// float32 and copied to the device on every call (what `main_contrastive.py` does).
-pub fn host_float32_batch(city: &City, tiles: &[usize], device: &Device, autodiff: bool) -> TileBatch {
+pub fn host_float32_batch(
+    city: &City,
+    tiles: &[usize],
+    device: &Device,
+    autodiff: bool,
+) -> TileBatch {
     let attach = |t: Tensor<4>| if autodiff { t.autodiff() } else { t };
     let image = city.images.as_ref().map(|s| {
         let n = 3 * s.side * s.side;
-        let data: Vec<f32> = tiles.iter().flat_map(|&t| s.data[t * n..(t + 1) * n].iter().map(|&v| v as f32)).collect();
-        attach(Tensor::from_data(TensorData::new(data, [tiles.len(), 3, s.side, s.side]), device))
+        let data: Vec<f32> = tiles
+            .iter()
+            .flat_map(|&t| s.data[t * n..(t + 1) * n].iter().map(|&v| v as f32))
+            .collect();
+        attach(Tensor::from_data(
+            TensorData::new(data, [tiles.len(), 3, s.side, s.side]),
+            device,
+        ))
     });
     let poi = city.poi.as_ref().map(|p| {
         let c = p.categories.len();
         let plane = p.side * p.side;
         let data: Vec<f32> = tiles
             .iter()
-            .flat_map(|&t| (0..c).flat_map(move |ch| p.data[(t * c + ch) * plane..(t * c + ch + 1) * plane].iter().map(move |&v| v as f32 * p.scale[ch])))
+            .flat_map(|&t| {
+                (0..c).flat_map(move |ch| {
+                    p.data[(t * c + ch) * plane..(t * c + ch + 1) * plane]
+                        .iter()
+                        .map(move |&v| v as f32 * p.scale[ch])
+                })
+            })
             .collect();
-        attach(Tensor::from_data(TensorData::new(data, [tiles.len(), c, p.side, p.side]), device))
+        attach(Tensor::from_data(
+            TensorData::new(data, [tiles.len(), c, p.side, p.side]),
+            device,
+        ))
     });
-    TileBatch { image, poi, tabular: None }
+    TileBatch {
+        image,
+        poi,
+        tabular: None,
+    }
 }

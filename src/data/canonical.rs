@@ -92,23 +92,43 @@ fn default_target() -> String {
 /// Loads and validates a canonical city directory.
 pub fn load(dir: &Path) -> Result<City> {
     let manifest_path = dir.join("city.yaml");
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("reading {} (is {} a canonical city directory?)", manifest_path.display(), dir.display()))?;
-    let manifest: CityManifest = crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())?;
+    let text = std::fs::read_to_string(&manifest_path).with_context(|| {
+        format!(
+            "reading {} (is {} a canonical city directory?)",
+            manifest_path.display(),
+            dir.display()
+        )
+    })?;
+    let manifest: CityManifest =
+        crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())?;
 
     let table = CsvTable::read(&dir.join("tiles.csv"))?;
-    let (cx, cy, ce) = (table.require("x")?, table.require("y")?, table.require(&manifest.target)?);
+    let (cx, cy, ce) = (
+        table.require("x")?,
+        table.require("y")?,
+        table.require(&manifest.target)?,
+    );
     let district_col = table.column("district");
-    let tab_cols: Vec<usize> = manifest.tabular.iter().map(|c| table.require(c)).collect::<Result<_>>()?;
+    let tab_cols: Vec<usize> = manifest
+        .tabular
+        .iter()
+        .map(|c| table.require(c))
+        .collect::<Result<_>>()?;
     let mut keys = Vec::with_capacity(table.rows.len());
     let mut emission = Vec::with_capacity(table.rows.len());
     let mut values = Vec::with_capacity(table.rows.len() * tab_cols.len());
     let mut districts = Vec::new();
     let mut seen = std::collections::HashMap::new();
     for (line, fields) in &table.rows {
-        let key = TileKey { x: table.parse_field(*line, fields, cx)?, y: table.parse_field(*line, fields, cy)? };
+        let key = TileKey {
+            x: table.parse_field(*line, fields, cx)?,
+            y: table.parse_field(*line, fields, cy)?,
+        };
         if let Some(first) = seen.insert(key, *line) {
-            bail!("{}: line {line}: tile {key} already appears on line {first}", table.path);
+            bail!(
+                "{}: line {line}: tile {key} already appears on line {first}",
+                table.path
+            );
         }
         let raw = fields[ce].trim();
         if raw.is_empty() {
@@ -116,12 +136,21 @@ pub fn load(dir: &Path) -> Result<City> {
         }
         let e: f64 = table.parse_field(*line, fields, ce)?;
         if !e.is_finite() || e < 0.0 {
-            bail!("{}: line {line}: tile {key} has `{}` = {raw}; emissions must be finite and ≥ 0", table.path, manifest.target);
+            bail!(
+                "{}: line {line}: tile {key} has `{}` = {raw}; emissions must be finite and ≥ 0",
+                table.path,
+                manifest.target
+            );
         }
         for &c in &tab_cols {
             let v: f32 = table.parse_field(*line, fields, c)?;
             if !v.is_finite() {
-                bail!("{}: line {line}: tile {key} has `{}` = {}; covariates must be finite", table.path, table.header[c], fields[c]);
+                bail!(
+                    "{}: line {line}: tile {key} has `{}` = {}; covariates must be finite",
+                    table.path,
+                    table.header[c],
+                    fields[c]
+                );
             }
             values.push(v);
         }
@@ -135,23 +164,38 @@ pub fn load(dir: &Path) -> Result<City> {
         bail!("{}: no tiles", table.path);
     }
 
-    let images = manifest.images.as_ref().map(|m| load_images(dir, m, &keys)).transpose()?;
-    let poi = manifest.poi.as_ref().map(|m| load_poi(dir, m, &keys)).transpose()?;
+    let images = manifest
+        .images
+        .as_ref()
+        .map(|m| load_images(dir, m, &keys))
+        .transpose()?;
+    let poi = manifest
+        .poi
+        .as_ref()
+        .map(|m| load_poi(dir, m, &keys))
+        .transpose()?;
     let city = City {
         name: manifest.name.clone(),
         keys,
         emission,
         images,
         poi,
-        tabular: (!tab_cols.is_empty()).then(|| Tabular { columns: manifest.tabular.clone(), values }),
+        tabular: (!tab_cols.is_empty()).then(|| Tabular {
+            columns: manifest.tabular.clone(),
+            values,
+        }),
         district: district_col.map(|_| districts),
     };
-    city.validate().with_context(|| format!("validating {}", dir.display()))?;
+    city.validate()
+        .with_context(|| format!("validating {}", dir.display()))?;
     Ok(city)
 }
 
 fn image_path(dir: &Path, m: &ImagesManifest, key: TileKey) -> Option<PathBuf> {
-    ["png", "jpg", "jpeg"].iter().map(|ext| dir.join(&m.dir).join(format!("{}_{}.{ext}", key.x, key.y))).find(|p| p.exists())
+    ["png", "jpg", "jpeg"]
+        .iter()
+        .map(|ext| dir.join(&m.dir).join(format!("{}_{}.{ext}", key.x, key.y)))
+        .find(|p| p.exists())
 }
 
 fn load_images(dir: &Path, m: &ImagesManifest, keys: &[TileKey]) -> Result<ImageStack> {
@@ -159,16 +203,30 @@ fn load_images(dir: &Path, m: &ImagesManifest, keys: &[TileKey]) -> Result<Image
     let mut data = Vec::with_capacity(keys.len() * 3 * s * s);
     for &key in keys {
         let path = image_path(dir, m, key).with_context(|| {
-            format!("tile {key}: no image {}/{}_{}.png (or .jpg)", dir.join(&m.dir).display(), key.x, key.y)
+            format!(
+                "tile {key}: no image {}/{}_{}.png (or .jpg)",
+                dir.join(&m.dir).display(),
+                key.x,
+                key.y
+            )
         })?;
-        let img = image::open(&path).with_context(|| format!("tile {key}: cannot read image {}", path.display()))?;
+        let img = image::open(&path)
+            .with_context(|| format!("tile {key}: cannot read image {}", path.display()))?;
         let channels = img.color().channel_count();
         if channels != 3 {
-            bail!("tile {key}: image {} has {channels} channel(s); expected 3 (RGB)", path.display());
+            bail!(
+                "tile {key}: image {} has {channels} channel(s); expected 3 (RGB)",
+                path.display()
+            );
         }
         let rgb = img.to_rgb8();
         if rgb.width() as usize != s || rgb.height() as usize != s {
-            bail!("tile {key}: image {} is {}×{}; city.yaml says images.size = {s}", path.display(), rgb.width(), rgb.height());
+            bail!(
+                "tile {key}: image {} is {}×{}; city.yaml says images.size = {s}",
+                path.display(),
+                rgb.width(),
+                rgb.height()
+            );
         }
         // HWC → CHW
         let raw = rgb.as_raw();
@@ -195,11 +253,21 @@ fn load_poi(dir: &Path, m: &PoiManifest, keys: &[TileKey]) -> Result<PoiStack> {
     };
     if let Ok(array) = Array4::<u8>::read_npy(read()?) {
         let side = check_shape(array.shape())?;
-        let scale = m.scale.clone().with_context(|| format!("{}: a u8 POI file needs `poi.scale` in city.yaml", path.display()))?;
+        let scale = m.scale.clone().with_context(|| {
+            format!(
+                "{}: a u8 POI file needs `poi.scale` in city.yaml",
+                path.display()
+            )
+        })?;
         if scale.len() != c || scale.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
             bail!("city.yaml: poi.scale needs {c} positive values, one per category");
         }
-        return Ok(PoiStack { categories: m.categories.clone(), side, data: array.as_standard_layout().iter().copied().collect(), scale });
+        return Ok(PoiStack {
+            categories: m.categories.clone(),
+            side,
+            data: array.as_standard_layout().iter().copied().collect(),
+            scale,
+        });
     }
     let array = Array4::<f32>::read_npy(read()?)
         .with_context(|| format!("{}: not a 4-D u8 or f32 .npy array", path.display()))?;
@@ -208,13 +276,29 @@ fn load_poi(dir: &Path, m: &PoiManifest, keys: &[TileKey]) -> Result<PoiStack> {
     let mut scale = vec![0f32; c];
     for ((t, ch, _, _), &v) in array.indexed_iter() {
         if !v.is_finite() || v < 0.0 {
-            bail!("{}: tile {} category `{}` has value {v}; POI densities must be finite and ≥ 0", path.display(), keys[t], m.categories[ch]);
+            bail!(
+                "{}: tile {} category `{}` has value {v}; POI densities must be finite and ≥ 0",
+                path.display(),
+                keys[t],
+                m.categories[ch]
+            );
         }
         scale[ch] = scale[ch].max(v / 255.0);
     }
-    let scale: Vec<f32> = scale.into_iter().map(|s| if s > 0.0 { s } else { 1.0 }).collect();
-    let data = array.indexed_iter().map(|((_, ch, _, _), &v)| (v / scale[ch]).round().min(255.0) as u8).collect();
-    Ok(PoiStack { categories: m.categories.clone(), side, data, scale })
+    let scale: Vec<f32> = scale
+        .into_iter()
+        .map(|s| if s > 0.0 { s } else { 1.0 })
+        .collect();
+    let data = array
+        .indexed_iter()
+        .map(|((_, ch, _, _), &v)| (v / scale[ch]).round().min(255.0) as u8)
+        .collect();
+    Ok(PoiStack {
+        categories: m.categories.clone(),
+        side,
+        data,
+        scale,
+    })
 }
 
 /// Writes `city` as a canonical directory (u8 POI with scales, PNG images); `load` reads it back
@@ -225,9 +309,20 @@ pub fn write(city: &City, dir: &Path, extra: &CityManifest) -> Result<()> {
     let mut manifest = extra.clone();
     manifest.name = city.name.clone();
     manifest.target = "emission".into();
-    manifest.images = city.images.as_ref().map(|s| ImagesManifest { dir: default_images_dir(), size: s.side });
-    manifest.poi = city.poi.as_ref().map(|p| PoiManifest { file: default_poi_file(), categories: p.categories.clone(), scale: Some(p.scale.clone()) });
-    manifest.tabular = city.tabular.as_ref().map(|t| t.columns.clone()).unwrap_or_default();
+    manifest.images = city.images.as_ref().map(|s| ImagesManifest {
+        dir: default_images_dir(),
+        size: s.side,
+    });
+    manifest.poi = city.poi.as_ref().map(|p| PoiManifest {
+        file: default_poi_file(),
+        categories: p.categories.clone(),
+        scale: Some(p.scale.clone()),
+    });
+    manifest.tabular = city
+        .tabular
+        .as_ref()
+        .map(|t| t.columns.clone())
+        .unwrap_or_default();
     std::fs::write(dir.join("city.yaml"), serde_norway::to_string(&manifest)?)?;
 
     let mut csv = String::from("x,y,emission");
@@ -259,18 +354,24 @@ pub fn write(city: &City, dir: &Path, extra: &CityManifest) -> Result<()> {
         let n = s.side * s.side;
         for (i, key) in city.keys.iter().enumerate() {
             let chw = &s.data[i * 3 * n..(i + 1) * 3 * n];
-            let hwc: Vec<u8> = (0..n).flat_map(|p| [chw[p], chw[n + p], chw[2 * n + p]]).collect();
-            let img = image::RgbImage::from_raw(s.side as u32, s.side as u32, hwc).context("image buffer size")?;
+            let hwc: Vec<u8> = (0..n)
+                .flat_map(|p| [chw[p], chw[n + p], chw[2 * n + p]])
+                .collect();
+            let img = image::RgbImage::from_raw(s.side as u32, s.side as u32, hwc)
+                .context("image buffer size")?;
             let path = images.join(format!("{}_{}.png", key.x, key.y));
-            img.save(&path).with_context(|| format!("writing {}", path.display()))?;
+            img.save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
     }
     if let Some(p) = &city.poi {
         let shape = (city.len(), p.categories.len(), p.side, p.side);
         let view = ArrayView4::from_shape(shape, &p.data).context("POI buffer size")?;
         let path = dir.join("poi.npy");
-        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        view.write_npy(std::io::BufWriter::new(file)).with_context(|| format!("writing {}", path.display()))?;
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        view.write_npy(std::io::BufWriter::new(file))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

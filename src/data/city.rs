@@ -68,7 +68,9 @@ impl City {
 
     /// Tile indices that are samples: emission > 0.
     pub fn samples(&self) -> Vec<usize> {
-        (0..self.len()).filter(|&i| self.emission[i] > 0.0).collect()
+        (0..self.len())
+            .filter(|&i| self.emission[i] > 0.0)
+            .collect()
     }
 
     /// The model's target for tile `i`: ln(emission).
@@ -91,7 +93,10 @@ impl City {
     /// Bytes the tile store holds.
     pub fn memory_bytes(&self) -> usize {
         self.images.as_ref().map_or(0, |s| s.data.len())
-            + self.poi.as_ref().map_or(0, |p| p.data.len() + 4 * p.scale.len())
+            + self
+                .poi
+                .as_ref()
+                .map_or(0, |p| p.data.len() + 4 * p.scale.len())
             + self.tabular.as_ref().map_or(0, |t| 4 * t.values.len())
             + self.keys.len() * (16 + 8)
     }
@@ -110,36 +115,67 @@ impl City {
             bail!("city `{}` has no tiles", self.name);
         }
         if self.emission.len() != n {
-            bail!("city `{}`: {} emissions for {} tiles", self.name, self.emission.len(), n);
+            bail!(
+                "city `{}`: {} emissions for {} tiles",
+                self.name,
+                self.emission.len(),
+                n
+            );
         }
         let mut seen = HashMap::new();
         for (i, key) in self.keys.iter().enumerate() {
             if let Some(j) = seen.insert(*key, i) {
-                bail!("city `{}`: tile {key} appears twice (rows {j} and {i})", self.name);
+                bail!(
+                    "city `{}`: tile {key} appears twice (rows {j} and {i})",
+                    self.name
+                );
             }
             let e = self.emission[i];
             if !e.is_finite() || e < 0.0 {
-                bail!("city `{}`: tile {key} has emission {e}; it must be finite and ≥ 0", self.name);
+                bail!(
+                    "city `{}`: tile {key} has emission {e}; it must be finite and ≥ 0",
+                    self.name
+                );
             }
         }
         if let Some(s) = &self.images {
             if s.data.len() != n * 3 * s.side * s.side {
-                bail!("city `{}`: image store holds {} bytes, expected {n}×3×{}×{}", self.name, s.data.len(), s.side, s.side);
+                bail!(
+                    "city `{}`: image store holds {} bytes, expected {n}×3×{}×{}",
+                    self.name,
+                    s.data.len(),
+                    s.side,
+                    s.side
+                );
             }
         }
         if let Some(p) = &self.poi {
             let c = p.categories.len();
             if p.data.len() != n * c * p.side * p.side || p.scale.len() != c {
-                bail!("city `{}`: POI store does not hold {n}×{c}×{}×{} values with {c} scales", self.name, p.side, p.side);
+                bail!(
+                    "city `{}`: POI store does not hold {n}×{c}×{}×{} values with {c} scales",
+                    self.name,
+                    p.side,
+                    p.side
+                );
             }
         }
         if let Some(t) = &self.tabular {
             if t.values.len() != n * t.columns.len() {
-                bail!("city `{}`: tabular store does not hold {n}×{} values", self.name, t.columns.len());
+                bail!(
+                    "city `{}`: tabular store does not hold {n}×{} values",
+                    self.name,
+                    t.columns.len()
+                );
             }
             if let Some(pos) = t.values.iter().position(|v| !v.is_finite()) {
                 let (row, col) = (pos / t.columns.len(), pos % t.columns.len());
-                bail!("city `{}`: tile {} has a non-finite `{}`", self.name, self.keys[row], t.columns[col]);
+                bail!(
+                    "city `{}`: tile {} has a non-finite `{}`",
+                    self.name,
+                    self.keys[row],
+                    t.columns[col]
+                );
             }
         }
         if let Some(d) = &self.district {
@@ -148,7 +184,10 @@ impl City {
             }
         }
         if self.samples().is_empty() {
-            bail!("city `{}`: no tile has a positive emission, so there is nothing to learn", self.name);
+            bail!(
+                "city `{}`: no tile has a positive emission, so there is nothing to learn",
+                self.name
+            );
         }
         Ok(())
     }

@@ -15,14 +15,21 @@ pub struct CsvTable {
 
 impl CsvTable {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Self::parse(&text, &path.display().to_string())
     }
 
     pub fn parse(text: &str, origin: &str) -> Result<Self> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        let (_, header) = lines.next().with_context(|| format!("{origin}: the file is empty (no header)"))?;
-        let header: Vec<String> = split_line(header).with_context(|| format!("{origin}: line 1"))?;
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
+        let (_, header) = lines
+            .next()
+            .with_context(|| format!("{origin}: the file is empty (no header)"))?;
+        let header: Vec<String> =
+            split_line(header).with_context(|| format!("{origin}: line 1"))?;
         let mut columns = HashMap::new();
         for (i, name) in header.iter().enumerate() {
             if columns.insert(name.clone(), i).is_some() {
@@ -33,11 +40,21 @@ impl CsvTable {
         for (no, line) in lines {
             let fields = split_line(line).with_context(|| format!("{origin}: line {}", no + 1))?;
             if fields.len() != header.len() {
-                bail!("{origin}: line {}: {} fields, but the header has {}", no + 1, fields.len(), header.len());
+                bail!(
+                    "{origin}: line {}: {} fields, but the header has {}",
+                    no + 1,
+                    fields.len(),
+                    header.len()
+                );
             }
             rows.push((no + 1, fields));
         }
-        Ok(Self { path: origin.to_string(), header, rows, columns })
+        Ok(Self {
+            path: origin.to_string(),
+            header,
+            rows,
+            columns,
+        })
     }
 
     pub fn column(&self, name: &str) -> Option<usize> {
@@ -45,14 +62,30 @@ impl CsvTable {
     }
 
     pub fn require(&self, name: &str) -> Result<usize> {
-        self.column(name).with_context(|| format!("{}: no column `{name}` (columns: {})", self.path, self.header.join(", ")))
+        self.column(name).with_context(|| {
+            format!(
+                "{}: no column `{name}` (columns: {})",
+                self.path,
+                self.header.join(", ")
+            )
+        })
     }
 
     /// Parses field `col` of the row at `line`, naming file, line and column on failure.
-    pub fn parse_field<T: std::str::FromStr>(&self, line: usize, fields: &[String], col: usize) -> Result<T> {
+    pub fn parse_field<T: std::str::FromStr>(
+        &self,
+        line: usize,
+        fields: &[String],
+        col: usize,
+    ) -> Result<T> {
         let raw = fields[col].trim();
         raw.parse::<T>().map_err(|_| {
-            anyhow::anyhow!("{}: line {line}: column `{}` has `{raw}`, which is not a valid {}", self.path, self.header[col], std::any::type_name::<T>())
+            anyhow::anyhow!(
+                "{}: line {line}: column `{}` has `{raw}`, which is not a valid {}",
+                self.path,
+                self.header[col],
+                std::any::type_name::<T>()
+            )
         })
     }
 }

@@ -2,8 +2,8 @@
 
 pub mod batch;
 pub mod canonical;
-pub mod csv;
 pub mod city;
+pub mod csv;
 pub mod neighbourhood;
 pub mod odiac;
 pub mod preview;

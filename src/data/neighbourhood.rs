@@ -21,7 +21,14 @@ impl NeighbourIndex {
                 let mut window = Vec::with_capacity((2 * radius + 1).pow(2));
                 for dy in -k..=k {
                     for dx in -k..=k {
-                        window.push(index.get(&TileKey { x: key.x + dx, y: key.y + dy }).copied());
+                        window.push(
+                            index
+                                .get(&TileKey {
+                                    x: key.x + dx,
+                                    y: key.y + dy,
+                                })
+                                .copied(),
+                        );
                     }
                 }
                 window

@@ -29,7 +29,8 @@ fn pair<T: std::str::FromStr>(raw: &str) -> Option<(T, T)> {
 pub fn import(labels: &Path) -> Result<(City, CityManifest)> {
     let table = CsvTable::read(labels)?;
     let cols = [KEY, LATLON, CARBON, POPULATION, GDP].map(|c| table.require(c));
-    let [ck, cl, cc, cp, cg] = [&cols[0], &cols[1], &cols[2], &cols[3], &cols[4]].map(|c| *c.as_ref().unwrap_or(&0));
+    let [ck, cl, cc, cp, cg] =
+        [&cols[0], &cols[1], &cols[2], &cols[3], &cols[4]].map(|c| *c.as_ref().unwrap_or(&0));
     if let Some(Err(e)) = cols.into_iter().find(|c| c.is_err()) {
         return Err(e);
     }
@@ -39,35 +40,62 @@ pub fn import(labels: &Path) -> Result<(City, CityManifest)> {
     let mut seen = std::collections::HashMap::new();
     for (line, f) in &table.rows {
         let at = || format!("{}: line {line}", table.path);
-        let (x, y): (i64, i64) = pair(&f[ck]).with_context(|| format!("{}: `{KEY}` `{}` is not an (x,y) pair of integers", at(), f[ck]))?;
+        let (x, y): (i64, i64) = pair(&f[ck]).with_context(|| {
+            format!(
+                "{}: `{KEY}` `{}` is not an (x,y) pair of integers",
+                at(),
+                f[ck]
+            )
+        })?;
         let key = TileKey { x, y };
         if let Some(first) = seen.insert(key, *line) {
             bail!("{}: tile {key} already appears on line {first}", at());
         }
-        pair::<f64>(&f[cl]).with_context(|| format!("{}: tile {key}: `{LATLON}` `{}` is not a (lat, lon) pair", at(), f[cl]))?;
+        pair::<f64>(&f[cl]).with_context(|| {
+            format!(
+                "{}: tile {key}: `{LATLON}` `{}` is not a (lat, lon) pair",
+                at(),
+                f[cl]
+            )
+        })?;
         let carbon: f64 = table.parse_field(*line, f, cc)?;
         let population: f64 = table.parse_field(*line, f, cp)?;
         let gdp: f64 = table.parse_field(*line, f, cg)?;
         for (name, v) in [(CARBON, carbon), (POPULATION, population), (GDP, gdp)] {
             if !v.is_finite() || v < 0.0 {
-                bail!("{}: tile {key}: `{name}` = {v}; it must be finite and ≥ 0", at());
+                bail!(
+                    "{}: tile {key}: `{name}` = {v}; it must be finite and ≥ 0",
+                    at()
+                );
             }
         }
         keys.push(key);
         emission.push(carbon);
-        values.extend([(1.0 + population).ln() as f32, (1.0 + gdp).ln() as f32, f32::from(u8::from(gdp == GDP_FILL))]);
+        values.extend([
+            (1.0 + population).ln() as f32,
+            (1.0 + gdp).ln() as f32,
+            f32::from(u8::from(gdp == GDP_FILL)),
+        ]);
     }
-    let stem = labels.file_stem().and_then(|s| s.to_str()).unwrap_or("city").to_lowercase();
+    let stem = labels
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("city")
+        .to_lowercase();
     let city = City {
         name: format!("{stem}-odiac"),
         keys,
         emission,
         images: None,
         poi: None,
-        tabular: Some(Tabular { columns: vec!["ln_population".into(), "ln_gdp".into(), "gdp_filled".into()], values }),
+        tabular: Some(Tabular {
+            columns: vec!["ln_population".into(), "ln_gdp".into(), "gdp_filled".into()],
+            values,
+        }),
         district: None,
     };
-    city.validate().with_context(|| format!("importing {}", labels.display()))?;
+    city.validate()
+        .with_context(|| format!("importing {}", labels.display()))?;
     let manifest = CityManifest {
         name: city.name.clone(),
         description: Some(format!(

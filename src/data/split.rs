@@ -84,12 +84,21 @@ impl Region {
 }
 
 /// Assigns whole blocks (shuffled) to a first group until it holds `fraction` of `samples`.
-fn blocks_until(city: &City, samples: &[usize], block: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+fn blocks_until(
+    city: &City,
+    samples: &[usize],
+    block: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let b = block as i64;
     let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
     for &i in samples {
         let k = city.keys[i];
-        blocks.entry((k.x.div_euclid(b), k.y.div_euclid(b))).or_default().push(i);
+        blocks
+            .entry((k.x.div_euclid(b), k.y.div_euclid(b)))
+            .or_default()
+            .push(i);
     }
     let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
@@ -114,7 +123,11 @@ fn default_valid() -> f64 {
 
 impl Default for SplitConfig {
     fn default() -> Self {
-        SplitConfig::Random { test: 0.2, valid: 0.25, seed: None }
+        SplitConfig::Random {
+            test: 0.2,
+            valid: 0.25,
+            seed: None,
+        }
     }
 }
 
@@ -130,26 +143,35 @@ impl SplitConfig {
         let mut errors = Vec::new();
         let fractions = match self {
             SplitConfig::Random { test, valid, .. } => Some((test, valid)),
-            SplitConfig::Blocks { block, test, valid, .. } => {
+            SplitConfig::Blocks {
+                block, test, valid, ..
+            } => {
                 if *block == 0 {
                     errors.push("split.block: must be at least 1".into());
                 }
                 Some((test, valid))
             }
-            SplitConfig::Holdout { test, valid, block, .. } => {
+            SplitConfig::Holdout {
+                test, valid, block, ..
+            } => {
                 if test.bbox.is_some() == test.districts.is_some() {
                     errors.push("split.test: set exactly one of bbox or districts".into());
                 }
                 if let Some(b) = &test.bbox {
                     if b.x[0] > b.x[1] || b.y[0] > b.y[1] {
-                        errors.push(format!("split.test.bbox: x {:?} and y {:?} must be [low, high]", b.x, b.y));
+                        errors.push(format!(
+                            "split.test.bbox: x {:?} and y {:?} must be [low, high]",
+                            b.x, b.y
+                        ));
                     }
                 }
                 if *block == 0 {
                     errors.push("split.block: must be at least 1".into());
                 }
                 if !(*valid > 0.0 && *valid < 1.0) {
-                    errors.push(format!("split.valid: {valid} must lie strictly between 0 and 1"));
+                    errors.push(format!(
+                        "split.valid: {valid} must lie strictly between 0 and 1"
+                    ));
                 }
                 None
             }
@@ -157,10 +179,14 @@ impl SplitConfig {
         };
         if let Some((test, valid)) = fractions {
             if !(*test > 0.0 && *test < 1.0) {
-                errors.push(format!("split.test: {test} must lie strictly between 0 and 1"));
+                errors.push(format!(
+                    "split.test: {test} must lie strictly between 0 and 1"
+                ));
             }
             if !(*valid > 0.0 && *valid < 1.0) {
-                errors.push(format!("split.valid: {valid} must lie strictly between 0 and 1"));
+                errors.push(format!(
+                    "split.valid: {valid} must lie strictly between 0 and 1"
+                ));
             }
         }
         errors
@@ -179,27 +205,63 @@ impl SplitConfig {
                 let test_set = order;
                 let n_valid = (*valid * rest.len() as f64).ceil() as usize;
                 let (valid_set, train_set) = rest.split_at(n_valid);
-                Split { train: train_set.to_vec(), valid: valid_set.to_vec(), test: test_set }
+                Split {
+                    train: train_set.to_vec(),
+                    valid: valid_set.to_vec(),
+                    test: test_set,
+                }
             }
-            SplitConfig::Blocks { block, test, valid, seed } => {
+            SplitConfig::Blocks {
+                block,
+                test,
+                valid,
+                seed,
+            } => {
                 let seed = seed.unwrap_or(run_seed);
                 let (test_set, rest) = blocks_until(city, &samples, *block, *test, seed);
-                let (valid_set, train_set) = blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
-                Split { train: train_set, valid: valid_set, test: test_set }
-            }
-            SplitConfig::Holdout { test, valid, block, seed } => {
-                if test.districts.is_some() && city.district.is_none() {
-                    bail!("split.test.districts: city `{}` has no `district` column in tiles.csv", city.name);
+                let (valid_set, train_set) =
+                    blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
+                Split {
+                    train: train_set,
+                    valid: valid_set,
+                    test: test_set,
                 }
-                let (test_set, rest): (Vec<usize>, Vec<usize>) = samples.iter().partition(|&&i| test.contains(city, i));
-                let (valid_set, train_set) = blocks_until(city, &rest, *block, *valid, seed.unwrap_or(run_seed));
-                Split { train: train_set, valid: valid_set, test: test_set }
+            }
+            SplitConfig::Holdout {
+                test,
+                valid,
+                block,
+                seed,
+            } => {
+                if test.districts.is_some() && city.district.is_none() {
+                    bail!(
+                        "split.test.districts: city `{}` has no `district` column in tiles.csv",
+                        city.name
+                    );
+                }
+                let (test_set, rest): (Vec<usize>, Vec<usize>) =
+                    samples.iter().partition(|&&i| test.contains(city, i));
+                let (valid_set, train_set) =
+                    blocks_until(city, &rest, *block, *valid, seed.unwrap_or(run_seed));
+                Split {
+                    train: train_set,
+                    valid: valid_set,
+                    test: test_set,
+                }
             }
             SplitConfig::File { path } => read_split_file(path, city)?,
         };
-        for (name, part) in [("train", &split.train), ("valid", &split.valid), ("test", &split.test)] {
+        for (name, part) in [
+            ("train", &split.train),
+            ("valid", &split.valid),
+            ("test", &split.test),
+        ] {
             if part.is_empty() {
-                bail!("the {name} split of city `{}` is empty ({} samples in all); change `split`", city.name, samples.len());
+                bail!(
+                    "the {name} split of city `{}` is empty ({} samples in all); change `split`",
+                    city.name,
+                    samples.len()
+                );
             }
         }
         Ok(split)
@@ -207,14 +269,25 @@ impl SplitConfig {
 }
 
 fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading split file {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading split file {}", path.display()))?;
     let index: HashMap<TileKey, usize> = city.index();
-    let mut split = Split { train: vec![], valid: vec![], test: vec![] };
+    let mut split = Split {
+        train: vec![],
+        valid: vec![],
+        test: vec![],
+    };
     let mut listed: HashMap<usize, usize> = HashMap::new();
     let mut lines = text.lines().enumerate();
-    let header = lines.next().map(|(_, h)| h.trim().to_string()).unwrap_or_default();
+    let header = lines
+        .next()
+        .map(|(_, h)| h.trim().to_string())
+        .unwrap_or_default();
     if header.replace(' ', "") != "x,y,split" {
-        bail!("{}: line 1 must be the header `x,y,split`, found `{header}`", path.display());
+        bail!(
+            "{}: line 1 must be the header `x,y,split`, found `{header}`",
+            path.display()
+        );
     }
     for (no, line) in lines {
         let line = line.trim();
@@ -226,10 +299,16 @@ fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
         if fields.len() != 3 {
             bail!("{}: expected x,y,split, found `{line}`", at());
         }
-        let x = fields[0].parse::<i64>().with_context(|| format!("{}: x `{}` is not an integer", at(), fields[0]))?;
-        let y = fields[1].parse::<i64>().with_context(|| format!("{}: y `{}` is not an integer", at(), fields[1]))?;
+        let x = fields[0]
+            .parse::<i64>()
+            .with_context(|| format!("{}: x `{}` is not an integer", at(), fields[0]))?;
+        let y = fields[1]
+            .parse::<i64>()
+            .with_context(|| format!("{}: y `{}` is not an integer", at(), fields[1]))?;
         let key = TileKey { x, y };
-        let &i = index.get(&key).with_context(|| format!("{}: tile {key} is not a tile of city `{}`", at(), city.name))?;
+        let &i = index.get(&key).with_context(|| {
+            format!("{}: tile {key} is not a tile of city `{}`", at(), city.name)
+        })?;
         if city.emission[i] <= 0.0 {
             bail!("{}: tile {key} has emission 0, so it is not a sample", at());
         }

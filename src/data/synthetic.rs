@@ -51,7 +51,9 @@ impl std::str::FromStr for Preset {
             "monocentric" => Preset::Monocentric,
             "polycentric" => Preset::Polycentric,
             "sprawl" => Preset::Sprawl,
-            _ => bail!("unknown synthetic preset `{s}`: expected monocentric, polycentric or sprawl"),
+            _ => {
+                bail!("unknown synthetic preset `{s}`: expected monocentric, polycentric or sprawl")
+            }
         })
     }
 }
@@ -125,7 +127,11 @@ fn layout(preset: Preset) -> Layout {
             offset: 6.0,
         },
         Preset::Polycentric => Layout {
-            centres: vec![(0.3, 0.35, 1.0, 0.16), (0.72, 0.3, 0.8, 0.14), (0.55, 0.75, 0.7, 0.15)],
+            centres: vec![
+                (0.3, 0.35, 1.0, 0.16),
+                (0.72, 0.3, 0.8, 0.14),
+                (0.55, 0.75, 0.7, 0.15),
+            ],
             patch: 1.3,
             river: true,
             vegetation_bias: 0.1,
@@ -152,7 +158,11 @@ impl ValueNoise {
     fn new(rng: &mut ChaCha8Rng, extent_x: f32, extent_y: f32, cell: f32) -> Self {
         let cols = (extent_x / cell) as usize + 3;
         let rows = (extent_y / cell) as usize + 3;
-        Self { cols, cell, values: (0..cols * rows).map(|_| rng.random::<f32>()).collect() }
+        Self {
+            cols,
+            cell,
+            values: (0..cols * rows).map(|_| rng.random::<f32>()).collect(),
+        }
     }
 
     fn at(&self, x: f32, y: f32) -> f32 {
@@ -169,7 +179,9 @@ impl ValueNoise {
 
 /// A cheap, deterministic per-pixel hash in [0, 1).
 fn hash01(a: u64, b: u64, c: u64) -> f32 {
-    let mut h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F) ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
+    let mut h = a.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+        ^ c.wrapping_mul(0x1656_67B1_9E37_79F9);
     h ^= h >> 31;
     h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     h ^= h >> 29;
@@ -194,12 +206,22 @@ struct TileFacts {
 
 /// Generates a synthetic city, deterministic per `config`.
 pub fn generate(config: &SynthConfig) -> Result<City> {
-    let SynthConfig { preset, width, height, tile_side: side, poi_categories, seed } = config.clone();
+    let SynthConfig {
+        preset,
+        width,
+        height,
+        tile_side: side,
+        poi_categories,
+        seed,
+    } = config.clone();
     if width == 0 || height == 0 || side < 8 {
         bail!("synthetic city: size {width}x{height} with tile side {side} is too small (need ≥ 1×1 tiles of ≥ 8 px)");
     }
     if poi_categories == 0 || poi_categories > CATEGORIES.len() {
-        bail!("synthetic city: poi_categories must be 1..={}, got {poi_categories}", CATEGORIES.len());
+        bail!(
+            "synthetic city: poi_categories must be 1..={}, got {poi_categories}",
+            CATEGORIES.len()
+        );
     }
     let lay = layout(preset);
     let s = side as f32;
@@ -243,7 +265,9 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
             n(IND) + 1.6 * urban * (1.0 - urban) - 0.05,
             n(VEG) + 0.75 + lay.vegetation_bias - 1.7 * urban,
         ];
-        (0..4).max_by(|&a, &b| scores[a].total_cmp(&scores[b])).unwrap_or(VEG)
+        (0..4)
+            .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
+            .unwrap_or(VEG)
     };
 
     let categories = &CATEGORIES[..poi_categories];
@@ -274,8 +298,11 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
                         _ => usize::MAX,
                     };
                     let (ux, uy) = (gx as usize, gy as usize);
-                    let major = class != WAT && ((ux % (2 * side)) < 2 * road_width || (uy % (2 * side)) < 2 * road_width);
-                    let minor = spacing != usize::MAX && (ux % spacing < road_width || uy % spacing < road_width);
+                    let major = class != WAT
+                        && ((ux % (2 * side)) < 2 * road_width
+                            || (uy % (2 * side)) < 2 * road_width);
+                    let minor = spacing != usize::MAX
+                        && (ux % spacing < road_width || uy % spacing < road_width);
                     let jitter = hash01(seed, ux as u64, uy as u64);
                     let mut rgb = match class {
                         RES => [182.0, 168.0, 152.0],
@@ -293,7 +320,8 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
                     }
                     let noise = (jitter - 0.5) * 24.0;
                     for (c, v) in rgb.iter().enumerate() {
-                        image[c * side * side + py * side + px] = (v + noise).clamp(0.0, 255.0) as u8;
+                        image[c * side * side + py * side + px] =
+                            (v + noise).clamp(0.0, 255.0) as u8;
                     }
                 }
             }
@@ -313,14 +341,32 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
                         let (px, py) = (rng.random_range(0..side), rng.random_range(0..side));
                         let k = class_map[py * side + px] as usize;
                         if rng.random::<f32>() * max_aff <= affinity[k] {
-                            splat(&mut raster[c * side * side..(c + 1) * side * side], side, px as i64, py as i64, bump);
+                            splat(
+                                &mut raster[c * side * side..(c + 1) * side * side],
+                                side,
+                                px as i64,
+                                py as i64,
+                                bump,
+                            );
                             break;
                         }
                     }
                 }
             }
-            let poi = raster.iter().map(|v| (v * POI_STEPS).round().min(255.0) as u8).collect();
-            (image, poi, TileFacts { fractions, roads: road_pixels as f32 / total, activity, density })
+            let poi = raster
+                .iter()
+                .map(|v| (v * POI_STEPS).round().min(255.0) as u8)
+                .collect();
+            (
+                image,
+                poi,
+                TileFacts {
+                    fractions,
+                    roads: road_pixels as f32 / total,
+                    activity,
+                    density,
+                },
+            )
         })
         .collect();
 
@@ -348,18 +394,33 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
             .filter(|&(dx, dy)| (dx, dy) != (0, 0))
             .filter_map(|(dx, dy)| {
                 let (nx, ny) = (x + dx, y + dy);
-                (nx >= 0 && ny >= 0 && nx < width as i64 && ny < height as i64).then(|| local[(ny as usize) * width + nx as usize])
+                (nx >= 0 && ny >= 0 && nx < width as i64 && ny < height as i64)
+                    .then(|| local[(ny as usize) * width + nx as usize])
             })
             .collect();
-        let spill = if neighbours.is_empty() { 0.0 } else { neighbours.iter().sum::<f64>() / neighbours.len() as f64 };
+        let spill = if neighbours.is_empty() {
+            0.0
+        } else {
+            neighbours.iter().sum::<f64>() / neighbours.len() as f64
+        };
         let ln_e = lay.offset + local[t] + 0.5 * spill + 0.1 * standard_normal(&mut noise_rng);
         let facts = &tiles[t].2;
-        emission.push(if facts.fractions[WAT] > 0.85 { 0.0 } else { ln_e.exp() });
+        emission.push(if facts.fractions[WAT] > 0.85 {
+            0.0
+        } else {
+            ln_e.exp()
+        });
         // Covariates as a census would see them: people live in residential land, output is
         // commercial and industrial; both noisy.
         let [res, com, ind, _, _] = facts.fractions;
-        let pop = 4000.0 * (res + 0.3 * com) * (0.5 + facts.density) * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
-        let gdp = 9000.0 * (com + 0.6 * ind + 0.1 * res) * (0.5 + facts.activity) * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
+        let pop = 4000.0
+            * (res + 0.3 * com)
+            * (0.5 + facts.density)
+            * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
+        let gdp = 9000.0
+            * (com + 0.6 * ind + 0.1 * res)
+            * (0.5 + facts.activity)
+            * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
         population.push((1.0 + pop).ln());
         economy.push((1.0 + gdp).ln());
     }
@@ -371,8 +432,18 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
         poi.extend_from_slice(&raster);
     }
     let city = City {
-        name: format!("synthetic-{}-{}x{}-s{seed}", preset_name(preset), width, height),
-        keys: (0..n_tiles).map(|t| TileKey { x: (t % width) as i64, y: (t / width) as i64 }).collect(),
+        name: format!(
+            "synthetic-{}-{}x{}-s{seed}",
+            preset_name(preset),
+            width,
+            height
+        ),
+        keys: (0..n_tiles)
+            .map(|t| TileKey {
+                x: (t % width) as i64,
+                y: (t / width) as i64,
+            })
+            .collect(),
         emission,
         images: Some(ImageStack { side, data: images }),
         poi: Some(PoiStack {
@@ -383,7 +454,11 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
         }),
         tabular: Some(Tabular {
             columns: vec!["ln_population".into(), "ln_gdp".into()],
-            values: population.iter().zip(&economy).flat_map(|(p, g)| [*p, *g]).collect(),
+            values: population
+                .iter()
+                .zip(&economy)
+                .flat_map(|(p, g)| [*p, *g])
+                .collect(),
         }),
         district: None,
     };
@@ -423,7 +498,9 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f32) -> usize {
         return 0;
     }
     if lambda > 30.0 {
-        return (lambda + lambda.sqrt() * standard_normal(rng) as f32).round().max(0.0) as usize;
+        return (lambda + lambda.sqrt() * standard_normal(rng) as f32)
+            .round()
+            .max(0.0) as usize;
     }
     let limit = (-lambda).exp();
     let (mut k, mut p) = (0usize, 1.0f32);

@@ -15,9 +15,14 @@ impl AggregateAttention {
     /// Xavier-uniform weights and b1 = 0, as the script initialises them.
     pub fn new(embedding_dim: usize, hidden: usize, device: &Device) -> Self {
         let xavier = Initializer::XavierUniform { gain: 1.0 };
-        let mut w1 = LinearConfig::new(embedding_dim, hidden).with_initializer(xavier.clone()).init(device);
+        let mut w1 = LinearConfig::new(embedding_dim, hidden)
+            .with_initializer(xavier.clone())
+            .init(device);
         w1.bias = Some(Param::from_tensor(Tensor::zeros([hidden], device)));
-        let w2 = LinearConfig::new(hidden, 1).with_bias(false).with_initializer(xavier).init(device);
+        let w2 = LinearConfig::new(hidden, 1)
+            .with_bias(false)
+            .with_initializer(xavier)
+            .init(device);
         Self { w1, w2 }
     }
 

@@ -86,7 +86,11 @@ pub struct ImageEncoderConfig {
 
 impl Default for ImageEncoderConfig {
     fn default() -> Self {
-        Self { channel_order: ChannelOrder::Bgr, normalize: ImageNormalization::None, pretrained: None }
+        Self {
+            channel_order: ChannelOrder::Bgr,
+            normalize: ImageNormalization::None,
+            pretrained: None,
+        }
     }
 }
 
@@ -160,10 +164,15 @@ impl ModelConfig {
             errors.push("model.attention_heads: must be at least 1".to_string());
         }
         if self.attention_hidden == 0 || self.tabular_hidden == 0 {
-            errors.push("model.attention_hidden / model.tabular_hidden: must be at least 1".to_string());
+            errors.push(
+                "model.attention_hidden / model.tabular_hidden: must be at least 1".to_string(),
+            );
         }
         if self.fusion == Fusion::Concat && self.neighbourhood > 0 {
-            errors.push("model.fusion: concat is the no-neighbourhood baseline; set model.neighbourhood: 0".to_string());
+            errors.push(
+                "model.fusion: concat is the no-neighbourhood baseline; set model.neighbourhood: 0"
+                    .to_string(),
+            );
         }
         if self.neighbourhood > 3 {
             errors.push(format!(

@@ -18,7 +18,10 @@ fn conv(c_in: usize, c_out: usize, k: usize, stride: usize, pad: usize, device: 
         .with_stride([stride, stride])
         .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
         .with_bias(false)
-        .with_initializer(Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: true })
+        .with_initializer(Initializer::KaimingNormal {
+            gain: 2f64.sqrt(),
+            fan_out_only: true,
+        })
         .init(device)
 }
 
@@ -81,7 +84,10 @@ pub struct ImageEncoder {
 impl ImageEncoder {
     pub fn new(embedding_dim: usize, input: ImageEncoderConfig, device: &Device) -> Self {
         let layer = |c_in, c_out, stride| {
-            vec![BasicBlock::new(c_in, c_out, stride, device), BasicBlock::new(c_out, c_out, 1, device)]
+            vec![
+                BasicBlock::new(c_in, c_out, stride, device),
+                BasicBlock::new(c_out, c_out, 1, device),
+            ]
         };
         Self {
             conv1: conv(3, 64, 7, 2, 3, device),
@@ -125,7 +131,13 @@ impl ImageEncoder {
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = relu(self.bn1.forward(self.conv1.forward(x)));
         let mut x = self.maxpool.forward(x);
-        for block in self.layer1.iter().chain(&self.layer2).chain(&self.layer3).chain(&self.layer4) {
+        for block in self
+            .layer1
+            .iter()
+            .chain(&self.layer2)
+            .chain(&self.layer3)
+            .chain(&self.layer4)
+        {
             x = block.forward(x);
         }
         let [n, c, _, _] = x.dims();

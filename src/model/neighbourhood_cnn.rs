@@ -17,9 +17,15 @@ pub struct NeighbourhoodCnn {
 impl NeighbourhoodCnn {
     pub fn new(embedding_dim: usize, device: &Device) -> Self {
         let conv = |c_in, c_out| {
-            Conv2dConfig::new([c_in, c_out], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device)
+            Conv2dConfig::new([c_in, c_out], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
         };
-        Self { conv1: conv(embedding_dim, 64), conv2: conv(64, 128), fc: LinearConfig::new(128, embedding_dim).init(device) }
+        Self {
+            conv1: conv(embedding_dim, 64),
+            conv2: conv(64, 128),
+            fc: LinearConfig::new(128, embedding_dim).init(device),
+        }
     }
 
     /// [B, d, k, k] → [B, d].

@@ -55,7 +55,10 @@ pub struct Output {
 
 impl Output {
     pub fn embedding(&self, modality: Modality) -> Option<Tensor<2>> {
-        self.centre.iter().find(|(m, _)| *m == modality).map(|(_, t)| t.clone())
+        self.centre
+            .iter()
+            .find(|(m, _)| *m == modality)
+            .map(|(_, t)| t.clone())
     }
 }
 
@@ -100,8 +103,15 @@ impl burn::module::ModuleVisitor for Materialize {
 
 impl ModelConfig {
     /// Builds the network with weights drawn from `seed`: the same seed gives the same weights.
-    pub fn init_seeded(&self, shapes: &InputShapes, device: &Device, seed: u64) -> Result<OpenCarbon> {
-        let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    pub fn init_seeded(
+        &self,
+        shapes: &InputShapes,
+        device: &Device,
+        seed: u64,
+    ) -> Result<OpenCarbon> {
+        let _guard = SEEDED_INIT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         device.seed(seed);
         let model = self.init(shapes, device)?;
         // burn initialises parameters lazily, on first use; draw them all now, under the lock.
@@ -135,12 +145,21 @@ impl ModelConfig {
                     let Some(features) = shapes.tabular else {
                         bail!("model.modalities names `tabular` but the dataset has no tabular covariates");
                     };
-                    tabular = Some(TabularEncoder::new(features, self.tabular_hidden, d, device));
+                    tabular = Some(TabularEncoder::new(
+                        features,
+                        self.tabular_hidden,
+                        d,
+                        device,
+                    ));
                 }
             }
         }
         let neighbourhood = (self.neighbourhood > 0).then(|| NeighbourhoodBranch {
-            cnn: self.modalities.iter().map(|_| NeighbourhoodCnn::new(d, device)).collect(),
+            cnn: self
+                .modalities
+                .iter()
+                .map(|_| NeighbourhoodCnn::new(d, device))
+                .collect(),
             fusion: AggregateAttention::new(d, self.attention_hidden, device),
             self_grid: TokenAttention::new(self.attention_heads, device),
             self_neighbourhood: TokenAttention::new(self.attention_heads, device),
@@ -163,7 +182,11 @@ impl ModelConfig {
 }
 
 /// Runs `encode` on `chunks` equal slices of `x` along the first axis and concatenates.
-fn chunked<const D: usize>(x: Tensor<D>, chunks: usize, encode: impl Fn(Tensor<D>) -> Tensor<2>) -> Tensor<2> {
+fn chunked<const D: usize>(
+    x: Tensor<D>,
+    chunks: usize,
+    encode: impl Fn(Tensor<D>) -> Tensor<2>,
+) -> Tensor<2> {
     if chunks <= 1 {
         return encode(x);
     }
@@ -178,16 +201,30 @@ impl OpenCarbon {
             .map(|&m| {
                 let e = match m {
                     Modality::Image => {
-                        let (enc, x) = (self.image.as_ref().expect("image encoder"), tiles.image.clone());
-                        chunked(x.expect("image tensor for an image model"), chunks, |t| enc.forward(t))
+                        let (enc, x) = (
+                            self.image.as_ref().expect("image encoder"),
+                            tiles.image.clone(),
+                        );
+                        chunked(x.expect("image tensor for an image model"), chunks, |t| {
+                            enc.forward(t)
+                        })
                     }
                     Modality::Poi => {
                         let (enc, x) = (self.poi.as_ref().expect("poi encoder"), tiles.poi.clone());
-                        chunked(x.expect("POI tensor for a POI model"), chunks, |t| enc.forward(t))
+                        chunked(x.expect("POI tensor for a POI model"), chunks, |t| {
+                            enc.forward(t)
+                        })
                     }
                     Modality::Tabular => {
-                        let (enc, x) = (self.tabular.as_ref().expect("tabular encoder"), tiles.tabular.clone());
-                        chunked(x.expect("tabular tensor for a tabular model"), chunks, |t| enc.forward(t))
+                        let (enc, x) = (
+                            self.tabular.as_ref().expect("tabular encoder"),
+                            tiles.tabular.clone(),
+                        );
+                        chunked(
+                            x.expect("tabular tensor for a tabular model"),
+                            chunks,
+                            |t| enc.forward(t),
+                        )
                     }
                 };
                 (m, e)
@@ -204,11 +241,23 @@ impl OpenCarbon {
     /// `layout`), fuses, aggregates the neighbourhood and regresses. Whole-city inference encodes
     /// every tile once and calls this per batch of samples.
     pub fn fuse(&self, embeddings: Vec<(Modality, Tensor<2>)>, layout: &BatchLayout) -> Output {
-        let centre: Vec<(Modality, Tensor<2>)> =
-            embeddings.iter().map(|(m, e)| (*m, e.clone().select(0, layout.centre.clone()))).collect();
+        let centre: Vec<(Modality, Tensor<2>)> = embeddings
+            .iter()
+            .map(|(m, e)| (*m, e.clone().select(0, layout.centre.clone())))
+            .collect();
         let x_g = match &self.concat_fusion {
-            Some(linear) => linear.forward(Tensor::cat(centre.iter().map(|(_, t)| t.clone()).collect(), 1)),
-            None => self.grid_fusion.forward(Tensor::stack(centre.iter().map(|(_, t)| t.clone()).collect(), 1)).0,
+            Some(linear) => linear.forward(Tensor::cat(
+                centre.iter().map(|(_, t)| t.clone()).collect(),
+                1,
+            )),
+            None => {
+                self.grid_fusion
+                    .forward(Tensor::stack(
+                        centre.iter().map(|(_, t)| t.clone()).collect(),
+                        1,
+                    ))
+                    .0
+            }
         };
 
         let prediction = match (&self.neighbourhood, &layout.window) {
@@ -221,7 +270,11 @@ impl OpenCarbon {
                         let [_, d] = e.dims();
                         let zero = Tensor::zeros([1, d], &e.device());
                         let rows = Tensor::cat(vec![e, zero], 0).select(0, window.clone()); // [B·w², d]
-                        cnn.forward(rows.reshape([b, w * w, d]).swap_dims(1, 2).reshape([b, d, w, w]))
+                        cnn.forward(
+                            rows.reshape([b, w * w, d])
+                                .swap_dims(1, 2)
+                                .reshape([b, d, w, w]),
+                        )
                     })
                     .collect();
                 let (x_n, _) = branch.fusion.forward(Tensor::stack(maps, 1));

@@ -25,11 +25,19 @@ const LAYERS: [(usize, usize, usize); 3] = [(7, 3, 3), (7, 3, 1), (3, 3, 1)];
 
 /// Side of the final 1-channel map for an input side (10 for 256, as in the script).
 pub fn flattened_side(side: usize) -> usize {
-    LAYERS.iter().fold(side, |n, &(k, s, p)| (n + 2 * p).saturating_sub(k) / s + 1)
+    LAYERS
+        .iter()
+        .fold(side, |n, &(k, s, p)| (n + 2 * p).saturating_sub(k) / s + 1)
 }
 
 impl PoiEncoder {
-    pub fn new(channels: usize, side: usize, embedding_dim: usize, se: bool, device: &Device) -> Self {
+    pub fn new(
+        channels: usize,
+        side: usize,
+        embedding_dim: usize,
+        se: bool,
+        device: &Device,
+    ) -> Self {
         let conv = |c_in, c_out, (k, s, p): (usize, usize, usize)| {
             Conv2dConfig::new([c_in, c_out], [k, k])
                 .with_stride([s, s])

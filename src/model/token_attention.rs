@@ -42,7 +42,9 @@ impl TokenAttention {
         let h = q.dims()[1];
         let scores = q.reshape([b, h, d, 1]).matmul(k.reshape([b, h, 1, d])); // [B, H, d, d]
         let attended = softmax(scores, 3).matmul(v.reshape([b, h, d, 1])); // [B, H, d, 1]
-        let mixed = self.out.forward(attended.reshape([b, h, d]).swap_dims(1, 2)); // [B, d, 1]
+        let mixed = self
+            .out
+            .forward(attended.reshape([b, h, d]).swap_dims(1, 2)); // [B, d, 1]
         mixed.reshape([b, d])
     }
 }

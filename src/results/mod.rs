@@ -27,17 +27,30 @@ pub struct RunRow {
 pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
     let runs = experiment_dir.join("runs");
     let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&runs) else { return Ok(rows) };
-    let mut dirs: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    let Ok(entries) = std::fs::read_dir(&runs) else {
+        return Ok(rows);
+    };
+    let mut dirs: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
     dirs.sort();
     for dir in dirs {
         let spec_path = dir.join("spec.resolved.yaml");
-        let Ok(text) = std::fs::read_to_string(&spec_path) else { continue };
-        let spec: RunSpec = serde_norway::from_str(&text).with_context(|| format!("reading {}", spec_path.display()))?;
-        let metrics: Option<TestMetrics> = match std::fs::read_to_string(dir.join("test_metrics.json")) {
-            Ok(t) => Some(serde_json::from_str(&t).with_context(|| format!("reading {}/test_metrics.json", dir.display()))?),
-            Err(_) => None,
+        let Ok(text) = std::fs::read_to_string(&spec_path) else {
+            continue;
         };
+        let spec: RunSpec = serde_norway::from_str(&text)
+            .with_context(|| format!("reading {}", spec_path.display()))?;
+        let metrics: Option<TestMetrics> =
+            match std::fs::read_to_string(dir.join("test_metrics.json")) {
+                Ok(t) => Some(
+                    serde_json::from_str(&t)
+                        .with_context(|| format!("reading {}/test_metrics.json", dir.display()))?,
+                ),
+                Err(_) => None,
+            };
         let status = if metrics.is_some() {
             "done".to_string()
         } else {
@@ -48,7 +61,11 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
                 .unwrap_or_else(|| "unknown".into())
         };
         rows.push(RunRow {
-            run_id: dir.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+            run_id: dir
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             variant: spec.variant.clone(),
             dataset: spec.dataset_label(),
             seed: spec.seed,
@@ -59,12 +76,21 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
     Ok(rows)
 }
 
-const METRICS: [(&str, bool); 4] = [("r2", true), ("rmse", false), ("mae", false), ("mape", false)];
+const METRICS: [(&str, bool); 4] = [
+    ("r2", true),
+    ("rmse", false),
+    ("mae", false),
+    ("mape", false),
+];
 
 /// Builds the per-run DataFrame (finished runs only).
 pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
     let done: Vec<&RunRow> = rows.iter().filter(|r| r.metrics.is_some()).collect();
-    let m = |f: fn(&TestMetrics) -> f64| done.iter().map(|r| f(r.metrics.as_ref().expect("done"))).collect::<Vec<f64>>();
+    let m = |f: fn(&TestMetrics) -> f64| {
+        done.iter()
+            .map(|r| f(r.metrics.as_ref().expect("done")))
+            .collect::<Vec<f64>>()
+    };
     let df = df!(
         "variant" => done.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
         "dataset" => done.iter().map(|r| r.dataset.clone()).collect::<Vec<_>>(),
@@ -93,19 +119,32 @@ pub fn summary_frame_ordered(rows: &[RunRow], variant_order: &[String]) -> Resul
     }
     let order: Vec<String> = {
         let mut seen: Vec<String> = variant_order.to_vec();
-        let mut rest: Vec<String> = rows.iter().map(|r| r.variant.clone()).filter(|v| !seen.contains(v)).collect();
+        let mut rest: Vec<String> = rows
+            .iter()
+            .map(|r| r.variant.clone())
+            .filter(|v| !seen.contains(v))
+            .collect();
         rest.sort();
         rest.dedup();
         seen.extend(rest);
         seen
     };
-    let mut summary = runs.lazy().group_by([col("dataset"), col("variant")]).agg(aggs).collect()?;
+    let mut summary = runs
+        .lazy()
+        .group_by([col("dataset"), col("variant")])
+        .agg(aggs)
+        .collect()?;
     // Stable presentation: dataset, then the order variants appear in the spec.
     let rank: Vec<u32> = summary
         .column("variant")?
         .str()?
         .iter()
-        .map(|v| order.iter().position(|o| Some(o.as_str()) == v).unwrap_or(usize::MAX) as u32)
+        .map(|v| {
+            order
+                .iter()
+                .position(|o| Some(o.as_str()) == v)
+                .unwrap_or(usize::MAX) as u32
+        })
         .collect();
     summary.with_column(Column::new("order".into(), rank))?;
     let summary = summary
@@ -137,35 +176,74 @@ pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) ->
 
 fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
     let text = |name: &str| -> Result<Vec<String>> {
-        Ok(summary.column(name)?.str()?.iter().map(|v| v.unwrap_or("").to_string()).collect())
+        Ok(summary
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect())
     };
     let floats = |name: &str| -> Result<Vec<f64>> {
-        Ok(summary.column(name)?.cast(&DataType::Float64)?.f64()?.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(summary
+            .column(name)?
+            .cast(&DataType::Float64)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     };
     let (datasets, variants) = (text("dataset")?, text("variant")?);
     let runs = floats("runs")?;
     let mut out = String::from("| dataset | variant | runs | R² ↑ | RMSE ↓ | MAE ↓ | MAPE ↓ |\n|---|---|---|---|---|---|---|\n");
     let mut cells: Vec<Vec<String>> = vec![Vec::new(); datasets.len()];
     for (name, higher_is_better) in METRICS {
-        let (mean, std) = (floats(&format!("{name}_mean"))?, floats(&format!("{name}_std"))?);
+        let (mean, std) = (
+            floats(&format!("{name}_mean"))?,
+            floats(&format!("{name}_std"))?,
+        );
         for i in 0..datasets.len() {
             // Best per dataset (ties all marked).
-            let same: Vec<usize> = (0..datasets.len()).filter(|&j| datasets[j] == datasets[i]).collect();
-            let best = same.iter().map(|&j| mean[j]).filter(|v| v.is_finite()).fold(
-                if higher_is_better { f64::MIN } else { f64::MAX },
-                |a, b| if higher_is_better { a.max(b) } else { a.min(b) },
-            );
-            let value = if std[i].is_finite() { format!("{:.4} ± {:.4}", mean[i], std[i]) } else { format!("{:.4}", mean[i]) };
-            cells[i].push(if mean[i] == best && same.len() > 1 { format!("**{value}**") } else { value });
+            let same: Vec<usize> = (0..datasets.len())
+                .filter(|&j| datasets[j] == datasets[i])
+                .collect();
+            let best = same
+                .iter()
+                .map(|&j| mean[j])
+                .filter(|v| v.is_finite())
+                .fold(
+                    if higher_is_better { f64::MIN } else { f64::MAX },
+                    |a, b| if higher_is_better { a.max(b) } else { a.min(b) },
+                );
+            let value = if std[i].is_finite() {
+                format!("{:.4} ± {:.4}", mean[i], std[i])
+            } else {
+                format!("{:.4}", mean[i])
+            };
+            cells[i].push(if mean[i] == best && same.len() > 1 {
+                format!("**{value}**")
+            } else {
+                value
+            });
         }
     }
     for i in 0..datasets.len() {
-        writeln!(out, "| {} | {} | {} | {} |", datasets[i], variants[i], runs[i], cells[i].join(" | "))?;
+        writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            datasets[i],
+            variants[i],
+            runs[i],
+            cells[i].join(" | ")
+        )?;
     }
     if !failed.is_empty() {
         writeln!(out, "\nFailed runs (see their meta.json):")?;
         for r in failed {
-            writeln!(out, "- {} / {} / seed {}: `{}`", r.dataset, r.variant, r.seed, r.run_id)?;
+            writeln!(
+                out,
+                "- {} / {} / seed {}: `{}`",
+                r.dataset, r.variant, r.seed, r.run_id
+            )?;
         }
     }
     Ok(out)

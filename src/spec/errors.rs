@@ -9,14 +9,24 @@ pub fn deserialize_located<T: DeserializeOwned>(text: &str, origin: &str) -> Res
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let location = inner.location().map(|l| format!(" line {}, column {}", l.line(), l.column())).unwrap_or_default();
+        let location = inner
+            .location()
+            .map(|l| format!(" line {}, column {}", l.line(), l.column()))
+            .unwrap_or_default();
         let message = strip_path(&strip_location(&inner.to_string()), &path);
-        anyhow!("{origin}:{location}: {}{}", key_prefix(&path), describe(&message))
+        anyhow!(
+            "{origin}:{location}: {}{}",
+            key_prefix(&path),
+            describe(&message)
+        )
     })
 }
 
 /// Deserialises an already parsed (and overridden) YAML value, reporting the key path.
-pub fn deserialize_value<T: DeserializeOwned>(value: serde_norway::Value, origin: &str) -> Result<T> {
+pub fn deserialize_value<T: DeserializeOwned>(
+    value: serde_norway::Value,
+    origin: &str,
+) -> Result<T> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let message = strip_path(&strip_location(&e.into_inner().to_string()), &path);
@@ -36,7 +46,10 @@ fn key_prefix(path: &str) -> String {
 fn strip_path(message: &str, path: &str) -> String {
     let mut parent = path.rsplit_once('.').map_or("", |(p, _)| p).to_string();
     loop {
-        if let Some(rest) = message.strip_prefix(&format!("{path}: ")).or_else(|| message.strip_prefix(&format!("{parent}: "))) {
+        if let Some(rest) = message
+            .strip_prefix(&format!("{path}: "))
+            .or_else(|| message.strip_prefix(&format!("{parent}: ")))
+        {
             return rest.to_string();
         }
         // `model.modalities[0]` → `model.modalities`
@@ -56,12 +69,21 @@ fn strip_location(message: &str) -> String {
 
 /// Adds a did-you-mean to serde's "unknown field/variant `x`, expected one of `a`, `b`".
 pub fn describe(message: &str) -> String {
-    let Some(start) = message.find("unknown field `").or_else(|| message.find("unknown variant `")) else {
+    let Some(start) = message
+        .find("unknown field `")
+        .or_else(|| message.find("unknown variant `"))
+    else {
         return message.to_string();
     };
     let tail = &message[start..];
-    let Some(unknown) = tail.split('`').nth(1) else { return message.to_string() };
-    let Some(list) = tail.split_once("expected one of ").map(|(_, l)| l).or_else(|| tail.split_once("expected ").map(|(_, l)| l)) else {
+    let Some(unknown) = tail.split('`').nth(1) else {
+        return message.to_string();
+    };
+    let Some(list) = tail
+        .split_once("expected one of ")
+        .map(|(_, l)| l)
+        .or_else(|| tail.split_once("expected ").map(|(_, l)| l))
+    else {
         return message.to_string();
     };
     let allowed: Vec<&str> = list.split('`').skip(1).step_by(2).collect();
@@ -76,7 +98,11 @@ pub fn describe(message: &str) -> String {
             None
         }
     };
-    match allowed.iter().filter_map(|a| score(a).map(|s| (s, *a))).min() {
+    match allowed
+        .iter()
+        .filter_map(|a| score(a).map(|s| (s, *a)))
+        .min()
+    {
         Some((_, best)) => format!("{message}; did you mean `{best}`?"),
         None => message.to_string(),
     }
@@ -88,7 +114,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.iter().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }

@@ -37,23 +37,30 @@ pub struct Experiment {
 
 impl Experiment {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading spec {}", path.display()))?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let _: ExperimentKeys = errors::deserialize_located(text, origin)?;
-        let mut root: Value = serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        let mut root: Value =
+            serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         for o in overrides {
             apply_override(&mut root, o).with_context(|| format!("--set {o}"))?;
         }
-        let Value::Mapping(map) = &mut root else { bail!("{origin}: the spec must be a mapping") };
-        let variants = take(map, "variants");
-        let datasets = take(map, "datasets");
-        let seeds = take(map, "seeds");
+        let Value::Mapping(map) = &mut root else {
+            bail!("{origin}: the spec must be a mapping")
+        };
+        let variants = map.remove("variants");
+        let datasets = map.remove("datasets");
+        let seeds = map.remove("seeds");
         if variants.is_none() && datasets.is_none() && seeds.is_none() {
             let run = RunSpec::parse(text, origin, overrides)?;
-            return Ok(Self { name: run.name.clone(), runs: vec![run] });
+            return Ok(Self {
+                name: run.name.clone(),
+                runs: vec![run],
+            });
         }
         let variants: Vec<(String, Value)> = match variants {
             Some(Value::Mapping(m)) => named(m, origin, "variants")?,
@@ -65,14 +72,18 @@ impl Experiment {
                 if map.contains_key("dataset") {
                     bail!("{origin}: give either `dataset` or `datasets`, not both");
                 }
-                named(m, origin, "datasets")?.into_iter().map(|(n, v)| (Some(n), Some(v))).collect()
+                named(m, origin, "datasets")?
+                    .into_iter()
+                    .map(|(n, v)| (Some(n), Some(v)))
+                    .collect()
             }
             Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
             None => vec![(None, None)],
         };
         let seeds: Vec<Option<u64>> = match seeds {
             Some(v) => {
-                let s: Vec<u64> = serde_norway::from_value(v).map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
+                let s: Vec<u64> = serde_norway::from_value(v)
+                    .map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
                 if s.is_empty() {
                     bail!("{origin}: `seeds` is empty");
                 }
@@ -89,7 +100,10 @@ impl Experiment {
                     let m = v.as_mapping_mut().expect("root is a mapping");
                     if let Some(d) = dataset {
                         m.insert("dataset".into(), d.clone());
-                        m.insert("dataset_name".into(), Value::String(dataset_name.clone().unwrap_or_default()));
+                        m.insert(
+                            "dataset_name".into(),
+                            Value::String(dataset_name.clone().unwrap_or_default()),
+                        );
                     }
                     if let Some(s) = seed {
                         m.insert("seed".into(), Value::Number((*s).into()));
@@ -97,7 +111,10 @@ impl Experiment {
                     m.insert("variant".into(), Value::String(variant.clone()));
                     let at = format!(
                         "{origin} (variant `{variant}`{})",
-                        dataset_name.as_ref().map(|d| format!(", dataset `{d}`")).unwrap_or_default()
+                        dataset_name
+                            .as_ref()
+                            .map(|d| format!(", dataset `{d}`"))
+                            .unwrap_or_default()
                     );
                     let run: RunSpec = errors::deserialize_value(v, &at)?;
                     run.check().with_context(|| format!("{at}: invalid spec"))?;
@@ -105,18 +122,24 @@ impl Experiment {
                 }
             }
         }
-        Ok(Self { name: runs[0].name.clone(), runs })
+        Ok(Self {
+            name: runs[0].name.clone(),
+            runs,
+        })
     }
-}
-
-fn take(map: &mut Mapping, key: &str) -> Option<Value> {
-    map.remove(key)
 }
 
 fn named(map: Mapping, origin: &str, what: &str) -> Result<Vec<(String, Value)>> {
     map.into_iter()
         .map(|(k, v)| match k {
-            Value::String(s) => Ok((s, if v.is_null() { Value::Mapping(Mapping::new()) } else { v })),
+            Value::String(s) => Ok((
+                s,
+                if v.is_null() {
+                    Value::Mapping(Mapping::new())
+                } else {
+                    v
+                },
+            )),
             other => bail!("{origin}: `{what}` keys must be names, found {other:?}"),
         })
         .collect()

@@ -26,13 +26,9 @@ pub enum DatasetSpec {
     /// A synthetic city generated on the fly (deterministic per its seed).
     Synthetic(SynthConfig),
     /// A canonical city directory (datasets/README.md).
-    Dir {
-        path: std::path::PathBuf,
-    },
+    Dir { path: std::path::PathBuf },
     /// A real ODIAC labels table (`odiac-tiles/labels/<City>.csv`), imported in memory.
-    OdiacTiles {
-        labels: std::path::PathBuf,
-    },
+    OdiacTiles { labels: std::path::PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,8 +85,14 @@ impl BaselineSpec {
         match self.kind {
             BaselineKind::Mean => Baseline::Mean,
             BaselineKind::NeighbourMean => Baseline::NeighbourMean,
-            BaselineKind::Ridge => Baseline::Ridge { columns: self.columns.clone(), lambda: self.lambda },
-            BaselineKind::Gbt => Baseline::Gbt { columns: self.columns.clone(), params: Default::default() },
+            BaselineKind::Ridge => Baseline::Ridge {
+                columns: self.columns.clone(),
+                lambda: self.lambda,
+            },
+            BaselineKind::Gbt => Baseline::Gbt {
+                columns: self.columns.clone(),
+                params: Default::default(),
+            },
         }
     }
 }
@@ -110,9 +112,16 @@ impl RunSpec {
             return name.clone();
         }
         match &self.dataset {
-            DatasetSpec::Synthetic(s) => format!("synthetic-{}", crate::data::synthetic::preset_name(s.preset)),
-            DatasetSpec::Dir { path } => path.file_name().map_or("dir".into(), |n| n.to_string_lossy().into_owned()),
-            DatasetSpec::OdiacTiles { labels } => labels.file_stem().map_or("odiac".into(), |n| n.to_string_lossy().to_lowercase()),
+            DatasetSpec::Synthetic(s) => format!(
+                "synthetic-{}",
+                crate::data::synthetic::preset_name(s.preset)
+            ),
+            DatasetSpec::Dir { path } => path
+                .file_name()
+                .map_or("dir".into(), |n| n.to_string_lossy().into_owned()),
+            DatasetSpec::OdiacTiles { labels } => labels
+                .file_stem()
+                .map_or("odiac".into(), |n| n.to_string_lossy().to_lowercase()),
         }
     }
 }
@@ -120,7 +129,8 @@ impl RunSpec {
 impl RunSpec {
     /// Reads `path`, applies `overrides` (`key.path=value`, value in YAML syntax), and checks it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading spec {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading spec {}", path.display()))?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
@@ -129,14 +139,15 @@ impl RunSpec {
         let spec: RunSpec = if overrides.is_empty() {
             errors::deserialize_located(text, origin)?
         } else {
-            let mut value: serde_norway::Value =
-                serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {}", errors::describe(&e.to_string())))?;
+            let mut value: serde_norway::Value = serde_norway::from_str(text)
+                .map_err(|e| anyhow::anyhow!("{origin}: {}", errors::describe(&e.to_string())))?;
             for o in overrides {
                 apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
             }
             errors::deserialize_value(value, &format!("{origin} (after --set)"))?
         };
-        spec.check().with_context(|| format!("{origin}: invalid spec"))?;
+        spec.check()
+            .with_context(|| format!("{origin}: invalid spec"))?;
         Ok(spec)
     }
 
@@ -144,7 +155,10 @@ impl RunSpec {
     pub fn check(&self) -> Result<()> {
         let mut problems = Vec::new();
         if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            problems.push(format!("name: `{}` must be a non-empty name without slashes", self.name));
+            problems.push(format!(
+                "name: `{}` must be a non-empty name without slashes",
+                self.name
+            ));
         }
         problems.extend(self.model.check());
         problems.extend(self.train.check(&self.model.modalities));
@@ -164,10 +178,16 @@ impl RunSpec {
                     problems.push("dataset.width/height: must be at least 1".into());
                 }
                 if s.tile_side < 8 {
-                    problems.push(format!("dataset.tile_side: {} is below the minimum of 8", s.tile_side));
+                    problems.push(format!(
+                        "dataset.tile_side: {} is below the minimum of 8",
+                        s.tile_side
+                    ));
                 }
                 if s.poi_categories == 0 || s.poi_categories > 15 {
-                    problems.push(format!("dataset.poi_categories: {} must be 1..=15", s.poi_categories));
+                    problems.push(format!(
+                        "dataset.poi_categories: {} must be 1..=15",
+                        s.poi_categories
+                    ));
                 }
             }
         }

@@ -6,19 +6,25 @@ use serde_norway::{Mapping, Value};
 /// Sets `key.path` to `value` (parsed as YAML, so `1e-3`, `true`, `[image, poi]` work).
 /// Intermediate mappings are created; a scalar in the way is an error.
 pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
-    let (path, raw) = assignment.split_once('=').context("expected key.path=value")?;
+    let (path, raw) = assignment
+        .split_once('=')
+        .context("expected key.path=value")?;
     let keys: Vec<&str> = path.trim().split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         bail!("`{path}` is not a key path like train.lr");
     }
-    let value: Value = serde_norway::from_str(raw).with_context(|| format!("value `{raw}` is not valid YAML"))?;
+    let value: Value =
+        serde_norway::from_str(raw).with_context(|| format!("value `{raw}` is not valid YAML"))?;
     let mut node = root;
     for (depth, key) in keys.iter().enumerate() {
         if node.is_null() {
             *node = Value::Mapping(Mapping::new());
         }
         let Value::Mapping(map) = node else {
-            bail!("`{}` is not a mapping, so it has no key `{key}`", keys[..depth].join("."));
+            bail!(
+                "`{}` is not a mapping, so it has no key `{key}`",
+                keys[..depth].join(".")
+            );
         };
         let k = Value::String(key.to_string());
         if depth + 1 == keys.len() {

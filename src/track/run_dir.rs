@@ -14,7 +14,8 @@ pub struct RunDir {
 
 impl RunDir {
     pub fn create(path: PathBuf) -> Result<Self> {
-        fs::create_dir_all(path.join("checkpoints")).with_context(|| format!("creating run directory {}", path.display()))?;
+        fs::create_dir_all(path.join("checkpoints"))
+            .with_context(|| format!("creating run directory {}", path.display()))?;
         Ok(Self { path })
     }
 
@@ -41,7 +42,8 @@ impl RunDir {
         let target = self.file(name);
         let tmp = self.file(&format!(".{name}.tmp"));
         fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &target).with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
+        fs::rename(&tmp, &target)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
         Ok(())
     }
 

@@ -49,13 +49,16 @@ pub struct TensorboardSink {
 impl TensorboardSink {
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        Ok(Self { writer: tensorboard_rs::summary_writer::SummaryWriter::new(dir) })
+        Ok(Self {
+            writer: tensorboard_rs::summary_writer::SummaryWriter::new(dir),
+        })
     }
 }
 
 impl MetricSink for TensorboardSink {
     fn log(&mut self, epoch: usize, split: &str, metric: &str, value: f64) -> Result<()> {
-        self.writer.add_scalar(&format!("{split}/{metric}"), value as f32, epoch);
+        self.writer
+            .add_scalar(&format!("{split}/{metric}"), value as f32, epoch);
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
@@ -70,7 +73,9 @@ pub struct Sinks(pub Vec<Box<dyn MetricSink>>);
 
 impl MetricSink for Sinks {
     fn log(&mut self, epoch: usize, split: &str, metric: &str, value: f64) -> Result<()> {
-        self.0.iter_mut().try_for_each(|s| s.log(epoch, split, metric, value))
+        self.0
+            .iter_mut()
+            .try_for_each(|s| s.log(epoch, split, metric, value))
     }
     fn flush(&mut self) -> Result<()> {
         self.0.iter_mut().try_for_each(|s| s.flush())
@@ -83,7 +88,8 @@ pub struct MemorySink(pub Vec<(usize, String, String, f64)>);
 
 impl MetricSink for MemorySink {
     fn log(&mut self, epoch: usize, split: &str, metric: &str, value: f64) -> Result<()> {
-        self.0.push((epoch, split.to_string(), metric.to_string(), value));
+        self.0
+            .push((epoch, split.to_string(), metric.to_string(), value));
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {

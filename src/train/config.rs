@@ -66,7 +66,11 @@ pub struct EarlyStopping {
 
 impl Default for EarlyStopping {
     fn default() -> Self {
-        Self { rule: StoppingRule::Script, patience: 30, min_epoch: 100 }
+        Self {
+            rule: StoppingRule::Script,
+            patience: 30,
+            min_epoch: 100,
+        }
     }
 }
 
@@ -120,13 +124,18 @@ impl TrainConfig {
             e.push("train.epochs: must be at least 1".to_string());
         }
         if self.batch_size < 2 {
-            e.push("train.batch_size: must be at least 2 (BatchNorm needs two samples)".to_string());
+            e.push(
+                "train.batch_size: must be at least 2 (BatchNorm needs two samples)".to_string(),
+            );
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             e.push(format!("train.lr: {} must be a positive number", self.lr));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            e.push(format!("train.weight_decay: {} must be ≥ 0", self.weight_decay));
+            e.push(format!(
+                "train.weight_decay: {} must be ≥ 0",
+                self.weight_decay
+            ));
         }
         if !(self.alpha >= 0.0 && self.alpha.is_finite()) {
             e.push(format!("train.alpha: {} must be ≥ 0", self.alpha));

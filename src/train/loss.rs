@@ -28,7 +28,8 @@ pub fn info_nce(a: Tensor<2>, b: Tensor<2>, config: &ContrastiveConfig) -> Tenso
     match config.direction {
         ContrastiveDirection::AToB => diagonal_cross_entropy(logits),
         ContrastiveDirection::Symmetric => {
-            (diagonal_cross_entropy(logits.clone()) + diagonal_cross_entropy(logits.transpose())) / 2.0
+            (diagonal_cross_entropy(logits.clone()) + diagonal_cross_entropy(logits.transpose()))
+                / 2.0
         }
     }
 }

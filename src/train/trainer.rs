@@ -36,7 +36,13 @@ pub struct Prepared<'a> {
 }
 
 impl<'a> Prepared<'a> {
-    pub fn new(city: &'a City, split: &Split, model: &ModelConfig, train: &TrainConfig, device: &Device) -> Self {
+    pub fn new(
+        city: &'a City,
+        split: &Split,
+        model: &ModelConfig,
+        train: &TrainConfig,
+        device: &Device,
+    ) -> Self {
         let standardizer = Standardizer::fit(city, &split.train);
         let (shift, scale) = if train.standardize_target {
             let y: Vec<f64> = split.train.iter().map(|&i| city.target(i)).collect();
@@ -49,7 +55,8 @@ impl<'a> Prepared<'a> {
         Self {
             city,
             tiles: DeviceTiles::upload(city, standardizer.as_ref(), device),
-            neighbours: (model.neighbourhood > 0).then(|| NeighbourIndex::new(city, model.neighbourhood)),
+            neighbours: (model.neighbourhood > 0)
+                .then(|| NeighbourIndex::new(city, model.neighbourhood)),
             model: model.clone(),
             target_shift: shift,
             target_scale: scale,
@@ -57,12 +64,19 @@ impl<'a> Prepared<'a> {
     }
 
     fn plan(&self, samples: &[usize], batching: EncoderBatching) -> BatchPlan {
-        BatchPlan::new(samples, self.neighbours.as_ref(), batching, self.model.missing_neighbour)
+        BatchPlan::new(
+            samples,
+            self.neighbours.as_ref(),
+            batching,
+            self.model.missing_neighbour,
+        )
     }
 
     fn scaled_targets(&self, samples: &[usize], device: &Device) -> Tensor<1> {
-        let y: Vec<f32> =
-            samples.iter().map(|&i| ((self.city.target(i) - self.target_shift) / self.target_scale) as f32).collect();
+        let y: Vec<f32> = samples
+            .iter()
+            .map(|&i| ((self.city.target(i) - self.target_shift) / self.target_scale) as f32)
+            .collect();
         Tensor::from_data(TensorData::new(y, [samples.len()]), device)
     }
 }
@@ -73,7 +87,12 @@ impl<'a> Prepared<'a> {
 /// `batch_size` tiles; fusion, neighbourhood and head then run per chunk of samples on the stored
 /// embeddings. For all samples of a city this is whole-city inference, each tile encoded once.
 /// Eval-mode BatchNorm uses running statistics, so this equals batch-wise evaluation.
-pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> Vec<f64> {
+pub fn predict(
+    model: &OpenCarbon,
+    data: &Prepared,
+    samples: &[usize],
+    batch_size: usize,
+) -> Vec<f64> {
     let device = data.tiles.device().clone();
     let batch_size = batch_size.max(1);
     let plan = data.plan(samples, EncoderBatching::Distinct);
@@ -88,9 +107,18 @@ pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_siz
         .modalities
         .iter()
         .enumerate()
-        .map(|(m, &modality)| (modality, Tensor::cat(chunks.iter().map(|c| c[m].1.clone()).collect(), 0)))
+        .map(|(m, &modality)| {
+            (
+                modality,
+                Tensor::cat(chunks.iter().map(|c| c[m].1.clone()).collect(), 0),
+            )
+        })
         .collect();
-    let w2 = if plan.window_rows.is_empty() { 0 } else { plan.window_rows.len() / samples.len() };
+    let w2 = if plan.window_rows.is_empty() {
+        0
+    } else {
+        plan.window_rows.len() / samples.len()
+    };
     let mut out = Vec::with_capacity(samples.len());
     for start in (0..samples.len()).step_by(batch_size) {
         let end = (start + batch_size).min(samples.len());
@@ -101,13 +129,26 @@ pub fn predict(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_siz
             encode_chunks: 1,
         };
         let output = model.fuse(embeddings.clone(), &part.layout(&device));
-        let values = output.prediction.into_data().try_to_vec::<f32>().expect("f32 predictions");
-        out.extend(values.iter().map(|&v| v as f64 * data.target_scale + data.target_shift));
+        let values = output
+            .prediction
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 predictions");
+        out.extend(
+            values
+                .iter()
+                .map(|&v| v as f64 * data.target_scale + data.target_shift),
+        );
     }
     out
 }
 
-pub fn evaluate(model: &OpenCarbon, data: &Prepared, samples: &[usize], batch_size: usize) -> (Metrics, Vec<f64>) {
+pub fn evaluate(
+    model: &OpenCarbon,
+    data: &Prepared,
+    samples: &[usize],
+    batch_size: usize,
+) -> (Metrics, Vec<f64>) {
     let predicted = predict(model, data, samples, batch_size);
     let target: Vec<f64> = samples.iter().map(|&i| data.city.target(i)).collect();
     (Metrics::compute(&target, &predicted), predicted)
@@ -148,15 +189,43 @@ pub fn train_step(
     autodiff: &Device,
 ) -> Result<(OpenCarbon, Tensor<1>, Option<Tensor<1>>)> {
     let plan = data.plan(batch, data.model.encoder_batching);
-    let output = model.forward(data.tiles.gather(&plan.tiles, true), &plan.layout(autodiff));
-    let l1 = l1_sum(output.prediction.clone(), data.scaled_targets(batch, autodiff));
+    let inputs = data.tiles.gather(&plan.tiles, true);
+    let targets = data.scaled_targets(batch, autodiff);
+    step_on(
+        model,
+        optimizer,
+        inputs,
+        &plan.layout(autodiff),
+        targets,
+        config,
+        contrastive,
+    )
+}
+
+/// The optimisation step on prepared inputs (shared by [`train_step`] and the benchmark's
+/// authors' data path, which builds its inputs differently).
+pub fn step_on(
+    model: OpenCarbon,
+    optimizer: &mut ModuleOptimizer,
+    inputs: crate::model::TileBatch,
+    layout: &crate::model::BatchLayout,
+    targets: Tensor<1>,
+    config: &TrainConfig,
+    contrastive: bool,
+) -> Result<(OpenCarbon, Tensor<1>, Option<Tensor<1>>)> {
+    let output = model.forward(inputs, layout);
+    let l1 = l1_sum(output.prediction.clone(), targets);
     let mut loss = l1.clone();
     let mut nce_term = None;
     if contrastive {
         let [a, b] = config.contrastive.pair;
         let nce = info_nce(
-            output.embedding(a).context("contrastive modality missing")?,
-            output.embedding(b).context("contrastive modality missing")?,
+            output
+                .embedding(a)
+                .context("contrastive modality missing")?,
+            output
+                .embedding(b)
+                .context("contrastive modality missing")?,
             &config.contrastive,
         );
         loss = loss + nce.clone() * config.alpha;
@@ -171,7 +240,9 @@ pub fn train_step(
 pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     AdamConfig::new()
         .with_epsilon(config.adam_epsilon as f32)
-        .with_weight_decay((config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)))
+        .with_weight_decay(
+            (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)),
+        )
         .init()
 }
 
@@ -185,7 +256,11 @@ pub fn train(
     device: &Device,
     hooks: Hooks,
 ) -> Result<TrainReport> {
-    let problems: Vec<String> = model_config.check().into_iter().chain(config.check(&model_config.modalities)).collect();
+    let problems: Vec<String> = model_config
+        .check()
+        .into_iter()
+        .chain(config.check(&model_config.modalities))
+        .collect();
     if !problems.is_empty() {
         bail!("invalid configuration:\n  {}", problems.join("\n  "));
     }
@@ -217,14 +292,26 @@ pub fn train(
             if batch.len() < 2 {
                 continue; // BatchNorm cannot normalise a single sample in training mode.
             }
-            let (next, l1, nce) = train_step(model, &mut optimizer, &data, batch, config, contrastive, &autodiff)?;
+            let (next, l1, nce) = train_step(
+                model,
+                &mut optimizer,
+                &data,
+                batch,
+                config,
+                contrastive,
+                &autodiff,
+            )?;
             model = next;
             l1_terms.push(l1);
             nce_terms.extend(nce);
             seen += batch.len();
         }
         epochs_run = epoch;
-        let l1_total: f64 = if l1_terms.is_empty() { 0.0 } else { Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64 };
+        let l1_total: f64 = if l1_terms.is_empty() {
+            0.0
+        } else {
+            Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64
+        };
         // The loss is on the trained (possibly standardised) scale; report it per sample.
         let mean_l1 = l1_total / seen.max(1) as f64;
         if !mean_l1.is_finite() {
@@ -249,7 +336,9 @@ pub fn train(
             if improved {
                 if let Some(path) = &hooks.checkpoint {
                     let mut store = SafetensorsStore::from_file(path.clone()).overwrite(true);
-                    eval_model.save_into(&mut store).with_context(|| format!("saving checkpoint {}", path.display()))?;
+                    eval_model
+                        .save_into(&mut store)
+                        .with_context(|| format!("saving checkpoint {}", path.display()))?;
                 }
                 best = Some((epoch, valid, eval_model));
                 since_best = 0;
@@ -259,7 +348,10 @@ pub fn train(
             }
             if let Some(bar) = &hooks.progress {
                 let best_r2 = best.as_ref().map_or(f64::NAN, |(_, m, _)| m.r2);
-                bar.set_message(format!("loss {mean_l1:.4} valid R² {:.3} (best {best_r2:.3})", valid.r2));
+                bar.set_message(format!(
+                    "loss {mean_l1:.4} valid R² {:.3} (best {best_r2:.3})",
+                    valid.r2
+                ));
             }
             let es = &config.early_stopping;
             let stop = epoch > es.min_epoch
@@ -288,14 +380,30 @@ pub fn train(
         sink.log(best_epoch, "test", name, value)?;
     }
     sink.flush()?;
-    let test_predictions = split.test.iter().zip(&predicted).map(|(&i, &p)| (i, city.target(i), p)).collect();
-    Ok(TrainReport { best_epoch, best_valid, test, test_predictions, epochs_run, stopped_early, train_seconds, train_loss })
+    let test_predictions = split
+        .test
+        .iter()
+        .zip(&predicted)
+        .map(|(&i, &p)| (i, city.target(i), p))
+        .collect();
+    Ok(TrainReport {
+        best_epoch,
+        best_valid,
+        test,
+        test_predictions,
+        epochs_run,
+        stopped_early,
+        train_seconds,
+        train_loss,
+    })
 }
 
 /// Loads a checkpoint written by [`train`] into a freshly built (eval) network.
 pub fn load_checkpoint(model: OpenCarbon, path: &std::path::Path) -> Result<OpenCarbon> {
     let mut model = model;
     let mut store = SafetensorsStore::from_file(path.to_path_buf());
-    model.load_from(&mut store).with_context(|| format!("loading checkpoint {}", path.display()))?;
+    model
+        .load_from(&mut store)
+        .with_context(|| format!("loading checkpoint {}", path.display()))?;
     Ok(model)
 }
