@@ -14,3 +14,4 @@ pub mod runner;
 pub mod spec;
 pub mod track;
 pub mod train;
+pub mod transfer;

@@ -272,7 +272,7 @@ fn real_main() -> Result<()> {
                     anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean")
                 }
             };
-            let city = runner::load_city(&spec.dataset)?;
+            let city = runner::load_city(&spec.dataset, &Default::default())?;
             let split = spec.split.split(&city, spec.seed)?;
             let (m, _) = baselines::evaluate(&baseline, &city, &split)?;
             println!(

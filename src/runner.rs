@@ -8,11 +8,13 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, DeviceChoice};
-use crate::data::{canonical, odiac, synthetic, City};
+use crate::data::{canonical, normalize, odiac, synthetic, union, City};
 use crate::metrics::Metrics;
+use crate::model::Modality;
 use crate::spec::{DatasetSpec, RunSpec};
 use crate::track::{meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink};
 use crate::train::{self, Hooks};
+use crate::transfer;
 
 /// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,13 +31,49 @@ pub struct TestMetrics {
     pub train_seconds: f64,
 }
 
-/// Builds the city a spec names.
-pub fn load_city(dataset: &DatasetSpec) -> Result<City> {
-    match dataset {
-        DatasetSpec::Synthetic(config) => synthetic::generate(config),
-        DatasetSpec::Dir { path } => canonical::load(path),
-        DatasetSpec::OdiacTiles { labels } => Ok(odiac::import(labels)?.0),
+/// How a city is loaded: which inputs to keep, and whether to normalise them per city.
+#[derive(Debug, Clone)]
+pub struct CityOptions {
+    /// See `data::normalize` (a transfer option, off by default).
+    pub per_city_inputs: bool,
+    /// Inputs not listed are dropped, so that joined cities are compared on what is read.
+    pub modalities: Vec<Modality>,
+}
+
+impl Default for CityOptions {
+    fn default() -> Self {
+        Self {
+            per_city_inputs: false,
+            modalities: Modality::ALL.to_vec(),
+        }
     }
+}
+
+/// Builds the city a spec names.
+pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
+    let mut city = match dataset {
+        DatasetSpec::Synthetic(config) => synthetic::generate(config)?,
+        DatasetSpec::Dir { path } => canonical::load(path)?,
+        DatasetSpec::OdiacTiles { labels } => odiac::import(labels)?.0,
+        DatasetSpec::Union { parts } => {
+            let cities = parts
+                .iter()
+                .map(|p| {
+                    let mut city = load_city(&p.dataset, options)
+                        .with_context(|| format!("dataset part `{}`", p.name))?;
+                    city.name = p.name.clone();
+                    Ok(city)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            // Parts are already normalised and trimmed.
+            return Ok(union::join(cities)?.0);
+        }
+    };
+    union::keep_only(&mut city, &options.modalities);
+    if options.per_city_inputs {
+        normalize::per_city_inputs(&mut city);
+    }
+    Ok(city)
 }
 
 /// What became of one run.
@@ -125,11 +163,33 @@ fn run_in(
     device: &crate::backend::Device,
     options: &RunOptions,
 ) -> Result<TestMetrics> {
-    let city = load_city(&spec.dataset)?;
-    let split = spec.split.split(&city, spec.seed)?;
+    // Every city is loaded and checked before anything is fitted.
+    let transfer = match &spec.transfer {
+        Some(t) => Some((t, transfer::load(spec, t)?)),
+        None => None,
+    };
+    let (city, split) = match &transfer {
+        Some((_, cities)) => (None, cities.split.clone()),
+        None => {
+            let city = load_city(&spec.dataset, &CityOptions::default())?;
+            let split = spec.split.split(&city, spec.seed)?;
+            (Some(city), split)
+        }
+    };
+    let city = city
+        .as_ref()
+        .unwrap_or_else(|| &transfer.as_ref().expect("a transfer run").1.union);
     if let Some(baseline) = &spec.baseline {
-        return run_baseline(&baseline.baseline(), &city, &split, dir);
+        let baseline = baseline.baseline();
+        let metrics = run_baseline(&baseline, city, &split, dir)?;
+        if let Some((config, cities)) = &transfer {
+            let (rows, predictions) =
+                transfer::baseline_rows(&baseline, cities, config, spec.seed)?;
+            write_transfer(dir, &rows, predictions)?;
+        }
+        return Ok(metrics);
     }
+    train::check_configs(&spec.model, &spec.train)?;
     let mut sinks = Sinks(vec![
         Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
         Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
@@ -140,13 +200,12 @@ fn run_in(
             &format!("{} {}", spec.name, spec.run_id()),
         )
     });
-    let report = train::train(
-        &city,
+    let mut data = train::Prepared::new(city, &split, &spec.model, &spec.train, device);
+    let (report, best_model) = train::fit(
+        &data,
         &split,
-        &spec.model,
         &spec.train,
         spec.seed,
-        device,
         Hooks {
             sink: &mut sinks,
             progress: bar.clone(),
@@ -156,9 +215,21 @@ fn run_in(
     if let Some(bar) = bar {
         bar.finish();
     }
+    if let Some((config, cities)) = &transfer {
+        let (rows, predictions) = transfer::network_rows(
+            &best_model,
+            &mut data,
+            cities,
+            config,
+            &spec.train,
+            spec.seed,
+            &mut sinks,
+        )?;
+        write_transfer(dir, &rows, predictions)?;
+    }
     // Dropping the TensorBoard writer completes its event file.
     drop(sinks);
-    write_predictions(dir, &city, &report.test_predictions)?;
+    write_predictions(dir, city, &report.test_predictions)?;
     Ok(TestMetrics {
         r2: report.test.r2,
         rmse: report.test.rmse,
@@ -171,6 +242,16 @@ fn run_in(
         stopped_early: report.stopped_early,
         train_seconds: report.train_seconds,
     })
+}
+
+/// `transfer.json` (the rows) and `transfer_predictions.csv`.
+fn write_transfer(
+    dir: &RunDir,
+    rows: &[transfer::TransferRow],
+    predictions: transfer::TransferPredictions,
+) -> Result<()> {
+    dir.write_atomic("transfer_predictions.csv", &predictions.into_bytes())?;
+    dir.write_json("transfer.json", &rows)
 }
 
 /// A baseline through the same split and metrics: fitted on train, scored on valid and test.

@@ -5,10 +5,12 @@ pub mod canonical;
 pub mod city;
 pub mod csv;
 pub mod neighbourhood;
+pub mod normalize;
 pub mod odiac;
 pub mod preview;
 pub mod split;
 pub mod synthetic;
+pub mod union;
 
 pub use batch::{BatchPlan, DeviceTiles, Standardizer};
 pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};

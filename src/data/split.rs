@@ -114,6 +114,46 @@ fn blocks_until(
     (first, rest)
 }
 
+/// Nested sets of `samples` drawn as whole `block`×`block` blocks in one seeded order, one set per
+/// fraction (so a smaller fraction's set lies inside a larger one's), and the samples outside the
+/// largest set. Used for few-shot fine-tuning on a target city.
+pub fn nested_blocks(
+    city: &City,
+    samples: &[usize],
+    block: usize,
+    fractions: &[f64],
+    seed: u64,
+) -> (Vec<Vec<usize>>, Vec<usize>) {
+    let b = block.max(1) as i64;
+    let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
+    for &i in samples {
+        let k = city.keys[i];
+        blocks
+            .entry((k.x.div_euclid(b), k.y.div_euclid(b)))
+            .or_default()
+            .push(i);
+    }
+    let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let total = samples.len() as f64;
+    let sets: Vec<Vec<usize>> = fractions
+        .iter()
+        .map(|&f| {
+            let mut set = Vec::new();
+            for tiles in &order {
+                if (set.len() as f64) >= f * total {
+                    break;
+                }
+                set.extend_from_slice(tiles);
+            }
+            set
+        })
+        .collect();
+    let largest = sets.iter().map(Vec::len).max().unwrap_or(0);
+    let held_out = order.concat()[largest..].to_vec();
+    (sets, held_out)
+}
+
 fn default_test() -> f64 {
     0.2
 }

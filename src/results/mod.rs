@@ -8,6 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 
+pub mod transfer;
+
 use crate::runner::TestMetrics;
 use crate::spec::RunSpec;
 
@@ -21,6 +23,8 @@ pub struct RunRow {
     /// done | failed | running
     pub status: String,
     pub metrics: Option<TestMetrics>,
+    /// `transfer.json` of a finished transfer run.
+    pub transfer: Vec<crate::transfer::TransferRow>,
 }
 
 /// Reads every `runs/<id>/` under `experiment_dir`.
@@ -51,6 +55,11 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
                 ),
                 Err(_) => None,
             };
+        let transfer = match (&metrics, std::fs::read_to_string(dir.join("transfer.json"))) {
+            (Some(_), Ok(t)) => serde_json::from_str(&t)
+                .with_context(|| format!("reading {}/transfer.json", dir.display()))?,
+            _ => Vec::new(),
+        };
         let status = if metrics.is_some() {
             "done".to_string()
         } else {
@@ -71,12 +80,13 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
             seed: spec.seed,
             status,
             metrics,
+            transfer,
         });
     }
     Ok(rows)
 }
 
-const METRICS: [(&str, bool); 4] = [
+pub(crate) const METRICS: [(&str, bool); 4] = [
     ("r2", true),
     ("rmse", false),
     ("mae", false),
@@ -169,9 +179,27 @@ pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) ->
     let mut parquet = std::fs::File::create(experiment_dir.join("summary.parquet"))?;
     ParquetWriter::new(&mut parquet).finish(&mut summary)?;
     let failed: Vec<&RunRow> = rows.iter().filter(|r| r.status == "failed").collect();
-    let md = markdown(&summary, &failed)?;
+    let mut md = markdown(&summary, &failed)?;
+    if rows.iter().any(|r| !r.transfer.is_empty()) {
+        md.push('\n');
+        md.push_str(&transfer::write_tables(
+            experiment_dir,
+            &rows,
+            variant_order,
+        )?);
+    }
     std::fs::write(experiment_dir.join("summary.md"), &md)?;
     Ok(md)
+}
+
+/// A metric's name in tables.
+pub(crate) fn display_name(metric: &str) -> &'static str {
+    match metric {
+        "r2" => "R²",
+        "rmse" => "RMSE",
+        "mae" => "MAE",
+        _ => "MAPE",
+    }
 }
 
 fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {

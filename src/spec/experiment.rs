@@ -27,6 +27,7 @@ struct ExperimentKeys {
     seeds: Option<Vec<u64>>,
     variants: Option<Mapping>,
     baseline: Option<Value>,
+    transfer: Option<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +56,8 @@ impl Experiment {
         let variants = map.remove("variants");
         let datasets = map.remove("datasets");
         let seeds = map.remove("seeds");
-        if variants.is_none() && datasets.is_none() && seeds.is_none() {
+        let transfer = map.remove("transfer");
+        if variants.is_none() && datasets.is_none() && seeds.is_none() && transfer.is_none() {
             let run = RunSpec::parse(text, origin, overrides)?;
             return Ok(Self {
                 name: run.name.clone(),
@@ -80,6 +82,12 @@ impl Experiment {
             Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
             None => vec![(None, None)],
         };
+        // With `transfer`, each source (one dataset or several) is a training city and the
+        // other datasets its targets; without it, each dataset is trained and tested alone.
+        let cities: Vec<(Option<String>, Option<Value>, Option<Value>)> = match transfer {
+            Some(t) => transfer_cities(t, &datasets, origin)?,
+            None => datasets.into_iter().map(|(n, d)| (n, d, None)).collect(),
+        };
         let seeds: Vec<Option<u64>> = match seeds {
             Some(v) => {
                 let s: Vec<u64> = serde_norway::from_value(v)
@@ -92,12 +100,25 @@ impl Experiment {
             None => vec![None],
         };
         let mut runs = Vec::new();
-        for (dataset_name, dataset) in &datasets {
+        for (dataset_name, dataset, transfer) in &cities {
             for (variant, patch) in &variants {
                 for seed in &seeds {
                     let mut v = root.clone();
                     merge(&mut v, patch.clone());
                     let m = v.as_mapping_mut().expect("root is a mapping");
+                    if let Some(t) = transfer {
+                        // The variant may patch transfer settings (not its cities).
+                        let mut t = t.clone();
+                        if let Some(p) = m.remove("transfer") {
+                            for key in ["sources", "targets"] {
+                                if p.get(key).is_some() {
+                                    bail!("{origin}: variant `{variant}` sets transfer.{key}; cities are chosen once, at the top level");
+                                }
+                            }
+                            merge(&mut t, p);
+                        }
+                        m.insert("transfer".into(), t);
+                    }
                     if let Some(d) = dataset {
                         m.insert("dataset".into(), d.clone());
                         m.insert(
@@ -127,6 +148,111 @@ impl Experiment {
             runs,
         })
     }
+}
+
+/// Resolves `transfer: {sources, targets, …}` against the named datasets: one entry per source
+/// (a dataset, or a union for a list of names) with its targets (named, or every other dataset).
+fn transfer_cities(
+    transfer: Value,
+    datasets: &[(Option<String>, Option<Value>)],
+    origin: &str,
+) -> Result<Vec<(Option<String>, Option<Value>, Option<Value>)>> {
+    let Value::Mapping(mut t) = transfer else {
+        bail!("{origin}: `transfer` must be a mapping with `sources` (and optionally `targets`)");
+    };
+    if datasets.first().is_none_or(|(name, _)| name.is_none()) {
+        bail!("{origin}: `transfer` needs the cities under `datasets:`, by name");
+    }
+    let find = |name: &str, key: &str| -> Result<Value> {
+        datasets
+            .iter()
+            .find(|(n, _)| n.as_deref() == Some(name))
+            .and_then(|(_, d)| d.clone())
+            .ok_or_else(|| {
+                let known: Vec<&str> = datasets.iter().filter_map(|(n, _)| n.as_deref()).collect();
+                anyhow::anyhow!(
+                    "{origin}: transfer.{key}: `{name}` is not a dataset (datasets: {})",
+                    known.join(", ")
+                )
+            })
+    };
+    let names = |v: &Value, key: &str| -> Result<Vec<String>> {
+        match v {
+            Value::String(s) => Ok(vec![s.clone()]),
+            Value::Sequence(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str().map(String::from).ok_or_else(|| {
+                        anyhow::anyhow!("{origin}: transfer.{key}: entries must be dataset names")
+                    })
+                })
+                .collect(),
+            _ => bail!("{origin}: transfer.{key}: expected a dataset name or a list of names"),
+        }
+    };
+    let sources = match t.remove("sources") {
+        Some(Value::Sequence(items)) if !items.is_empty() => items
+            .iter()
+            .map(|s| names(s, "sources"))
+            .collect::<Result<Vec<_>>>()?,
+        _ => bail!("{origin}: transfer.sources: list the training cities, e.g. [beijing] or [[beijing, shanghai]] to train on both"),
+    };
+    let targets: Option<Vec<String>> = match t.remove("targets") {
+        None => None,
+        Some(Value::String(s)) if s == "all" => None,
+        Some(v) => Some(names(&v, "targets")?),
+    };
+    let mut out = Vec::new();
+    for source in sources {
+        let dataset = if source.len() == 1 {
+            find(&source[0], "sources")?
+        } else {
+            let mut parts = Vec::new();
+            for name in &source {
+                let mut part = Mapping::new();
+                part.insert("name".into(), Value::String(name.clone()));
+                part.insert("dataset".into(), find(name, "sources")?);
+                parts.push(Value::Mapping(part));
+            }
+            let mut union = Mapping::new();
+            union.insert("kind".into(), "union".into());
+            union.insert("parts".into(), Value::Sequence(parts));
+            Value::Mapping(union)
+        };
+        let target_names: Vec<String> = match &targets {
+            Some(list) => list
+                .iter()
+                .filter(|n| !source.contains(n))
+                .cloned()
+                .collect(),
+            None => datasets
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .filter(|n| !source.contains(n))
+                .collect(),
+        };
+        if target_names.is_empty() {
+            bail!(
+                "{origin}: transfer: source `{}` has no target city",
+                source.join("+")
+            );
+        }
+        let mut resolved = Vec::new();
+        for name in target_names {
+            let mut target = Mapping::new();
+            target.insert("name".into(), Value::String(name.clone()));
+            target.insert("dataset".into(), find(&name, "targets")?);
+            resolved.push(Value::Mapping(target));
+        }
+        let mut config = t.clone();
+        config.insert("targets".into(), Value::Sequence(resolved));
+        out.push((
+            Some(source.join("+")),
+            Some(dataset),
+            Some(Value::Mapping(config)),
+        ));
+    }
+    Ok(out)
 }
 
 fn named(map: Mapping, origin: &str, what: &str) -> Result<Vec<(String, Value)>> {

@@ -29,6 +29,10 @@ pub enum DatasetSpec {
     Dir { path: std::path::PathBuf },
     /// A real ODIAC labels table (`odiac-tiles/labels/<City>.csv`), imported in memory.
     OdiacTiles { labels: std::path::PathBuf },
+    /// Several cities as one (training on more than one city); see `data::union`.
+    Union {
+        parts: Vec<crate::transfer::NamedDataset>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +60,9 @@ pub struct RunSpec {
     /// Run a non-neural baseline on the same split instead of the network.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineSpec>,
+    /// After training on `dataset`, test on other cities (zero-shot and few-shot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer: Option<crate::transfer::TransferConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +129,11 @@ impl RunSpec {
             DatasetSpec::OdiacTiles { labels } => labels
                 .file_stem()
                 .map_or("odiac".into(), |n| n.to_string_lossy().to_lowercase()),
+            DatasetSpec::Union { parts } => parts
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join("+"),
         }
     }
 }
@@ -171,8 +183,16 @@ impl RunSpec {
                 problems.push(format!("baseline.lambda: {} must be ≥ 0", b.lambda));
             }
         }
+        if let Some(t) = &self.transfer {
+            problems.extend(t.check(self.train.standardize_target));
+        }
         match &self.dataset {
             DatasetSpec::Dir { .. } | DatasetSpec::OdiacTiles { .. } => {}
+            DatasetSpec::Union { parts } => {
+                if parts.len() < 2 {
+                    problems.push("dataset.parts: a union needs at least two cities".into());
+                }
+            }
             DatasetSpec::Synthetic(s) => {
                 if s.width == 0 || s.height == 0 {
                     problems.push("dataset.width/height: must be at least 1".into());

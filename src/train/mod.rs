@@ -5,4 +5,6 @@ pub mod loss;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{evaluate, predict, train, Hooks, Prepared, TrainReport};
+pub use trainer::{
+    check_configs, evaluate, fine_tune, fit, predict, train, Hooks, Prepared, TrainReport,
+};

@@ -246,16 +246,8 @@ pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         .init()
 }
 
-/// Trains a fresh network on `split.train`, selects on `split.valid`, tests on `split.test`.
-pub fn train(
-    city: &City,
-    split: &Split,
-    model_config: &ModelConfig,
-    config: &TrainConfig,
-    seed: u64,
-    device: &Device,
-    hooks: Hooks,
-) -> Result<TrainReport> {
+/// Problems with the model and training configurations, all at once, before anything is built.
+pub fn check_configs(model_config: &ModelConfig, config: &TrainConfig) -> Result<()> {
     let problems: Vec<String> = model_config
         .check()
         .into_iter()
@@ -267,9 +259,36 @@ pub fn train(
     if model_config.image_encoder.pretrained.is_some() {
         bail!("model.image_encoder.pretrained: loading torchvision weights is not implemented yet");
     }
-    let autodiff = device.clone().autodiff();
+    Ok(())
+}
+
+/// Trains a fresh network on `split.train`, selects on `split.valid`, tests on `split.test`.
+pub fn train(
+    city: &City,
+    split: &Split,
+    model_config: &ModelConfig,
+    config: &TrainConfig,
+    seed: u64,
+    device: &Device,
+    hooks: Hooks,
+) -> Result<TrainReport> {
+    check_configs(model_config, config)?;
     let data = Prepared::new(city, split, model_config, config, device);
-    let mut model = model_config.init_seeded(&city.shapes(), &autodiff, seed)?;
+    Ok(fit(&data, split, config, seed, hooks)?.0)
+}
+
+/// [`train`] on a prepared city; also returns the best-validation model (eval mode).
+pub fn fit(
+    data: &Prepared,
+    split: &Split,
+    config: &TrainConfig,
+    seed: u64,
+    hooks: Hooks,
+) -> Result<(TrainReport, OpenCarbon)> {
+    let city = data.city;
+    let device = data.tiles.device().clone();
+    let autodiff = device.clone().autodiff();
+    let mut model = data.model.init_seeded(&city.shapes(), &autodiff, seed)?;
     let mut optimizer = optimizer(config);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let started = Instant::now();
@@ -295,7 +314,7 @@ pub fn train(
             let (next, l1, nce) = train_step(
                 model,
                 &mut optimizer,
-                &data,
+                data,
                 batch,
                 config,
                 contrastive,
@@ -328,7 +347,7 @@ pub fn train(
         let last = epoch == config.epochs;
         if epoch % config.validate_every == 0 || last {
             let eval_model = model.valid();
-            let (valid, _) = evaluate(&eval_model, &data, &split.valid, config.eval_batch_size);
+            let (valid, _) = evaluate(&eval_model, data, &split.valid, config.eval_batch_size);
             for (name, value) in valid.named() {
                 sink.log(epoch, "valid", name, value)?;
             }
@@ -375,7 +394,7 @@ pub fn train(
     let train_seconds = started.elapsed().as_secs_f64();
 
     let (best_epoch, best_valid, best_model) = best.context("no validation was run")?;
-    let (test, predicted) = evaluate(&best_model, &data, &split.test, config.eval_batch_size);
+    let (test, predicted) = evaluate(&best_model, data, &split.test, config.eval_batch_size);
     for (name, value) in test.named() {
         sink.log(best_epoch, "test", name, value)?;
     }
@@ -386,7 +405,7 @@ pub fn train(
         .zip(&predicted)
         .map(|(&i, &p)| (i, city.target(i), p))
         .collect();
-    Ok(TrainReport {
+    let report = TrainReport {
         best_epoch,
         best_valid,
         test,
@@ -395,7 +414,64 @@ pub fn train(
         stopped_early,
         train_seconds,
         train_loss,
-    })
+    };
+    Ok((report, best_model))
+}
+
+/// Fine-tunes a copy of `model` (eval mode) on `tiles` for a fixed number of epochs with a fresh
+/// Adam, logging the mean L1 per sample of each epoch to `sink` under `tag`; returns the model in
+/// eval mode. There is no model selection: the tiles are all the labels there are.
+pub fn fine_tune(
+    model: &OpenCarbon,
+    data: &Prepared,
+    tiles: &[usize],
+    config: &TrainConfig,
+    seed: u64,
+    sink: &mut dyn MetricSink,
+    tag: &str,
+) -> Result<OpenCarbon> {
+    if tiles.len() < 2 {
+        bail!(
+            "fine-tuning needs at least 2 labelled tiles, found {} ({tag})",
+            tiles.len()
+        );
+    }
+    let autodiff = data.tiles.device().clone().autodiff();
+    let mut model = model.valid().train();
+    let mut optimizer = optimizer(config);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order = tiles.to_vec();
+    let contrastive = config.alpha > 0.0;
+    for epoch in 1..=config.epochs {
+        order.shuffle(&mut rng);
+        let mut l1_terms = Vec::new();
+        let mut seen = 0usize;
+        for batch in order.chunks(config.batch_size) {
+            if batch.len() < 2 {
+                continue; // BatchNorm cannot normalise a single sample in training mode.
+            }
+            let (next, l1, _) = train_step(
+                model,
+                &mut optimizer,
+                data,
+                batch,
+                config,
+                contrastive,
+                &autodiff,
+            )?;
+            model = next;
+            l1_terms.push(l1);
+            seen += batch.len();
+        }
+        let l1_total = Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64;
+        let mean_l1 = l1_total / seen.max(1) as f64;
+        if !mean_l1.is_finite() {
+            bail!("fine-tuning loss became {mean_l1} at epoch {epoch} ({tag})");
+        }
+        sink.log(epoch, tag, "l1", mean_l1)?;
+    }
+    sink.flush()?;
+    Ok(model.valid())
 }
 
 /// Loads a checkpoint written by [`train`] into a freshly built (eval) network.
