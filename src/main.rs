@@ -151,6 +151,12 @@ enum DatasetsCommand {
 }
 
 fn main() -> ExitCode {
+    // A closed pipe (`opencarbon … | head`) ends the process quietly, as for other Unix tools,
+    // instead of a panic in `println!`.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

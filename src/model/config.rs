@@ -174,6 +174,19 @@ impl ModelConfig {
                     .to_string(),
             );
         }
+        if let Some(path) = &self.image_encoder.pretrained {
+            if !self.uses(Modality::Image) {
+                errors.push(
+                    "model.image_encoder.pretrained: set, but `image` is not in model.modalities"
+                        .to_string(),
+                );
+            } else if !path.is_file() {
+                errors.push(format!(
+                    "model.image_encoder.pretrained: {} does not exist (bring torchvision's resnet18-5c106cde.pth)",
+                    path.display()
+                ));
+            }
+        }
         if self.neighbourhood > 3 {
             errors.push(format!(
                 "model.neighbourhood: {} gives a {}×{} window; at most 3 (7×7) is supported",

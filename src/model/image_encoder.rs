@@ -3,10 +3,16 @@
 //! Field names follow torchvision's state-dict keys (`conv1`, `bn1`, `layer1.0.conv1`, …, `fc`) so
 //! that an ImageNet checkpoint maps onto this module with a small key remapping.
 
+use std::path::Path;
+
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::store::{ModuleSnapshot, PytorchStore};
+
+use super::batch_norm::BatchNorm;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor};
 
@@ -44,13 +50,13 @@ impl BasicBlock {
     fn new(c_in: usize, c_out: usize, stride: usize, device: &Device) -> Self {
         let downsample = (stride != 1 || c_in != c_out).then(|| Downsample {
             conv: conv(c_in, c_out, 1, stride, 0, device),
-            bn: BatchNormConfig::new(c_out).init(device),
+            bn: BatchNorm::new(c_out, device),
         });
         Self {
             conv1: conv(c_in, c_out, 3, stride, 1, device),
-            bn1: BatchNormConfig::new(c_out).init(device),
+            bn1: BatchNorm::new(c_out, device),
             conv2: conv(c_out, c_out, 3, 1, 1, device),
-            bn2: BatchNormConfig::new(c_out).init(device),
+            bn2: BatchNorm::new(c_out, device),
             downsample,
         }
     }
@@ -91,7 +97,7 @@ impl ImageEncoder {
         };
         Self {
             conv1: conv(3, 64, 7, 2, 3, device),
-            bn1: BatchNormConfig::new(64).init(device),
+            bn1: BatchNorm::new(64, device),
             maxpool: MaxPool2dConfig::new([3, 3])
                 .with_strides([2, 2])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -147,5 +153,46 @@ impl ImageEncoder {
     /// [N, 3, H, W] stored RGB (0–255) → [N, d].
     pub fn forward(&self, rgb: Tensor<4>) -> Tensor<2> {
         self.fc.forward(self.features(self.prepare(rgb)))
+    }
+
+    /// Loads a torchvision ResNet-18 state dict (`resnet18-5c106cde.pth`, or any `.pth` written
+    /// from `torchvision.models.resnet18()`) into every layer but `fc`, which stays as initialised
+    /// (it maps 512 → d here, 512 → 1000 classes there). Fails, naming the file, when a layer is
+    /// missing or has another shape.
+    pub fn load_torchvision(&mut self, path: &Path) -> Result<()> {
+        if !path.is_file() {
+            bail!(
+                "model.image_encoder.pretrained: {} is not a file",
+                path.display()
+            );
+        }
+        let mut store = PytorchStore::from_file(path)
+            // torchvision's downsample is Sequential(conv, bn); here it is a struct.
+            .with_key_remapping(r"\.downsample\.0\.", ".downsample.conv.")
+            .with_key_remapping(r"\.downsample\.1\.", ".downsample.bn.")
+            // The classifier is not ours to load: park its keys where nothing reads them.
+            .with_key_remapping(r"^fc\.", "imagenet_classifier.")
+            .allow_partial(true);
+        let result = self.load_from(&mut store).map_err(|e| {
+            anyhow::anyhow!(
+                "model.image_encoder.pretrained: {} is not a loadable ResNet-18 state dict: {e}",
+                path.display()
+            )
+        })?;
+        let missing: Vec<&str> = result
+            .missing
+            .iter()
+            .map(|(p, _)| p.as_str())
+            .filter(|p| !p.starts_with("fc."))
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "model.image_encoder.pretrained: {} lacks {} ResNet-18 tensors (e.g. {}); is it a torchvision resnet18 state dict?",
+                path.display(),
+                missing.len(),
+                missing.iter().take(3).copied().collect::<Vec<_>>().join(", ")
+            );
+        }
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The network of MODEL.md, one file per block, assembled in `network.rs`.
 
 pub mod aggregate_attention;
+pub mod batch_norm;
 pub mod config;
 pub mod image_encoder;
 pub mod neighbourhood_cnn;

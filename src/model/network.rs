@@ -113,7 +113,10 @@ impl ModelConfig {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         device.seed(seed);
-        let model = self.init(shapes, device)?;
+        let mut model = self.init(shapes, device)?;
+        if let (Some(path), Some(image)) = (&self.image_encoder.pretrained, model.image.as_mut()) {
+            image.load_torchvision(path)?;
+        }
         // burn initialises parameters lazily, on first use; draw them all now, under the lock.
         model.visit(&mut Materialize);
         Ok(model)

@@ -2,7 +2,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+
+use super::batch_norm::BatchNorm;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -48,10 +50,10 @@ impl PoiEncoder {
         let flat = flattened_side(side).pow(2);
         Self {
             conv1: conv(channels, 32, LAYERS[0]),
-            bn1: BatchNormConfig::new(32).init(device),
+            bn1: BatchNorm::new(32, device),
             se1: se.then(|| SqueezeExcitation::new(32, device)),
             conv2: conv(32, 32, LAYERS[1]),
-            bn2: BatchNormConfig::new(32).init(device),
+            bn2: BatchNorm::new(32, device),
             se2: se.then(|| SqueezeExcitation::new(32, device)),
             conv3: conv(32, 1, LAYERS[2]),
             fc: LinearConfig::new(flat, embedding_dim).init(device),

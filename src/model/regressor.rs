@@ -2,7 +2,9 @@
 //! With the neighbourhood, `in` = 2d (concat[X_f, n']); without it, `in` = d (X_g).
 
 use burn::module::Module;
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig};
+use burn::nn::{Linear, LinearConfig};
+
+use super::batch_norm::BatchNorm;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
@@ -17,7 +19,7 @@ impl Regressor {
     pub fn new(input: usize, embedding_dim: usize, device: &Device) -> Self {
         Self {
             fc1: LinearConfig::new(input, embedding_dim).init(device),
-            bn: BatchNormConfig::new(embedding_dim).init(device),
+            bn: BatchNorm::new(embedding_dim, device),
             fc2: LinearConfig::new(embedding_dim, 1).init(device),
         }
     }

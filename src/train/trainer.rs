@@ -256,9 +256,6 @@ pub fn check_configs(model_config: &ModelConfig, config: &TrainConfig) -> Result
     if !problems.is_empty() {
         bail!("invalid configuration:\n  {}", problems.join("\n  "));
     }
-    if model_config.image_encoder.pretrained.is_some() {
-        bail!("model.image_encoder.pretrained: loading torchvision weights is not implemented yet");
-    }
     Ok(())
 }
 
@@ -419,13 +416,15 @@ pub fn fit(
 }
 
 /// Fine-tunes a copy of `model` (eval mode) on `tiles` for a fixed number of epochs with a fresh
-/// Adam, logging the mean L1 per sample of each epoch to `sink` under `tag`; returns the model in
-/// eval mode. There is no model selection: the tiles are all the labels there are.
+/// Adam, BatchNorm statistics frozen or not, logging the mean L1 per sample of each epoch to
+/// `sink` under `tag`; returns the model in eval mode. There is no model selection: the tiles are
+/// all the labels there are.
 pub fn fine_tune(
     model: &OpenCarbon,
     data: &Prepared,
     tiles: &[usize],
     config: &TrainConfig,
+    freeze_batch_norm: bool,
     seed: u64,
     sink: &mut dyn MetricSink,
     tag: &str,
@@ -438,6 +437,9 @@ pub fn fine_tune(
     }
     let autodiff = data.tiles.device().clone().autodiff();
     let mut model = model.valid().train();
+    if freeze_batch_norm {
+        model = model.map(&mut FreezeBatchNorm);
+    }
     let mut optimizer = optimizer(config);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order = tiles.to_vec();
@@ -472,6 +474,19 @@ pub fn fine_tune(
     }
     sink.flush()?;
     Ok(model.valid())
+}
+
+/// Turns off every training flag (the BatchNorm layers'): they normalise with their running
+/// statistics and leave them as they are, while γ and β still receive gradients.
+struct FreezeBatchNorm;
+
+impl burn::module::ModuleMapper for FreezeBatchNorm {
+    fn map_flag(
+        &mut self,
+        flag: burn::module::Param<burn::module::Flag>,
+    ) -> burn::module::Param<burn::module::Flag> {
+        flag.with_value(false)
+    }
 }
 
 /// Loads a checkpoint written by [`train`] into a freshly built (eval) network.

@@ -36,10 +36,24 @@ pub struct TransferConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct FineTuneConfig {
     pub epochs: usize,
-    /// Learning rate; `train.lr` when unset.
+    /// Learning rate; a tenth of `train.lr` when unset (a full-size step on a few hundred tiles
+    /// can undo what the source taught: measured on Beijing ↔ Shanghai, see the README).
     pub lr: Option<f64>,
     /// Batch size; `train.batch_size` when unset.
     pub batch_size: Option<usize>,
+    /// What BatchNorm does while fine-tuning.
+    pub batch_norm: FineTuneBatchNorm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FineTuneBatchNorm {
+    /// Keep the source's running statistics and normalise with them (γ and β still train): the
+    /// few-shot tiles are a few spatial blocks, whose statistics mis-normalise the rest of the city.
+    #[default]
+    Frozen,
+    /// Train-mode BatchNorm, whose running statistics drift to the few-shot tiles.
+    Train,
 }
 
 impl Default for FineTuneConfig {
@@ -48,6 +62,7 @@ impl Default for FineTuneConfig {
             epochs: 20,
             lr: None,
             batch_size: None,
+            batch_norm: FineTuneBatchNorm::Frozen,
         }
     }
 }

@@ -202,7 +202,7 @@ pub fn network_rows(
 ) -> Result<(Vec<TransferRow>, TransferPredictions)> {
     let mut fine_tune_config = train_config.clone();
     fine_tune_config.epochs = transfer.fine_tune.epochs;
-    fine_tune_config.lr = transfer.fine_tune.lr.unwrap_or(train_config.lr);
+    fine_tune_config.lr = transfer.fine_tune.lr.unwrap_or(train_config.lr / 10.0);
     fine_tune_config.batch_size = transfer
         .fine_tune
         .batch_size
@@ -251,7 +251,17 @@ pub fn network_rows(
                     mean_std(set.iter().map(|&i| cities.union.target(i)));
             }
             let tag = format!("finetune/{}/{fraction}", t.part.name);
-            let tuned = train::fine_tune(model, data, set, &fine_tune_config, seed, sink, &tag);
+            let freeze = transfer.fine_tune.batch_norm == config::FineTuneBatchNorm::Frozen;
+            let tuned = train::fine_tune(
+                model,
+                data,
+                set,
+                &fine_tune_config,
+                freeze,
+                seed,
+                sink,
+                &tag,
+            );
             let predicted = tuned.map(|m| train::predict(&m, data, &t.held_out, eval_batch));
             (data.target_shift, data.target_scale) = source_level;
             push(fraction, &t.held_out, "held_out", set.len(), predicted?);
