@@ -77,6 +77,10 @@ enum Command {
         /// Append the rows as JSON lines to this file
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Instead, time a ResNet-18 training step (forward / backward / Adam, each synchronised)
+        /// at these batch sizes, e.g. `32,128`, with --side² inputs and 1000 classes
+        #[arg(long, value_delimiter = ',')]
+        resnet18: Vec<usize>,
     },
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
@@ -297,7 +301,19 @@ fn real_main() -> Result<()> {
             steps,
             path,
             json,
+            resnet18,
         } => {
+            if !resnet18.is_empty() {
+                let mut rows = Vec::new();
+                for &b in &resnet18 {
+                    if b < 2 || steps == 0 {
+                        anyhow::bail!("--resnet18 batches must be ≥ 2 and --steps ≥ 1");
+                    }
+                    rows.push(bench::resnet18::run(&device, b, side, warmup, steps)?);
+                }
+                print!("{}", bench::resnet18::table(&rows));
+                return append_json(json.as_deref(), &rows);
+            }
             let paths = match path.as_str() {
                 "ours" => vec![DataPath::Ours],
                 "authors" => vec![DataPath::Authors],
@@ -320,20 +336,25 @@ fn real_main() -> Result<()> {
                 &device,
             )?;
             print!("{}", bench::table(&rows));
-            if let Some(path) = json {
-                use std::io::Write;
-                let mut f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?;
-                for row in &rows {
-                    writeln!(f, "{}", serde_json::to_string(row)?)?;
-                }
-            }
-            Ok(())
+            append_json(json.as_deref(), &rows)
         }
         Command::Datasets(command) => datasets(command),
     }
+}
+
+/// Appends `rows` as JSON lines to `path`, if given.
+fn append_json<T: serde::Serialize>(path: Option<&std::path::Path>, rows: &[T]) -> Result<()> {
+    let Some(path) = path else { return Ok(()) };
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    for row in rows {
+        writeln!(f, "{}", serde_json::to_string(row)?)?;
+    }
+    Ok(())
 }
 
 fn datasets(command: DatasetsCommand) -> Result<()> {

@@ -329,6 +329,20 @@ fn regressor_eval_train_and_running_statistics() {
     check_running("regressor", &reg.bn, &f, "bn");
 }
 
+/// The legacy (pre-1.6, non-zip) checkpoint format of `resnet18-5c106cde.pth` loads the same.
+#[test]
+fn legacy_checkpoint_format_loads_the_same() {
+    let d = device();
+    let f = Fixture::read("regressor");
+    let mut reg = Regressor::new(64, 32, &d);
+    load(&mut reg, "regressor_legacy.pt");
+    check(
+        "regressor from a legacy .pt",
+        &values(reg.forward(f.tensor("input", &d))),
+        f.values("eval"),
+    );
+}
+
 /// burn's own BatchNorm (which `model::batch_norm` replaces) folds the biased variance into
 /// `running_var`; PyTorch the unbiased one. Pinned here so the documented difference stays true.
 #[test]

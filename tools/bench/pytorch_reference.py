@@ -10,6 +10,7 @@ PyTorch (no torchvision needed), timed with two data paths on the same synthetic
 Throughput does not depend on pixel values, so tiles are random. Prints one JSON row per path.
 
 usage: python pytorch_reference.py [--device cuda] [--tiles 1024] [--side 256] [--poi 15] [--batch 32]
+       python pytorch_reference.py --resnet18 32,128 [--side 256]   (the ResNet-18 step, phase by phase)
 """
 import argparse
 import json
@@ -159,6 +160,40 @@ def loss_of(pred, y, cs, cp, alpha=1e-3):
     return F.l1_loss(pred, y, reduction="sum") + alpha * F.cross_entropy(logits, torch.arange(len(y), device=y.device))
 
 
+def resnet18_step(dev, batch, side, warmup, steps):
+    """A ResNet-18 training step phase by phase (forward, backward, Adam with weight decay), each
+    synchronised: the same step as `opencarbon bench --resnet18`."""
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    model = ImageEncoder().to(dev)
+    model.fc = nn.Linear(512, 1000).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=5e-3)
+    x = torch.randn(batch, 3, side, side, device=dev)
+    labels = (torch.arange(batch, device=dev) * 37) % 1000
+    model.train()
+    times = np.zeros(3)
+    for i in range(warmup + steps):
+        sync()
+        t0 = time.perf_counter()
+        loss = F.cross_entropy(model(x), labels)
+        sync()
+        t1 = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        sync()
+        t2 = time.perf_counter()
+        opt.step()
+        sync()
+        t3 = time.perf_counter()
+        if i >= warmup:
+            times += [t1 - t0, t2 - t1, t3 - t2]
+    ms = 1e3 * times / steps
+    print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": str(dev), "bench": "resnet18_step",
+                      "batch": batch, "side": side, "steps": steps, "forward_ms": round(ms[0], 2),
+                      "backward_ms": round(ms[1], 2), "optimizer_ms": round(ms[2], 2),
+                      "total_ms": round(ms.sum(), 2)}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -169,8 +204,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--paths", default="efficient,authors")
+    ap.add_argument("--resnet18", default="", help="instead, time a ResNet-18 step at these batches, e.g. 32,128")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.resnet18:
+        for b in a.resnet18.split(","):
+            resnet18_step(dev, int(b), a.side, a.warmup, a.steps)
+        return
     torch.manual_seed(0)
     w = int(np.ceil(np.sqrt(a.tiles)))
     h = (a.tiles + w - 1) // w

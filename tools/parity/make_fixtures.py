@@ -14,7 +14,7 @@ Weights of the ResNet are sparse ternary (±s or 0 per layer, ~16 inputs per uni
 separate batch so eval-mode activations stay in a sane range. Everything runs on CPU in float32.
 
 usage: python tools/parity/make_fixtures.py [--out tests/fixtures/parity]
-(needs torch and torchvision; scripts/parity-fixtures.sh installs them into a venv)
+(needs torch, torchvision, safetensors, pillow: scripts/parity-fixtures.sh sets up a venv and runs this)
 """
 import argparse
 import copy
@@ -285,7 +285,10 @@ def save_raw(obj, path, deflate=False):
     src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
         for info in src.infolist():
-            dst.writestr(info.filename, src.read(info.filename))
+            # A fixed timestamp keeps the file byte-identical from one run to the next.
+            entry = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(entry, src.read(info.filename), compresslevel=9)
     torch.load(path, weights_only=True)  # still loadable by torch
 
 
@@ -369,6 +372,9 @@ def main():
     randomise_bn(reg, gen)
     h = torch.randn(6, 2 * D, generator=gen)
     save_state(reg, out("regressor.pt"))
+    # The same state dict in the legacy (pre-1.6, non-zip) format that resnet18-5c106cde.pth uses.
+    sd = {k: v for k, v in reg.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(sd, out("regressor_legacy.pt"), _use_new_zipfile_serialization=False)
     ev, tr, after = forward_both(reg, lambda: reg(h))
     save_file(tensors({"input": h, "eval": ev, "train": tr, **after}), out("regressor.safetensors"))
 

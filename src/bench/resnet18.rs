@@ -1,0 +1,127 @@
+//! A ResNet-18 training step, phase by phase: forward, backward, Adam with weight decay, each
+//! followed by a device synchronisation. The same step as `tools/bench/pytorch_reference.py
+//! --resnet18`, so burn and PyTorch compare on the same libtorch, op for op.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::optim::GradientsParams;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use serde::Serialize;
+
+use crate::backend::{self, DeviceChoice};
+use crate::model::config::{ChannelOrder, ImageEncoderConfig};
+use crate::model::image_encoder::ImageEncoder;
+use crate::train::trainer::optimizer;
+use crate::train::TrainConfig;
+
+/// ImageNet's class count: the step trains torchvision's classifier shape.
+const CLASSES: usize = 1000;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResnetStepRow {
+    pub backend: String,
+    pub device: String,
+    pub batch: usize,
+    pub side: usize,
+    pub steps: usize,
+    /// Mean milliseconds per phase over the timed steps.
+    pub forward_ms: f64,
+    pub backward_ms: f64,
+    pub optimizer_ms: f64,
+    pub total_ms: f64,
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow::anyhow!("device synchronisation failed: {e:?}"))
+}
+
+/// Mean phase times of `steps` steps after `warmup` steps, at `batch` images of `side`².
+pub fn run(
+    choice: &DeviceChoice,
+    batch: usize,
+    side: usize,
+    warmup: usize,
+    steps: usize,
+) -> Result<ResnetStepRow> {
+    let device = backend::device(choice)?;
+    let autodiff = device.clone().autodiff();
+    device.seed(0);
+    let input = ImageEncoderConfig {
+        channel_order: ChannelOrder::Rgb,
+        ..Default::default()
+    };
+    let mut model = ImageEncoder::new(CLASSES, input, &autodiff);
+    let x = Tensor::<4>::random(
+        [batch, 3, side, side],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    )
+    .autodiff();
+    let labels: Vec<i64> = (0..batch).map(|i| (i * 37 % CLASSES) as i64).collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &autodiff)
+        .reshape([batch, 1]);
+    let config = TrainConfig {
+        weight_decay: 5e-3,
+        ..Default::default()
+    };
+    let mut optim = optimizer(&config);
+    let (mut forward, mut backward, mut step) = (0.0, 0.0, 0.0);
+    for i in 0..warmup + steps {
+        sync(&device)?;
+        let t0 = Instant::now();
+        let logits = model.forward(x.clone());
+        let loss = log_softmax(logits, 1)
+            .gather(1, labels.clone())
+            .mean()
+            .neg();
+        sync(&device)?;
+        let t1 = Instant::now();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        sync(&device)?;
+        let t2 = Instant::now();
+        model = optim.step(config.lr, model, grads);
+        sync(&device)?;
+        let t3 = Instant::now();
+        if i >= warmup {
+            forward += (t1 - t0).as_secs_f64();
+            backward += (t2 - t1).as_secs_f64();
+            step += (t3 - t2).as_secs_f64();
+        }
+    }
+    let ms = |s: f64| 1e3 * s / steps.max(1) as f64;
+    Ok(ResnetStepRow {
+        backend: backend::backend_name(choice).into(),
+        device: choice.to_string(),
+        batch,
+        side,
+        steps,
+        forward_ms: ms(forward),
+        backward_ms: ms(backward),
+        optimizer_ms: ms(step),
+        total_ms: ms(forward + backward + step),
+    })
+}
+
+pub fn table(rows: &[ResnetStepRow]) -> String {
+    let mut out = String::from(
+        "| backend | device | batch | side | forward ms | backward ms | Adam ms | total ms |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            r.backend,
+            r.device,
+            r.batch,
+            r.side,
+            r.forward_ms,
+            r.backward_ms,
+            r.optimizer_ms,
+            r.total_ms
+        ));
+    }
+    out
+}
