@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
 # `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
-#   doctor → quickstart on CUDA → bench (ours vs the authors' data path) → PyTorch reference.
+#   doctor → ResNet-18 train step (burn with libtorch's convolution weight gradient, burn's default,
+#   PyTorch) → quickstart on CUDA → bench (ours vs the authors' data path) → PyTorch reference.
 # usage: scripts/gpu-check.sh <opencarbon-binary or .xz of it> <out-dir>
 set -uo pipefail
 BIN=${1:?binary}
@@ -21,6 +22,15 @@ LOG="$OUT/log.txt"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
     "$BIN" doctor
+    echo "== ResNet-18 step, 256², batches 32 and 128 (vendor/burn-tch/PATCH.md)"
+    for mode in native burn; do
+        echo "-- OPENCARBON_CONV_WEIGHT_GRAD=$mode"
+        OPENCARBON_CONV_WEIGHT_GRAD=$mode timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 \
+            --warmup 3 --steps 10 --json "$OUT/resnet18_$mode.jsonl"
+    done
+    timeout 120 python3 tools/bench/pytorch_reference.py --device cuda --resnet18 32,128 --side 256 --warmup 3 \
+        --steps 10 >"$OUT/resnet18_pytorch.jsonl"
+    cat "$OUT/resnet18_pytorch.jsonl"
     echo "== quickstart on cuda"
     /usr/bin/time -f "quickstart wall %e s, max RSS %M KiB" timeout 240 "$BIN" run experiments/quickstart.yaml --device cuda --out "$OUT/qs" --quiet
     cp "$OUT"/qs/runs/*/test_metrics.json "$OUT/quickstart_test_metrics.json"

@@ -472,8 +472,10 @@ impl ModuleVisitor for ByPath<'_> {
 }
 
 fn network_config() -> (ModelConfig, InputShapes) {
-    let mut config = ModelConfig::default();
-    config.image_encoder = rgb_as_given();
+    let config = ModelConfig {
+        image_encoder: rgb_as_given(),
+        ..Default::default()
+    };
     let shapes = InputShapes {
         image_size: Some(64),
         poi: Some((3, 64)),

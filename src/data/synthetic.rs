@@ -383,7 +383,7 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
                 + 1.5 * (f.density as f64 - 0.5) * built
         })
         .collect();
-    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0F_E15510);
+    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0FE1_5510);
     let mut emission = Vec::with_capacity(n_tiles);
     let mut population = Vec::with_capacity(n_tiles);
     let mut economy = Vec::with_capacity(n_tiles);

@@ -84,7 +84,7 @@ impl Experiment {
         };
         // With `transfer`, each source (one dataset or several) is a training city and the
         // other datasets its targets; without it, each dataset is trained and tested alone.
-        let cities: Vec<(Option<String>, Option<Value>, Option<Value>)> = match transfer {
+        let cities: Vec<RunCity> = match transfer {
             Some(t) => transfer_cities(t, &datasets, origin)?,
             None => datasets.into_iter().map(|(n, d)| (n, d, None)).collect(),
         };
@@ -150,13 +150,16 @@ impl Experiment {
     }
 }
 
+/// A city a run trains on: its name, its dataset, and its resolved `transfer` section, if any.
+type RunCity = (Option<String>, Option<Value>, Option<Value>);
+
 /// Resolves `transfer: {sources, targets, …}` against the named datasets: one entry per source
 /// (a dataset, or a union for a list of names) with its targets (named, or every other dataset).
 fn transfer_cities(
     transfer: Value,
     datasets: &[(Option<String>, Option<Value>)],
     origin: &str,
-) -> Result<Vec<(Option<String>, Option<Value>, Option<Value>)>> {
+) -> Result<Vec<RunCity>> {
     let Value::Mapping(mut t) = transfer else {
         bail!("{origin}: `transfer` must be a mapping with `sources` (and optionally `targets`)");
     };

@@ -415,6 +415,14 @@ pub fn fit(
     Ok((report, best_model))
 }
 
+/// How [`fine_tune`] trains: the schedule (epochs, lr, batch size, loss), whether BatchNorm keeps
+/// its running statistics, and the seed of the shuffling.
+pub struct FineTuning<'a> {
+    pub config: &'a TrainConfig,
+    pub freeze_batch_norm: bool,
+    pub seed: u64,
+}
+
 /// Fine-tunes a copy of `model` (eval mode) on `tiles` for a fixed number of epochs with a fresh
 /// Adam, BatchNorm statistics frozen or not, logging the mean L1 per sample of each epoch to
 /// `sink` under `tag`; returns the model in eval mode. There is no model selection: the tiles are
@@ -423,12 +431,11 @@ pub fn fine_tune(
     model: &OpenCarbon,
     data: &Prepared,
     tiles: &[usize],
-    config: &TrainConfig,
-    freeze_batch_norm: bool,
-    seed: u64,
+    how: &FineTuning,
     sink: &mut dyn MetricSink,
     tag: &str,
 ) -> Result<OpenCarbon> {
+    let (config, seed) = (how.config, how.seed);
     if tiles.len() < 2 {
         bail!(
             "fine-tuning needs at least 2 labelled tiles, found {} ({tag})",
@@ -437,7 +444,7 @@ pub fn fine_tune(
     }
     let autodiff = data.tiles.device().clone().autodiff();
     let mut model = model.valid().train();
-    if freeze_batch_norm {
+    if how.freeze_batch_norm {
         model = model.map(&mut FreezeBatchNorm);
     }
     let mut optimizer = optimizer(config);

@@ -251,17 +251,13 @@ pub fn network_rows(
                     mean_std(set.iter().map(|&i| cities.union.target(i)));
             }
             let tag = format!("finetune/{}/{fraction}", t.part.name);
-            let freeze = transfer.fine_tune.batch_norm == config::FineTuneBatchNorm::Frozen;
-            let tuned = train::fine_tune(
-                model,
-                data,
-                set,
-                &fine_tune_config,
-                freeze,
+            let how = train::trainer::FineTuning {
+                config: &fine_tune_config,
+                freeze_batch_norm: transfer.fine_tune.batch_norm
+                    == config::FineTuneBatchNorm::Frozen,
                 seed,
-                sink,
-                &tag,
-            );
+            };
+            let tuned = train::fine_tune(model, data, set, &how, sink, &tag);
             let predicted = tuned.map(|m| train::predict(&m, data, &t.held_out, eval_batch));
             (data.target_shift, data.target_scale) = source_level;
             push(fraction, &t.held_out, "held_out", set.len(), predicted?);
