@@ -657,8 +657,8 @@ mod tests {
 
 #[derive(Clone, Copy)]
 enum WeightGrad {
-    /// libtorch's `convolution_backward` on CUDA; burn's default elsewhere (on CPU it was the
-    /// faster of the two: 160 vs 234 ms for a ResNet-18 backward at batch 8, 64², 2 cores).
+    /// libtorch's `convolution_backward` on CUDA; burn's default elsewhere (on CPU it is the
+    /// faster of the two: 154–173 vs 188–206 ms for a ResNet-18 backward at batch 32, 64², 2 cores).
     Auto,
     Native,
     Burn,
