@@ -28,6 +28,9 @@ LOG="$OUT/log.txt"
         OPENCARBON_CONV_WEIGHT_GRAD=$mode timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 \
             --warmup 3 --steps 10 --json "$OUT/resnet18_$mode.jsonl"
     done
+    echo "-- OPENCARBON_CONV_WEIGHT_GRAD=native OPENCARBON_TCH_BATCH_NORM=native"
+    OPENCARBON_CONV_WEIGHT_GRAD=native OPENCARBON_TCH_BATCH_NORM=native timeout 120 "$BIN" bench --device cuda \
+        --resnet18 32,128 --side 256 --warmup 3 --steps 10 --json "$OUT/resnet18_native_bn.jsonl"
     timeout 120 python3 tools/bench/pytorch_reference.py --device cuda --resnet18 32,128 --side 256 --warmup 3 \
         --steps 10 >"$OUT/resnet18_pytorch.jsonl"
     cat "$OUT/resnet18_pytorch.jsonl"

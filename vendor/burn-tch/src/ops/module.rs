@@ -2,7 +2,8 @@ use crate::{IntoKind, LibTorch, TchTensor};
 use burn_backend::{
     IntDType, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward,
         DeformConvOptions, InterpolateMode, InterpolateOptions, MaxPool1dWithIndices,
         MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, attention::attention_fallback,
         conv::pad_asymmetric_conv_input,
@@ -121,6 +122,124 @@ impl ModuleOps<Self> for LibTorch {
             return weight_grad_by_convolution(&x, &weight, &output_grad, &options);
         }
         conv2d_grad(&x, &weight, &output_grad, &options, ConvGrad::Weight)
+    }
+
+    // OpenCarbon-rs patch: BatchNorm through libtorch's fused kernels, opt-in
+    // (`OPENCARBON_TCH_BATCH_NORM=native`), instead of burn-backend's composite defaults, which copy
+    // the input through swap_dims + reshape for each statistic and build the backward from ~10
+    // element-wise and reduction ops. See `native_batch_norm`.
+    fn batch_norm(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+    ) -> TchTensor {
+        if !native_batch_norm() {
+            return TchTensor::new(bn_reference::inference(
+                &x.tensor,
+                &gamma.tensor,
+                &beta.tensor,
+                &mean.tensor,
+                &variance.tensor,
+                epsilon,
+            ));
+        }
+        TchTensor::new(x.tensor.batch_norm(
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            Some(&mean.tensor),
+            Some(&variance.tensor),
+            false,
+            0.0,
+            epsilon,
+            true,
+        ))
+    }
+
+    fn batch_norm_train(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        epsilon: f64,
+    ) -> BatchNormTrain<Self> {
+        let (output, mean, variance) = if native_batch_norm() {
+            // One pass for both statistics (biased variance), one fused normalisation.
+            let dims: Vec<i64> = (0..x.tensor.dim() as i64).filter(|&d| d != 1).collect();
+            let (variance, mean) = x.tensor.var_mean_correction(dims.as_slice(), 0, false);
+            let output = x.tensor.batch_norm(
+                Some(&gamma.tensor),
+                Some(&beta.tensor),
+                Some(&mean),
+                Some(&variance),
+                false,
+                0.0,
+                epsilon,
+                true,
+            );
+            (output, mean, variance)
+        } else {
+            bn_reference::train(&x.tensor, &gamma.tensor, &beta.tensor, epsilon)
+        };
+        BatchNormTrain::new(
+            TchTensor::new(output),
+            TchTensor::new(mean),
+            TchTensor::new(variance),
+        )
+    }
+
+    fn batch_norm_train_backward(
+        x: TchTensor,
+        gamma: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+        output_grad: TchTensor,
+    ) -> BatchNormTrainBackward<Self> {
+        let (x_grad, gamma_grad, beta_grad) = if native_batch_norm() {
+            // libtorch's autograd re-runs the train-mode normalisation on leaves and
+            // back-propagates Σ output ⊙ output_grad: `native_batch_norm_backward`, all three
+            // gradients in one kernel (cuDNN's on CUDA).
+            tch::with_grad(|| {
+                let x_leaf = x.tensor.detach().set_requires_grad(true);
+                let gamma_leaf = gamma.tensor.detach().set_requires_grad(true);
+                let beta_leaf = gamma.tensor.zeros_like().set_requires_grad(true);
+                let (output, _, _) = x_leaf.native_batch_norm(
+                    Some(&gamma_leaf),
+                    Some(&beta_leaf),
+                    None::<&tch::Tensor>,
+                    None::<&tch::Tensor>,
+                    true,
+                    0.0,
+                    epsilon,
+                );
+                let objective = (output * &output_grad.tensor).sum(output_grad.tensor.kind());
+                let mut grads = tch::Tensor::run_backward(
+                    &[objective],
+                    &[&x_leaf, &gamma_leaf, &beta_leaf],
+                    false,
+                    false,
+                );
+                let beta_grad = grads.pop().expect("three gradients");
+                let gamma_grad = grads.pop().expect("three gradients");
+                (grads.pop().expect("three gradients"), gamma_grad, beta_grad)
+            })
+        } else {
+            bn_reference::backward(
+                &x.tensor,
+                &gamma.tensor,
+                &mean.tensor,
+                &variance.tensor,
+                epsilon,
+                &output_grad.tensor,
+            )
+        };
+        BatchNormTrainBackward::new(
+            TchTensor::new(x_grad),
+            TchTensor::new(gamma_grad),
+            TchTensor::new(beta_grad),
+        )
     }
 
     fn conv3d(
@@ -752,4 +871,70 @@ fn conv2d_grad(
         let mut grads = tch::Tensor::run_backward(&[objective], &[leaf], false, false);
         TchTensor::new(grads.remove(0))
     })
+}
+
+/// `OPENCARBON_TCH_BATCH_NORM=native|burn`, read once. burn's arithmetic stays the default: on 2 CPU
+/// cores the native route was no faster (ResNet-18 step at batch 32, 64²: forward 78–80 vs 67–69 ms,
+/// backward 153–168 vs 152–169 ms), and on CUDA it is not measured yet (`scripts/gpu-check.sh`
+/// times both).
+fn native_batch_norm() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| std::env::var("OPENCARBON_TCH_BATCH_NORM").as_deref() == Ok("native"))
+}
+
+/// burn-backend 0.22.1's default BatchNorm arithmetic, written with tch ops, for
+/// `OPENCARBON_TCH_BATCH_NORM=burn` (benchmarks compare both in one build).
+mod bn_reference {
+    use tch::Tensor;
+
+    /// `[C]` → `[1, C, 1, …]` for an input of `rank`.
+    fn per_channel(t: &Tensor, rank: usize) -> Tensor {
+        let mut shape = vec![1i64; rank];
+        shape[1] = -1;
+        t.reshape(shape.as_slice())
+    }
+
+    /// `[N, C, …]` → `[C, N·…]` (a copy, as burn's swap_dims + reshape).
+    fn channels_first(x: &Tensor) -> Tensor {
+        let c = x.size()[1];
+        x.transpose(0, 1).reshape([c, -1])
+    }
+
+    pub fn inference(x: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, variance: &Tensor, epsilon: f64) -> Tensor {
+        let rank = x.dim();
+        let std = (per_channel(variance, rank) + epsilon).sqrt();
+        (x - per_channel(mean, rank)) / std * per_channel(gamma, rank) + per_channel(beta, rank)
+    }
+
+    pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, epsilon: f64) -> (Tensor, Tensor, Tensor) {
+        let rank = x.dim();
+        let mean = channels_first(x).mean_dim(1, false, None);
+        let centred = x - per_channel(&mean, rank);
+        let variance = channels_first(&(&centred * &centred)).mean_dim(1, false, None);
+        let output = inference(x, gamma, beta, &mean, &variance, epsilon);
+        (output, mean, variance)
+    }
+
+    pub fn backward(
+        x: &Tensor,
+        gamma: &Tensor,
+        mean: &Tensor,
+        variance: &Tensor,
+        epsilon: f64,
+        output_grad: &Tensor,
+    ) -> (Tensor, Tensor, Tensor) {
+        let rank = x.dim();
+        let inv_std = per_channel(&(variance + epsilon).sqrt().reciprocal(), rank);
+        let normalized = (x - per_channel(mean, rank)) * &inv_std;
+        let grad_flat = channels_first(output_grad);
+        let normalized_grad_flat = channels_first(&(output_grad * &normalized));
+        let beta_grad = grad_flat.sum_dim_intlist(1, false, None);
+        let gamma_grad = normalized_grad_flat.sum_dim_intlist(1, false, None);
+        let mean_grad = per_channel(&grad_flat.mean_dim(1, false, None), rank);
+        let mean_normalized_grad = per_channel(&normalized_grad_flat.mean_dim(1, false, None), rank);
+        let centred_grad = output_grad - mean_grad;
+        let projected = normalized * mean_normalized_grad;
+        let x_grad = per_channel(gamma, rank) * inv_std * (centred_grad - projected);
+        (x_grad, gamma_grad, beta_grad)
+    }
 }
