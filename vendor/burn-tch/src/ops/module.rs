@@ -3,10 +3,9 @@ use burn_backend::{
     IntDType, TensorMetadata,
     ops::{
         AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
-        ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, InterpolateMode, InterpolateOptions, MaxPool1dWithIndices,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, attention::attention_fallback,
-        conv::pad_asymmetric_conv_input,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, InterpolateMode,
+        InterpolateOptions, MaxPool1dWithIndices, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps, attention::attention_fallback, conv::pad_asymmetric_conv_input,
     },
     tensor::{FloatTensor, IntTensor},
 };
@@ -787,11 +786,13 @@ enum WeightGrad {
 /// compare both in one build.
 fn weight_grad_mode() -> WeightGrad {
     static MODE: std::sync::OnceLock<WeightGrad> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("OPENCARBON_CONV_WEIGHT_GRAD").as_deref() {
-        Ok("native") => WeightGrad::Native,
-        Ok("burn") => WeightGrad::Burn,
-        _ => WeightGrad::Auto,
-    })
+    *MODE.get_or_init(
+        || match std::env::var("OPENCARBON_CONV_WEIGHT_GRAD").as_deref() {
+            Ok("native") => WeightGrad::Native,
+            Ok("burn") => WeightGrad::Burn,
+            _ => WeightGrad::Auto,
+        },
+    )
 }
 
 /// burn-backend 0.22.1's default weight gradient (no groups, symmetric padding), as it is:
@@ -852,7 +853,10 @@ fn conv2d_grad(
             let pad = [left as i64, right as i64, top as i64, bottom as i64];
             (x_leaf.constant_pad_nd(pad), [0i64, 0])
         } else {
-            (x_leaf.shallow_clone(), options.padding_begin().map(|p| p as i64))
+            (
+                x_leaf.shallow_clone(),
+                options.padding_begin().map(|p| p as i64),
+            )
         };
         let output = tch::Tensor::conv2d(
             &input,
@@ -900,13 +904,25 @@ mod bn_reference {
         x.transpose(0, 1).reshape([c, -1])
     }
 
-    pub fn inference(x: &Tensor, gamma: &Tensor, beta: &Tensor, mean: &Tensor, variance: &Tensor, epsilon: f64) -> Tensor {
+    pub fn inference(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        variance: &Tensor,
+        epsilon: f64,
+    ) -> Tensor {
         let rank = x.dim();
         let std = (per_channel(variance, rank) + epsilon).sqrt();
         (x - per_channel(mean, rank)) / std * per_channel(gamma, rank) + per_channel(beta, rank)
     }
 
-    pub fn train(x: &Tensor, gamma: &Tensor, beta: &Tensor, epsilon: f64) -> (Tensor, Tensor, Tensor) {
+    pub fn train(
+        x: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        epsilon: f64,
+    ) -> (Tensor, Tensor, Tensor) {
         let rank = x.dim();
         let mean = channels_first(x).mean_dim(1, false, None);
         let centred = x - per_channel(&mean, rank);
@@ -931,7 +947,8 @@ mod bn_reference {
         let beta_grad = grad_flat.sum_dim_intlist(1, false, None);
         let gamma_grad = normalized_grad_flat.sum_dim_intlist(1, false, None);
         let mean_grad = per_channel(&grad_flat.mean_dim(1, false, None), rank);
-        let mean_normalized_grad = per_channel(&normalized_grad_flat.mean_dim(1, false, None), rank);
+        let mean_normalized_grad =
+            per_channel(&normalized_grad_flat.mean_dim(1, false, None), rank);
         let centred_grad = output_grad - mean_grad;
         let projected = normalized * mean_normalized_grad;
         let x_grad = per_channel(gamma, rank) * inv_std * (centred_grad - projected);
