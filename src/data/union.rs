@@ -11,8 +11,9 @@ use anyhow::{bail, Result};
 use super::city::{City, PoiStack, Tabular, TileKey};
 use crate::model::Modality;
 
-/// Gap, in tiles, between two parts (and the alignment of each part's first column). A
-/// multiple of every block size that divides 64, so blocks stay aligned as in the city alone.
+/// Gap, in tiles, between two parts, and the alignment of each later part's first column: wider
+/// than any window, and a multiple of every block size that divides 64, so no window or spatial
+/// block spans two cities. (A later part's blocks start at its own first column.)
 const GAP: i64 = 64;
 
 /// Where one city lies in a union.
