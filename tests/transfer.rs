@@ -378,6 +378,31 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
 }
 
 #[test]
+fn a_model_trained_on_two_cities_transfers_to_the_third() {
+    let out = tempfile::tempdir().unwrap();
+    let e = Experiment::parse(TRANSFER, "t.yaml", &[]).unwrap();
+    let spec = e
+        .runs
+        .iter()
+        .find(|r| r.variant == "net" && r.dataset_label() == "poly+sprawl")
+        .unwrap();
+    let (dir, _) = runner::run(spec, &options(out.path())).unwrap();
+    let rows = read_rows(&dir);
+    assert_eq!(rows.len(), 4);
+    assert!(rows.iter().all(|r| r.target == "mono"));
+    // The in-city test draws on both source cities: the union's split holds tiles of each.
+    let source = runner::load_city(&spec.dataset, &Default::default()).unwrap();
+    let split = spec.split.split(&source, spec.seed).unwrap();
+    let poly = runner::load_city(
+        &e.runs[0].transfer.as_ref().unwrap().targets[0].dataset,
+        &Default::default(),
+    )
+    .unwrap()
+    .len();
+    assert!(split.test.iter().any(|&i| i < poly) && split.test.iter().any(|&i| i >= poly));
+}
+
+#[test]
 fn a_target_with_other_poi_categories_fails_before_training() {
     let out = tempfile::tempdir().unwrap();
     let text = TRANSFER.replace(
