@@ -168,17 +168,15 @@ fn run_in(
         Some(t) => Some((t, transfer::load(spec, t)?)),
         None => None,
     };
+    let alone;
     let (city, split) = match &transfer {
-        Some((_, cities)) => (None, cities.split.clone()),
+        Some((_, cities)) => (&cities.union, cities.split.clone()),
         None => {
-            let city = load_city(&spec.dataset, &CityOptions::default())?;
-            let split = spec.split.split(&city, spec.seed)?;
-            (Some(city), split)
+            alone = load_city(&spec.dataset, &CityOptions::default())?;
+            let split = spec.split.split(&alone, spec.seed)?;
+            (&alone, split)
         }
     };
-    let city = city
-        .as_ref()
-        .unwrap_or_else(|| &transfer.as_ref().expect("a transfer run").1.union);
     if let Some(baseline) = &spec.baseline {
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;
