@@ -83,15 +83,9 @@ impl Region {
     }
 }
 
-/// Assigns whole blocks (shuffled) to a first group until it holds `fraction` of `samples`.
-fn blocks_until(
-    city: &City,
-    samples: &[usize],
-    block: usize,
-    fraction: f64,
-    seed: u64,
-) -> (Vec<usize>, Vec<usize>) {
-    let b = block as i64;
+/// `samples` grouped into `block`×`block` spatial blocks, the blocks in a seeded random order.
+fn shuffled_blocks(city: &City, samples: &[usize], block: usize, seed: u64) -> Vec<Vec<usize>> {
+    let b = block.max(1) as i64;
     let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
     for &i in samples {
         let k = city.keys[i];
@@ -102,9 +96,20 @@ fn blocks_until(
     }
     let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    order
+}
+
+/// Assigns whole blocks (shuffled) to a first group until it holds `fraction` of `samples`.
+fn blocks_until(
+    city: &City,
+    samples: &[usize],
+    block: usize,
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let want = fraction * samples.len() as f64;
     let (mut first, mut rest) = (Vec::new(), Vec::new());
-    for tiles in order {
+    for tiles in shuffled_blocks(city, samples, block, seed) {
         if (first.len() as f64) < want {
             first.extend(tiles);
         } else {
@@ -124,17 +129,7 @@ pub fn nested_blocks(
     fractions: &[f64],
     seed: u64,
 ) -> (Vec<Vec<usize>>, Vec<usize>) {
-    let b = block.max(1) as i64;
-    let mut blocks: BTreeMap<(i64, i64), Vec<usize>> = BTreeMap::new();
-    for &i in samples {
-        let k = city.keys[i];
-        blocks
-            .entry((k.x.div_euclid(b), k.y.div_euclid(b)))
-            .or_default()
-            .push(i);
-    }
-    let mut order: Vec<Vec<usize>> = blocks.into_values().collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let order = shuffled_blocks(city, samples, block, seed);
     let total = samples.len() as f64;
     let sets: Vec<Vec<usize>> = fractions
         .iter()

@@ -192,6 +192,27 @@ pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) ->
     Ok(md)
 }
 
+/// A string column as owned values ("" for nulls).
+pub(crate) fn text_column(frame: &DataFrame, name: &str) -> Result<Vec<String>> {
+    Ok(frame
+        .column(name)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or("").to_string())
+        .collect())
+}
+
+/// A numeric column as f64 (NaN for nulls).
+pub(crate) fn float_column(frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    Ok(frame
+        .column(name)?
+        .cast(&DataType::Float64)?
+        .f64()?
+        .iter()
+        .map(|v| v.unwrap_or(f64::NAN))
+        .collect())
+}
+
 /// A metric's name in tables.
 pub(crate) fn display_name(metric: &str) -> &'static str {
     match metric {
@@ -203,23 +224,8 @@ pub(crate) fn display_name(metric: &str) -> &'static str {
 }
 
 fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
-    let text = |name: &str| -> Result<Vec<String>> {
-        Ok(summary
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
-    };
-    let floats = |name: &str| -> Result<Vec<f64>> {
-        Ok(summary
-            .column(name)?
-            .cast(&DataType::Float64)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
+    let text = |name: &str| text_column(summary, name);
+    let floats = |name: &str| float_column(summary, name);
     let (datasets, variants) = (text("dataset")?, text("variant")?);
     let runs = floats("runs")?;
     let mut out = String::from("| dataset | variant | runs | R² ↑ | RMSE ↓ | MAE ↓ | MAPE ↓ |\n|---|---|---|---|---|---|---|\n");

@@ -161,23 +161,8 @@ pub fn write_tables(dir: &Path, rows: &[RunRow], variant_order: &[String]) -> Re
 }
 
 fn markdown(frame: &DataFrame) -> Result<String> {
-    let text = |name: &str| -> Result<Vec<String>> {
-        Ok(frame
-            .column(name)?
-            .str()?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
-    };
-    let floats = |name: &str| -> Result<Vec<f64>> {
-        Ok(frame
-            .column(name)?
-            .cast(&DataType::Float64)?
-            .f64()?
-            .iter()
-            .map(|v| v.unwrap_or(f64::NAN))
-            .collect())
-    };
+    let text = |name: &str| super::text_column(frame, name);
+    let floats = |name: &str| super::float_column(frame, name);
     let (variants, sources, targets, settings) = (
         text("variant")?,
         text("source")?,

@@ -202,6 +202,44 @@ pub fn train_step(
     )
 }
 
+/// One pass over `order` in batches of `config.batch_size` (a batch of one is skipped: BatchNorm
+/// cannot normalise a single sample in training mode). Returns the updated model, the mean L1 per
+/// sample and the mean InfoNCE per batch (when contrastive).
+fn train_epoch(
+    mut model: OpenCarbon,
+    optimizer: &mut ModuleOptimizer,
+    data: &Prepared,
+    order: &[usize],
+    config: &TrainConfig,
+    contrastive: bool,
+    autodiff: &Device,
+) -> Result<(OpenCarbon, f64, Option<f64>)> {
+    let mut l1_terms = Vec::new();
+    let mut nce_terms = Vec::new();
+    let mut seen = 0usize;
+    for batch in order.chunks(config.batch_size) {
+        if batch.len() < 2 {
+            continue;
+        }
+        let (next, l1, nce) =
+            train_step(model, optimizer, data, batch, config, contrastive, autodiff)?;
+        model = next;
+        l1_terms.push(l1);
+        nce_terms.extend(nce);
+        seen += batch.len();
+    }
+    let l1_total = if l1_terms.is_empty() {
+        0.0
+    } else {
+        Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64
+    };
+    let mean_nce = (!nce_terms.is_empty()).then(|| {
+        let n = nce_terms.len() as f64;
+        Tensor::cat(nce_terms, 0).sum().into_scalar::<f32>() as f64 / n
+    });
+    Ok((model, l1_total / seen.max(1) as f64, mean_nce))
+}
+
 /// The optimisation step on prepared inputs (shared by [`train_step`] and the benchmark's
 /// authors' data path, which builds its inputs differently).
 pub fn step_on(
@@ -301,43 +339,24 @@ pub fn fit(
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
         let contrastive = config.alpha > 0.0 && epoch > config.contrastive_epoch;
-        let mut l1_terms = Vec::new();
-        let mut nce_terms = Vec::new();
-        let mut seen = 0usize;
-        for batch in order.chunks(config.batch_size) {
-            if batch.len() < 2 {
-                continue; // BatchNorm cannot normalise a single sample in training mode.
-            }
-            let (next, l1, nce) = train_step(
-                model,
-                &mut optimizer,
-                data,
-                batch,
-                config,
-                contrastive,
-                &autodiff,
-            )?;
-            model = next;
-            l1_terms.push(l1);
-            nce_terms.extend(nce);
-            seen += batch.len();
-        }
+        let (next, mean_l1, mean_nce) = train_epoch(
+            model,
+            &mut optimizer,
+            data,
+            &order,
+            config,
+            contrastive,
+            &autodiff,
+        )?;
+        model = next;
         epochs_run = epoch;
-        let l1_total: f64 = if l1_terms.is_empty() {
-            0.0
-        } else {
-            Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64
-        };
-        // The loss is on the trained (possibly standardised) scale; report it per sample.
-        let mean_l1 = l1_total / seen.max(1) as f64;
+        // The loss is on the trained (possibly standardised) scale, per sample.
         if !mean_l1.is_finite() {
             bail!("training loss became {mean_l1} at epoch {epoch}");
         }
         train_loss.push(mean_l1);
         sink.log(epoch, "train", "l1", mean_l1)?;
-        if !nce_terms.is_empty() {
-            let n = nce_terms.len() as f64;
-            let nce = Tensor::cat(nce_terms, 0).sum().into_scalar::<f32>() as f64 / n;
+        if let Some(nce) = mean_nce {
             sink.log(epoch, "train", "infonce", nce)?;
         }
 
@@ -453,27 +472,16 @@ pub fn fine_tune(
     let contrastive = config.alpha > 0.0;
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
-        let mut l1_terms = Vec::new();
-        let mut seen = 0usize;
-        for batch in order.chunks(config.batch_size) {
-            if batch.len() < 2 {
-                continue; // BatchNorm cannot normalise a single sample in training mode.
-            }
-            let (next, l1, _) = train_step(
-                model,
-                &mut optimizer,
-                data,
-                batch,
-                config,
-                contrastive,
-                &autodiff,
-            )?;
-            model = next;
-            l1_terms.push(l1);
-            seen += batch.len();
-        }
-        let l1_total = Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64;
-        let mean_l1 = l1_total / seen.max(1) as f64;
+        let (next, mean_l1, _) = train_epoch(
+            model,
+            &mut optimizer,
+            data,
+            &order,
+            config,
+            contrastive,
+            &autodiff,
+        )?;
+        model = next;
         if !mean_l1.is_finite() {
             bail!("fine-tuning loss became {mean_l1} at epoch {epoch} ({tag})");
         }
