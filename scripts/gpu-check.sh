@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
 # `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
-#   doctor → ResNet-18 train step (burn with libtorch's convolution weight gradient, burn's default,
-#   PyTorch) → quickstart on CUDA → bench (ours vs the authors' data path) → PyTorch reference.
+#   doctor → ResNet-18 train step (libtorch's kernels, burn's, TF32; PyTorch) → quickstart on CUDA
+#   at each precision → bench (ours vs the authors' data path, then TF32) → PyTorch reference.
 # usage: scripts/gpu-check.sh <opencarbon-binary or .xz of it> <out-dir>
 set -uo pipefail
 BIN=${1:?binary}
@@ -23,21 +23,25 @@ LOG="$OUT/log.txt"
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
     "$BIN" doctor
     echo "== ResNet-18 step, 256², batches 32 and 128 (vendor/burn-tch/PATCH.md)"
-    for mode in native burn; do
-        echo "-- OPENCARBON_CONV_WEIGHT_GRAD=$mode"
-        OPENCARBON_CONV_WEIGHT_GRAD=$mode timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 \
-            --warmup 3 --steps 10 --json "$OUT/resnet18_$mode.jsonl"
-    done
-    echo "-- OPENCARBON_CONV_WEIGHT_GRAD=native OPENCARBON_TCH_BATCH_NORM=native"
-    OPENCARBON_CONV_WEIGHT_GRAD=native OPENCARBON_TCH_BATCH_NORM=native timeout 120 "$BIN" bench --device cuda \
-        --resnet18 32,128 --side 256 --warmup 3 --steps 10 --json "$OUT/resnet18_native_bn.jsonl"
+    echo "-- libtorch's kernels (default: native convolution gradients and BatchNorm, fused Adam)"
+    timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 \
+        --json "$OUT/resnet18_native.jsonl"
+    echo "-- burn's composite kernels and per-parameter Adam"
+    OPENCARBON_CONV_GRAD=burn OPENCARBON_TCH_BATCH_NORM=burn OPENCARBON_ADAM=burn timeout 120 "$BIN" bench \
+        --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 --json "$OUT/resnet18_burn.jsonl"
+    echo "-- libtorch's kernels, TF32 matmuls too"
+    timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 --precision tf32 \
+        --json "$OUT/resnet18_native_tf32.jsonl"
     timeout 120 python3 tools/bench/pytorch_reference.py --device cuda --resnet18 32,128 --side 256 --warmup 3 \
         --steps 10 >"$OUT/resnet18_pytorch.jsonl"
     cat "$OUT/resnet18_pytorch.jsonl"
-    echo "== quickstart on cuda"
-    /usr/bin/time -f "quickstart wall %e s, max RSS %M KiB" timeout 240 "$BIN" run experiments/quickstart.yaml --device cuda --out "$OUT/qs" --quiet
-    cp "$OUT"/qs/runs/*/test_metrics.json "$OUT/quickstart_test_metrics.json"
-    rm -rf "$OUT/qs"
+    for precision in default fp32 tf32; do
+        echo "== quickstart on cuda, --precision $precision"
+        /usr/bin/time -f "quickstart wall %e s, max RSS %M KiB" timeout 240 "$BIN" run experiments/quickstart.yaml \
+            --device cuda --precision $precision --out "$OUT/qs" --quiet
+        cp "$OUT"/qs/runs/*/test_metrics.json "$OUT/quickstart_test_metrics_$precision.json"
+        rm -rf "$OUT/qs"
+    done
 } >"$LOG" 2>&1
 
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$OUT/gpu_memory_ours.txt" 2>/dev/null &
@@ -45,6 +49,8 @@ SMI=$!
 timeout 240 "$BIN" bench --device cuda --tiles 1024 --side 256 --poi-categories 15 --batch 32 --warmup 3 --steps 20 \
     --json "$OUT/bench_ours.jsonl" >>"$LOG" 2>&1
 kill $SMI 2>/dev/null
+timeout 200 "$BIN" bench --device cuda --tiles 1024 --side 256 --poi-categories 15 --batch 32 --warmup 3 --steps 20 \
+    --path ours --precision tf32 --json "$OUT/bench_ours_tf32.jsonl" >>"$LOG" 2>&1
 echo "== pytorch reference" >>"$LOG"
 timeout 200 python3 tools/bench/pytorch_reference.py --device cuda --tiles 1024 --side 256 --poi 15 --batch 32 \
     --warmup 3 --steps 20 >"$OUT/bench_pytorch.jsonl" 2>>"$LOG"

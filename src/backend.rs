@@ -101,6 +101,117 @@ fn flex_device() -> Result<Device> {
 }
 
 /// Facts for `opencarbon doctor` and run metadata.
+/// Float32 arithmetic on CUDA: where libtorch may use TF32 tensor cores (fp32 storage, products
+/// with a 10-bit mantissa). Process-wide; no effect on CPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// libtorch's (and PyTorch's) defaults: TF32 in cuDNN convolutions, fp32 matmuls.
+    #[default]
+    Default,
+    /// Strict fp32 everywhere.
+    Fp32,
+    /// TF32 in convolutions and matmuls.
+    Tf32,
+}
+
+impl FromStr for Precision {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "default" => Ok(Self::Default),
+            "fp32" => Ok(Self::Fp32),
+            "tf32" => Ok(Self::Tf32),
+            _ => bail!("unknown precision `{s}`: expected default, fp32 or tf32"),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Default => "default",
+            Self::Fp32 => "fp32",
+            Self::Tf32 => "tf32",
+        })
+    }
+}
+
+/// Applies `precision` for `choice`. Anything but `default` needs a CUDA device: elsewhere it
+/// would change nothing while the run record claimed it did.
+pub fn set_precision(choice: &DeviceChoice, precision: Precision) -> Result<()> {
+    if precision == Precision::Default && !matches!(choice, DeviceChoice::Cuda(_)) {
+        return Ok(());
+    }
+    if !matches!(choice, DeviceChoice::Cuda(_)) {
+        bail!("--precision {precision} applies to CUDA devices only (got --device {choice})");
+    }
+    #[cfg(feature = "tch")]
+    {
+        let (matmul, convolution) = match precision {
+            Precision::Default => (false, true),
+            Precision::Fp32 => (false, false),
+            Precision::Tf32 => (true, true),
+        };
+        burn_tch::native::set_tf32(burn_tch::native::Tf32 {
+            matmul,
+            convolution,
+        })
+        .map_err(|e| anyhow::anyhow!("--precision {precision}: {e}"))
+    }
+    #[cfg(not(feature = "tch"))]
+    bail!("--device {choice} needs libtorch (build with `--features tch`)")
+}
+
+/// Peak memory of the CUDA caching allocator since the last [`reset_device_memory_peak`].
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct DeviceMemory {
+    /// The most MiB held by live tensors.
+    pub peak_allocated_mib: f64,
+    /// The most MiB the allocator held from the driver (what nvidia-smi sees, less the context).
+    pub peak_reserved_mib: f64,
+}
+
+/// Restarts the peak counters on a CUDA device (nothing elsewhere).
+pub fn reset_device_memory_peak(choice: &DeviceChoice) {
+    #[cfg(feature = "tch")]
+    if let DeviceChoice::Cuda(index) = choice {
+        // Before the first CUDA allocation the counters are zero anyway.
+        let _ = burn_tch::native::cuda_reset_peak_memory(*index);
+    }
+    let _ = choice;
+}
+
+/// The CUDA allocator's peaks on a CUDA device; None elsewhere.
+pub fn device_memory_peak(choice: &DeviceChoice) -> Option<DeviceMemory> {
+    #[cfg(feature = "tch")]
+    if let DeviceChoice::Cuda(index) = choice {
+        let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
+        return burn_tch::native::cuda_memory(*index)
+            .ok()
+            .map(|m| DeviceMemory {
+                peak_allocated_mib: mib(m.peak_allocated),
+                peak_reserved_mib: mib(m.peak_reserved),
+            });
+    }
+    let _ = choice;
+    None
+}
+
+/// Which kernels the libtorch backend routes to, as set by the environment (for benchmark rows):
+/// the convolution gradients (`OPENCARBON_CONV_GRAD`) and BatchNorm (`OPENCARBON_TCH_BATCH_NORM`).
+pub fn kernel_routes(choice: &DeviceChoice) -> String {
+    if backend_name(choice) == "flex" {
+        return "flex".into();
+    }
+    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    format!(
+        "conv-grad={} bn={}",
+        var("OPENCARBON_CONV_GRAD", "native"),
+        var("OPENCARBON_TCH_BATCH_NORM", "native")
+    )
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackendReport {
     pub compiled_backends: Vec<&'static str>,

@@ -50,6 +50,10 @@ enum Command {
         /// List the runs and whether each is done, without running anything
         #[arg(long)]
         dry_run: bool,
+        /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
+        /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
+        #[arg(long, default_value = "default")]
+        precision: backend::Precision,
     },
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
     Results { dir: PathBuf },
@@ -81,6 +85,9 @@ enum Command {
         /// at these batch sizes, e.g. `32,128`, with --side² inputs and 1000 classes
         #[arg(long, value_delimiter = ',')]
         resnet18: Vec<usize>,
+        /// Float32 arithmetic on CUDA: default, fp32 or tf32 (as for `run`)
+        #[arg(long, default_value = "default")]
+        precision: backend::Precision,
     },
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
@@ -181,6 +188,7 @@ fn real_main() -> Result<()> {
             quiet,
             only,
             dry_run,
+            precision,
         } => {
             let experiment = Experiment::load(&spec, &overrides)?;
             let out = out.unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
@@ -215,6 +223,7 @@ fn real_main() -> Result<()> {
                 out: out.clone(),
                 progress: !quiet,
                 force,
+                precision,
             };
             if experiment.runs.len() == 1 && only.is_empty() {
                 let spec = &experiment.runs[0];
@@ -302,14 +311,18 @@ fn real_main() -> Result<()> {
             path,
             json,
             resnet18,
+            precision,
         } => {
+            backend::set_precision(&device, precision)?;
             if !resnet18.is_empty() {
                 let mut rows = Vec::new();
                 for &b in &resnet18 {
                     if b < 2 || steps == 0 {
                         anyhow::bail!("--resnet18 batches must be ≥ 2 and --steps ≥ 1");
                     }
-                    rows.push(bench::resnet18::run(&device, b, side, warmup, steps)?);
+                    rows.push(bench::resnet18::run(
+                        &device, b, side, warmup, steps, precision,
+                    )?);
                 }
                 print!("{}", bench::resnet18::table(&rows));
                 return append_json(json.as_deref(), &rows);
@@ -332,6 +345,7 @@ fn real_main() -> Result<()> {
                     warmup,
                     steps,
                     paths,
+                    precision,
                 },
                 &device,
             )?;

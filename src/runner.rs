@@ -91,6 +91,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Re-run even when the run is done.
     pub force: bool,
+    /// Float32 arithmetic on CUDA (TF32 or not); recorded in meta.json.
+    pub precision: backend::Precision,
 }
 
 /// Runs one spec end to end and returns its run directory and outcome.
@@ -99,6 +101,7 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     let path = options.out.join("runs").join(&run_id);
     // An unusable device is an error even when the run is already done.
     let device = backend::device(&options.device)?;
+    backend::set_precision(&options.device, options.precision)?;
     if RunDir::is_done(&path) && !options.force {
         let text = std::fs::read_to_string(path.join("test_metrics.json"))?;
         let metrics = serde_json::from_str(&text)
@@ -121,6 +124,7 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
         backend: backend::backend_name(&options.device).into(),
         device: options.device.to_string(),
         libtorch_version: report.libtorch_version.clone(),
+        precision: options.precision,
         seed: spec.seed,
         started: meta::now(),
         finished: None,

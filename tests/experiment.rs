@@ -73,6 +73,7 @@ fn variant_mistakes_name_the_variant() {
 fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
     let out = tempfile::tempdir().unwrap();
     let options = RunOptions {
+        precision: Default::default(),
         device: DeviceChoice::Cpu,
         out: out.path().to_path_buf(),
         progress: false,
@@ -123,6 +124,7 @@ fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
 fn summary_is_mean_and_std_over_seeds() {
     let out = tempfile::tempdir().unwrap();
     let options = RunOptions {
+        precision: Default::default(),
         device: DeviceChoice::Cpu,
         out: out.path().to_path_buf(),
         progress: false,

@@ -106,6 +106,7 @@ fn run_writes_the_run_directory_and_resumes() {
     let out = tempfile::tempdir().unwrap();
     let spec = RunSpec::parse(TINY_SPEC, "tiny.yaml", &[]).unwrap();
     let options = RunOptions {
+        precision: Default::default(),
         device: DeviceChoice::Cpu,
         out: out.path().to_path_buf(),
         progress: false,

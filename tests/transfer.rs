@@ -290,6 +290,7 @@ fn transfer_sources_expand_with_their_targets() {
 
 fn options(out: &std::path::Path) -> RunOptions {
     RunOptions {
+        precision: Default::default(),
         device: DeviceChoice::Cpu,
         out: out.to_path_buf(),
         progress: false,

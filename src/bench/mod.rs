@@ -34,6 +34,8 @@ pub struct BenchConfig {
     pub steps: usize,
     /// Which data paths to measure.
     pub paths: Vec<DataPath>,
+    /// Already applied by the caller ([`backend::set_precision`]); recorded in the rows.
+    pub precision: backend::Precision,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,6 +53,10 @@ pub enum DataPath {
 pub struct BenchRow {
     pub backend: String,
     pub device: String,
+    /// Kernel routes of the libtorch backend ([`backend::kernel_routes`]) and the Adam update.
+    pub kernels: String,
+    pub adam: String,
+    pub precision: backend::Precision,
     pub path: DataPath,
     pub tiles: usize,
     pub side: usize,
@@ -66,6 +72,8 @@ pub struct BenchRow {
     /// Estimated seconds per epoch at 60 % of the tiles as training samples.
     pub epoch_seconds: f64,
     pub peak_host_mib: f64,
+    /// The CUDA caching allocator's peaks over this path's training and inference (None off CUDA).
+    pub peak_device: Option<backend::DeviceMemory>,
 }
 
 /// Peak resident memory of this process so far (Linux VmHWM).
@@ -108,6 +116,7 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
                 ..Default::default()
             },
         };
+        backend::reset_device_memory_peak(choice);
         let autodiff = device.clone().autodiff();
         let data = Prepared::new(&city, &split, &model_config, &train, &device);
         let mut model = model_config.init_seeded(&city.shapes(), &autodiff, 0)?;
@@ -189,6 +198,9 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
         rows.push(BenchRow {
             backend: backend::backend_name(choice).into(),
             device: choice.to_string(),
+            kernels: backend::kernel_routes(choice),
+            adam: optim.kind().into(),
+            precision: config.precision,
             path,
             tiles: city.len(),
             side: config.side,
@@ -200,6 +212,7 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
             inference_tiles_per_s: samples.len() as f64 / inference_seconds,
             epoch_seconds: split.train.len() as f64 / train_tiles_per_s,
             peak_host_mib: peak_host_mib(),
+            peak_device: backend::device_memory_peak(choice),
         });
     }
     Ok(rows)
@@ -207,7 +220,7 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
 
 fn authors_step(
     model: crate::model::OpenCarbon,
-    optim: &mut burn::optim::ModuleOptimizer,
+    optim: &mut crate::train::adam::Adam,
     data: &Prepared,
     batch: &[usize],
     train: &TrainConfig,
@@ -239,13 +252,19 @@ fn authors_step(
 /// A Markdown table of bench rows.
 pub fn table(rows: &[BenchRow]) -> String {
     let mut out = String::from(
-        "| backend | device | path | tiles | side | batch | train tiles/s | encodes/step | inference tiles/s | s/epoch | peak host MiB |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| backend | device | kernels | adam | precision | path | tiles | side | batch | train tiles/s | encodes/step | inference tiles/s | s/epoch | peak host MiB | peak device MiB (allocated / reserved) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
+        let device_memory = r.peak_device.map_or("–".into(), |m| {
+            format!("{:.0} / {:.0}", m.peak_allocated_mib, m.peak_reserved_mib)
+        });
         out.push_str(&format!(
-            "| {} | {} | {:?} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {:?} | {} | {} | {} | {:.1} | {:.0} | {:.1} | {:.1} | {:.0} | {} |\n",
             r.backend,
             r.device,
+            r.kernels,
+            r.adam,
+            r.precision,
             r.path,
             r.tiles,
             r.side,
@@ -254,7 +273,8 @@ pub fn table(rows: &[BenchRow]) -> String {
             r.encodes_per_step,
             r.inference_tiles_per_s,
             r.epoch_seconds,
-            r.peak_host_mib
+            r.peak_host_mib,
+            device_memory
         ));
     }
     out

@@ -23,6 +23,10 @@ const CLASSES: usize = 1000;
 pub struct ResnetStepRow {
     pub backend: String,
     pub device: String,
+    /// Kernel routes of the libtorch backend ([`backend::kernel_routes`]) and the Adam update.
+    pub kernels: String,
+    pub adam: String,
+    pub precision: backend::Precision,
     pub batch: usize,
     pub side: usize,
     pub steps: usize,
@@ -46,6 +50,7 @@ pub fn run(
     side: usize,
     warmup: usize,
     steps: usize,
+    precision: backend::Precision,
 ) -> Result<ResnetStepRow> {
     let device = backend::device(choice)?;
     let autodiff = device.clone().autodiff();
@@ -96,6 +101,9 @@ pub fn run(
     Ok(ResnetStepRow {
         backend: backend::backend_name(choice).into(),
         device: choice.to_string(),
+        kernels: backend::kernel_routes(choice),
+        adam: optim.kind().into(),
+        precision,
         batch,
         side,
         steps,
@@ -108,13 +116,16 @@ pub fn run(
 
 pub fn table(rows: &[ResnetStepRow]) -> String {
     let mut out = String::from(
-        "| backend | device | batch | side | forward ms | backward ms | Adam ms | total ms |\n|---|---|---|---|---|---|---|---|\n",
+        "| backend | device | kernels | adam | precision | batch | side | forward ms | backward ms | Adam ms | total ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             r.backend,
             r.device,
+            r.kernels,
+            r.adam,
+            r.precision,
             r.batch,
             r.side,
             r.forward_ms,

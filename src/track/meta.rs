@@ -16,6 +16,9 @@ pub struct RunMeta {
     pub backend: String,
     pub device: String,
     pub libtorch_version: Option<String>,
+    /// Float32 arithmetic on CUDA (`default`, `fp32` or `tf32`); absent in older runs.
+    #[serde(default)]
+    pub precision: crate::backend::Precision,
     pub seed: u64,
     pub started: String,
     pub finished: Option<String>,

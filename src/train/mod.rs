@@ -1,5 +1,6 @@
 //! Training: configuration, losses, the loop, evaluation and checkpoints.
 
+pub mod adam;
 pub mod config;
 pub mod loss;
 pub mod trainer;

@@ -7,8 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use burn::module::Module;
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::GradientsParams;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Device, Tensor, TensorData};
 use indicatif::ProgressBar;
@@ -16,6 +15,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use super::adam::Adam;
 use super::config::{StoppingRule, TrainConfig};
 use super::loss::{info_nce, l1_sum};
 use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
@@ -181,7 +181,7 @@ pub struct TrainReport {
 /// updated model and the detached loss terms (plain tensors, read without a device sync).
 pub fn train_step(
     model: OpenCarbon,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut Adam,
     data: &Prepared,
     batch: &[usize],
     config: &TrainConfig,
@@ -207,7 +207,7 @@ pub fn train_step(
 /// sample and the mean InfoNCE per batch (when contrastive).
 fn train_epoch(
     mut model: OpenCarbon,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut Adam,
     data: &Prepared,
     order: &[usize],
     config: &TrainConfig,
@@ -244,7 +244,7 @@ fn train_epoch(
 /// authors' data path, which builds its inputs differently).
 pub fn step_on(
     model: OpenCarbon,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut Adam,
     inputs: crate::model::TileBatch,
     layout: &crate::model::BatchLayout,
     targets: Tensor<1>,
@@ -275,13 +275,8 @@ pub fn step_on(
 }
 
 /// The optimiser of MODEL.md: Adam with coupled L2 weight decay (torch's `Adam(weight_decay=…)`).
-pub fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
-    AdamConfig::new()
-        .with_epsilon(config.adam_epsilon as f32)
-        .with_weight_decay(
-            (config.weight_decay > 0.0).then(|| WeightDecayConfig::new(config.weight_decay as f32)),
-        )
-        .init()
+pub fn optimizer(config: &TrainConfig) -> Adam {
+    Adam::new(config)
 }
 
 /// Problems with the model and training configurations, all at once, before anything is built.

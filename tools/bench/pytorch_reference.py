@@ -160,6 +160,9 @@ def loss_of(pred, y, cs, cp, alpha=1e-3):
     return F.l1_loss(pred, y, reduction="sum") + alpha * F.cross_entropy(logits, torch.arange(len(y), device=y.device))
 
 
+PRECISION = "default"
+
+
 def resnet18_step(dev, batch, side, warmup, steps):
     """A ResNet-18 training step phase by phase (forward, backward, Adam with weight decay), each
     synchronised: the same step as `opencarbon bench --resnet18`."""
@@ -189,7 +192,7 @@ def resnet18_step(dev, batch, side, warmup, steps):
             times += [t1 - t0, t2 - t1, t3 - t2]
     ms = 1e3 * times / steps
     print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": str(dev), "bench": "resnet18_step",
-                      "batch": batch, "side": side, "steps": steps, "forward_ms": round(ms[0], 2),
+                      "precision": PRECISION, "batch": batch, "side": side, "steps": steps, "forward_ms": round(ms[0], 2),
                       "backward_ms": round(ms[1], 2), "optimizer_ms": round(ms[2], 2),
                       "total_ms": round(ms.sum(), 2)}), flush=True)
 
@@ -205,8 +208,16 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--paths", default="efficient,authors")
     ap.add_argument("--resnet18", default="", help="instead, time a ResNet-18 step at these batches, e.g. 32,128")
+    ap.add_argument("--precision", default="default", choices=["default", "fp32", "tf32"],
+                    help="fp32 on CUDA: default (TF32 convolutions, fp32 matmuls), fp32 (strict) or tf32 (both TF32); "
+                         "as `opencarbon bench --precision`")
     a = ap.parse_args()
     dev = torch.device(a.device)
+    if a.precision != "default":
+        torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = a.precision == "tf32"
+    global PRECISION
+    PRECISION = a.precision
     if a.resnet18:
         for b in a.resnet18.split(","):
             resnet18_step(dev, int(b), a.side, a.warmup, a.steps)
@@ -292,7 +303,9 @@ def main():
             sync()
             infer_tps = n / (time.perf_counter() - t0)
         peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else float("nan")
-        print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": str(dev), "path": path, "tiles": n,
+        reserved = torch.cuda.max_memory_reserved() / 2**20 if dev.type == "cuda" else float("nan")
+        print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": str(dev), "precision": PRECISION,
+                          "path": path, "tiles": n, "peak_device_reserved_mib": None if reserved != reserved else round(reserved),
                           "side": a.side, "batch": a.batch, "train_tiles_per_s": round(train_tps, 1),
                           "inference_tiles_per_s": round(infer_tps, 1), "peak_device_mib": None if peak != peak else round(peak)}), flush=True)
         if dev.type == "cuda":

@@ -92,9 +92,16 @@ impl SystemInfo {
             }
         } else {
             let libtorch = Self::prepare_libtorch_dir(os)?;
+            // OpenCarbon-rs patch: DEP_TCH_LIBTORCH_LIB points at <libtorch>/lib, and the
+            // headers (needed by src/native/shim.cpp) sit beside it, not inside.
             let includes = env_var_rerun("LIBTORCH_INCLUDE")
                 .map(PathBuf::from)
-                .unwrap_or_else(|_| libtorch.clone());
+                .unwrap_or_else(|_| match libtorch.parent() {
+                    Some(parent) if libtorch.ends_with("lib") && !libtorch.join("include").exists() => {
+                        parent.to_path_buf()
+                    }
+                    _ => libtorch.clone(),
+                });
             let lib = env_var_rerun("LIBTORCH_LIB")
                 .map(PathBuf::from)
                 .unwrap_or_else(|_| libtorch.clone());
@@ -145,6 +152,9 @@ impl SystemInfo {
             "src/cuda_hack/fake_cuda_dependency.cpp"
         };
         println!("cargo:rerun-if-changed={cuda_dependency}");
+        // OpenCarbon-rs patch: the libtorch kernels tch does not wrap (src/native.rs).
+        let shim = "src/native/shim.cpp";
+        println!("cargo:rerun-if-changed={shim}");
 
         match self.os {
             Os::Linux | Os::Macos => {
@@ -156,7 +166,7 @@ impl SystemInfo {
                     .flag(format!("-Wl,-rpath={}", self.libtorch_lib_dir.display()))
                     .flag("-std=c++17")
                     .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", self.cxx11_abi))
-                    .files(&[cuda_dependency])
+                    .files(&[cuda_dependency, shim])
                     .compile("burn-tch");
             }
             Os::Windows => {
@@ -166,7 +176,7 @@ impl SystemInfo {
                     .warnings(false)
                     .includes(&self.libtorch_include_dirs)
                     .flag("/std:c++17")
-                    .files(&[cuda_dependency])
+                    .files(&[cuda_dependency, shim])
                     .compile("burn-tch");
             }
         };

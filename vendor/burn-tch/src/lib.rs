@@ -16,6 +16,7 @@
 
 mod backend;
 mod element;
+pub mod native;
 mod ops;
 mod tensor;
 

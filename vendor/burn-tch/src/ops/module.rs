@@ -101,32 +101,40 @@ impl ModuleOps<Self> for LibTorch {
         TchTensor::new(tensor)
     }
 
-    // OpenCarbon-rs patch: the weight gradient of a convolution comes from libtorch's own
-    // `convolution_backward` (cuDNN on CUDA) instead of burn-backend's default, a convolution of
+    // OpenCarbon-rs patch: a convolution's gradients come from libtorch's own
+    // `convolution_backward` (cuDNN's backward-data and backward-filter kernels on CUDA) through
+    // `crate::native`, instead of burn-backend's defaults: the weight gradient as a convolution of
     // the batch-transposed input with the batch-transposed output gradient (the output's spatial
-    // extent as its kernel), which cuDNN runs ≈10× slower. The input gradient keeps burn's
-    // default: a transposed convolution, which is libtorch's backward-data kernel already.
+    // extent as its kernel), which cuDNN runs ≈10× slower, and the input gradient as a transposed
+    // convolution. `OPENCARBON_CONV_GRAD=burn` restores those; see `conv_grad_native`.
+    fn conv2d_x_backward(
+        x: TchTensor,
+        weight: TchTensor,
+        output_grad: TchTensor,
+        options: ConvOptions<2>,
+    ) -> TchTensor {
+        if conv_grad_native() || options.is_asymmetric() {
+            return native_conv2d_grad(&x, &weight, &output_grad, &options, ConvGrad::Input);
+        }
+        input_grad_by_transposed_convolution(&x, &weight, &output_grad, &options)
+    }
+
     fn conv2d_weight_backward(
         x: TchTensor,
         weight: TchTensor,
         output_grad: TchTensor,
         options: ConvOptions<2>,
     ) -> TchTensor {
-        let native = match weight_grad_mode() {
-            WeightGrad::Native => true,
-            WeightGrad::Burn => false,
-            WeightGrad::Auto => x.tensor.device().is_cuda(),
-        };
-        if !native && options.groups == 1 && !options.is_asymmetric() {
-            return weight_grad_by_convolution(&x, &weight, &output_grad, &options);
+        if conv_grad_native() || options.groups != 1 || options.is_asymmetric() {
+            return native_conv2d_grad(&x, &weight, &output_grad, &options, ConvGrad::Weight);
         }
-        conv2d_grad(&x, &weight, &output_grad, &options, ConvGrad::Weight)
+        weight_grad_by_convolution(&x, &weight, &output_grad, &options)
     }
 
-    // OpenCarbon-rs patch: BatchNorm through libtorch's fused kernels, opt-in
-    // (`OPENCARBON_TCH_BATCH_NORM=native`), instead of burn-backend's composite defaults, which copy
-    // the input through swap_dims + reshape for each statistic and build the backward from ~10
-    // element-wise and reduction ops. See `native_batch_norm`.
+    // OpenCarbon-rs patch: BatchNorm through libtorch's fused kernels (`native_batch_norm` and
+    // its backward) instead of burn-backend's composite defaults, which copy the input through
+    // swap_dims + reshape for each statistic and build the backward from ~10 element-wise and
+    // reduction ops. `OPENCARBON_TCH_BATCH_NORM=burn` restores those; see `native_batch_norm`.
     fn batch_norm(
         x: TchTensor,
         gamma: TchTensor,
@@ -164,19 +172,18 @@ impl ModuleOps<Self> for LibTorch {
         epsilon: f64,
     ) -> BatchNormTrain<Self> {
         let (output, mean, variance) = if native_batch_norm() {
-            // One pass for both statistics (biased variance), one fused normalisation.
-            let dims: Vec<i64> = (0..x.tensor.dim() as i64).filter(|&d| d != 1).collect();
-            let (variance, mean) = x.tensor.var_mean_correction(dims.as_slice(), 0, false);
-            let output = x.tensor.batch_norm(
+            // One kernel for the statistics and the normalisation (what PyTorch's train-mode
+            // BatchNorm runs); burn wants the biased variance, recovered from 1/√(var + ε).
+            let (output, mean, invstd) = x.tensor.native_batch_norm(
                 Some(&gamma.tensor),
                 Some(&beta.tensor),
-                Some(&mean),
-                Some(&variance),
-                false,
+                None::<&tch::Tensor>,
+                None::<&tch::Tensor>,
+                true,
                 0.0,
                 epsilon,
-                true,
             );
+            let variance = invstd.square().reciprocal() - epsilon;
             (output, mean, variance)
         } else {
             bn_reference::train(&x.tensor, &gamma.tensor, &beta.tensor, epsilon)
@@ -197,33 +204,18 @@ impl ModuleOps<Self> for LibTorch {
         output_grad: TchTensor,
     ) -> BatchNormTrainBackward<Self> {
         let (x_grad, gamma_grad, beta_grad) = if native_batch_norm() {
-            // libtorch's autograd re-runs the train-mode normalisation on leaves and
-            // back-propagates Σ output ⊙ output_grad: `native_batch_norm_backward`, all three
-            // gradients in one kernel (cuDNN's on CUDA).
-            tch::with_grad(|| {
-                let x_leaf = x.tensor.detach().set_requires_grad(true);
-                let gamma_leaf = gamma.tensor.detach().set_requires_grad(true);
-                let beta_leaf = gamma.tensor.zeros_like().set_requires_grad(true);
-                let (output, _, _) = x_leaf.native_batch_norm(
-                    Some(&gamma_leaf),
-                    Some(&beta_leaf),
-                    None::<&tch::Tensor>,
-                    None::<&tch::Tensor>,
-                    true,
-                    0.0,
-                    epsilon,
-                );
-                let objective = (output * &output_grad.tensor).sum(output_grad.tensor.kind());
-                let mut grads = tch::Tensor::run_backward(
-                    &[objective],
-                    &[&x_leaf, &gamma_leaf, &beta_leaf],
-                    false,
-                    false,
-                );
-                let beta_grad = grads.pop().expect("three gradients");
-                let gamma_grad = grads.pop().expect("three gradients");
-                (grads.pop().expect("three gradients"), gamma_grad, beta_grad)
-            })
+            // `native_batch_norm_backward`: all three gradients in one kernel, from the batch
+            // statistics burn kept (mean and biased variance).
+            let invstd = (&variance.tensor + epsilon).rsqrt();
+            crate::native::batch_norm_backward(
+                &output_grad.tensor,
+                &x.tensor,
+                &gamma.tensor,
+                &mean.tensor,
+                &invstd,
+                epsilon,
+            )
+            .unwrap_or_else(|error| panic!("batch norm backward: {error}"))
         } else {
             bn_reference::backward(
                 &x.tensor,
@@ -773,26 +765,46 @@ mod tests {
     }
 }
 
-#[derive(Clone, Copy)]
-enum WeightGrad {
-    /// libtorch's `convolution_backward` on CUDA; burn's default elsewhere (on CPU it is the
-    /// faster of the two: 154–173 vs 188–206 ms for a ResNet-18 backward at batch 32, 64², 2 cores).
-    Auto,
-    Native,
-    Burn,
+/// `OPENCARBON_CONV_GRAD=native|burn` (default native), read once, so one build benchmarks both
+/// routes. libtorch's kernels are the faster on both devices: on one H200 burn's weight gradient
+/// made a ResNet-18 backward 166 ms against PyTorch's 23 ms (batch 128), and on 2 CPU cores the
+/// native route takes the backward from 170 to 145–155 ms (batch 32, 64²; README, "Performance").
+fn conv_grad_native() -> bool {
+    static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NATIVE.get_or_init(|| std::env::var("OPENCARBON_CONV_GRAD").as_deref() != Ok("burn"))
 }
 
-/// `OPENCARBON_CONV_WEIGHT_GRAD=native|burn|auto` (default auto), read once; lets a benchmark
-/// compare both in one build.
-fn weight_grad_mode() -> WeightGrad {
-    static MODE: std::sync::OnceLock<WeightGrad> = std::sync::OnceLock::new();
-    *MODE.get_or_init(
-        || match std::env::var("OPENCARBON_CONV_WEIGHT_GRAD").as_deref() {
-            Ok("native") => WeightGrad::Native,
-            Ok("burn") => WeightGrad::Burn,
-            _ => WeightGrad::Auto,
-        },
-    )
+/// burn-backend 0.22.1's default input gradient (symmetric padding), as it is: a transposed
+/// convolution of the output gradient, with the output padding that restores the input's size.
+fn input_grad_by_transposed_convolution(
+    x: &TchTensor,
+    weight: &TchTensor,
+    output_grad: &TchTensor,
+    options: &ConvOptions<2>,
+) -> TchTensor {
+    let input = x.tensor.size();
+    let output = output_grad.tensor.size();
+    let kernel = weight.tensor.size();
+    let padding = options.padding_begin();
+    let output_padding: [i64; 2] = std::array::from_fn(|d| {
+        let (stride, dilation) = (options.stride[d] as i64, options.dilation[d] as i64);
+        if stride <= 1 {
+            return 0;
+        }
+        let dilated_kernel = dilation * (kernel[d + 2] - 1) + 1;
+        let covered = (output[d + 2] - 1) * stride + dilated_kernel - 2 * padding[d] as i64;
+        (input[d + 2] - covered).max(0)
+    });
+    TchTensor::new(tch::Tensor::conv_transpose2d(
+        &output_grad.tensor,
+        &weight.tensor,
+        None::<tch::Tensor>,
+        options.stride.map(|s| s as i64),
+        padding.map(|p| p as i64),
+        output_padding,
+        options.groups as i64,
+        options.dilation.map(|d| d as i64),
+    ))
 }
 
 /// burn-backend 0.22.1's default weight gradient (no groups, symmetric padding), as it is:
@@ -821,69 +833,70 @@ fn weight_grad_by_convolution(
     TchTensor::new(grad)
 }
 
-/// Which gradient of a convolution [`conv2d_grad`] returns.
+/// Which gradient of a convolution [`native_conv2d_grad`] returns.
 #[derive(Clone, Copy, PartialEq, Eq)]
-#[allow(dead_code)] // `Input` is kept for a future input-gradient override
 enum ConvGrad {
     Input,
     Weight,
 }
 
 /// The gradient of `conv2d(x, weight)` with respect to `x` or `weight`, given the gradient of its
-/// output, computed by libtorch's autograd: the convolution is re-run on detached leaves (only the
-/// wanted one requiring grad) and Σ output ⊙ output_grad is back-propagated, which dispatches to
-/// `at::convolution_backward` with just that gradient in its output mask. tch 0.22 does not
-/// wrap `convolution_backward` itself; the re-run forward is the price of going through autograd.
-fn conv2d_grad(
+/// output, from libtorch's `convolution_backward` with just that gradient in its output mask.
+/// Asymmetric padding is applied to the input first (as the forward does), and the input
+/// gradient cropped back to the unpadded input.
+fn native_conv2d_grad(
     x: &TchTensor,
     weight: &TchTensor,
     output_grad: &TchTensor,
     options: &ConvOptions<2>,
     want: ConvGrad,
 ) -> TchTensor {
-    tch::with_grad(|| {
-        let x_leaf = x.tensor.detach().set_requires_grad(want == ConvGrad::Input);
-        let w_leaf = weight
-            .tensor
-            .detach()
-            .set_requires_grad(want == ConvGrad::Weight);
-        // Asymmetric padding is a differentiable pad of the input, then a symmetric convolution.
-        let (input, padding) = if options.is_asymmetric() {
-            let [(top, bottom), (left, right)] = options.padding;
-            let pad = [left as i64, right as i64, top as i64, bottom as i64];
-            (x_leaf.constant_pad_nd(pad), [0i64, 0])
-        } else {
-            (
-                x_leaf.shallow_clone(),
-                options.padding_begin().map(|p| p as i64),
-            )
-        };
-        let output = tch::Tensor::conv2d(
-            &input,
-            &w_leaf,
-            None::<tch::Tensor>,
-            options.stride.map(|s| s as i64),
-            padding,
-            options.dilation.map(|d| d as i64),
-            options.groups as i64,
+    let (input, padding) = if options.is_asymmetric() {
+        let [(top, bottom), (left, right)] = options.padding;
+        let pad = [left as i64, right as i64, top as i64, bottom as i64];
+        (x.tensor.constant_pad_nd(pad), [0i64, 0])
+    } else {
+        (
+            x.tensor.shallow_clone(),
+            options.padding_begin().map(|p| p as i64),
+        )
+    };
+    let geometry = crate::native::ConvGeometry {
+        stride: &options.stride.map(|s| s as i64),
+        padding: &padding,
+        dilation: &options.dilation.map(|d| d as i64),
+        groups: options.groups as i64,
+    };
+    let want_input = want == ConvGrad::Input;
+    let (input_grad, weight_grad) = crate::native::convolution_backward(
+        &output_grad.tensor,
+        &input,
+        &weight.tensor,
+        &geometry,
+        want_input,
+        !want_input,
+    )
+    .unwrap_or_else(|error| panic!("convolution backward: {error}"));
+    let grad = if want_input { input_grad } else { weight_grad }
+        .expect("convolution_backward returns the gradient it was asked for");
+    if want_input && options.is_asymmetric() {
+        let [(top, _), (left, _)] = options.padding;
+        let size = x.tensor.size();
+        return TchTensor::new(
+            grad.narrow(2, top as i64, size[2])
+                .narrow(3, left as i64, size[3])
+                .contiguous(),
         );
-        let objective = (output * &output_grad.tensor).sum(output_grad.tensor.kind());
-        let leaf = match want {
-            ConvGrad::Input => &x_leaf,
-            ConvGrad::Weight => &w_leaf,
-        };
-        let mut grads = tch::Tensor::run_backward(&[objective], &[leaf], false, false);
-        TchTensor::new(grads.remove(0))
-    })
+    }
+    TchTensor::new(grad)
 }
 
-/// `OPENCARBON_TCH_BATCH_NORM=native|burn`, read once. burn's arithmetic stays the default: on 2 CPU
-/// cores the native route was no faster (ResNet-18 step at batch 32, 64²: forward 78–80 vs 67–69 ms,
-/// backward 153–168 vs 152–169 ms), and on CUDA it is not measured yet (`scripts/gpu-check.sh`
-/// times both).
+/// `OPENCARBON_TCH_BATCH_NORM=native|burn` (default native), read once. libtorch's fused kernels
+/// beat burn's composite arithmetic on 2 CPU cores (ResNet-18 step at batch 32, 64²: forward 63 vs
+/// 73–76 ms, backward 122–124 vs 145–170 ms) and held 14 of burn's 166 ms backward on one H200.
 fn native_batch_norm() -> bool {
     static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *NATIVE.get_or_init(|| std::env::var("OPENCARBON_TCH_BATCH_NORM").as_deref() == Ok("native"))
+    *NATIVE.get_or_init(|| std::env::var("OPENCARBON_TCH_BATCH_NORM").as_deref() != Ok("burn"))
 }
 
 /// burn-backend 0.22.1's default BatchNorm arithmetic, written with tch ops, for
