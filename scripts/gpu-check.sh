@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
 # `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
-#   doctor → ResNet-18 train step (libtorch's kernels, burn's, TF32; PyTorch) → quickstart on CUDA
-#   at each precision → bench (ours vs the authors' data path, then TF32) → PyTorch reference.
+#   doctor → ResNet-18 train step (libtorch's kernels, profiled; burn's; TF32; PyTorch, profiled) →
+#   quickstart on CUDA at each precision → bench (ours vs the authors' data path, profiled; then
+#   TF32) → PyTorch reference. Traces and their summaries land in <out-dir>/prof.
 # usage: scripts/gpu-check.sh <opencarbon-binary or .xz of it> <out-dir>
 set -uo pipefail
 BIN=${1:?binary}
@@ -25,7 +26,7 @@ LOG="$OUT/log.txt"
     echo "== ResNet-18 step, 256², batches 32 and 128 (vendor/burn-tch/PATCH.md)"
     echo "-- libtorch's kernels (default: native convolution gradients and BatchNorm, fused Adam)"
     timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 \
-        --json "$OUT/resnet18_native.jsonl"
+        --json "$OUT/resnet18_native.jsonl" --profile "$OUT/prof"
     echo "-- burn's composite kernels and per-parameter Adam"
     OPENCARBON_CONV_GRAD=burn OPENCARBON_TCH_BATCH_NORM=burn OPENCARBON_ADAM=burn timeout 120 "$BIN" bench \
         --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 --json "$OUT/resnet18_burn.jsonl"
@@ -33,8 +34,12 @@ LOG="$OUT/log.txt"
     timeout 120 "$BIN" bench --device cuda --resnet18 32,128 --side 256 --warmup 3 --steps 10 --precision tf32 \
         --json "$OUT/resnet18_native_tf32.jsonl"
     timeout 120 python3 tools/bench/pytorch_reference.py --device cuda --resnet18 32,128 --side 256 --warmup 3 \
-        --steps 10 >"$OUT/resnet18_pytorch.jsonl"
+        --steps 10 --profile "$OUT/prof" >"$OUT/resnet18_pytorch.jsonl"
     cat "$OUT/resnet18_pytorch.jsonl"
+    for trace in "$OUT"/prof/resnet18_pytorch_*.trace.json; do
+        echo "-- $trace"
+        "$BIN" bench --summarize "$trace" --steps 3
+    done
     for precision in default fp32 tf32; do
         echo "== quickstart on cuda, --precision $precision"
         /usr/bin/time -f "quickstart wall %e s, max RSS %M KiB" timeout 240 "$BIN" run experiments/quickstart.yaml \
@@ -47,11 +52,19 @@ LOG="$OUT/log.txt"
 nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 >"$OUT/gpu_memory_ours.txt" 2>/dev/null &
 SMI=$!
 timeout 240 "$BIN" bench --device cuda --tiles 1024 --side 256 --poi-categories 15 --batch 32 --warmup 3 --steps 20 \
-    --json "$OUT/bench_ours.jsonl" >>"$LOG" 2>&1
+    --json "$OUT/bench_ours.jsonl" --profile "$OUT/prof" >>"$LOG" 2>&1
 kill $SMI 2>/dev/null
 timeout 200 "$BIN" bench --device cuda --tiles 1024 --side 256 --poi-categories 15 --batch 32 --warmup 3 --steps 20 \
     --path ours --precision tf32 --json "$OUT/bench_ours_tf32.jsonl" >>"$LOG" 2>&1
 echo "== pytorch reference" >>"$LOG"
 timeout 200 python3 tools/bench/pytorch_reference.py --device cuda --tiles 1024 --side 256 --poi 15 --batch 32 \
     --warmup 3 --steps 20 >"$OUT/bench_pytorch.jsonl" 2>>"$LOG"
+# Traces travel compressed (the summaries sit beside them as JSON).
+python3 - "$OUT"/prof/*.trace.json <<'PY'
+import lzma, os, shutil, sys
+for path in sys.argv[1:]:
+    with open(path, "rb") as src, lzma.open(path + ".xz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.remove(path)
+PY
 echo "done $(date -u)" >>"$LOG"

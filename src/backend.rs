@@ -198,6 +198,35 @@ pub fn device_memory_peak(choice: &DeviceChoice) -> Option<DeviceMemory> {
     None
 }
 
+/// Whether `choice` can be profiled: libtorch's profiler needs a libtorch device.
+pub fn check_profiler(choice: &DeviceChoice) -> Result<()> {
+    if backend_name(choice) == "flex" {
+        bail!(
+            "--profile needs libtorch (a `--features tch` build with --device cpu or cuda); --device {choice} runs on flex"
+        );
+    }
+    Ok(())
+}
+
+/// Starts libtorch's Kineto profiler (CPU operators, and CUDA kernels on a CUDA device).
+pub fn profiler_start(choice: &DeviceChoice) -> Result<()> {
+    check_profiler(choice)?;
+    #[cfg(feature = "tch")]
+    return burn_tch::native::profiler_start(matches!(choice, DeviceChoice::Cuda(_)))
+        .map_err(|e| anyhow::anyhow!("starting the profiler: {e}"));
+    #[cfg(not(feature = "tch"))]
+    bail!("--profile needs libtorch: this build has none (build with `--features tch`)")
+}
+
+/// Stops the profiler and writes its Chrome trace to `path`.
+pub fn profiler_stop(path: &std::path::Path) -> Result<()> {
+    #[cfg(feature = "tch")]
+    return burn_tch::native::profiler_stop(path)
+        .map_err(|e| anyhow::anyhow!("writing the trace {}: {e}", path.display()));
+    #[cfg(not(feature = "tch"))]
+    bail!("no profiler in this build (writing {})", path.display())
+}
+
 /// Which kernels the libtorch backend routes to, as set by the environment (for benchmark rows):
 /// the convolution gradients (`OPENCARBON_CONV_GRAD`) and BatchNorm (`OPENCARBON_TCH_BATCH_NORM`).
 pub fn kernel_routes(choice: &DeviceChoice) -> String {

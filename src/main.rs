@@ -88,6 +88,14 @@ enum Command {
         /// Float32 arithmetic on CUDA: default, fp32 or tf32 (as for `run`)
         #[arg(long, default_value = "default")]
         precision: backend::Precision,
+        /// Also record 3 more training steps with libtorch's profiler: a Chrome trace, its summary
+        /// (JSON) and a table of the costliest operators and CUDA kernels, into this folder
+        #[arg(long)]
+        profile: Option<PathBuf>,
+        /// Instead, summarise a Chrome trace of N steps (ours or the PyTorch reference's
+        /// `--profile`), e.g. `--summarize trace.json --steps 3`
+        #[arg(long)]
+        summarize: Option<PathBuf>,
     },
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
@@ -312,8 +320,18 @@ fn real_main() -> Result<()> {
             json,
             resnet18,
             precision,
+            profile,
+            summarize,
         } => {
+            if let Some(trace) = summarize {
+                let summary = bench::trace::summarize(&trace, steps)?;
+                print!("{}", bench::trace::table(&summary, 20));
+                return append_json(json.as_deref(), &[summary]);
+            }
             backend::set_precision(&device, precision)?;
+            if profile.is_some() {
+                backend::check_profiler(&device)?;
+            }
             if !resnet18.is_empty() {
                 let mut rows = Vec::new();
                 for &b in &resnet18 {
@@ -321,7 +339,13 @@ fn real_main() -> Result<()> {
                         anyhow::bail!("--resnet18 batches must be ≥ 2 and --steps ≥ 1");
                     }
                     rows.push(bench::resnet18::run(
-                        &device, b, side, warmup, steps, precision,
+                        &device,
+                        b,
+                        side,
+                        warmup,
+                        steps,
+                        precision,
+                        profile.as_deref(),
                     )?);
                 }
                 print!("{}", bench::resnet18::table(&rows));
@@ -346,6 +370,7 @@ fn real_main() -> Result<()> {
                     steps,
                     paths,
                     precision,
+                    profile,
                 },
                 &device,
             )?;

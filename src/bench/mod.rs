@@ -3,6 +3,7 @@
 //! on the host per batch, encoders run once per window position).
 
 pub mod resnet18;
+pub mod trace;
 
 use std::time::Instant;
 
@@ -36,6 +37,8 @@ pub struct BenchConfig {
     pub paths: Vec<DataPath>,
     /// Already applied by the caller ([`backend::set_precision`]); recorded in the rows.
     pub precision: backend::Precision,
+    /// Profile a few more training steps of each path with libtorch's profiler into this folder.
+    pub profile: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -132,6 +135,24 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
             anyhow::bail!("bench: {} training tiles cannot fill one batch of {}; use more --tiles or a smaller --batch", order.len(), config.batch);
         }
         let mut encodes = 0usize;
+        let mut one_step = |model, batch: &[usize], encodes: &mut usize| match path {
+            DataPath::Ours => {
+                let (m, l1, _) =
+                    train_step(model, &mut optim, &data, batch, &train, true, &autodiff)?;
+                *encodes += BatchPlan::new(
+                    batch,
+                    data.neighbours.as_ref(),
+                    EncoderBatching::Distinct,
+                    model_config.missing_neighbour,
+                )
+                .tiles
+                .len();
+                Ok((m, l1))
+            }
+            DataPath::Authors => {
+                authors_step(model, &mut optim, &data, batch, &train, &autodiff, encodes)
+            }
+        };
         let mut timed = Instant::now();
         for step in 0..config.warmup + config.steps {
             if step == config.warmup {
@@ -139,37 +160,32 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
                 timed = Instant::now();
                 encodes = 0;
             }
-            let batch = batches[step % batches.len()];
-            let (next, l1) = match path {
-                DataPath::Ours => {
-                    let (m, l1, _) =
-                        train_step(model, &mut optim, &data, batch, &train, true, &autodiff)?;
-                    encodes += BatchPlan::new(
-                        batch,
-                        data.neighbours.as_ref(),
-                        EncoderBatching::Distinct,
-                        model_config.missing_neighbour,
-                    )
-                    .tiles
-                    .len();
-                    (m, l1)
-                }
-                DataPath::Authors => authors_step(
-                    model,
-                    &mut optim,
-                    &data,
-                    batch,
-                    &train,
-                    &autodiff,
-                    &mut encodes,
-                )?,
-            };
+            let (next, l1) = one_step(model, batches[step % batches.len()], &mut encodes)?;
             model = next;
             // Reading the loss synchronises the device, as the authors' script does with .item().
             let _ = l1.into_scalar::<f32>();
         }
         let train_seconds = timed.elapsed().as_secs_f64();
         let train_tiles_per_s = (config.steps * config.batch) as f64 / train_seconds;
+        if let Some(dir) = &config.profile {
+            let name = format!(
+                "bench_{}_{path:?}_b{}_s{}",
+                choice.to_string().replace(':', ""),
+                config.batch,
+                config.side
+            )
+            .to_lowercase();
+            let session = trace::Session::start(choice, dir, &name)?;
+            let mut ignored = 0;
+            for k in 0..trace::PROFILED_STEPS {
+                let batch = batches[(config.warmup + config.steps + k) % batches.len()];
+                let (next, l1) = one_step(model, batch, &mut ignored)?;
+                model = next;
+                let _ = l1.into_scalar::<f32>();
+            }
+            session.finish()?;
+        }
+        drop(one_step);
 
         let eval = model.valid();
         let samples = city.samples();

@@ -2,6 +2,7 @@
 //! followed by a device synchronisation. The same step as `tools/bench/pytorch_reference.py
 //! --resnet18`, so burn and PyTorch compare on the same libtorch, op for op.
 
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -10,6 +11,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
+use super::trace;
 use crate::backend::{self, DeviceChoice};
 use crate::model::config::{ChannelOrder, ImageEncoderConfig};
 use crate::model::image_encoder::ImageEncoder;
@@ -43,7 +45,9 @@ fn sync(device: &Device) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("device synchronisation failed: {e:?}"))
 }
 
-/// Mean phase times of `steps` steps after `warmup` steps, at `batch` images of `side`².
+/// Mean phase times of `steps` steps after `warmup` steps, at `batch` images of `side`². With
+/// `profile`, [`trace::PROFILED_STEPS`] more steps run under libtorch's profiler, whose trace and
+/// summary go to that folder.
 pub fn run(
     choice: &DeviceChoice,
     batch: usize,
@@ -51,6 +55,7 @@ pub fn run(
     warmup: usize,
     steps: usize,
     precision: backend::Precision,
+    profile: Option<&Path>,
 ) -> Result<ResnetStepRow> {
     let device = backend::device(choice)?;
     let autodiff = device.clone().autodiff();
@@ -75,7 +80,7 @@ pub fn run(
     };
     let mut optim = optimizer(&config);
     let (mut forward, mut backward, mut step) = (0.0, 0.0, 0.0);
-    for i in 0..warmup + steps {
+    let mut train_step = |model: ImageEncoder| -> Result<(ImageEncoder, [f64; 3])> {
         sync(&device)?;
         let t0 = Instant::now();
         let logits = model.forward(x.clone());
@@ -88,21 +93,39 @@ pub fn run(
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         sync(&device)?;
         let t2 = Instant::now();
-        model = optim.step(config.lr, model, grads);
+        let model = optim.step(config.lr, model, grads);
         sync(&device)?;
         let t3 = Instant::now();
+        Ok((model, [t1 - t0, t2 - t1, t3 - t2].map(|d| d.as_secs_f64())))
+    };
+    for i in 0..warmup + steps {
+        let (next, [f, b, o]) = train_step(model)?;
+        model = next;
         if i >= warmup {
-            forward += (t1 - t0).as_secs_f64();
-            backward += (t2 - t1).as_secs_f64();
-            step += (t3 - t2).as_secs_f64();
+            forward += f;
+            backward += b;
+            step += o;
         }
     }
+    if let Some(dir) = profile {
+        let name = format!(
+            "resnet18_{}_b{batch}_s{side}",
+            choice.to_string().replace(':', "")
+        );
+        let session = trace::Session::start(choice, dir, &name)?;
+        for _ in 0..trace::PROFILED_STEPS {
+            model = train_step(model)?.0;
+        }
+        session.finish()?;
+    }
+    drop(train_step);
+    let adam_kind = optim.kind();
     let ms = |s: f64| 1e3 * s / steps.max(1) as f64;
     Ok(ResnetStepRow {
         backend: backend::backend_name(choice).into(),
         device: choice.to_string(),
         kernels: backend::kernel_routes(choice),
-        adam: optim.kind().into(),
+        adam: adam_kind.into(),
         precision,
         batch,
         side,

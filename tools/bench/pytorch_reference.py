@@ -13,6 +13,7 @@ usage: python pytorch_reference.py [--device cuda] [--tiles 1024] [--side 256] [
        python pytorch_reference.py --resnet18 32,128 [--side 256]   (the ResNet-18 step, phase by phase)
 """
 import argparse
+import sys
 import json
 import time
 
@@ -163,7 +164,25 @@ def loss_of(pred, y, cs, cp, alpha=1e-3):
 PRECISION = "default"
 
 
-def resnet18_step(dev, batch, side, warmup, steps):
+PROFILED_STEPS = 3  # as `opencarbon bench --profile`
+
+
+def profiled(dev, profile_dir, name, body):
+    """Runs body() (PROFILED_STEPS training steps) under torch.profiler and writes
+    <profile_dir>/<name>.trace.json, which `opencarbon bench --summarize FILE --steps 3` summarises
+    the same way as ours."""
+    from torch.profiler import ProfilerActivity, profile
+    import os
+    os.makedirs(profile_dir, exist_ok=True)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        body()
+    path = os.path.join(profile_dir, f"{name}.trace.json")
+    prof.export_chrome_trace(path)
+    print(f"{name}: trace {path}", file=sys.stderr)
+
+
+def resnet18_step(dev, batch, side, warmup, steps, profile_dir=None):
     """A ResNet-18 training step phase by phase (forward, backward, Adam with weight decay), each
     synchronised: the same step as `opencarbon bench --resnet18`."""
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
@@ -175,7 +194,8 @@ def resnet18_step(dev, batch, side, warmup, steps):
     labels = (torch.arange(batch, device=dev) * 37) % 1000
     model.train()
     times = np.zeros(3)
-    for i in range(warmup + steps):
+
+    def step():
         sync()
         t0 = time.perf_counter()
         loss = F.cross_entropy(model(x), labels)
@@ -188,8 +208,15 @@ def resnet18_step(dev, batch, side, warmup, steps):
         opt.step()
         sync()
         t3 = time.perf_counter()
+        return np.array([t1 - t0, t2 - t1, t3 - t2])
+
+    for i in range(warmup + steps):
+        t = step()
         if i >= warmup:
-            times += [t1 - t0, t2 - t1, t3 - t2]
+            times += t
+    if profile_dir:
+        profiled(dev, profile_dir, f"resnet18_pytorch_{dev.type}_b{batch}_s{side}",
+                 lambda: [step() for _ in range(PROFILED_STEPS)])
     ms = 1e3 * times / steps
     print(json.dumps({"framework": f"pytorch {torch.__version__}", "device": str(dev), "bench": "resnet18_step",
                       "precision": PRECISION, "batch": batch, "side": side, "steps": steps, "forward_ms": round(ms[0], 2),
@@ -208,6 +235,7 @@ def main():
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--paths", default="efficient,authors")
     ap.add_argument("--resnet18", default="", help="instead, time a ResNet-18 step at these batches, e.g. 32,128")
+    ap.add_argument("--profile", default=None, help="also profile 3 more steps into this folder (Chrome traces)")
     ap.add_argument("--precision", default="default", choices=["default", "fp32", "tf32"],
                     help="fp32 on CUDA: default (TF32 convolutions, fp32 matmuls), fp32 (strict) or tf32 (both TF32); "
                          "as `opencarbon bench --precision`")
@@ -220,7 +248,7 @@ def main():
     PRECISION = a.precision
     if a.resnet18:
         for b in a.resnet18.split(","):
-            resnet18_step(dev, int(b), a.side, a.warmup, a.steps)
+            resnet18_step(dev, int(b), a.side, a.warmup, a.steps, a.profile)
         return
     torch.manual_seed(0)
     w = int(np.ceil(np.sqrt(a.tiles)))

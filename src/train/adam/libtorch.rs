@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use burn::backend::LibTorch;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn_tch::native::{fused_adam_, AdamHyper};
@@ -41,39 +41,29 @@ impl FusedAdam {
     }
 
     pub fn step<M: Module>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
-        let mut collect = Collect {
+        let mut gather = Gather {
             grads,
-            ids: Vec::new(),
+            moments: &mut self.moments,
             params: Vec::new(),
-            grad_values: Vec::new(),
+            grads_out: Vec::new(),
+            exp_avgs: Vec::new(),
+            exp_avg_sqs: Vec::new(),
         };
-        model.visit(&mut collect);
-        let Collect {
-            ids,
+        let model = model.map(&mut gather);
+        let Gather {
             params,
-            grad_values,
+            grads_out,
+            exp_avgs,
+            exp_avg_sqs,
             ..
-        } = collect;
-        if ids.is_empty() {
+        } = gather;
+        if params.is_empty() {
             return model;
-        }
-        for (id, param) in ids.iter().zip(&params) {
-            self.moments.entry(*id).or_insert_with(|| Moments {
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-            });
         }
         let step = self
             .step
             .get_or_insert_with(|| tch::Tensor::zeros([], (tch::Kind::Float, params[0].device())));
         let _ = step.f_add_scalar_(1.0).expect("step counter");
-        let (exp_avgs, exp_avg_sqs): (Vec<_>, Vec<_>) = ids
-            .iter()
-            .map(|id| {
-                let m = &self.moments[id];
-                (m.exp_avg.shallow_clone(), m.exp_avg_sq.shallow_clone())
-            })
-            .unzip();
         let hyper = AdamHyper {
             lr,
             beta1: self.hyper.beta1,
@@ -81,56 +71,58 @@ impl FusedAdam {
             weight_decay: self.hyper.weight_decay,
             epsilon: self.hyper.epsilon,
         };
-        fused_adam_(&params, &grad_values, &exp_avgs, &exp_avg_sqs, step, hyper)
+        // Updates the module's parameters in place, through the handles gathered.
+        fused_adam_(&params, &grads_out, &exp_avgs, &exp_avg_sqs, step, hyper)
             .unwrap_or_else(|error| panic!("fused Adam: {error}"));
-        let updated = ids.into_iter().zip(params).collect();
-        model.map(&mut Replace { updated })
+        model
     }
 }
 
-/// Gathers, for every parameter with a gradient, a fresh copy of its value (updated in place
-/// by the kernel, so a model clone kept elsewhere, e.g. the best checkpoint, is untouched)
-/// and its gradient.
-struct Collect {
+/// Takes, for every parameter with a gradient, a libtorch handle on storage the kernel may update
+/// in place: the parameter's own when nothing else holds it (burn-tch counts the holders), else a
+/// fresh copy that becomes the parameter, so a model clone kept elsewhere (the best checkpoint)
+/// is never written through.
+struct Gather<'a> {
     grads: GradientsParams,
-    ids: Vec<ParamId>,
+    moments: &'a mut HashMap<ParamId, Moments>,
     params: Vec<tch::Tensor>,
-    grad_values: Vec<tch::Tensor>,
+    grads_out: Vec<tch::Tensor>,
+    exp_avgs: Vec<tch::Tensor>,
+    exp_avg_sqs: Vec<tch::Tensor>,
 }
 
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let Some(grad) = self.grads.remove::<D>(param.id) else {
-            return;
-        };
-        let value = libtorch(param.val().inner());
-        self.ids.push(param.id);
-        self.params.push(value.copy());
-        self.grad_values.push(libtorch(grad));
-    }
-}
-
-fn libtorch<const D: usize>(tensor: Tensor<D>) -> tch::Tensor {
-    tensor
-        .try_into_primitive::<LibTorch>()
-        .unwrap_or_else(|error| panic!("fused Adam on a tensor off libtorch: {error:?}"))
-        .tensor
-}
-
-/// Puts the updated values back, keeping each parameter's autodiff settings.
-struct Replace {
-    updated: HashMap<ParamId, tch::Tensor>,
-}
-
-impl ModuleMapper for Replace {
+impl ModuleMapper for Gather<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(value) = self.updated.remove(&param.id) else {
+        let Some(grad) = self.grads.remove::<D>(param.id) else {
             return param;
         };
         let (id, old, mapper) = param.consume();
-        let new = Tensor::<D>::from_primitive::<LibTorch>(TchTensor::new(value));
-        Param::from_mapped_value(id, Settings::of(&old).restore(new), mapper)
+        let settings = Settings::of(&old);
+        let value = libtorch(old.inner());
+        let value = if value.can_mut() && value.tensor.is_contiguous() {
+            value
+        } else {
+            let mut copy = value.tensor.empty_like();
+            copy.copy_(&value.tensor);
+            TchTensor::new(copy)
+        };
+        let moments = self.moments.entry(id).or_insert_with(|| Moments {
+            exp_avg: value.tensor.zeros_like(),
+            exp_avg_sq: value.tensor.zeros_like(),
+        });
+        self.params.push(value.tensor.shallow_clone());
+        self.grads_out.push(libtorch(grad).tensor);
+        self.exp_avgs.push(moments.exp_avg.shallow_clone());
+        self.exp_avg_sqs.push(moments.exp_avg_sq.shallow_clone());
+        let value = Tensor::<D>::from_primitive::<LibTorch>(value);
+        Param::from_mapped_value(id, settings.restore(value), mapper)
     }
+}
+
+fn libtorch<const D: usize>(tensor: Tensor<D>) -> TchTensor {
+    tensor
+        .try_into_primitive::<LibTorch>()
+        .unwrap_or_else(|error| panic!("fused Adam on a tensor off libtorch: {error:?}"))
 }
 
 /// A parameter's autodiff settings, put back on its updated value (as burn's optimisers do).

@@ -1,8 +1,8 @@
 //! OpenCarbon-rs patch: safe wrappers over `src/native/shim.cpp`, the libtorch kernels tch 0.22
 //! does not wrap: `convolution_backward`, `native_batch_norm_backward`, the fused Adam update,
-//! the TF32 switches and the CUDA caching allocator's memory counters.
+//! the TF32 switches, the CUDA caching allocator's memory counters and the Kineto profiler.
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, CString, c_char, c_int};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
@@ -55,6 +55,8 @@ unsafe extern "C" {
         peak_reserved: *mut i64,
     ) -> *mut c_char;
     fn oc_cuda_reset_peak_memory(device: i64) -> *mut c_char;
+    fn oc_profiler_start(cuda: c_int) -> *mut c_char;
+    fn oc_profiler_stop(trace_path: *const c_char) -> *mut c_char;
 }
 
 /// A libtorch error (the C++ exception's message).
@@ -290,4 +292,19 @@ pub fn cuda_memory(device: usize) -> Result<CudaMemory, NativeError> {
 pub fn cuda_reset_peak_memory(device: usize) -> Result<(), NativeError> {
     // SAFETY: no pointers.
     check(unsafe { oc_cuda_reset_peak_memory(device as i64) })
+}
+
+/// Starts libtorch's Kineto profiler on this thread: CPU operators, and CUDA kernels (through
+/// CUPTI) when `cuda` is set.
+pub fn profiler_start(cuda: bool) -> Result<(), NativeError> {
+    // SAFETY: no pointers.
+    check(unsafe { oc_profiler_start(cuda as c_int) })
+}
+
+/// Stops the profiler and writes what it recorded as a Chrome trace (JSON) to `path`.
+pub fn profiler_stop(path: &std::path::Path) -> Result<(), NativeError> {
+    let path = CString::new(path.to_string_lossy().into_owned())
+        .map_err(|_| NativeError(format!("trace path {} holds a NUL byte", path.display())))?;
+    // SAFETY: a NUL-terminated string that outlives the call.
+    check(unsafe { oc_profiler_stop(path.as_ptr()) })
 }

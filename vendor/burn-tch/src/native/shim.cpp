@@ -8,10 +8,13 @@
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/native_batch_norm_backward.h>
 #include <c10/core/CachingDeviceAllocator.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <set>
+#include <stdexcept>
 #include <vector>
 
 namespace {
@@ -136,6 +139,29 @@ char *oc_cuda_reset_peak_memory(int64_t device) {
   return guarded([&] {
     c10::getDeviceAllocator(c10::DeviceType::CUDA)
         ->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+  });
+}
+
+// libtorch's Kineto profiler on this thread (where burn-tch runs every op): CPU operators, and
+// CUDA kernels through CUPTI when `cuda` is set. `oc_profiler_stop` writes a Chrome trace.
+char *oc_profiler_start(int cuda) {
+  return guarded([&] {
+    using torch::profiler::impl::ActivityType;
+    using torch::profiler::impl::ProfilerConfig;
+    using torch::profiler::impl::ProfilerState;
+    std::set<ActivityType> activities{ActivityType::CPU};
+    if (cuda) activities.insert(ActivityType::CUDA);
+    ProfilerConfig config(ProfilerState::KINETO);
+    torch::autograd::profiler::prepareProfiler(config, activities);
+    torch::autograd::profiler::enableProfiler(config, activities);
+  });
+}
+
+char *oc_profiler_stop(const char *trace_path) {
+  return guarded([&] {
+    auto result = torch::autograd::profiler::disableProfiler();
+    if (!result) throw std::runtime_error("the profiler was not running");
+    result->save(trace_path);
   });
 }
 

@@ -6,6 +6,14 @@ impl ActivationOps<Self> for LibTorch {
         tensor.unary_ops(|mut tensor| tensor.relu_(), |tensor| tensor.relu())
     }
 
+    // OpenCarbon-rs patch: libtorch's own ReLU backward (what PyTorch runs), one kernel, instead
+    // of burn-backend's default `mask_fill(grad, output <= 0, 0)` (a comparison, a bool tensor
+    // and a masked fill: 10 ms against 2 ms per ResNet-18 step at batch 32, 64², on 2 CPU
+    // cores). Same result, NaN included: both keep the gradient where `output <= 0` is false.
+    fn relu_backward(output: TchTensor, grad: TchTensor) -> TchTensor {
+        TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0.0))
+    }
+
     fn gelu(tensor: TchTensor) -> TchTensor {
         tensor.unary_ops(
             |mut tensor| tensor.gelu_("none"),
