@@ -233,11 +233,15 @@ pub fn kernel_routes(choice: &DeviceChoice) -> String {
     if backend_name(choice) == "flex" {
         return "flex".into();
     }
-    let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+    // Anything but `burn` selects libtorch's kernels (as vendor/burn-tch reads the variables).
+    let route = |name: &str| match std::env::var(name).as_deref() {
+        Ok("burn") => "burn",
+        _ => "native",
+    };
     format!(
         "conv-grad={} bn={}",
-        var("OPENCARBON_CONV_GRAD", "native"),
-        var("OPENCARBON_TCH_BATCH_NORM", "native")
+        route("OPENCARBON_CONV_GRAD"),
+        route("OPENCARBON_TCH_BATCH_NORM")
     )
 }
 
@@ -296,5 +300,34 @@ mod libtorch {
         let text = std::fs::read_to_string(torch_dir.join("version.py")).ok()?;
         let line = text.lines().find(|l| l.starts_with("__version__"))?;
         Some(line.split(['\'', '"']).nth(1)?.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precision_parses_and_is_cuda_only() {
+        assert_eq!("tf32".parse::<Precision>().unwrap(), Precision::Tf32);
+        assert_eq!(Precision::Fp32.to_string(), "fp32");
+        let error = "bf16".parse::<Precision>().unwrap_err().to_string();
+        assert!(error.contains("bf16") && error.contains("tf32"), "{error}");
+        // The default changes nothing anywhere; anything else off CUDA would be a false record.
+        set_precision(&DeviceChoice::Cpu, Precision::Default).unwrap();
+        let error = set_precision(&DeviceChoice::Cpu, Precision::Tf32)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("--precision tf32") && error.contains("--device cpu"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn flex_cannot_be_profiled() {
+        let error = check_profiler(&DeviceChoice::Flex).unwrap_err().to_string();
+        assert!(error.contains("--device flex"), "{error}");
+        assert!(device_memory_peak(&DeviceChoice::Flex).is_none());
     }
 }

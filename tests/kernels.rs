@@ -100,6 +100,63 @@ fn adam_follows_torchs_update_rule() {
     );
 }
 
+#[derive(Module, Debug)]
+struct Two {
+    early: Param<Tensor<1>>,
+    late: Param<Tensor<1>>,
+}
+
+/// torch keeps a step count per parameter, started at its first gradient: a parameter first used
+/// at step 3 (a contrastive head, say) gets the bias correction of its own first step.
+#[test]
+fn adam_counts_steps_per_parameter() {
+    let device = autodiff();
+    let config = train_config();
+    let mut model = Two {
+        early: Param::from_tensor(Tensor::<1>::from_floats([0.5, -0.25], &device)),
+        late: Param::from_tensor(Tensor::<1>::from_floats([1.5, 2.0], &device)),
+    };
+    let mut adam = Adam::new(&config);
+    let (beta1, beta2, eps, lr, wd) = (0.9f64, 0.999f64, 1e-8, config.lr, config.weight_decay);
+    // Gradient of Σw is 1 for every element; weight decay adds λw.
+    let torch_step = |w: &mut f64, m: &mut f64, v: &mut f64, t: i32| {
+        let g = 1.0 + wd * *w;
+        *m = beta1 * *m + (1.0 - beta1) * g;
+        *v = beta2 * *v + (1.0 - beta2) * g * g;
+        *w -= lr * (*m / (1.0 - beta1.powi(t))) / ((*v / (1.0 - beta2.powi(t))).sqrt() + eps);
+    };
+    let mut early = [(0.5f64, 0.0, 0.0), (-0.25, 0.0, 0.0)];
+    let mut late = [(1.5f64, 0.0, 0.0), (2.0, 0.0, 0.0)];
+    for step in 1..=4 {
+        let loss = if step < 3 {
+            model.early.val().sum()
+        } else {
+            model.early.val().sum() + model.late.val().sum()
+        };
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = adam.step(lr, model, grads);
+        for (w, m, v) in early.iter_mut() {
+            torch_step(w, m, v, step);
+        }
+        if step >= 3 {
+            for (w, m, v) in late.iter_mut() {
+                torch_step(w, m, v, step - 2);
+            }
+        }
+    }
+    let expected_early: Vec<f64> = early.iter().map(|e| e.0).collect();
+    let expected_late: Vec<f64> = late.iter().map(|e| e.0).collect();
+    let e_early = relative_error(&values(model.early.val()), &expected_early);
+    let e_late = relative_error(&values(model.late.val()), &expected_late);
+    assert!(
+        e_early < 1e-6 && e_late < 1e-6,
+        "{} Adam: early {:?} vs {expected_early:?}, late {:?} vs {expected_late:?}",
+        adam.kind(),
+        values(model.early.val()),
+        values(model.late.val())
+    );
+}
+
 /// An update must not write through to a copy of the model kept elsewhere (the best checkpoint):
 /// libtorch's fused kernel updates in place, so it must work on fresh storage.
 #[test]

@@ -18,17 +18,18 @@ pub(super) fn owns<const D: usize>(value: &Tensor<D>) -> bool {
     value.clone().try_into_primitive::<LibTorch>().is_ok()
 }
 
-/// The moments of one parameter.
+/// The state torch's Adam keeps per parameter, created at its first gradient.
 struct Moments {
     exp_avg: tch::Tensor,
     exp_avg_sq: tch::Tensor,
+    /// Steps this parameter took (a parameter first used later, such as a contrastive head, has
+    /// its own bias correction), as a one-element float tensor on its device.
+    step: tch::Tensor,
 }
 
 pub(super) struct FusedAdam {
     hyper: Hyper,
     moments: HashMap<ParamId, Moments>,
-    /// Steps taken, as a one-element tensor on the parameters' device (the kernel reads it).
-    step: Option<tch::Tensor>,
 }
 
 impl FusedAdam {
@@ -36,7 +37,6 @@ impl FusedAdam {
         Self {
             hyper,
             moments: HashMap::new(),
-            step: None,
         }
     }
 
@@ -48,6 +48,7 @@ impl FusedAdam {
             grads_out: Vec::new(),
             exp_avgs: Vec::new(),
             exp_avg_sqs: Vec::new(),
+            steps: Vec::new(),
         };
         let model = model.map(&mut gather);
         let Gather {
@@ -55,15 +56,12 @@ impl FusedAdam {
             grads_out,
             exp_avgs,
             exp_avg_sqs,
+            steps,
             ..
         } = gather;
         if params.is_empty() {
             return model;
         }
-        let step = self
-            .step
-            .get_or_insert_with(|| tch::Tensor::zeros([], (tch::Kind::Float, params[0].device())));
-        let _ = step.f_add_scalar_(1.0).expect("step counter");
         let hyper = AdamHyper {
             lr,
             beta1: self.hyper.beta1,
@@ -72,7 +70,7 @@ impl FusedAdam {
             epsilon: self.hyper.epsilon,
         };
         // Updates the module's parameters in place, through the handles gathered.
-        fused_adam_(&params, &grads_out, &exp_avgs, &exp_avg_sqs, step, hyper)
+        fused_adam_(&params, &grads_out, &exp_avgs, &exp_avg_sqs, &steps, hyper)
             .unwrap_or_else(|error| panic!("fused Adam: {error}"));
         model
     }
@@ -89,6 +87,7 @@ struct Gather<'a> {
     grads_out: Vec<tch::Tensor>,
     exp_avgs: Vec<tch::Tensor>,
     exp_avg_sqs: Vec<tch::Tensor>,
+    steps: Vec<tch::Tensor>,
 }
 
 impl ModuleMapper for Gather<'_> {
@@ -109,11 +108,13 @@ impl ModuleMapper for Gather<'_> {
         let moments = self.moments.entry(id).or_insert_with(|| Moments {
             exp_avg: value.tensor.zeros_like(),
             exp_avg_sq: value.tensor.zeros_like(),
+            step: tch::Tensor::zeros([], (tch::Kind::Float, value.tensor.device())),
         });
         self.params.push(value.tensor.shallow_clone());
         self.grads_out.push(libtorch(grad).tensor);
         self.exp_avgs.push(moments.exp_avg.shallow_clone());
         self.exp_avg_sqs.push(moments.exp_avg_sq.shallow_clone());
+        self.steps.push(moments.step.shallow_clone());
         let value = Tensor::<D>::from_primitive::<LibTorch>(value);
         Param::from_mapped_value(id, settings.restore(value), mapper)
     }

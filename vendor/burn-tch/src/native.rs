@@ -38,7 +38,7 @@ unsafe extern "C" {
         grads: *const *mut C_tensor,
         exp_avgs: *const *mut C_tensor,
         exp_avg_sqs: *const *mut C_tensor,
-        step: *mut C_tensor,
+        steps: *const *mut C_tensor,
         n: i64,
         lr: f64,
         beta1: f64,
@@ -191,41 +191,44 @@ pub struct AdamHyper {
     pub epsilon: f64,
 }
 
-/// `torch._fused_adam_`: updates every parameter and its two moments in place, in one
-/// multi-tensor kernel per device and dtype. `step` is the step count after this update (a
-/// one-element float tensor on the parameters' device).
+/// One step of `torch.optim.Adam(fused=True)`: adds one to each parameter's step count (a
+/// one-element float tensor on its device; parameters that first got a gradient later have
+/// counted fewer steps, and their bias correction says so), then `torch._fused_adam_` updates
+/// every parameter and its two moments in place, in one multi-tensor kernel per device and dtype.
 pub fn fused_adam_(
     params: &[Tensor],
     grads: &[Tensor],
     exp_avgs: &[Tensor],
     exp_avg_sqs: &[Tensor],
-    step: &Tensor,
+    steps: &[Tensor],
     hyper: AdamHyper,
 ) -> Result<(), NativeError> {
     let n = params.len();
-    if grads.len() != n || exp_avgs.len() != n || exp_avg_sqs.len() != n {
+    if [grads.len(), exp_avgs.len(), exp_avg_sqs.len(), steps.len()] != [n; 4] {
         return Err(NativeError(format!(
-            "fused Adam needs as many gradients and moments as parameters ({n}), got {}, {} and {}",
+            "fused Adam needs as many gradients, moments and step counts as parameters ({n}), got {}, {}, {} and {}",
             grads.len(),
             exp_avgs.len(),
-            exp_avg_sqs.len()
+            exp_avg_sqs.len(),
+            steps.len()
         )));
     }
     let pointers = |list: &[Tensor]| list.iter().map(ptr).collect::<Vec<_>>();
-    let (p, g, m, v) = (
+    let (p, g, m, v, t) = (
         pointers(params),
         pointers(grads),
         pointers(exp_avgs),
         pointers(exp_avg_sqs),
+        pointers(steps),
     );
-    // SAFETY: four arrays of `n` live tensors and one step tensor.
+    // SAFETY: five arrays of `n` live tensors.
     check(unsafe {
         oc_fused_adam(
             p.as_ptr(),
             g.as_ptr(),
             m.as_ptr(),
             v.as_ptr(),
-            ptr(step),
+            t.as_ptr(),
             n as i64,
             hyper.lr,
             hyper.beta1,

@@ -4,6 +4,7 @@
 // malloc'd error message, which the caller frees with `oc_free_error`.
 #include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_add.h>
 #include <ATen/ops/_fused_adam.h>
 #include <ATen/ops/convolution_backward.h>
 #include <ATen/ops/native_batch_norm_backward.h>
@@ -88,19 +89,20 @@ char *oc_batch_norm_backward(at::Tensor *grad_output, at::Tensor *input, at::Ten
   });
 }
 
-// torch.optim.Adam(fused=True)'s kernel: one multi-tensor update of every parameter and its
-// moments, in place, with coupled L2 weight decay. `step` holds the (already incremented) step
-// count, shared by all parameters.
+// torch.optim.Adam(fused=True)'s step: each parameter's step count (a one-element float tensor
+// on its device, as torch keeps it) goes up by one in a multi-tensor add, then one multi-tensor
+// kernel updates every parameter and its moments in place, with coupled L2 weight decay.
 char *oc_fused_adam(at::Tensor **params, at::Tensor **grads, at::Tensor **exp_avgs,
-                    at::Tensor **exp_avg_sqs, at::Tensor *step, int64_t n, double lr,
+                    at::Tensor **exp_avg_sqs, at::Tensor **steps, int64_t n, double lr,
                     double beta1, double beta2, double weight_decay, double epsilon) {
   return guarded([&] {
     auto p = tensors(params, n);
     auto g = tensors(grads, n);
     auto m = tensors(exp_avgs, n);
     auto v = tensors(exp_avg_sqs, n);
-    std::vector<at::Tensor> steps(n, *step);
-    at::_fused_adam_(p, g, m, v, {}, steps, lr, beta1, beta2, weight_decay, epsilon,
+    auto t = tensors(steps, n);
+    at::_foreach_add_(t, 1);
+    at::_fused_adam_(p, g, m, v, {}, t, lr, beta1, beta2, weight_decay, epsilon,
                      /*amsgrad=*/false, /*maximize=*/false);
   });
 }

@@ -183,7 +183,8 @@ impl ModuleOps<Self> for LibTorch {
                 0.0,
                 epsilon,
             );
-            let variance = invstd.square().reciprocal() - epsilon;
+            // Clamped: for a constant channel, rounding can leave (var + ε) − ε a hair below 0.
+            let variance = (invstd.square().reciprocal() - epsilon).clamp_min(0.0);
             (output, mean, variance)
         } else {
             bn_reference::train(&x.tensor, &gamma.tensor, &beta.tensor, epsilon)
