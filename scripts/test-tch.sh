@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The libtorch build's tests (CI runs the default backend only): every test on libtorch CPU with
+# libtorch's kernels (the default routes), then the parity and kernel tests again on burn's routes.
+# Sets up torch first (scripts/setup-libtorch.sh; TORCH_VERSION=2.11.0 by default, as the GPU
+# machine has).
+#
+#   scripts/test-tch.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
+TORCH_VERSION="$TORCH_VERSION" scripts/setup-libtorch.sh
+# shellcheck disable=SC1090
+source "$(TORCH_VERSION="$TORCH_VERSION" scripts/setup-libtorch.sh --env-file)"
+# One target dir per torch version: changing a LIBTORCH* variable rebuilds most of burn.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/opencarbon/target-tch$(echo "${TORCH_VERSION%.*}" | tr -d .)}"
+TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
+[[ -x "$TOOLS/bin/python" ]] && export OPENCARBON_PYTHON="$TOOLS/bin/python"
+
+cargo test --locked --no-default-features --features tch "$@"
+OPENCARBON_CONV_GRAD=burn OPENCARBON_TCH_BATCH_NORM=burn OPENCARBON_ADAM=burn \
+    cargo test --locked --no-default-features --features tch --test parity --test kernels
