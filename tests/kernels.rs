@@ -187,14 +187,15 @@ fn matrix(rows: usize, cols: usize, phase: f32, device: &Device) -> Tensor<2> {
 fn mlp(device: &Device) -> Mlp {
     Mlp {
         a: Param::from_tensor(matrix(6, 8, 0.1, device)),
-        b: Param::from_tensor(matrix(8, 3, 0.2, device)),
+        b: Param::from_tensor(matrix(3, 8, 0.2, device)),
         bias: Param::from_tensor(matrix(1, 3, 0.3, device).reshape([3])),
     }
 }
 
 fn mlp_loss(model: &Mlp, x: Tensor<2>) -> Tensor<1> {
     let hidden = x.matmul(model.a.val()).tanh();
-    let out = hidden.matmul(model.b.val()) + model.bias.val().unsqueeze::<2>();
+    // `b` enters transposed, so its gradient arrives as a transposed (non-contiguous) view.
+    let out = hidden.matmul(model.b.val().transpose()) + model.bias.val().unsqueeze::<2>();
     (out.clone() * out).sum()
 }
 

@@ -98,7 +98,10 @@ impl ModuleMapper for Gather<'_> {
         let (id, old, mapper) = param.consume();
         let settings = Settings::of(&old);
         let value = libtorch(old.inner());
-        let value = if value.can_mut() && value.tensor.is_contiguous() {
+        // The kernel walks parameter, gradient and moments as flat buffers: all contiguous.
+        let value = if !value.tensor.is_contiguous() {
+            TchTensor::new(value.tensor.contiguous())
+        } else if value.can_mut() {
             value
         } else {
             let mut copy = value.tensor.empty_like();
@@ -111,7 +114,7 @@ impl ModuleMapper for Gather<'_> {
             step: tch::Tensor::zeros([], (tch::Kind::Float, value.tensor.device())),
         });
         self.params.push(value.tensor.shallow_clone());
-        self.grads_out.push(libtorch(grad).tensor);
+        self.grads_out.push(libtorch(grad).tensor.contiguous());
         self.exp_avgs.push(moments.exp_avg.shallow_clone());
         self.exp_avg_sqs.push(moments.exp_avg_sq.shallow_clone());
         self.steps.push(moments.step.shallow_clone());
