@@ -8,12 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TORCH_VERSION="${TORCH_VERSION:-2.11.0}"
-TORCH_VERSION="$TORCH_VERSION" scripts/setup-libtorch.sh
-# shellcheck disable=SC1090
-source "$(TORCH_VERSION="$TORCH_VERSION" scripts/setup-libtorch.sh --env-file)"
-# One target dir per torch version: changing a LIBTORCH* variable rebuilds most of burn.
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/opencarbon/target-tch$(echo "${TORCH_VERSION%.*}" | tr -d .)}"
+source scripts/libtorch-env.sh
 TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
 [[ -x "$TOOLS/bin/python" ]] && export OPENCARBON_PYTHON="$TOOLS/bin/python"
 
