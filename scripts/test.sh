@@ -1,15 +1,27 @@
 #!/usr/bin/env bash
-# The project's test command (README, and .ci/run calls exactly this).
-# - builds in a persistent target dir outside the clone (CARGO_TARGET_DIR, default ~/.cache/opencarbon/target);
-# - installs TensorBoard's Python package into a small venv (~/.cache/opencarbon/venv-tools) so that a
-#   test reads the run's event file back with TensorBoard's own reader;
-# - runs every test on the default (install-free) backend;
-# - runs the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
-#   city) from scratch and prints its summary table.
+# The project's test command (README, and .ci/run calls exactly this). In order:
+# 1. every test on the default (install-free) flex backend, TensorBoard's own reader included
+#    (TensorBoard's Python package goes into ~/.cache/opencarbon/venv-tools);
+# 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
+#    city) from scratch, printing its summary table;
+# 3. the fault campaign in its bounded form (scripts/fault-campaign.py: kill -9 and resume);
+# 4. the libtorch build's tests on CPU (scripts/test-tch.sh; installs the torch wheel into
+#    ~/.cache/opencarbon/venv-torch-<version> if missing). OPENCARBON_SKIP_TCH=1 skips them.
+#
+# One build for everything: without CARGO_TARGET_DIR, the clone's ./target is used, and when the
+# clone has none yet it becomes a link to ~/.cache/opencarbon/target, which outlives clones. So
+# `cargo run` (the quickstart) and this script share one build, whichever comes first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/opencarbon/target}"
+if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
+    if [[ ! -e target ]]; then
+        mkdir -p "$HOME/.cache/opencarbon/target"
+        ln -s "$HOME/.cache/opencarbon/target" target
+        echo "linked ./target to ~/.cache/opencarbon/target (one build shared by clones)" >&2
+    fi
+    export CARGO_TARGET_DIR="$PWD/target"
+fi
 TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
 if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL' 2>/dev/null; then
     echo "installing the tensorboard Python package into $TOOLS" >&2
@@ -18,8 +30,23 @@ if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL' 2>/dev/null; then
 fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 
+step() { echo "== $1 ($(date -u +%H:%M:%S))" >&2; }
+
+step "tests, flex backend"
 cargo test --locked "$@"
 
+step "CI sweep"
 CI_OUT="${OPENCARBON_CI_OUT:-${TMPDIR:-/tmp}/opencarbon-ci}"
 rm -rf "$CI_OUT"
 cargo run --locked --quiet -- run experiments/ci.yaml --quiet --out "$CI_OUT"
+
+step "fault campaign (bounded)"
+python3 scripts/fault-campaign.py --bin "$CARGO_TARGET_DIR/debug/opencarbon" \
+    --kills "${OPENCARBON_FAULT_KILLS:-8}" --work "${TMPDIR:-/tmp}/opencarbon-fault-campaign"
+
+if [[ "${OPENCARBON_SKIP_TCH:-0}" != 1 ]]; then
+    step "tests, libtorch backend (CPU)"
+    # A subshell: the libtorch environment must not reach later flex builds.
+    (scripts/test-tch.sh)
+fi
+step "all passed"

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod baselines;
 pub mod bench;
 pub mod data;
+pub mod fault;
 pub mod metrics;
 pub mod model;
 pub mod results;

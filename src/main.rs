@@ -10,8 +10,8 @@ use opencarbon::bench::{self, BenchConfig, DataPath};
 use opencarbon::data::canonical::{self, CityManifest, GridInfo};
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
-use opencarbon::runner::{self, RunOptions, RunOutcome};
-use opencarbon::spec::{Experiment, RunSpec};
+use opencarbon::runner;
+use opencarbon::spec::RunSpec;
 
 #[derive(Parser)]
 #[command(
@@ -26,35 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train and test the run a spec describes; skips a run whose test_metrics.json exists.
-    Run {
-        spec: PathBuf,
-        /// cpu (libtorch CPU when built with `tch`, else flex), flex, cuda or cuda:N
-        #[arg(long, default_value = "cpu")]
-        device: DeviceChoice,
-        /// Experiment directory (default: results/<spec name>)
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Override a spec value: --set train.lr=5e-4 (repeatable; value in YAML syntax)
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Re-run even if the run is already done
-        #[arg(long)]
-        force: bool,
-        /// No progress bar
-        #[arg(long)]
-        quiet: bool,
-        /// Only the runs with variant=NAME, dataset=NAME or seed=N (repeatable, all must hold)
-        #[arg(long, value_name = "KEY=VALUE")]
-        only: Vec<String>,
-        /// List the runs and whether each is done, without running anything
-        #[arg(long)]
-        dry_run: bool,
-        /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
-        /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
-        #[arg(long, default_value = "default")]
-        precision: backend::Precision,
-    },
+    /// Train and test the runs a spec describes; skips runs that are done.
+    Run(opencarbon::runner::cli::RunArgs),
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
     Results { dir: PathBuf },
     /// Report the backends, devices and libtorch installation, and what to fix.
@@ -187,90 +160,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run {
-            spec,
-            device,
-            out,
-            overrides,
-            force,
-            quiet,
-            only,
-            dry_run,
-            precision,
-        } => {
-            let experiment = Experiment::load(&spec, &overrides)?;
-            let out = out.unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
-            let only: Vec<(String, String)> = only
-                .iter()
-                .map(|o| match o.split_once('=') {
-                    Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => {
-                        Ok((k.to_string(), v.to_string()))
-                    }
-                    _ => Err(anyhow::anyhow!(
-                        "--only `{o}`: expected variant=NAME, dataset=NAME or seed=N"
-                    )),
-                })
-                .collect::<Result<_>>()?;
-            if dry_run {
-                for run in experiment.runs.iter().filter(|r| runner::matches(r, &only)) {
-                    let done =
-                        opencarbon::track::RunDir::is_done(&out.join("runs").join(run.run_id()));
-                    println!(
-                        "{} {:<10} {:<24} {:<20} seed {}",
-                        if done { "done" } else { "todo" },
-                        run.run_id(),
-                        run.dataset_label(),
-                        run.variant,
-                        run.seed
-                    );
-                }
-                return Ok(());
-            }
-            let options = RunOptions {
-                device,
-                out: out.clone(),
-                progress: !quiet,
-                force,
-                precision,
-            };
-            if experiment.runs.len() == 1 && only.is_empty() {
-                let spec = &experiment.runs[0];
-                let (dir, outcome) = runner::run(spec, &options)?;
-                let (verb, m) = match outcome {
-                    RunOutcome::Done(m) => ("finished", m),
-                    RunOutcome::Skipped(m) => ("already done, skipped", m),
-                };
-                println!("run {} {verb}: {}", spec.run_id(), dir.display());
-                println!(
-                    "test (best valid epoch {}, {} tiles): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
-                    m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
-                );
-                return Ok(());
-            }
-            let (report, summary) = runner::run_sweep(&experiment, &options, &only)?;
-            println!("{summary}");
-            println!(
-                "{}: {} run, {} already done, {} failed → {}",
-                experiment.name,
-                report.done,
-                report.skipped,
-                report.failed.len(),
-                out.join("summary.md").display()
-            );
-            if !report.failed.is_empty() {
-                anyhow::bail!(
-                    "{} run(s) failed: {}",
-                    report.failed.len(),
-                    report
-                        .failed
-                        .iter()
-                        .map(|(l, _)| l.as_str())
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                );
-            }
-            Ok(())
-        }
+        Command::Run(args) => opencarbon::runner::cli::main(args),
         Command::Results { dir } => {
             print!("{}", opencarbon::results::write_summary(&dir)?);
             Ok(())

@@ -106,14 +106,17 @@ pub fn load(dir: &Path) -> Result<City> {
     let (cx, cy, ce) = (
         table.require("x")?,
         table.require("y")?,
-        table.require(&manifest.target)?,
+        table
+            .require(&manifest.target)
+            .context("the target column city.yaml names")?,
     );
     let district_col = table.column("district");
     let tab_cols: Vec<usize> = manifest
         .tabular
         .iter()
         .map(|c| table.require(c))
-        .collect::<Result<_>>()?;
+        .collect::<Result<_>>()
+        .context("a tabular column city.yaml lists")?;
     let mut keys = Vec::with_capacity(table.rows.len());
     let mut emission = Vec::with_capacity(table.rows.len());
     let mut values = Vec::with_capacity(table.rows.len() * tab_cols.len());
@@ -167,12 +170,18 @@ pub fn load(dir: &Path) -> Result<City> {
     let images = manifest
         .images
         .as_ref()
-        .map(|m| load_images(dir, m, &keys))
+        .map(|m| {
+            load_images(dir, m, &keys)
+                .with_context(|| format!("images.dir `{}` of city.yaml", m.dir.display()))
+        })
         .transpose()?;
     let poi = manifest
         .poi
         .as_ref()
-        .map(|m| load_poi(dir, m, &keys))
+        .map(|m| {
+            load_poi(dir, m, &keys)
+                .with_context(|| format!("poi.file `{}` of city.yaml", m.file.display()))
+        })
         .transpose()?;
     let city = City {
         name: manifest.name.clone(),
@@ -244,7 +253,7 @@ fn load_poi(dir: &Path, m: &PoiManifest, keys: &[TileKey]) -> Result<PoiStack> {
     let check_shape = |shape: &[usize]| -> Result<usize> {
         if shape.len() != 4 || shape[0] != keys.len() || shape[1] != c || shape[2] != shape[3] {
             bail!(
-                "{}: shape {shape:?}; expected [{} tiles, {c} categories, H, H] in tiles.csv order",
+                "{}: shape {shape:?}; expected [{} tiles, {c} categories (city.yaml poi.categories), H, H] in tiles.csv order",
                 path.display(),
                 keys.len()
             );

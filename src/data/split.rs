@@ -292,8 +292,12 @@ impl SplitConfig {
             ("test", &split.test),
         ] {
             if part.is_empty() {
+                let source = match self {
+                    SplitConfig::File { path } => format!(" (split file {})", path.display()),
+                    _ => String::new(),
+                };
                 bail!(
-                    "the {name} split of city `{}` is empty ({} samples in all); change `split`",
+                    "the {name} split of city `{}` is empty ({} samples in all){source}; change `split`",
                     city.name,
                     samples.len()
                 );

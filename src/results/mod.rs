@@ -10,8 +10,9 @@ use polars::prelude::*;
 
 pub mod transfer;
 
-use crate::runner::TestMetrics;
+use crate::runner::{resume, TestMetrics};
 use crate::spec::RunSpec;
+use crate::track::atomic;
 
 /// One run directory's outcome.
 #[derive(Debug, Clone)]
@@ -20,7 +21,7 @@ pub struct RunRow {
     pub variant: String,
     pub dataset: String,
     pub seed: u64,
-    /// done | failed | running
+    /// done | failed | running | unknown | `broken: <why>` (see `runner::resume`)
     pub status: String,
     pub metrics: Option<TestMetrics>,
     /// `transfer.json` of a finished transfer run.
@@ -45,29 +46,26 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
         let Ok(text) = std::fs::read_to_string(&spec_path) else {
             continue;
         };
-        let spec: RunSpec = serde_norway::from_str(&text)
-            .with_context(|| format!("reading {}", spec_path.display()))?;
-        let metrics: Option<TestMetrics> =
-            match std::fs::read_to_string(dir.join("test_metrics.json")) {
-                Ok(t) => Some(
-                    serde_json::from_str(&t)
-                        .with_context(|| format!("reading {}/test_metrics.json", dir.display()))?,
-                ),
-                Err(_) => None,
-            };
+        let spec: RunSpec = match serde_norway::from_str(&text) {
+            Ok(spec) => spec,
+            Err(e) => {
+                // One unreadable run must not hide the others; it is reported, not summarised.
+                eprintln!(
+                    "warning: {} does not parse ({e}); run left out",
+                    spec_path.display()
+                );
+                continue;
+            }
+        };
+        let (status, metrics) = match resume::check(&dir, None) {
+            resume::State::Done(m) => ("done".to_string(), Some(m)),
+            resume::State::NotDone(status) => (status, None),
+            resume::State::Broken(why) => (format!("broken: {why}"), None),
+        };
         let transfer = match (&metrics, std::fs::read_to_string(dir.join("transfer.json"))) {
             (Some(_), Ok(t)) => serde_json::from_str(&t)
                 .with_context(|| format!("reading {}/transfer.json", dir.display()))?,
             _ => Vec::new(),
-        };
-        let status = if metrics.is_some() {
-            "done".to_string()
-        } else {
-            std::fs::read_to_string(dir.join("meta.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|v| v["status"].as_str().map(String::from))
-                .unwrap_or_else(|| "unknown".into())
         };
         rows.push(RunRow {
             run_id: dir
@@ -174,11 +172,11 @@ pub fn write_summary(experiment_dir: &Path) -> Result<String> {
 pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) -> Result<String> {
     let rows = collect(experiment_dir)?;
     let mut summary = summary_frame_ordered(&rows, variant_order)?;
-    let mut csv = std::fs::File::create(experiment_dir.join("summary.csv"))?;
-    CsvWriter::new(&mut csv).finish(&mut summary)?;
-    let mut parquet = std::fs::File::create(experiment_dir.join("summary.parquet"))?;
-    ParquetWriter::new(&mut parquet).finish(&mut summary)?;
-    let failed: Vec<&RunRow> = rows.iter().filter(|r| r.status == "failed").collect();
+    write_frame(experiment_dir, "summary", &mut summary)?;
+    let failed: Vec<&RunRow> = rows
+        .iter()
+        .filter(|r| r.status == "failed" || r.status.starts_with("broken"))
+        .collect();
     let mut md = markdown(&summary, &failed)?;
     if rows.iter().any(|r| !r.transfer.is_empty()) {
         md.push('\n');
@@ -188,8 +186,18 @@ pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) ->
             variant_order,
         )?);
     }
-    std::fs::write(experiment_dir.join("summary.md"), &md)?;
+    atomic::write(&experiment_dir.join("summary.md"), md.as_bytes())?;
     Ok(md)
+}
+
+/// `<stem>.csv` and `<stem>.parquet` in `dir`, each written atomically.
+pub(crate) fn write_frame(dir: &Path, stem: &str, frame: &mut DataFrame) -> Result<()> {
+    let mut csv = Vec::new();
+    CsvWriter::new(&mut csv).finish(frame)?;
+    atomic::write(&dir.join(format!("{stem}.csv")), &csv)?;
+    let mut parquet = Vec::new();
+    ParquetWriter::new(&mut parquet).finish(frame)?;
+    atomic::write(&dir.join(format!("{stem}.parquet")), &parquet)
 }
 
 /// A string column as owned values ("" for nulls).
@@ -275,8 +283,8 @@ fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
         for r in failed {
             writeln!(
                 out,
-                "- {} / {} / seed {}: `{}`",
-                r.dataset, r.variant, r.seed, r.run_id
+                "- {} / {} / seed {}: `{}` ({})",
+                r.dataset, r.variant, r.seed, r.run_id, r.status
             )?;
         }
     }

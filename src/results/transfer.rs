@@ -10,6 +10,7 @@ use anyhow::Result;
 use polars::prelude::*;
 
 use super::{RunRow, METRICS};
+use crate::track::atomic;
 
 pub const IN_CITY: &str = "in-city (test split)";
 pub const ZERO_SHOT_ALL: &str = "zero-shot, all tiles";
@@ -152,11 +153,9 @@ pub fn matrix_frame(rows: &[RunRow], variant_order: &[String]) -> Result<DataFra
 /// Writes `transfer.{csv,parquet,md}` and returns the Markdown.
 pub fn write_tables(dir: &Path, rows: &[RunRow], variant_order: &[String]) -> Result<String> {
     let mut frame = matrix_frame(rows, variant_order)?;
-    CsvWriter::new(&mut std::fs::File::create(dir.join("transfer.csv"))?).finish(&mut frame)?;
-    ParquetWriter::new(&mut std::fs::File::create(dir.join("transfer.parquet"))?)
-        .finish(&mut frame)?;
+    super::write_frame(dir, "transfer", &mut frame)?;
     let md = markdown(&frame)?;
-    std::fs::write(dir.join("transfer.md"), &md)?;
+    atomic::write(&dir.join("transfer.md"), md.as_bytes())?;
     Ok(md)
 }
 

@@ -105,7 +105,9 @@ impl Experiment {
                 for seed in &seeds {
                     let mut v = root.clone();
                     merge(&mut v, patch.clone());
-                    let m = v.as_mapping_mut().expect("root is a mapping");
+                    let Some(m) = v.as_mapping_mut() else {
+                        bail!("{origin}: variant `{variant}` must be a mapping of spec keys (a patch over the base spec)");
+                    };
                     if let Some(t) = transfer {
                         // The variant may patch transfer settings (not its cities).
                         let mut t = t.clone();

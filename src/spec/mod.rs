@@ -166,11 +166,8 @@ impl RunSpec {
     /// Checks values that serde cannot (ranges, combinations), all at once.
     pub fn check(&self) -> Result<()> {
         let mut problems = Vec::new();
-        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            problems.push(format!(
-                "name: `{}` must be a non-empty name without slashes",
-                self.name
-            ));
+        if let Err(why) = check_name(&self.name) {
+            problems.push(format!("name: `{}` {why}", self.name.escape_debug()));
         }
         problems.extend(self.model.check());
         problems.extend(self.train.check(&self.model.modalities));
@@ -227,5 +224,20 @@ impl RunSpec {
         let digest = Sha256::digest(self.resolved_yaml().as_bytes());
         let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
         format!("s{}-{hex}", self.seed)
+    }
+}
+
+/// An experiment name becomes a directory (`results/<name>`), and specs may come from pull
+/// requests: it must stay one plain path component.
+pub fn check_name(name: &str) -> std::result::Result<(), &'static str> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '+');
+    if name.is_empty() || name.len() > 100 {
+        Err("must be 1 to 100 characters")
+    } else if !name.chars().all(plain) {
+        Err("may hold only ASCII letters, digits and `-_.+` (it names a directory)")
+    } else if name.starts_with('.') {
+        Err("must not start with `.` (`..` would leave the results directory)")
+    } else {
+        Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! Tracking: the run directory, metric sinks (CSV, TensorBoard) and progress bars.
 
+pub mod atomic;
+pub mod lock;
 pub mod meta;
 pub mod progress;
 pub mod run_dir;

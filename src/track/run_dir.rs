@@ -1,12 +1,15 @@
 //! The run directory of DESIGN.md:
 //! `spec.resolved.yaml`, `meta.json`, `metrics.csv`, `tb/` (TensorBoard), `checkpoints/best.*`,
-//! `predictions.csv`, and `test_metrics.json`, whose existence means the run is done.
+//! `predictions.csv`, and `test_metrics.json`, whose existence marks the run as done (checked by
+//! `runner::resume` before it is trusted).
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use serde::Serialize;
+
+use super::atomic;
 
 pub struct RunDir {
     pub path: PathBuf,
@@ -31,20 +34,10 @@ impl RunDir {
         self.path.join("checkpoints").join("best.safetensors")
     }
 
-    /// A run is done when its test metrics exist.
-    pub fn is_done(path: &Path) -> bool {
-        path.join("test_metrics.json").exists()
-    }
-
-    /// Writes `name` atomically (temporary file, then rename), so a killed run never leaves a
+    /// Writes `name` atomically (see [`atomic::write`]), so a killed run never leaves a
     /// half-written file that looks finished.
     pub fn write_atomic(&self, name: &str, contents: &[u8]) -> Result<()> {
-        let target = self.file(name);
-        let tmp = self.file(&format!(".{name}.tmp"));
-        fs::write(&tmp, contents).with_context(|| format!("writing {}", tmp.display()))?;
-        fs::rename(&tmp, &target)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()))?;
-        Ok(())
+        atomic::write(&self.file(name), contents)
     }
 
     pub fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {

@@ -190,7 +190,10 @@ pub fn train_step(
 ) -> Result<(OpenCarbon, Tensor<1>, Option<Tensor<1>>)> {
     let plan = data.plan(batch, data.model.encoder_batching);
     let inputs = data.tiles.gather(&plan.tiles, true);
-    let targets = data.scaled_targets(batch, autodiff);
+    let mut targets = data.scaled_targets(batch, autodiff);
+    if crate::fault::at("batch") == Some(crate::fault::Action::NaN) {
+        targets = targets * f32::NAN;
+    }
     step_on(
         model,
         optimizer,
@@ -204,7 +207,8 @@ pub fn train_step(
 
 /// One pass over `order` in batches of `config.batch_size` (a batch of one is skipped: BatchNorm
 /// cannot normalise a single sample in training mode). Returns the updated model, the mean L1 per
-/// sample and the mean InfoNCE per batch (when contrastive).
+/// sample and the mean InfoNCE per batch (when contrastive); an error naming the first batch
+/// whose loss is not finite (read once per epoch, so no batch waits on the device).
 fn train_epoch(
     mut model: OpenCarbon,
     optimizer: &mut Adam,
@@ -228,15 +232,28 @@ fn train_epoch(
         nce_terms.extend(nce);
         seen += batch.len();
     }
-    let l1_total = if l1_terms.is_empty() {
-        0.0
-    } else {
-        Tensor::cat(l1_terms, 0).sum().into_scalar::<f32>() as f64
+    let per_batch = |terms: Vec<Tensor<1>>, name: &str| -> Result<Vec<f32>> {
+        if terms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values = Tensor::cat(terms, 0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading the {name} loss: {e:?}"))?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "the {name} loss is {} at batch {} of {}: the run stops as failed",
+                values[i],
+                i + 1,
+                values.len()
+            );
+        }
+        Ok(values)
     };
-    let mean_nce = (!nce_terms.is_empty()).then(|| {
-        let n = nce_terms.len() as f64;
-        Tensor::cat(nce_terms, 0).sum().into_scalar::<f32>() as f64 / n
-    });
+    let l1_total: f64 = per_batch(l1_terms, "L1")?.iter().map(|&v| v as f64).sum();
+    let nce = per_batch(nce_terms, "InfoNCE")?;
+    let mean_nce =
+        (!nce.is_empty()).then(|| nce.iter().map(|&v| v as f64).sum::<f64>() / nce.len() as f64);
     Ok((model, l1_total / seen.max(1) as f64, mean_nce))
 }
 
@@ -342,13 +359,10 @@ pub fn fit(
             config,
             contrastive,
             &autodiff,
-        )?;
+        )
+        .with_context(|| format!("training stopped at epoch {epoch}"))?;
         model = next;
         epochs_run = epoch;
-        // The loss is on the trained (possibly standardised) scale, per sample.
-        if !mean_l1.is_finite() {
-            bail!("training loss became {mean_l1} at epoch {epoch}");
-        }
         train_loss.push(mean_l1);
         sink.log(epoch, "train", "l1", mean_l1)?;
         if let Some(nce) = mean_nce {
@@ -359,16 +373,16 @@ pub fn fit(
         if epoch % config.validate_every == 0 || last {
             let eval_model = model.valid();
             let (valid, _) = evaluate(&eval_model, data, &split.valid, config.eval_batch_size);
+            if !valid.rmse.is_finite() {
+                bail!("validation RMSE is {} after epoch {epoch}: the model's predictions are not finite", valid.rmse);
+            }
             for (name, value) in valid.named() {
                 sink.log(epoch, "valid", name, value)?;
             }
             let improved = best.as_ref().is_none_or(|(_, m, _)| valid.r2 > m.r2);
             if improved {
                 if let Some(path) = &hooks.checkpoint {
-                    let mut store = SafetensorsStore::from_file(path.clone()).overwrite(true);
-                    eval_model
-                        .save_into(&mut store)
-                        .with_context(|| format!("saving checkpoint {}", path.display()))?;
+                    save_checkpoint(&eval_model, path)?;
                 }
                 best = Some((epoch, valid, eval_model));
                 since_best = 0;
@@ -475,11 +489,9 @@ pub fn fine_tune(
             config,
             contrastive,
             &autodiff,
-        )?;
+        )
+        .with_context(|| format!("fine-tuning stopped at epoch {epoch} ({tag})"))?;
         model = next;
-        if !mean_l1.is_finite() {
-            bail!("fine-tuning loss became {mean_l1} at epoch {epoch} ({tag})");
-        }
         sink.log(epoch, tag, "l1", mean_l1)?;
     }
     sink.flush()?;
@@ -497,6 +509,19 @@ impl burn::module::ModuleMapper for FreezeBatchNorm {
     ) -> burn::module::Param<burn::module::Flag> {
         flag.with_value(false)
     }
+}
+
+/// Writes `model` to `path` as safetensors, atomically (so a kill mid-save leaves the previous
+/// checkpoint whole).
+pub fn save_checkpoint(model: &OpenCarbon, path: &std::path::Path) -> Result<()> {
+    let mut store = SafetensorsStore::from_bytes(None);
+    model
+        .save_into(&mut store)
+        .with_context(|| format!("saving checkpoint {}", path.display()))?;
+    let bytes = store
+        .get_bytes()
+        .with_context(|| format!("saving checkpoint {}", path.display()))?;
+    crate::track::atomic::write(path, &bytes)
 }
 
 /// Loads a checkpoint written by [`train`] into a freshly built (eval) network.

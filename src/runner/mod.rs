@@ -12,9 +12,15 @@ use crate::data::{canonical, normalize, odiac, synthetic, union, City};
 use crate::metrics::Metrics;
 use crate::model::Modality;
 use crate::spec::{DatasetSpec, RunSpec};
-use crate::track::{meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink};
+use crate::track::lock::{Attempt, RunLock};
+use crate::track::{
+    atomic, meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink,
+};
 use crate::train::{self, Hooks};
 use crate::transfer;
+
+pub mod cli;
+pub mod resume;
 
 /// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,8 +85,10 @@ pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
 /// What became of one run.
 pub enum RunOutcome {
     Done(TestMetrics),
-    /// Its `test_metrics.json` already existed.
+    /// It was already done (its artefacts all checked).
     Skipped(TestMetrics),
+    /// Another live process holds its lock (it is training it); who.
+    Busy(String),
 }
 
 pub struct RunOptions {
@@ -95,21 +103,58 @@ pub struct RunOptions {
     pub precision: backend::Precision,
 }
 
-/// Runs one spec end to end and returns its run directory and outcome.
+/// Runs one spec end to end unless it is done, or another process is running it
+/// ([`RunOutcome::Busy`]); returns its run directory and outcome.
 pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
-    let run_id = spec.run_id();
-    let path = options.out.join("runs").join(&run_id);
+    let path = options.out.join("runs").join(spec.run_id());
     // An unusable device is an error even when the run is already done.
     let device = backend::device(&options.device)?;
     backend::set_precision(&options.device, options.precision)?;
-    if RunDir::is_done(&path) && !options.force {
-        let text = std::fs::read_to_string(path.join("test_metrics.json"))?;
-        let metrics = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}/test_metrics.json", path.display()))?;
-        return Ok((path, RunOutcome::Skipped(metrics)));
+    match RunLock::try_acquire(&path)? {
+        Attempt::Acquired(lock) => run_locked(spec, options, &device, lock),
+        Attempt::Busy(holder) => Ok((path, RunOutcome::Busy(holder))),
+    }
+}
+
+/// As [`run`], but waits for a run another process holds, then runs it unless that process
+/// finished it.
+pub fn run_waiting(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
+    match run(spec, options)? {
+        (path, RunOutcome::Busy(holder)) => {
+            eprintln!("run {}: waiting for {holder}", spec.run_id());
+            let lock = RunLock::acquire(&path)?;
+            run_locked(spec, options, &backend::device(&options.device)?, lock)
+        }
+        other => Ok(other),
+    }
+}
+
+fn run_locked(
+    spec: &RunSpec,
+    options: &RunOptions,
+    device: &crate::backend::Device,
+    _lock: RunLock,
+) -> Result<(PathBuf, RunOutcome)> {
+    let run_id = spec.run_id();
+    let path = options.out.join("runs").join(&run_id);
+    if !options.force {
+        match resume::check(&path, Some(spec)) {
+            resume::State::Done(metrics) => return Ok((path, RunOutcome::Skipped(metrics))),
+            resume::State::Broken(why) => {
+                eprintln!("run {run_id}: not trusted as done ({why}); running it again")
+            }
+            resume::State::NotDone(_) => {}
+        }
+    }
+    // Under the lock, so no one else writes here: the done marker goes first, then what killed
+    // writers left behind.
+    let marker = path.join("test_metrics.json");
+    if marker.exists() {
+        std::fs::remove_file(&marker).with_context(|| format!("removing {}", marker.display()))?;
     }
     let dir = RunDir::create(path.clone())?;
-    std::fs::remove_file(dir.file("test_metrics.json")).ok();
+    atomic::remove_scratch(&dir.path);
+    atomic::remove_scratch(&dir.path.join("checkpoints"));
     dir.write_atomic("spec.resolved.yaml", spec.resolved_yaml().as_bytes())?;
     let (git_commit, git_dirty) = meta::git_state();
     let report = backend::report();
@@ -136,29 +181,51 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     };
     dir.write_json("meta.json", &run_meta)?;
 
-    let result = run_in(spec, &dir, &device, options);
-    run_meta.finished = Some(meta::now());
+    let result = run_in(spec, &dir, device, options).and_then(|metrics| {
+        check_finite(&metrics)?;
+        run_meta.status = "done".into();
+        run_meta.finished = Some(meta::now());
+        run_meta.epochs_run = Some(metrics.epochs_run);
+        run_meta.best_epoch = Some(metrics.best_epoch);
+        run_meta.train_seconds = Some(metrics.train_seconds);
+        dir.write_json("meta.json", &run_meta)?;
+        // Last: its existence marks the run as done.
+        dir.write_json("test_metrics.json", &metrics)?;
+        Ok(metrics)
+    });
     match result {
-        Ok(metrics) => {
-            run_meta.status = "done".into();
-            run_meta.epochs_run = Some(metrics.epochs_run);
-            run_meta.best_epoch = Some(metrics.best_epoch);
-            run_meta.train_seconds = Some(metrics.train_seconds);
-            dir.write_json("meta.json", &run_meta)?;
-            // Last: its existence marks the run as done.
-            dir.write_json("test_metrics.json", &metrics)?;
-            Ok((path, RunOutcome::Done(metrics)))
-        }
+        Ok(metrics) => Ok((path, RunOutcome::Done(metrics))),
         Err(e) => {
             run_meta.status = "failed".into();
+            run_meta.finished = Some(meta::now());
             run_meta.failure = Some(format!("{e:#}"));
-            dir.write_json("meta.json", &run_meta)?;
+            // Best effort (the disk may be full): without test_metrics.json the run is not done
+            // either way.
+            if let Err(meta_error) = dir.write_json("meta.json", &run_meta) {
+                eprintln!("run {run_id}: could not record the failure: {meta_error:#}");
+            }
             Err(e.context(format!(
                 "run {run_id} failed (see {}/meta.json)",
                 path.display()
             )))
         }
     }
+}
+
+/// Non-finite test metrics are a failed run, never a finished one.
+fn check_finite(m: &TestMetrics) -> Result<()> {
+    let values = [
+        ("R²", m.r2),
+        ("RMSE", m.rmse),
+        ("MAE", m.mae),
+        ("MAPE", m.mape),
+    ];
+    if let Some((name, v)) = values.iter().find(|(_, v)| !v.is_finite()) {
+        anyhow::bail!(
+            "test {name} is {v} (non-finite predictions, or every test target equal): not recorded as done"
+        );
+    }
+    Ok(())
 }
 
 fn run_in(
@@ -317,6 +384,31 @@ pub struct SweepReport {
     pub failed: Vec<(String, String)>,
 }
 
+impl SweepReport {
+    fn record(&mut self, label: &str, outcome: Result<(PathBuf, RunOutcome)>) {
+        match outcome {
+            Ok((_, RunOutcome::Done(_))) => self.done += 1,
+            Ok((_, RunOutcome::Skipped(_))) => self.skipped += 1,
+            Ok((_, RunOutcome::Busy(holder))) => self
+                .failed
+                .push((label.into(), format!("still held by {holder}"))),
+            Err(e) => {
+                eprintln!("run {label} failed: {e:#}");
+                self.failed.push((label.into(), format!("{e:#}")));
+            }
+        }
+    }
+}
+
+fn run_label(spec: &RunSpec) -> String {
+    format!(
+        "{} / {} / seed {}",
+        spec.dataset_label(),
+        spec.variant,
+        spec.seed
+    )
+}
+
 /// Runs every run of an experiment (skipping finished ones), records failures and goes on,
 /// then rebuilds the summary tables. Returns the report and the Markdown summary.
 pub fn run_sweep(
@@ -339,24 +431,27 @@ pub fn run_sweep(
         bar
     });
     let mut report = SweepReport::default();
+    let mut busy = Vec::new();
     for spec in runs {
-        let label = format!(
-            "{} / {} / seed {}",
-            spec.dataset_label(),
-            spec.variant,
-            spec.seed
-        );
+        let label = run_label(spec);
         if let Some(bar) = &sweep_bar {
             bar.set_message(label.clone());
         }
         match run(spec, options) {
-            Ok((_, RunOutcome::Done(_))) => report.done += 1,
-            Ok((_, RunOutcome::Skipped(_))) => report.skipped += 1,
-            Err(e) => {
-                eprintln!("run {label} failed: {e:#}");
-                report.failed.push((label, format!("{e:#}")));
+            Ok((_, RunOutcome::Busy(holder))) => {
+                eprintln!("run {label}: {holder} is running it; coming back to it at the end");
+                busy.push(spec);
+                continue;
             }
+            outcome => report.record(&label, outcome),
         }
+        if let Some(bar) = &sweep_bar {
+            bar.inc(1);
+        }
+    }
+    // Runs another process held: wait for each, then run it unless that process finished it.
+    for spec in busy {
+        report.record(&run_label(spec), run_waiting(spec, options));
         if let Some(bar) = &sweep_bar {
             bar.inc(1);
         }

@@ -1,0 +1,116 @@
+//! The `opencarbon run` subcommand: its arguments, and what it prints.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::backend::{self, DeviceChoice};
+use crate::runner::{self, resume, RunOptions, RunOutcome};
+use crate::spec::Experiment;
+
+/// Train and test the runs a spec describes; skips runs that are done.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    spec: PathBuf,
+    /// cpu (libtorch CPU when built with `tch`, else flex), flex, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Experiment directory (default: results/<spec name>)
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override a spec value: --set train.lr=5e-4 (repeatable; value in YAML syntax)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Re-run even if the run is already done
+    #[arg(long)]
+    force: bool,
+    /// No progress bar
+    #[arg(long)]
+    quiet: bool,
+    /// Only the runs with variant=NAME, dataset=NAME or seed=N (repeatable, all must hold)
+    #[arg(long, value_name = "KEY=VALUE")]
+    only: Vec<String>,
+    /// List the runs and whether each is done, without running anything
+    #[arg(long)]
+    dry_run: bool,
+    /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
+    /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
+    #[arg(long, default_value = "default")]
+    precision: backend::Precision,
+}
+
+pub fn main(args: RunArgs) -> Result<()> {
+    let experiment = Experiment::load(&args.spec, &args.overrides)?;
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
+    let only = parse_only(&args.only)?;
+    if args.dry_run {
+        for run in experiment.runs.iter().filter(|r| runner::matches(r, &only)) {
+            let state = match resume::check(&out.join("runs").join(run.run_id()), Some(run)) {
+                resume::State::Done(_) => "done".to_string(),
+                resume::State::NotDone(status) if status == "unknown" => "todo".into(),
+                resume::State::NotDone(status) => format!("todo ({status})"),
+                resume::State::Broken(why) => format!("todo (broken: {why})"),
+            };
+            println!(
+                "{:<10} {:<24} {:<20} seed {:<6} {state}",
+                run.run_id(),
+                run.dataset_label(),
+                run.variant,
+                run.seed
+            );
+        }
+        return Ok(());
+    }
+    let options = RunOptions {
+        device: args.device,
+        out: out.clone(),
+        progress: !args.quiet,
+        force: args.force,
+        precision: args.precision,
+    };
+    if experiment.runs.len() == 1 && only.is_empty() {
+        let spec = &experiment.runs[0];
+        let (dir, outcome) = runner::run_waiting(spec, &options)?;
+        let (verb, m) = match outcome {
+            RunOutcome::Done(m) => ("finished", m),
+            RunOutcome::Skipped(m) => ("already done, skipped", m),
+            RunOutcome::Busy(holder) => anyhow::bail!("run {} is held by {holder}", spec.run_id()),
+        };
+        println!("run {} {verb}: {}", spec.run_id(), dir.display());
+        println!(
+            "test (best valid epoch {}, {} tiles): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
+            m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
+        );
+        return Ok(());
+    }
+    let (report, summary) = runner::run_sweep(&experiment, &options, &only)?;
+    println!("{summary}");
+    println!(
+        "{}: {} run, {} already done, {} failed → {}",
+        experiment.name,
+        report.done,
+        report.skipped,
+        report.failed.len(),
+        out.join("summary.md").display()
+    );
+    if !report.failed.is_empty() {
+        let labels: Vec<&str> = report.failed.iter().map(|(l, _)| l.as_str()).collect();
+        anyhow::bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
+    }
+    Ok(())
+}
+
+fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {
+    only.iter()
+        .map(|o| match o.split_once('=') {
+            Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => {
+                Ok((k.to_string(), v.to_string()))
+            }
+            _ => Err(anyhow::anyhow!(
+                "--only `{o}`: expected variant=NAME, dataset=NAME or seed=N"
+            )),
+        })
+        .collect()
+}

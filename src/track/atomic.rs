@@ -1,0 +1,67 @@
+//! Atomic file writes: the bytes go to a scratch sibling, which is renamed over the target only
+//! once complete, so a killed or failing writer never leaves a half-written file under the real
+//! name. (Atomic against process death and failed writes; there is no fsync, so not against
+//! power loss.)
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::fault;
+
+/// Writes `contents` to `target` atomically. Fault points: `write:<file name>` halfway through
+/// the bytes, `rename:<file name>` before publishing (see [`crate::fault`]).
+pub fn write(target: &Path, contents: &[u8]) -> Result<()> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{}: not a file path", target.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = scratch_path(target, &name);
+    let written = (|| -> std::io::Result<()> {
+        let mut file = fs::File::create(&tmp)?;
+        let half = contents.len() / 2;
+        file.write_all(&contents[..half])?;
+        if let Some(e) = fault::write_error(&format!("write:{name}")) {
+            return Err(e);
+        }
+        file.write_all(&contents[half..])?;
+        file.flush()
+    })();
+    if let Err(e) = written {
+        fs::remove_file(&tmp).ok();
+        return Err(e).with_context(|| format!("writing {}", target.display()));
+    }
+    fault::at(&format!("rename:{name}"));
+    fs::rename(&tmp, target).with_context(|| {
+        fs::remove_file(&tmp).ok();
+        format!("renaming {} to {}", tmp.display(), target.display())
+    })
+}
+
+/// `.<name>.<pid>.tmp` beside the target: one per process, so concurrent writers of one file
+/// never share a scratch file (the last rename wins, whole).
+fn scratch_path(target: &Path, name: &str) -> PathBuf {
+    target.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Whether `name` is a scratch file [`write`] (or burn's own atomic save) left behind when its
+/// writer was killed.
+pub fn is_scratch(name: &str) -> bool {
+    name.ends_with(".tmp")
+}
+
+/// Removes the scratch files of killed writers from `dir` (call only while no one else writes
+/// there, e.g. under the run's lock). Returns how many were removed.
+pub fn remove_scratch(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| is_scratch(&e.file_name().to_string_lossy()) && e.path().is_file())
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
