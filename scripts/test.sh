@@ -42,7 +42,7 @@ cargo run --locked --quiet -- run experiments/ci.yaml --quiet --out "$CI_OUT"
 
 step "fault campaign (bounded)"
 python3 scripts/fault-campaign.py --bin "$CARGO_TARGET_DIR/debug/opencarbon" \
-    --kills "${OPENCARBON_FAULT_KILLS:-8}" --work "${TMPDIR:-/tmp}/opencarbon-fault-campaign"
+    --kills "${OPENCARBON_FAULT_KILLS:-20}" --work "${TMPDIR:-/tmp}/opencarbon-fault-campaign"
 
 if [[ "${OPENCARBON_SKIP_TCH:-0}" != 1 ]]; then
     step "tests, libtorch backend (CPU)"

@@ -185,6 +185,40 @@ fn a_full_disk_fails_the_write_and_nothing_is_marked_done() {
     }
 }
 
+/// The same on a real full file system: a 96 KiB tmpfs, when this process may mount one (root
+/// with CAP_SYS_ADMIN); otherwise it says so and checks nothing more than the injected case above.
+#[test]
+fn a_real_full_tmpfs_fails_the_run_and_nothing_is_marked_done() {
+    let root = tempfile::tempdir().unwrap();
+    let mount_point = root.path().join("full");
+    std::fs::create_dir(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=96k", "tmpfs"])
+        .arg(&mount_point)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !mounted {
+        eprintln!("cannot mount a tmpfs here: the real full-disk case is skipped");
+        return;
+    }
+    let spec = root.path().join("tiny.yaml");
+    std::fs::write(&spec, RUN_SPEC).unwrap();
+    let out = run_spec(&spec, &mount_point, None);
+    let files = walk(&mount_point);
+    Command::new("umount").arg(&mount_point).status().ok();
+    let log = text(&out);
+    assert!(!out.status.success(), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    assert!(
+        !files.iter().any(|p| p.ends_with("test_metrics.json")),
+        "{files:?}"
+    );
+    assert!(
+        !files.iter().any(|p| p.to_string_lossy().ends_with(".tmp")),
+        "{files:?}"
+    );
+}
+
 #[test]
 fn a_kill_while_publishing_test_metrics_leaves_the_run_not_done() {
     let root = tempfile::tempdir().unwrap();

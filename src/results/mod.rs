@@ -171,6 +171,7 @@ pub fn write_summary(experiment_dir: &Path) -> Result<String> {
 /// As [`write_summary`], listing variants in the spec's order.
 pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) -> Result<String> {
     let rows = collect(experiment_dir)?;
+    atomic::remove_dead_scratch(experiment_dir);
     let mut summary = summary_frame_ordered(&rows, variant_order)?;
     write_frame(experiment_dir, "summary", &mut summary)?;
     let failed: Vec<&RunRow> = rows

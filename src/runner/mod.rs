@@ -155,6 +155,11 @@ fn run_locked(
     let dir = RunDir::create(path.clone())?;
     atomic::remove_scratch(&dir.path);
     atomic::remove_scratch(&dir.path.join("checkpoints"));
+    // A killed attempt's event file would show its scalars beside this attempt's.
+    let tb = dir.tensorboard_dir();
+    if tb.exists() {
+        std::fs::remove_dir_all(&tb).with_context(|| format!("removing {}", tb.display()))?;
+    }
     dir.write_atomic("spec.resolved.yaml", spec.resolved_yaml().as_bytes())?;
     let (git_commit, git_dirty) = meta::git_state();
     let report = backend::report();

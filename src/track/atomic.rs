@@ -35,10 +35,12 @@ pub fn write(target: &Path, contents: &[u8]) -> Result<()> {
         return Err(e).with_context(|| format!("writing {}", target.display()));
     }
     fault::at(&format!("rename:{name}"));
-    fs::rename(&tmp, target).with_context(|| {
+    if let Err(e) = fs::rename(&tmp, target) {
         fs::remove_file(&tmp).ok();
-        format!("renaming {} to {}", tmp.display(), target.display())
-    })
+        return Err(e)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()));
+    }
+    Ok(())
 }
 
 /// `.<name>.<pid>.tmp` beside the target: one per process, so concurrent writers of one file
@@ -64,4 +66,40 @@ pub fn remove_scratch(dir: &Path) -> usize {
         .filter(|e| is_scratch(&e.file_name().to_string_lossy()) && e.path().is_file())
         .filter(|e| fs::remove_file(e.path()).is_ok())
         .count()
+}
+
+/// Removes the scratch files [`write`] left in `dir` when their writer (named by the pid in the
+/// file name) was killed; those of live writers stay. For directories several processes share,
+/// such as an experiment's, where the summaries are written.
+pub fn remove_dead_scratch(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_suffix(".tmp")
+                .and_then(|n| n.rsplit_once('.'))
+                .and_then(|(_, pid)| pid.parse::<u32>().ok());
+            pid.is_some_and(|pid| !process_alive(pid))
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    true
 }
