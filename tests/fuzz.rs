@@ -206,8 +206,8 @@ proptest! {
 
     #[test]
     fn set_overrides(key in "[a-z_.\\[\\]0-9]{0,24}", value in "\\PC{0,16}") {
-        let set = format!("{key}={value}");
-        if let Err(e) = RunSpec::parse(SPEC, "fuzz.yaml", &[set.clone()]) {
+        let set = [format!("{key}={value}")];
+        if let Err(e) = RunSpec::parse(SPEC, "fuzz.yaml", &set) {
             names(&e, "--set")?;
         }
         // Without `=` at all.

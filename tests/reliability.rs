@@ -89,7 +89,8 @@ fn corrupt_artefacts_are_run_again_saying_why() {
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     };
     let garbage = |name: &str| std::fs::write(dir.join(name), b"\x00garbage{").unwrap();
-    let cases: [(&str, &dyn Fn(&str), &str); 5] = [
+    type Damage<'a> = &'a dyn Fn(&str);
+    let cases: [(&str, Damage, &str); 5] = [
         (
             "test_metrics.json",
             &truncate,

@@ -213,7 +213,7 @@ fn load_images(dir: &Path, m: &ImagesManifest, keys: &[TileKey]) -> Result<Image
     for &key in keys {
         let path = image_path(dir, m, key).with_context(|| {
             format!(
-                "tile {key}: no image {}/{}_{}.png (or .jpg)",
+                "tile {key} of tiles.csv: no image {}/{}_{}.png (or .jpg)",
                 dir.join(&m.dir).display(),
                 key.x,
                 key.y

@@ -131,39 +131,42 @@ fn check_csv(dir: &Path, name: &str, header: &[&str], numeric: &[usize]) -> Resu
     Ok(rows)
 }
 
-/// A safetensors file is whole: an 8-byte header length, a JSON header, and the data its
-/// tensors' offsets span.
+/// A safetensors file is whole: an 8-byte header length, a JSON header, and exactly the data its
+/// tensors' offsets span. Reads only the header (checkpoints can be large).
 pub fn check_safetensors(path: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let len = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or("shorter than its 8-byte header length")?;
-    let end = usize::try_from(len)
-        .ok()
-        .and_then(|l| l.checked_add(8))
-        .filter(|&e| e <= bytes.len())
-        .ok_or_else(|| {
-            format!(
-                "header of {len} bytes runs past the end of {} bytes",
-                bytes.len()
-            )
-        })?;
-    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..end])
-        .map_err(|e| format!("header does not parse: {e}"))?;
-    let data = bytes.len() - end;
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)
+        .map_err(|_| "shorter than its 8-byte header length".to_string())?;
+    let len = u64::from_le_bytes(len);
+    if len > size.saturating_sub(8) {
+        return Err(format!(
+            "header of {len} bytes runs past the end of {size} bytes"
+        ));
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| format!("header does not parse: {e}"))?;
+    let data = size - 8 - len;
+    let mut end = 0;
     for (name, tensor) in header.iter().filter(|(k, _)| *k != "__metadata__") {
         let offsets = tensor["data_offsets"]
             .as_array()
             .and_then(|o| Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?)));
         match offsets {
-            Some((start, stop)) if start <= stop && stop as usize <= data => {}
+            Some((start, stop)) if start <= stop && stop <= data => end = end.max(stop),
             _ => {
                 return Err(format!(
                     "tensor `{name}` lies outside the file's {data} data bytes"
                 ))
             }
         }
+    }
+    if end != data {
+        return Err(format!("{data} data bytes, but the tensors span {end}"));
     }
     Ok(())
 }
