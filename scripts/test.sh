@@ -15,7 +15,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
-    if [[ ! -e target ]]; then
+    if [[ -L target ]]; then
+        mkdir -p "$(readlink target)"   # the cache it points at may have been cleared
+    elif [[ ! -e target ]]; then
         mkdir -p "$HOME/.cache/opencarbon/target"
         ln -s "$HOME/.cache/opencarbon/target" target
         echo "linked ./target to ~/.cache/opencarbon/target (one build shared by clones)" >&2
