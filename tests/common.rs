@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use opencarbon::backend::{self, Device, DeviceChoice};
+use opencarbon::data::canonical::{CityManifest, GridInfo};
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
 use opencarbon::data::City;
 
@@ -21,4 +22,19 @@ pub fn tiny_city(seed: u64) -> City {
         seed,
     })
     .expect("tiny synthetic city")
+}
+
+/// An empty manifest for `canonical::write` (it fills in what the city holds).
+pub fn manifest() -> CityManifest {
+    CityManifest {
+        name: String::new(),
+        description: None,
+        grid: GridInfo::default(),
+        images: None,
+        poi: None,
+        tabular: vec![],
+        target: "emission".into(),
+        provenance: None,
+        licence: None,
+    }
 }

@@ -6,26 +6,12 @@ mod common;
 use std::collections::HashSet;
 use std::path::Path;
 
-use opencarbon::data::canonical::{self, CityManifest, GridInfo};
+use opencarbon::data::canonical;
 use opencarbon::data::split::{BoundingBox, Region};
 use opencarbon::data::{
     odiac, City, ImageStack, NeighbourIndex, PoiStack, SplitConfig, Tabular, TileKey,
 };
 use proptest::prelude::*;
-
-fn manifest() -> CityManifest {
-    CityManifest {
-        name: String::new(),
-        description: None,
-        grid: GridInfo::default(),
-        images: None,
-        poi: None,
-        tabular: vec![],
-        target: "emission".into(),
-        provenance: None,
-        licence: None,
-    }
-}
 
 /// A small city with every modality, built directly.
 fn handmade(keys: &[(i64, i64)], emissions: &[f64], seed: u8) -> City {
@@ -61,7 +47,7 @@ fn handmade(keys: &[(i64, i64)], emissions: &[f64], seed: u8) -> City {
 fn synthetic_city_round_trips_through_a_directory() {
     let city = common::tiny_city(4);
     let dir = tempfile::tempdir().unwrap();
-    canonical::write(&city, dir.path(), &manifest()).unwrap();
+    canonical::write(&city, dir.path(), &common::manifest()).unwrap();
     assert_eq!(canonical::load(dir.path()).unwrap(), city);
 }
 
@@ -69,7 +55,7 @@ fn synthetic_city_round_trips_through_a_directory() {
 fn load_error(damage: impl FnOnce(&Path)) -> String {
     let city = handmade(&[(0, 0), (1, 0), (0, 1), (1, 1)], &[1.0, 2.0, 0.0, 3.5], 1);
     let dir = tempfile::tempdir().unwrap();
-    canonical::write(&city, dir.path(), &manifest()).unwrap();
+    canonical::write(&city, dir.path(), &common::manifest()).unwrap();
     damage(dir.path());
     format!("{:#}", canonical::load(dir.path()).unwrap_err())
 }
@@ -165,7 +151,7 @@ fn each_bad_input_gets_one_clear_error() {
 fn f32_poi_files_are_quantised_per_channel() {
     let city = handmade(&[(0, 0), (1, 0)], &[1.0, 2.0], 0);
     let dir = tempfile::tempdir().unwrap();
-    canonical::write(&city, dir.path(), &manifest()).unwrap();
+    canonical::write(&city, dir.path(), &common::manifest()).unwrap();
     use ndarray_npy::WriteNpyExt;
     let values = ndarray::Array4::<f32>::from_shape_fn((2, 2, 8, 8), |(t, c, y, x)| {
         (t + c * 10 + y * x) as f32 * 0.5
@@ -371,7 +357,7 @@ proptest! {
         e[0] = e[0].max(1e-3);
         let city = handmade(&keys, &e, seed);
         let dir = tempfile::tempdir().unwrap();
-        canonical::write(&city, dir.path(), &manifest()).unwrap();
+        canonical::write(&city, dir.path(), &common::manifest()).unwrap();
         prop_assert_eq!(canonical::load(dir.path()).unwrap(), city);
     }
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::path::Path;
 
-use opencarbon::data::canonical::{self, CityManifest, GridInfo};
+use opencarbon::data::canonical;
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
 use opencarbon::data::{odiac, City, SplitConfig};
 use opencarbon::runner::resume;
@@ -126,20 +126,6 @@ fn names(err: &anyhow::Error, what: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn manifest() -> CityManifest {
-    CityManifest {
-        name: String::new(),
-        description: None,
-        grid: GridInfo::default(),
-        images: None,
-        poi: None,
-        tabular: vec![],
-        target: "emission".into(),
-        provenance: None,
-        licence: None,
-    }
-}
-
 fn small_city() -> City {
     let mut city = generate(&SynthConfig {
         preset: Preset::Monocentric,
@@ -159,7 +145,7 @@ fn city_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        canonical::write(&small_city(), dir.path(), &manifest()).unwrap();
+        canonical::write(&small_city(), dir.path(), &common::manifest()).unwrap();
         dir
     })
     .path()
