@@ -10,6 +10,7 @@ pub mod data;
 pub mod fault;
 pub mod metrics;
 pub mod model;
+pub mod predict;
 pub mod results;
 pub mod runner;
 pub mod spec;

@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Train and test the runs a spec describes; skips runs that are done.
     Run(opencarbon::runner::cli::RunArgs),
+    /// Map every tile of an area (labelled or not) with trained runs: table, GeoTIFF, GeoJSON, PNG.
+    Predict(opencarbon::predict::cli::PredictArgs),
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
     Results { dir: PathBuf },
     /// Report the backends, devices and libtorch installation, and what to fix.
@@ -161,6 +163,7 @@ fn main() -> ExitCode {
 fn real_main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => opencarbon::runner::cli::main(args),
+        Command::Predict(args) => opencarbon::predict::cli::main(args),
         Command::Results { dir } => {
             print!("{}", opencarbon::results::write_summary(&dir)?);
             Ok(())

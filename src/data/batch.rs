@@ -24,7 +24,7 @@ pub struct DeviceTiles {
 }
 
 /// Per-column mean and standard deviation for the covariates (from the training tiles).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Standardizer {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,

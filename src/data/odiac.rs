@@ -114,3 +114,23 @@ pub fn import(labels: &Path) -> Result<(City, CityManifest)> {
     };
     Ok((city, manifest))
 }
+
+/// Each tile's `WGS84 coordinate` (lat, lon): the south-west corner of the tile, i.e. its
+/// key-space point (x, y).
+pub fn corners(labels: &Path) -> Result<Vec<(TileKey, (f64, f64))>> {
+    let table = CsvTable::read(labels)?;
+    let (ck, cl) = (table.require(KEY)?, table.require(LATLON)?);
+    table
+        .rows
+        .iter()
+        .map(|(line, f)| {
+            let at = || format!("{}: line {line}", table.path);
+            let (x, y) = pair::<i64>(&f[ck])
+                .with_context(|| format!("{}: `{KEY}` `{}` is not an (x,y) pair", at(), f[ck]))?;
+            let latlon = pair::<f64>(&f[cl]).with_context(|| {
+                format!("{}: `{LATLON}` `{}` is not a (lat, lon) pair", at(), f[cl])
+            })?;
+            Ok((TileKey { x, y }, latlon))
+        })
+        .collect()
+}

@@ -275,6 +275,12 @@ fn run_in(
         )
     });
     let mut data = train::Prepared::new(city, &split, &spec.model, &spec.train, device);
+    let normalization = crate::predict::normalization::Normalization::of(
+        &data,
+        &spec.model.modalities,
+        split.train.len(),
+    );
+    dir.write_json(crate::predict::normalization::FILE, &normalization)?;
     let (report, best_model) = train::fit(
         &data,
         &split,

@@ -33,6 +33,9 @@ pub struct Prepared<'a> {
     /// Targets are trained as (y − shift) / scale; (0, 1) unless `standardize_target`.
     pub target_shift: f64,
     pub target_scale: f64,
+    /// The covariate standardisation (training tiles' mean and std), kept so that a run directory
+    /// can carry it for prediction on new areas.
+    pub standardizer: Option<Standardizer>,
 }
 
 impl<'a> Prepared<'a> {
@@ -44,22 +47,28 @@ impl<'a> Prepared<'a> {
         device: &Device,
     ) -> Self {
         let standardizer = Standardizer::fit(city, &split.train);
-        let (shift, scale) = if train.standardize_target {
-            let y: Vec<f64> = split.train.iter().map(|&i| city.target(i)).collect();
-            let mean = y.iter().sum::<f64>() / y.len() as f64;
-            let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64;
-            (mean, if var > 1e-12 { var.sqrt() } else { 1.0 })
-        } else {
-            (0.0, 1.0)
-        };
+        let (shift, scale) = target_scaling(city, &split.train, train.standardize_target);
+        Self::with_scaling(city, standardizer, shift, scale, model, device)
+    }
+
+    /// A city prepared with given normalisation (a trained run's, for prediction on new areas).
+    pub fn with_scaling(
+        city: &'a City,
+        standardizer: Option<Standardizer>,
+        target_shift: f64,
+        target_scale: f64,
+        model: &ModelConfig,
+        device: &Device,
+    ) -> Self {
         Self {
             city,
             tiles: DeviceTiles::upload(city, standardizer.as_ref(), device),
             neighbours: (model.neighbourhood > 0)
                 .then(|| NeighbourIndex::new(city, model.neighbourhood)),
             model: model.clone(),
-            target_shift: shift,
-            target_scale: scale,
+            target_shift,
+            target_scale,
+            standardizer,
         }
     }
 
@@ -79,6 +88,18 @@ impl<'a> Prepared<'a> {
             .collect();
         Tensor::from_data(TensorData::new(y, [samples.len()]), device)
     }
+}
+
+/// The target's (shift, scale): mean and std of ln-emission over `train` when `standardize`,
+/// else (0, 1).
+pub fn target_scaling(city: &City, train: &[usize], standardize: bool) -> (f64, f64) {
+    if !standardize {
+        return (0.0, 1.0);
+    }
+    let y: Vec<f64> = train.iter().map(|&i| city.target(i)).collect();
+    let mean = y.iter().sum::<f64>() / y.len() as f64;
+    let var = y.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / y.len() as f64;
+    (mean, if var > 1e-12 { var.sqrt() } else { 1.0 })
 }
 
 /// Predictions (log scale) of an eval-mode model for `samples`, in order.

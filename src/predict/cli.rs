@@ -1,0 +1,113 @@
+//! The `opencarbon predict` subcommand.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::backend::{self, DeviceChoice};
+use crate::spec::RunSpec;
+
+/// Map every tile of an area with one trained run, or an ensemble of several.
+#[derive(clap::Args)]
+pub struct PredictArgs {
+    /// A finished run directory (repeatable: the runs' mean and spread per tile)
+    #[arg(long = "run", value_name = "RUN_DIR")]
+    runs: Vec<PathBuf>,
+    /// Every finished run of `--variant` in this experiment directory (results/<experiment>)
+    #[arg(long, value_name = "EXPERIMENT_DIR", requires = "variant")]
+    from: Option<PathBuf>,
+    #[arg(long)]
+    variant: Option<String>,
+    /// The area: a canonical city directory, an ODIAC tile table (.csv) or a dataset .yaml
+    #[arg(long)]
+    city: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// cpu (libtorch CPU when built with `tch`, else flex), flex, cuda or cuda:N
+    #[arg(long, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Tiles encoded per forward pass
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+}
+
+/// The finished runs of `variant` under `experiment/runs/`, by run id.
+fn runs_of_variant(experiment: &Path, variant: &str) -> Result<Vec<PathBuf>> {
+    let runs = experiment.join("runs");
+    let mut found = Vec::new();
+    let entries =
+        std::fs::read_dir(&runs).with_context(|| format!("reading {}", runs.display()))?;
+    for entry in entries {
+        let dir = entry?.path();
+        let Ok(spec) = RunSpec::load(&dir.join("spec.resolved.yaml"), &[]) else {
+            continue;
+        };
+        if spec.variant == variant
+            && matches!(
+                crate::runner::resume::check(&dir, None),
+                crate::runner::resume::State::Done(_)
+            )
+        {
+            found.push(dir);
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        bail!(
+            "{}: no finished run of variant `{variant}`",
+            experiment.display()
+        );
+    }
+    Ok(found)
+}
+
+pub fn main(args: PredictArgs) -> Result<()> {
+    let mut dirs = args.runs.clone();
+    if let (Some(experiment), Some(variant)) = (&args.from, &args.variant) {
+        dirs.extend(runs_of_variant(experiment, variant)?);
+    }
+    if dirs.is_empty() {
+        bail!("name the model: --run <run-dir> (repeatable) or --from <experiment-dir> --variant <name>");
+    }
+    let device = backend::device(&args.device)?;
+    let runs = dirs
+        .iter()
+        .map(|d| super::open_run(d, &device))
+        .collect::<Result<Vec<_>>>()?;
+    let mut area = super::load_area(&args.city)?;
+    let predictions = super::predict_area(&runs, &mut area, &device, args.batch)?;
+    let summary = super::write_outputs(&args.out, &runs, &area, &predictions)?;
+    println!(
+        "{} tiles of {} mapped with {} run(s) into {} ({}×{} raster, placement {}{})",
+        summary.tiles,
+        summary.area,
+        summary.runs.len(),
+        args.out.display(),
+        summary.raster[0],
+        summary.raster[1],
+        summary.georef.kind,
+        if summary.georef.kind == "fitted" {
+            format!(
+                ": affine fit to {} WGS84 corners, residual RMS {:.1} m, max {:.1} m",
+                summary.georef.corners,
+                summary.georef.residual_rms_m,
+                summary.georef.residual_max_m
+            )
+        } else {
+            String::new()
+        }
+    );
+    if let Some(m) = &summary.labelled {
+        println!(
+            "labelled tiles: {} (every labelled tile, training tiles included if this is the training city): R² {:.4}, RMSE {:.4}, MAE {:.4}",
+            m.n, m.r2, m.rmse, m.mae
+        );
+    }
+    if let Some(c) = summary.band_coverage {
+        println!(
+            "mean ± 1.96σ over the runs holds the truth on {:.1} % of labelled tiles",
+            100.0 * c
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,151 @@
+//! What a trained run needs besides its weights to predict a new area: the target's shift and
+//! scale, the covariate standardisation and the inputs it was trained on. Written by every network
+//! run as `normalization.json`; for older run directories it is recomputed from the resolved spec.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{City, ImageStack, PoiStack, Standardizer, Tabular};
+use crate::model::Modality;
+use crate::runner::{load_city, CityOptions};
+use crate::spec::RunSpec;
+use crate::train::Prepared;
+
+pub const FILE: &str = "normalization.json";
+
+/// The inputs a run was trained on, as far as a new area must match them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputSignature {
+    pub city: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_side: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poi_categories: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poi_side: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariates: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalization {
+    /// The network predicts (ln-emission − shift) / scale.
+    pub target_shift: f64,
+    pub target_scale: f64,
+    /// Mean and std of each covariate over the training tiles, in `inputs.covariates` order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covariates: Option<Standardizer>,
+    pub inputs: InputSignature,
+    pub train_tiles: usize,
+}
+
+impl Normalization {
+    /// From a prepared city; only the modalities the model reads enter the signature.
+    pub fn of(data: &Prepared, modalities: &[Modality], train_tiles: usize) -> Self {
+        let scaling = (data.target_shift, data.target_scale);
+        Self::new(
+            data.city,
+            data.standardizer.clone(),
+            scaling,
+            modalities,
+            train_tiles,
+        )
+    }
+
+    pub fn new(
+        city: &City,
+        standardizer: Option<Standardizer>,
+        (target_shift, target_scale): (f64, f64),
+        modalities: &[Modality],
+        train_tiles: usize,
+    ) -> Self {
+        let uses = |m| modalities.contains(&m);
+        Self {
+            target_shift,
+            target_scale,
+            covariates: standardizer.filter(|_| uses(Modality::Tabular)),
+            inputs: InputSignature {
+                city: city.name.clone(),
+                image_side: city
+                    .images
+                    .as_ref()
+                    .filter(|_| uses(Modality::Image))
+                    .map(|s| s.side),
+                poi_categories: city
+                    .poi
+                    .as_ref()
+                    .filter(|_| uses(Modality::Poi))
+                    .map(|p| p.categories.clone()),
+                poi_side: city
+                    .poi
+                    .as_ref()
+                    .filter(|_| uses(Modality::Poi))
+                    .map(|p| p.side),
+                covariates: city
+                    .tabular
+                    .as_ref()
+                    .filter(|_| uses(Modality::Tabular))
+                    .map(|t| t.columns.clone()),
+            },
+            train_tiles,
+        }
+    }
+
+    /// A tile-less city with the training inputs, for `union::conform` (transfer's check).
+    pub fn reference_city(&self) -> City {
+        let s = &self.inputs;
+        City {
+            name: format!("{} (the run's training city)", s.city),
+            keys: vec![],
+            emission: vec![],
+            images: s.image_side.map(|side| ImageStack { side, data: vec![] }),
+            poi: s.poi_categories.as_ref().map(|c| PoiStack {
+                categories: c.clone(),
+                side: s.poi_side.unwrap_or(0),
+                data: vec![],
+                scale: vec![1.0; c.len()],
+            }),
+            tabular: s.covariates.as_ref().map(|c| Tabular {
+                columns: c.clone(),
+                values: vec![],
+            }),
+            district: None,
+        }
+    }
+}
+
+/// The run's `normalization.json`, or, for a run written before it existed, the same values
+/// recomputed from its resolved spec (the training city and split are rebuilt), saying so.
+pub fn read_or_recompute(run_dir: &Path, spec: &RunSpec) -> Result<Normalization> {
+    let path = run_dir.join(FILE);
+    if path.exists() {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    eprintln!(
+        "{}: no {FILE} (written by runs since predict existed); recomputing it from spec.resolved.yaml",
+        run_dir.display()
+    );
+    if spec.transfer.is_some() {
+        anyhow::bail!(
+            "{}: no {FILE}, and a transfer run's normalisation cannot be rebuilt here; run it again to write one",
+            run_dir.display()
+        );
+    }
+    let city = load_city(&spec.dataset, &CityOptions::default())
+        .with_context(|| format!("rebuilding the training city of {}", run_dir.display()))?;
+    let split = spec.split.split(&city, spec.seed)?;
+    let standardizer = Standardizer::fit(&city, &split.train);
+    let scaling =
+        crate::train::trainer::target_scaling(&city, &split.train, spec.train.standardize_target);
+    Ok(Normalization::new(
+        &city,
+        standardizer,
+        scaling,
+        &spec.model.modalities,
+        split.train.len(),
+    ))
+}

@@ -1,0 +1,244 @@
+//! `opencarbon predict`: placement, the GeoTIFF (read back by rasterio when the test command set
+//! OPENCARBON_PYTHON), ensembles, old run directories and bad areas.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use opencarbon::backend::DeviceChoice;
+use opencarbon::data::{canonical, TileKey};
+use opencarbon::predict::{self, geo};
+use opencarbon::runner::{self, RunOptions, RunOutcome};
+use opencarbon::spec::RunSpec;
+
+const DATASET: &str = "{kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}";
+
+fn spec(seed: u64) -> RunSpec {
+    let text = format!(
+        "name: predict-test\nseed: {seed}\nvariant: full\ndataset: {DATASET}\n\
+         train: {{epochs: 2, batch_size: 16, contrastive_epoch: 1, validate_every: 1, standardize_target: true}}\n"
+    );
+    RunSpec::parse(&text, "predict-test.yaml", &[]).unwrap()
+}
+
+fn train(out: &Path, seed: u64) -> PathBuf {
+    let options = RunOptions {
+        precision: Default::default(),
+        device: DeviceChoice::Cpu,
+        out: out.to_path_buf(),
+        progress: false,
+        force: false,
+    };
+    let (dir, outcome) = runner::run(&spec(seed), &options).unwrap();
+    assert!(matches!(outcome, RunOutcome::Done(_)));
+    dir
+}
+
+fn column(path: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let c = header.iter().position(|h| *h == name).unwrap();
+    lines
+        .map(|l| l.split(',').nth(c).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn affine_fit_recovers_an_exact_placement_and_polygons_turn_left() {
+    let truth = |x: i64, y: i64| {
+        let (u, v) = (x as f64, y as f64);
+        (
+            31.0 + 0.0075 * v + 0.0001 * u,
+            121.0 + 0.009 * u - 0.0002 * v,
+        )
+    };
+    let corners: Vec<(TileKey, (f64, f64))> = (0..5)
+        .flat_map(|x| {
+            (0..4).map(move |y| {
+                (
+                    TileKey {
+                        x: 1000 + x,
+                        y: 400 + y,
+                    },
+                    truth(1000 + x, 400 + y),
+                )
+            })
+        })
+        .collect();
+    let g = geo::Georef::fit(&corners).unwrap();
+    assert!(g.residual_max_m < 1e-3, "residual {} m", g.residual_max_m);
+    let (lon, lat) = g.at(1002.0, 401.0);
+    let (tlat, tlon) = truth(1002, 401);
+    assert!((lon - tlon).abs() < 1e-9 && (lat - tlat).abs() < 1e-9);
+    let ring = geo::polygon(TileKey { x: 1002, y: 401 }, &g);
+    assert_eq!(ring.len(), 5);
+    assert_eq!(ring[0], ring[4]);
+    let area2: f64 = (0..4)
+        .map(|i| ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1])
+        .sum();
+    assert!(area2 > 0.0, "RFC 7946 exterior rings are counter-clockwise");
+    // North up: a tile with larger y (further north here) lies on an earlier raster row.
+    let keys: Vec<TileKey> = corners.iter().map(|c| c.0).collect();
+    let grid = geo::Grid::new(&keys, &g).unwrap();
+    assert_eq!((grid.cols, grid.rows), (5, 4));
+    assert_eq!(grid.pixel(TileKey { x: 1000, y: 403 }), (0, 0));
+    assert_eq!(grid.pixel(TileKey { x: 1004, y: 400 }), (4, 3));
+    // Three corners on one line place nothing.
+    let line: Vec<_> = (0..3)
+        .map(|x| (TileKey { x, y: 0 }, (0.0, x as f64)))
+        .collect();
+    assert!(geo::Georef::fit(&line).is_err());
+}
+
+#[test]
+fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs = [train(tmp.path(), 1), train(tmp.path(), 2)];
+    let device = common::device();
+
+    // On its own city, predict gives exactly the run's test predictions.
+    let city_yaml = tmp.path().join("city.yaml");
+    std::fs::write(&city_yaml, DATASET).unwrap();
+    let one = vec![predict::open_run(&runs[0], &device).unwrap()];
+    let mut area = predict::load_area(&city_yaml).unwrap();
+    let p = predict::predict_area(&one, &mut area, &device, 64).unwrap();
+    let own = tmp.path().join("own");
+    predict::write_outputs(&own, &one, &area, &p).unwrap();
+    let mapped: std::collections::HashMap<(String, String), String> =
+        column(&own.join("predictions.csv"), "x")
+            .into_iter()
+            .zip(column(&own.join("predictions.csv"), "y"))
+            .zip(column(&own.join("predictions.csv"), "predicted_ln"))
+            .collect();
+    let run_csv = runs[0].join("predictions.csv");
+    let tested = column(&run_csv, "x")
+        .into_iter()
+        .zip(column(&run_csv, "y"))
+        .zip(column(&run_csv, "prediction"));
+    let mut n = 0;
+    for (key, value) in tested {
+        let a: f64 = mapped[&key].parse().unwrap();
+        let b: f64 = value.parse().unwrap();
+        assert!(
+            (a - b).abs() <= 1e-9 * b.abs(),
+            "tile {key:?}: predict {a}, run {b}"
+        );
+        n += 1;
+    }
+    assert!(n > 0);
+
+    // A run directory from before normalization.json: recomputed from the spec, same numbers.
+    std::fs::remove_file(runs[0].join("normalization.json")).unwrap();
+    let old = vec![predict::open_run(&runs[0], &device).unwrap()];
+    assert_eq!(old[0].normalization, one[0].normalization);
+
+    // A new city, written as a canonical directory with WGS84 corners, by an ensemble of two.
+    let mut city = common::tiny_city(9);
+    city.name = "new".into();
+    let dir = tmp.path().join("new-city");
+    canonical::write(&city, &dir, &common::manifest()).unwrap();
+    let tiles = dir.join("tiles.csv");
+    let text = std::fs::read_to_string(&tiles).unwrap();
+    let mut lines = text.lines();
+    let mut with_corners = format!("{},lat,lon\n", lines.next().unwrap());
+    for line in lines {
+        let mut f = line.split(',');
+        let (x, y): (f64, f64) = (
+            f.next().unwrap().parse().unwrap(),
+            f.next().unwrap().parse().unwrap(),
+        );
+        with_corners.push_str(&format!(
+            "{line},{},{}\n",
+            40.0 + 0.008 * y,
+            116.0 + 0.01 * x
+        ));
+    }
+    std::fs::write(&tiles, with_corners).unwrap();
+    let both: Vec<_> = runs
+        .iter()
+        .map(|r| predict::open_run(r, &device).unwrap())
+        .collect();
+    let mut area = predict::load_area(&dir).unwrap();
+    let p = predict::predict_area(&both, &mut area, &device, 64).unwrap();
+    let out = tmp.path().join("map");
+    let summary = predict::write_outputs(&out, &both, &area, &p).unwrap();
+    for file in [
+        "predictions.csv",
+        "predictions.parquet",
+        "emission.tif",
+        "emission.geojson",
+        "map.png",
+        "predict.json",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    assert_eq!(summary.georef.kind, "fitted");
+    assert!(summary.georef.residual_max_m < 1e-3);
+    assert_eq!(summary.raster, [8, 8]);
+    let coverage = summary.band_coverage.expect("two runs give a band");
+    assert!((0.0..=1.0).contains(&coverage));
+    assert_eq!(summary.labelled.unwrap().n, city.samples().len());
+    let geojson: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("emission.geojson")).unwrap())
+            .unwrap();
+    assert_eq!(geojson["features"].as_array().unwrap().len(), city.len());
+    check_with_rasterio(&out);
+
+    // Bad areas: one clear error each, naming what is wrong.
+    let missing = predict::load_area(&tmp.path().join("nowhere"))
+        .err()
+        .unwrap();
+    assert!(format!("{missing:#}").contains("nowhere"));
+    let mut other = common::tiny_city(3);
+    other.poi = None;
+    let no_poi = tmp.path().join("no-poi");
+    canonical::write(&other, &no_poi, &common::manifest()).unwrap();
+    let mut area = predict::load_area(&no_poi).unwrap();
+    let e = predict::predict_area(&both, &mut area, &device, 64)
+        .err()
+        .unwrap();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("modalities differ") && e.contains("no-poi"),
+        "{e}"
+    );
+}
+
+/// rasterio (GDAL) reads the GeoTIFF with its CRS, transform and nodata, and a tile's pixel holds
+/// its predicted emission. The test command installs rasterio; a bare `cargo test` skips this.
+fn check_with_rasterio(out: &Path) {
+    let Ok(python) = std::env::var("OPENCARBON_PYTHON") else {
+        eprintln!("OPENCARBON_PYTHON unset: rasterio read-back skipped (scripts/test.sh runs it)");
+        return;
+    };
+    let script = r#"
+import csv, sys, rasterio
+out = sys.argv[1]
+with rasterio.open(out + "/emission.tif") as src:
+    assert src.crs.to_epsg() == 4326, src.crs
+    assert src.nodata == -9999.0, src.nodata
+    assert src.dtypes[0] == "float32"
+    band = src.read(1)
+    rows = list(csv.DictReader(open(out + "/predictions.csv")))
+    for r in rows:
+        # The tile's (x, y) corner is its south-west corner here; look just inside it.
+        row, col = src.index(float(r["lon"]) + 0.002, float(r["lat"]) + 0.002)
+        want = float(r["predicted_emission"])
+        assert abs(band[row, col] - want) <= 1e-5 * want, (r, band[row, col])
+print("rasterio ok", len(rows))
+"#;
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "rasterio check failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&output.stdout));
+}
