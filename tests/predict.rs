@@ -176,6 +176,11 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     assert_eq!(summary.georef.kind, "fitted");
     assert!(summary.georef.residual_max_m < 1e-3);
     assert_eq!(summary.raster, [8, 8]);
+    assert!((0.0..=1.0).contains(&summary.aoa_inside) && summary.aoa_threshold > 0.0);
+    assert_eq!(
+        column(&out.join("predictions.csv"), "in_aoa").len(),
+        city.len()
+    );
     let coverage = summary.band_coverage.expect("two runs give a band");
     assert!((0.0..=1.0).contains(&coverage));
     assert_eq!(summary.labelled.unwrap().n, city.samples().len());
@@ -241,4 +246,29 @@ print("rasterio ok", len(rows))
         String::from_utf8_lossy(&output.stderr)
     );
     eprint!("{}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn area_of_applicability_flags_inputs_unlike_the_training_tiles() {
+    use opencarbon::model::Modality;
+    use opencarbon::predict::aoa::Applicability;
+    let city = common::tiny_city(4);
+    let modalities = [Modality::Poi, Modality::Tabular];
+    let train: Vec<usize> = (0..city.len()).filter(|i| i % 3 != 0).collect();
+    let aoa = Applicability::fit(&city, &train, &modalities, 1);
+    assert!(aoa.threshold.is_finite() && aoa.threshold > 0.0);
+    let di = aoa.index(&city, &modalities);
+    // A training tile is its own nearest reference.
+    assert!(train.iter().all(|&i| di[i] == 0.0));
+    // Covariates far outside the training range put every tile outside.
+    let mut strange = city.clone();
+    for v in strange.tabular.as_mut().unwrap().values.iter_mut() {
+        *v = *v * 50.0 + 1000.0;
+    }
+    let far = aoa.index(&strange, &modalities);
+    assert!(
+        far.iter().all(|&d| d > aoa.threshold),
+        "threshold {}: {far:?}",
+        aoa.threshold
+    );
 }

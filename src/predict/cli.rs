@@ -103,6 +103,11 @@ pub fn main(args: PredictArgs) -> Result<()> {
             m.n, m.r2, m.rmse, m.mae
         );
     }
+    println!(
+        "area of applicability: {:.1} % of tiles inside (DI ≤ {:.3}); the rest are flagged and greyed",
+        100.0 * summary.aoa_inside,
+        summary.aoa_threshold
+    );
     if let Some(c) = summary.band_coverage {
         println!(
             "mean ± 1.96σ over the runs holds the truth on {:.1} % of labelled tiles",

@@ -2,6 +2,7 @@
 //! one variant) predict every tile of an area, labelled or not, and write the table, a GeoTIFF,
 //! GeoJSON and a map.
 
+pub mod aoa;
 pub mod cli;
 pub mod geo;
 pub mod map;
@@ -130,9 +131,13 @@ pub fn load_area(source: &Path) -> Result<Area> {
     })
 }
 
-/// Per tile of the area, one prediction (ln-emission) per run.
+/// Per tile of the area, one prediction (ln-emission) per run, and its dissimilarity index.
 pub struct Predictions {
     pub per_run: Vec<Vec<f64>>,
+    /// Mean over the runs of each run's DI (one run: Meyer & Pebesma's DI).
+    pub di: Vec<f64>,
+    /// Mean over the runs of each run's threshold; a tile with `di` above it is outside.
+    pub threshold: f64,
 }
 
 /// Makes the area carry exactly the runs' inputs (transfer's check), then predicts every tile
@@ -179,7 +184,29 @@ pub fn predict_area(
             train::predict(&run.model, &data, &all, batch_size)
         })
         .collect();
-    Ok(Predictions { per_run })
+    let mut di = vec![0.0; area.city.len()];
+    let mut threshold = 0.0;
+    for run in runs {
+        let aoa = run.normalization.applicability.as_ref().with_context(|| {
+            format!(
+                "run {}: no area-of-applicability reference in its {}",
+                run.dir.display(),
+                normalization::FILE
+            )
+        })?;
+        for (d, v) in di
+            .iter_mut()
+            .zip(aoa.index(&area.city, &run.spec.model.modalities))
+        {
+            *d += v / runs.len() as f64;
+        }
+        threshold += aoa.threshold / runs.len() as f64;
+    }
+    Ok(Predictions {
+        per_run,
+        di,
+        threshold,
+    })
 }
 
 /// What `predict.json` records beside the outputs.
@@ -196,6 +223,9 @@ pub struct PredictSummary {
     /// Fraction of labelled tiles whose ln-emission lies in mean ± 1.96σ (two runs or more).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub band_coverage: Option<f64>,
+    /// Area of applicability: the DI threshold and the fraction of tiles within it.
+    pub aoa_threshold: f64,
+    pub aoa_inside: f64,
 }
 
 /// Writes predictions.{csv,parquet}, emission.tif, emission.geojson, map.png and predict.json.
@@ -262,6 +292,11 @@ pub fn write_outputs(
     let band_coverage = (k >= 2.0 && !labelled.is_empty())
         .then(|| labelled.iter().filter(|&&i| in_band(i)).count() as f64 / labelled.len() as f64);
 
+    let inside: Vec<bool> = predictions
+        .di
+        .iter()
+        .map(|&d| d <= predictions.threshold)
+        .collect();
     // The table.
     let (lon, lat): (Vec<f64>, Vec<f64>) = city
         .keys
@@ -287,6 +322,8 @@ pub fn write_outputs(
         "std_ln" => std.clone(),
         "target_ln" => opt(&target),
         "residual_ln" => opt(&residual),
+        "di" => predictions.di.clone(),
+        "in_aoa" => inside.clone(),
         "in_band" => (0..n).map(|i| (k >= 2.0 && target[i].is_finite()).then(|| in_band(i))).collect::<Vec<_>>(),
     )?;
     crate::results::write_frame(out, "predictions", &mut frame)?;
@@ -295,16 +332,18 @@ pub fn write_outputs(
     let grid = Grid::new(&city.keys, &georef)?;
     let mut raster = vec![geo::NODATA; grid.cols * grid.rows];
     let mut ln_map = vec![f64::NAN; grid.cols * grid.rows];
+    let mut outside = vec![false; grid.cols * grid.rows];
     for (i, key) in city.keys.iter().enumerate() {
         let (c, r) = grid.pixel(*key);
         raster[r * grid.cols + c] = mean[i].exp() as f32;
         ln_map[r * grid.cols + c] = mean[i];
+        outside[r * grid.cols + c] = !inside[i];
     }
     atomic::write(
         &out.join("emission.tif"),
         &geo::geotiff(&raster, &grid, &georef)?,
     )?;
-    atomic::write(&out.join("map.png"), &map::png(&ln_map, &grid)?)?;
+    atomic::write(&out.join("map.png"), &map::png(&ln_map, &outside, &grid)?)?;
     let features: Vec<serde_json::Value> = city
         .keys
         .iter()
@@ -317,6 +356,7 @@ pub fn write_outputs(
                     "x": key.x, "y": key.y,
                     "predicted_ln": mean[i], "predicted_emission": mean[i].exp(), "std_ln": std[i],
                     "target_ln": target[i].is_finite().then_some(target[i]),
+                    "di": predictions.di[i], "in_aoa": inside[i],
                 },
             })
         })
@@ -335,6 +375,8 @@ pub fn write_outputs(
         raster: [grid.cols, grid.rows],
         labelled: metrics,
         band_coverage,
+        aoa_threshold: predictions.threshold,
+        aoa_inside: inside.iter().filter(|&&v| v).count() as f64 / n.max(1) as f64,
     };
     let mut text = serde_json::to_string_pretty(&summary)?;
     text.push('\n');

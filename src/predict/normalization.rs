@@ -7,6 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::aoa::Applicability;
 use crate::data::{City, ImageStack, PoiStack, Standardizer, Tabular};
 use crate::model::Modality;
 use crate::runner::{load_city, CityOptions};
@@ -39,19 +40,18 @@ pub struct Normalization {
     pub covariates: Option<Standardizer>,
     pub inputs: InputSignature,
     pub train_tiles: usize,
+    /// The training tiles' inputs, for the area of applicability (absent in older runs' files:
+    /// then it is rebuilt from the resolved spec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applicability: Option<Applicability>,
 }
 
 impl Normalization {
     /// From a prepared city; only the modalities the model reads enter the signature.
-    pub fn of(data: &Prepared, modalities: &[Modality], train_tiles: usize) -> Self {
+    pub fn of(data: &Prepared, modalities: &[Modality], train: &[usize], seed: u64) -> Self {
         let scaling = (data.target_shift, data.target_scale);
-        Self::new(
-            data.city,
-            data.standardizer.clone(),
-            scaling,
-            modalities,
-            train_tiles,
-        )
+        let standardizer = data.standardizer.clone();
+        Self::new(data.city, standardizer, scaling, modalities, train, seed)
     }
 
     pub fn new(
@@ -59,7 +59,8 @@ impl Normalization {
         standardizer: Option<Standardizer>,
         (target_shift, target_scale): (f64, f64),
         modalities: &[Modality],
-        train_tiles: usize,
+        train: &[usize],
+        seed: u64,
     ) -> Self {
         let uses = |m| modalities.contains(&m);
         Self {
@@ -89,7 +90,8 @@ impl Normalization {
                     .filter(|_| uses(Modality::Tabular))
                     .map(|t| t.columns.clone()),
             },
-            train_tiles,
+            train_tiles: train.len(),
+            applicability: Some(Applicability::fit(city, train, modalities, seed)),
         }
     }
 
@@ -123,10 +125,14 @@ pub fn read_or_recompute(run_dir: &Path, spec: &RunSpec) -> Result<Normalization
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+        let saved: Normalization =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if saved.applicability.is_some() || spec.transfer.is_some() {
+            return Ok(saved);
+        }
     }
     eprintln!(
-        "{}: no {FILE} (written by runs since predict existed); recomputing it from spec.resolved.yaml",
+        "{}: no {FILE}, or one without the area-of-applicability reference (older runs); recomputing it from spec.resolved.yaml",
         run_dir.display()
     );
     if spec.transfer.is_some() {
@@ -146,6 +152,7 @@ pub fn read_or_recompute(run_dir: &Path, spec: &RunSpec) -> Result<Normalization
         standardizer,
         scaling,
         &spec.model.modalities,
-        split.train.len(),
+        &split.train,
+        spec.seed,
     ))
 }

@@ -278,7 +278,8 @@ fn run_in(
     let normalization = crate::predict::normalization::Normalization::of(
         &data,
         &spec.model.modalities,
-        split.train.len(),
+        &split.train,
+        spec.seed,
     );
     dir.write_json(crate::predict::normalization::FILE, &normalization)?;
     let (report, best_model) = train::fit(
