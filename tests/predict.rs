@@ -102,7 +102,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     std::fs::write(&city_yaml, DATASET).unwrap();
     let one = vec![predict::open_run(&runs[0], &device).unwrap()];
     let mut area = predict::load_area(&city_yaml).unwrap();
-    let p = predict::predict_area(&one, &mut area, &device, 64).unwrap();
+    let p = predict::predict_area(&one, &mut area, &device, 64, 0).unwrap();
     let own = tmp.path().join("own");
     predict::write_outputs(&own, &one, &area, &p).unwrap();
     let mapped: std::collections::HashMap<(String, String), String> =
@@ -160,7 +160,20 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
         .map(|r| predict::open_run(r, &device).unwrap())
         .collect();
     let mut area = predict::load_area(&dir).unwrap();
-    let p = predict::predict_area(&both, &mut area, &device, 64).unwrap();
+    let p = predict::predict_area(&both, &mut area, &device, 64, 0).unwrap();
+    // In 3×3-tile chunks with their halo: the same predictions as the whole area at once.
+    let chunked = predict::predict_area(&both, &mut area, &device, 64, 3).unwrap();
+    for (a, b) in p
+        .per_run
+        .iter()
+        .flatten()
+        .zip(chunked.per_run.iter().flatten())
+    {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "whole {a}, chunked {b}"
+        );
+    }
     let out = tmp.path().join("map");
     let summary = predict::write_outputs(&out, &both, &area, &p).unwrap();
     for file in [
@@ -200,7 +213,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     let no_poi = tmp.path().join("no-poi");
     canonical::write(&other, &no_poi, &common::manifest()).unwrap();
     let mut area = predict::load_area(&no_poi).unwrap();
-    let e = predict::predict_area(&both, &mut area, &device, 64)
+    let e = predict::predict_area(&both, &mut area, &device, 64, 0)
         .err()
         .unwrap();
     let e = format!("{e:#}");

@@ -29,6 +29,10 @@ pub struct PredictArgs {
     /// Tiles encoded per forward pass
     #[arg(long, default_value_t = 64)]
     batch: usize,
+    /// Predict the area in chunks of N×N tiles (plus a halo of the neighbourhood radius), so that
+    /// device memory is bounded by the chunk; 0: the whole area at once
+    #[arg(long, default_value_t = 32)]
+    chunk: usize,
 }
 
 /// The finished runs of `variant` under `experiment/runs/`, by run id.
@@ -75,7 +79,7 @@ pub fn main(args: PredictArgs) -> Result<()> {
         .map(|d| super::open_run(d, &device))
         .collect::<Result<Vec<_>>>()?;
     let mut area = super::load_area(&args.city)?;
-    let predictions = super::predict_area(&runs, &mut area, &device, args.batch)?;
+    let predictions = super::predict_area(&runs, &mut area, &device, args.batch, args.chunk)?;
     let summary = super::write_outputs(&args.out, &runs, &area, &predictions)?;
     println!(
         "{} tiles of {} mapped with {} run(s) into {} ({}×{} raster, placement {}{})",

@@ -3,6 +3,7 @@
 //! GeoJSON and a map.
 
 pub mod aoa;
+pub mod chunk;
 pub mod cli;
 pub mod geo;
 pub mod map;
@@ -141,12 +142,14 @@ pub struct Predictions {
 }
 
 /// Makes the area carry exactly the runs' inputs (transfer's check), then predicts every tile
-/// with every run. Runs of an ensemble must share their inputs.
+/// with every run, `chunk_side`² tiles at a time (0: the whole area at once). Runs of an ensemble
+/// must share their inputs.
 pub fn predict_area(
     runs: &[TrainedRun],
     area: &mut Area,
     device: &crate::backend::Device,
     batch_size: usize,
+    chunk_side: usize,
 ) -> Result<Predictions> {
     let first = runs.first().context("no run to predict with")?;
     for run in &runs[1..] {
@@ -168,22 +171,45 @@ pub fn predict_area(
             first.dir.display()
         )
     })?;
-    let all: Vec<usize> = (0..area.city.len()).collect();
-    let per_run = runs
+    // Chunk by chunk (with a halo of the largest neighbourhood radius), every run on each chunk.
+    let halo = runs
         .iter()
-        .map(|run| {
+        .map(|r| r.spec.model.neighbourhood)
+        .max()
+        .unwrap_or(0);
+    let side = if chunk_side == 0 {
+        usize::MAX / 2
+    } else {
+        chunk_side
+    };
+    let mut per_run = vec![vec![f64::NAN; area.city.len()]; runs.len()];
+    for part in chunk::plan(&area.city, side, halo) {
+        let sub = chunk::subset(&area.city, &part.tiles);
+        let samples: Vec<usize> = part
+            .core
+            .iter()
+            .map(|i| {
+                part.tiles
+                    .binary_search(i)
+                    .expect("the core is in the chunk")
+            })
+            .collect();
+        for (run, out) in runs.iter().zip(per_run.iter_mut()) {
             let n = &run.normalization;
             let data = Prepared::with_scaling(
-                &area.city,
+                &sub,
                 n.covariates.clone(),
                 n.target_shift,
                 n.target_scale,
                 &run.spec.model,
                 device,
             );
-            train::predict(&run.model, &data, &all, batch_size)
-        })
-        .collect();
+            let values = train::predict(&run.model, &data, &samples, batch_size);
+            for (&i, v) in part.core.iter().zip(values) {
+                out[i] = v;
+            }
+        }
+    }
     let mut di = vec![0.0; area.city.len()];
     let mut threshold = 0.0;
     for run in runs {
