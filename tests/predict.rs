@@ -102,9 +102,11 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     std::fs::write(&city_yaml, DATASET).unwrap();
     let one = vec![predict::open_run(&runs[0], &device).unwrap()];
     let mut area = predict::load_area(&city_yaml).unwrap();
-    let p = predict::predict_area(&one, &mut area, &device, 64, 0).unwrap();
+    let p = predict::predict_area(&one, &mut area, &device, 64, 0, Default::default()).unwrap();
     let own = tmp.path().join("own");
-    predict::write_outputs(&own, &one, &area, &p).unwrap();
+    predict::write_outputs(&own, &one, &area, &p)
+        .unwrap()
+        .unwrap();
     let mapped: std::collections::HashMap<(String, String), String> =
         column(&own.join("predictions.csv"), "x")
             .into_iter()
@@ -160,9 +162,10 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
         .map(|r| predict::open_run(r, &device).unwrap())
         .collect();
     let mut area = predict::load_area(&dir).unwrap();
-    let p = predict::predict_area(&both, &mut area, &device, 64, 0).unwrap();
+    let p = predict::predict_area(&both, &mut area, &device, 64, 0, Default::default()).unwrap();
     // In 3×3-tile chunks with their halo: the same predictions as the whole area at once.
-    let chunked = predict::predict_area(&both, &mut area, &device, 64, 3).unwrap();
+    let chunked =
+        predict::predict_area(&both, &mut area, &device, 64, 3, Default::default()).unwrap();
     for (a, b) in p
         .per_run
         .iter()
@@ -175,7 +178,9 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
         );
     }
     let out = tmp.path().join("map");
-    let summary = predict::write_outputs(&out, &both, &area, &p).unwrap();
+    let summary = predict::write_outputs(&out, &both, &area, &p)
+        .unwrap()
+        .unwrap();
     for file in [
         "predictions.csv",
         "predictions.parquet",
@@ -203,6 +208,48 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     assert_eq!(geojson["features"].as_array().unwrap().len(), city.len());
     check_with_rasterio(&out);
 
+    // Three shards of 3×3-tile chunks, merged (in any order), give the whole area's outputs.
+    let mut shard_dirs = Vec::new();
+    for i in 0..3 {
+        let shard = format!("{i}/3").parse().unwrap();
+        let p = predict::predict_area(&both, &mut area, &device, 64, 3, shard).unwrap();
+        let dir = tmp.path().join(format!("shard-{i}"));
+        assert!(predict::write_outputs(&dir, &both, &area, &p)
+            .unwrap()
+            .is_none());
+        assert!(!dir.join("emission.tif").exists());
+        shard_dirs.insert(0, dir);
+    }
+    let merged_dir = tmp.path().join("merged");
+    let merged = predict::merge(&shard_dirs, &merged_dir).unwrap();
+    assert_eq!(merged.tiles, summary.tiles);
+    assert_eq!(merged.band_coverage, summary.band_coverage);
+    assert_eq!(merged.aoa_inside, summary.aoa_inside);
+    let whole: std::collections::HashMap<_, _> = column(&out.join("predictions.csv"), "x")
+        .into_iter()
+        .zip(column(&out.join("predictions.csv"), "y"))
+        .zip(column(&out.join("predictions.csv"), "predicted_ln"))
+        .collect();
+    let joined = column(&merged_dir.join("predictions.csv"), "x")
+        .into_iter()
+        .zip(column(&merged_dir.join("predictions.csv"), "y"))
+        .zip(column(&merged_dir.join("predictions.csv"), "predicted_ln"));
+    for (key, v) in joined {
+        let (a, b): (f64, f64) = (whole[&key].parse().unwrap(), v.parse().unwrap());
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "tile {key:?}: {a} vs {b}"
+        );
+    }
+    check_with_rasterio(&merged_dir);
+    let incomplete = predict::merge(&shard_dirs[..2], &tmp.path().join("x"))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{incomplete:#}").contains("missing"),
+        "{incomplete:#}"
+    );
+
     // Bad areas: one clear error each, naming what is wrong.
     let missing = predict::load_area(&tmp.path().join("nowhere"))
         .err()
@@ -213,7 +260,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     let no_poi = tmp.path().join("no-poi");
     canonical::write(&other, &no_poi, &common::manifest()).unwrap();
     let mut area = predict::load_area(&no_poi).unwrap();
-    let e = predict::predict_area(&both, &mut area, &device, 64, 0)
+    let e = predict::predict_area(&both, &mut area, &device, 64, 0, Default::default())
         .err()
         .unwrap();
     let e = format!("{e:#}");

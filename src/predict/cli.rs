@@ -9,7 +9,10 @@ use crate::spec::RunSpec;
 
 /// Map every tile of an area with one trained run, or an ensemble of several.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PredictArgs {
+    #[command(subcommand)]
+    merge: Option<MergeCommand>,
     /// A finished run directory (repeatable: the runs' mean and spread per tile)
     #[arg(long = "run", value_name = "RUN_DIR")]
     runs: Vec<PathBuf>,
@@ -19,10 +22,13 @@ pub struct PredictArgs {
     #[arg(long)]
     variant: Option<String>,
     /// The area: a canonical city directory, an ODIAC tile table (.csv) or a dataset .yaml
-    #[arg(long)]
-    city: PathBuf,
-    #[arg(long)]
-    out: PathBuf,
+    #[arg(long, required = true)]
+    city: Option<PathBuf>,
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Predict one share of the area's chunks, i of n (0-based), for `predict merge`
+    #[arg(long, default_value = "0/1")]
+    shard: super::Shard,
     /// cpu (libtorch CPU when built with `tch`, else flex), flex, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     device: DeviceChoice,
@@ -33,6 +39,16 @@ pub struct PredictArgs {
     /// device memory is bounded by the chunk; 0: the whole area at once
     #[arg(long, default_value_t = 32)]
     chunk: usize,
+}
+
+#[derive(clap::Subcommand)]
+enum MergeCommand {
+    /// Join the outputs of `predict --shard i/n` (every i once) into the area's outputs.
+    Merge {
+        shards: Vec<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// The finished runs of `variant` under `experiment/runs/`, by run id.
@@ -66,6 +82,14 @@ fn runs_of_variant(experiment: &Path, variant: &str) -> Result<Vec<PathBuf>> {
 }
 
 pub fn main(args: PredictArgs) -> Result<()> {
+    if let Some(MergeCommand::Merge { shards, out }) = &args.merge {
+        let summary = super::merge(shards, out)?;
+        println!("{} shards merged into {}", shards.len(), out.display());
+        return report(&summary);
+    }
+    let (Some(city), Some(out)) = (&args.city, &args.out) else {
+        bail!("predict needs --city and --out");
+    };
     let mut dirs = args.runs.clone();
     if let (Some(experiment), Some(variant)) = (&args.from, &args.variant) {
         dirs.extend(runs_of_variant(experiment, variant)?);
@@ -78,15 +102,30 @@ pub fn main(args: PredictArgs) -> Result<()> {
         .iter()
         .map(|d| super::open_run(d, &device))
         .collect::<Result<Vec<_>>>()?;
-    let mut area = super::load_area(&args.city)?;
-    let predictions = super::predict_area(&runs, &mut area, &device, args.batch, args.chunk)?;
-    let summary = super::write_outputs(&args.out, &runs, &area, &predictions)?;
+    let mut area = super::load_area(city)?;
+    let predictions = super::predict_area(
+        &runs, &mut area, &device, args.batch, args.chunk, args.shard,
+    )?;
+    let Some(summary) = super::write_outputs(out, &runs, &area, &predictions)? else {
+        println!(
+            "shard {}/{}: {} of {} tiles predicted into {}; `opencarbon predict merge <shard dirs> --out DIR` joins them",
+            args.shard.index,
+            args.shard.count,
+            predictions.predicted.len(),
+            area.city.len(),
+            out.display()
+        );
+        return Ok(());
+    };
+    println!("{} mapped into {}", summary.area, out.display());
+    report(&summary)
+}
+
+fn report(summary: &super::PredictSummary) -> Result<()> {
     println!(
-        "{} tiles of {} mapped with {} run(s) into {} ({}×{} raster, placement {}{})",
+        "{} tiles mapped with {} run(s) ({}×{} raster, placement {}{})",
         summary.tiles,
-        summary.area,
         summary.runs.len(),
-        args.out.display(),
         summary.raster[0],
         summary.raster[1],
         summary.georef.kind,

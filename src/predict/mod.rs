@@ -8,23 +8,19 @@ pub mod cli;
 pub mod geo;
 pub mod map;
 pub mod normalization;
+pub mod output;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use polars::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use crate::data::canonical::{self, CityManifest};
 use crate::data::{odiac, union, City, TileKey};
-use crate::metrics::Metrics;
 use crate::model::{InputShapes, OpenCarbon};
 use crate::runner::{self, resume, CityOptions};
 use crate::spec::{DatasetSpec, RunSpec};
-use crate::track::atomic;
 use crate::train::{self, Prepared};
-use geo::{Georef, Grid};
 use normalization::Normalization;
 
 /// A finished network run, loaded for prediction.
@@ -139,17 +135,21 @@ pub struct Predictions {
     pub di: Vec<f64>,
     /// Mean over the runs of each run's threshold; a tile with `di` above it is outside.
     pub threshold: f64,
+    /// The tiles predicted (all, or a shard's), in chunk order; the others hold NaN.
+    pub predicted: Vec<usize>,
+    pub shard: Shard,
 }
 
 /// Makes the area carry exactly the runs' inputs (transfer's check), then predicts every tile
-/// with every run, `chunk_side`² tiles at a time (0: the whole area at once). Runs of an ensemble
-/// must share their inputs.
+/// with every run, `chunk_side`² tiles at a time (0: the whole area at once); a shard `i/n`
+/// predicts chunks i, i + n, …. Runs of an ensemble must share their inputs.
 pub fn predict_area(
     runs: &[TrainedRun],
     area: &mut Area,
     device: &crate::backend::Device,
     batch_size: usize,
     chunk_side: usize,
+    shard: Shard,
 ) -> Result<Predictions> {
     let first = runs.first().context("no run to predict with")?;
     for run in &runs[1..] {
@@ -183,7 +183,10 @@ pub fn predict_area(
         chunk_side
     };
     let mut per_run = vec![vec![f64::NAN; area.city.len()]; runs.len()];
-    for part in chunk::plan(&area.city, side, halo) {
+    let mut predicted = Vec::new();
+    let parts = chunk::plan(&area.city, side, halo);
+    for part in parts.into_iter().skip(shard.index).step_by(shard.count) {
+        predicted.extend_from_slice(&part.core);
         let sub = chunk::subset(&area.city, &part.tiles);
         let samples: Vec<usize> = part
             .core
@@ -232,180 +235,9 @@ pub fn predict_area(
         per_run,
         di,
         threshold,
+        predicted,
+        shard,
     })
 }
 
-/// What `predict.json` records beside the outputs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PredictSummary {
-    pub area: String,
-    pub tiles: usize,
-    pub runs: Vec<String>,
-    pub georef: Georef,
-    pub raster: [usize; 2],
-    /// Test-style metrics (ln scale) of the ensemble mean over the area's labelled tiles.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labelled: Option<Metrics>,
-    /// Fraction of labelled tiles whose ln-emission lies in mean ± 1.96σ (two runs or more).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub band_coverage: Option<f64>,
-    /// Area of applicability: the DI threshold and the fraction of tiles within it.
-    pub aoa_threshold: f64,
-    pub aoa_inside: f64,
-}
-
-/// Writes predictions.{csv,parquet}, emission.tif, emission.geojson, map.png and predict.json.
-pub fn write_outputs(
-    out: &Path,
-    runs: &[TrainedRun],
-    area: &Area,
-    predictions: &Predictions,
-) -> Result<PredictSummary> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let city = &area.city;
-    let n = city.len();
-    let k = predictions.per_run.len() as f64;
-    let mean: Vec<f64> = (0..n)
-        .map(|i| predictions.per_run.iter().map(|p| p[i]).sum::<f64>() / k)
-        .collect();
-    // Sample std across the runs (0 for one run).
-    let std: Vec<f64> = (0..n)
-        .map(|i| {
-            if k < 2.0 {
-                return 0.0;
-            }
-            let ss: f64 = predictions
-                .per_run
-                .iter()
-                .map(|p| (p[i] - mean[i]).powi(2))
-                .sum();
-            (ss / (k - 1.0)).sqrt()
-        })
-        .collect();
-    let georef = match &area.corners {
-        Some(c) => {
-            let list: Vec<(TileKey, (f64, f64))> = city
-                .keys
-                .iter()
-                .filter_map(|key| c.get(key).map(|&ll| (*key, ll)))
-                .collect();
-            Georef::fit(&list).with_context(|| format!("placing {}", area.source))?
-        }
-        None => {
-            eprintln!(
-                "{} gives no WGS84 corners: tiles placed nominally ({} m, key (0, 0) at 0°N 0°E); not a real location",
-                area.source, area.tile_size_m
-            );
-            Georef::nominal(area.tile_size_m)
-        }
-    };
-    let labelled: Vec<usize> = city.samples();
-    let target: Vec<f64> = (0..n)
-        .map(|i| {
-            if city.emission[i] > 0.0 {
-                city.target(i)
-            } else {
-                f64::NAN
-            }
-        })
-        .collect();
-    let in_band = |i: usize| (target[i] - mean[i]).abs() <= 1.96 * std[i];
-    let metrics = (!labelled.is_empty()).then(|| {
-        let t: Vec<f64> = labelled.iter().map(|&i| target[i]).collect();
-        let p: Vec<f64> = labelled.iter().map(|&i| mean[i]).collect();
-        Metrics::compute(&t, &p)
-    });
-    let band_coverage = (k >= 2.0 && !labelled.is_empty())
-        .then(|| labelled.iter().filter(|&&i| in_band(i)).count() as f64 / labelled.len() as f64);
-
-    let inside: Vec<bool> = predictions
-        .di
-        .iter()
-        .map(|&d| d <= predictions.threshold)
-        .collect();
-    // The table.
-    let (lon, lat): (Vec<f64>, Vec<f64>) = city
-        .keys
-        .iter()
-        .map(|key| match area.corners.as_ref().and_then(|c| c.get(key)) {
-            Some(&(lat, lon)) => (lon, lat),
-            None => georef.at(key.x as f64, key.y as f64),
-        })
-        .unzip();
-    let opt = |v: &[f64]| {
-        v.iter()
-            .map(|x| x.is_finite().then_some(*x))
-            .collect::<Vec<_>>()
-    };
-    let residual: Vec<f64> = (0..n).map(|i| target[i] - mean[i]).collect();
-    let mut frame = df!(
-        "x" => city.keys.iter().map(|k| k.x).collect::<Vec<_>>(),
-        "y" => city.keys.iter().map(|k| k.y).collect::<Vec<_>>(),
-        "lat" => lat,
-        "lon" => lon,
-        "predicted_ln" => mean.clone(),
-        "predicted_emission" => mean.iter().map(|v| v.exp()).collect::<Vec<_>>(),
-        "std_ln" => std.clone(),
-        "target_ln" => opt(&target),
-        "residual_ln" => opt(&residual),
-        "di" => predictions.di.clone(),
-        "in_aoa" => inside.clone(),
-        "in_band" => (0..n).map(|i| (k >= 2.0 && target[i].is_finite()).then(|| in_band(i))).collect::<Vec<_>>(),
-    )?;
-    crate::results::write_frame(out, "predictions", &mut frame)?;
-
-    // Raster, vector and map.
-    let grid = Grid::new(&city.keys, &georef)?;
-    let mut raster = vec![geo::NODATA; grid.cols * grid.rows];
-    let mut ln_map = vec![f64::NAN; grid.cols * grid.rows];
-    let mut outside = vec![false; grid.cols * grid.rows];
-    for (i, key) in city.keys.iter().enumerate() {
-        let (c, r) = grid.pixel(*key);
-        raster[r * grid.cols + c] = mean[i].exp() as f32;
-        ln_map[r * grid.cols + c] = mean[i];
-        outside[r * grid.cols + c] = !inside[i];
-    }
-    atomic::write(
-        &out.join("emission.tif"),
-        &geo::geotiff(&raster, &grid, &georef)?,
-    )?;
-    atomic::write(&out.join("map.png"), &map::png(&ln_map, &outside, &grid)?)?;
-    let features: Vec<serde_json::Value> = city
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, key)| {
-            serde_json::json!({
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [geo::polygon(*key, &georef)]},
-                "properties": {
-                    "x": key.x, "y": key.y,
-                    "predicted_ln": mean[i], "predicted_emission": mean[i].exp(), "std_ln": std[i],
-                    "target_ln": target[i].is_finite().then_some(target[i]),
-                    "di": predictions.di[i], "in_aoa": inside[i],
-                },
-            })
-        })
-        .collect();
-    let geojson = serde_json::json!({"type": "FeatureCollection", "features": features});
-    atomic::write(
-        &out.join("emission.geojson"),
-        serde_json::to_string(&geojson)?.as_bytes(),
-    )?;
-
-    let summary = PredictSummary {
-        area: area.source.clone(),
-        tiles: n,
-        runs: runs.iter().map(|r| r.dir.display().to_string()).collect(),
-        georef,
-        raster: [grid.cols, grid.rows],
-        labelled: metrics,
-        band_coverage,
-        aoa_threshold: predictions.threshold,
-        aoa_inside: inside.iter().filter(|&&v| v).count() as f64 / n.max(1) as f64,
-    };
-    let mut text = serde_json::to_string_pretty(&summary)?;
-    text.push('\n');
-    atomic::write(&out.join("predict.json"), text.as_bytes())?;
-    Ok(summary)
-}
+pub use output::{merge, write_outputs, PredictSummary, Shard};
