@@ -139,6 +139,12 @@ impl ModelConfig {
                     image = Some(ImageEncoder::new(d, self.image_encoder.clone(), device));
                 }
                 Modality::Poi => {
+                    if let Some((_, side)) = shapes.poi {
+                        let min = super::poi_encoder::min_side();
+                        if side < min {
+                            bail!("the dataset's POI rasters are {side}×{side}; the SE-CNN POI encoder needs at least {min}×{min}");
+                        }
+                    }
                     let Some((channels, side)) = shapes.poi else {
                         bail!("model.modalities names `poi` but the dataset has no POI rasters");
                     };

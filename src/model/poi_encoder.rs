@@ -32,6 +32,20 @@ pub fn flattened_side(side: usize) -> usize {
         .fold(side, |n, &(k, s, p)| (n + 2 * p).saturating_sub(k) / s + 1)
 }
 
+/// The smallest raster side the three convolutions accept (each needs side + 2·padding ≥ kernel).
+pub fn min_side() -> usize {
+    (1..)
+        .find(|&side| {
+            LAYERS
+                .iter()
+                .try_fold(side, |n, &(k, s, p)| {
+                    (n + 2 * p >= k).then(|| (n + 2 * p - k) / s + 1)
+                })
+                .is_some()
+        })
+        .expect("some side fits")
+}
+
 impl PoiEncoder {
     pub fn new(
         channels: usize,
@@ -82,5 +96,12 @@ mod tests {
     fn flattened_side_matches_the_script() {
         assert_eq!(super::flattened_side(256), 10);
         assert_eq!(super::flattened_side(64), 2);
+    }
+
+    #[test]
+    fn the_smallest_raster_passes_every_convolution() {
+        // 13: 13 → 3 (7×7, stride 3, pad 3) → 1 (7×7, stride 3, pad 1: 3 + 2 ≥ 7 fails at 12).
+        assert_eq!(super::min_side(), 13);
+        assert_eq!(super::flattened_side(13), 1);
     }
 }
