@@ -23,7 +23,7 @@ use proptest::test_runner::TestCaseError;
 const SPEC: &str = "
 name: fuzz
 seed: 4
-dataset: {kind: synthetic, preset: monocentric, width: 4, height: 4, tile_side: 8, poi_categories: 2, seed: 5}
+dataset: {kind: synthetic, preset: monocentric, width: 4, height: 4, tile_side: 16, poi_categories: 2, seed: 5}
 model: {modalities: [poi, tabular], neighbourhood: 1}
 train: {epochs: 2, batch_size: 8, lr: 0.001, contrastive: {pair: [poi, tabular]}}
 ";
@@ -131,7 +131,7 @@ fn small_city() -> City {
         preset: Preset::Monocentric,
         width: 3,
         height: 3,
-        tile_side: 8,
+        tile_side: 16,
         poi_categories: 2,
         seed: 1,
     })

@@ -122,8 +122,9 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     for (key, value) in tested {
         let a: f64 = mapped[&key].parse().unwrap();
         let b: f64 = value.parse().unwrap();
+        // float32 tolerance: libtorch may choose other kernels for another batch composition.
         assert!(
-            (a - b).abs() <= 1e-9 * b.abs(),
+            (a - b).abs() <= 1e-5 * b.abs().max(1.0),
             "tile {key:?}: predict {a}, run {b}"
         );
         n += 1;

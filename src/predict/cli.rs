@@ -59,8 +59,12 @@ fn runs_of_variant(experiment: &Path, variant: &str) -> Result<Vec<PathBuf>> {
         std::fs::read_dir(&runs).with_context(|| format!("reading {}", runs.display()))?;
     for entry in entries {
         let dir = entry?.path();
-        let Ok(spec) = RunSpec::load(&dir.join("spec.resolved.yaml"), &[]) else {
-            continue;
+        let spec = match RunSpec::load(&dir.join("spec.resolved.yaml"), &[]) {
+            Ok(spec) => spec,
+            Err(e) => {
+                eprintln!("{}: skipped ({e:#})", dir.display());
+                continue;
+            }
         };
         if spec.variant == variant
             && matches!(
