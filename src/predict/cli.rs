@@ -19,11 +19,13 @@ pub struct PredictArgs {
     /// Every finished run of `--variant` in this experiment directory (results/<experiment>)
     #[arg(long, value_name = "EXPERIMENT_DIR", requires = "variant")]
     from: Option<PathBuf>,
+    /// The variant whose runs `--from` takes
     #[arg(long)]
     variant: Option<String>,
     /// The area: a canonical city directory, an ODIAC tile table (.csv) or a dataset .yaml
     #[arg(long, required = true)]
     city: Option<PathBuf>,
+    /// Output directory (created)
     #[arg(long, required = true)]
     out: Option<PathBuf>,
     /// Predict one share of the area's chunks, i of n (0-based), for `predict merge`
@@ -37,7 +39,7 @@ pub struct PredictArgs {
     batch: usize,
     /// Predict the area in chunks of N×N tiles (plus a halo of the neighbourhood radius), so that
     /// device memory is bounded by the chunk; 0: the whole area at once
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 128)]
     chunk: usize,
 }
 
@@ -45,7 +47,10 @@ pub struct PredictArgs {
 enum MergeCommand {
     /// Join the outputs of `predict --shard i/n` (every i once) into the area's outputs.
     Merge {
+        /// The shards' output directories
+        #[arg(required = true)]
         shards: Vec<PathBuf>,
+        /// Output directory for the area's outputs (created)
         #[arg(long)]
         out: PathBuf,
     },
