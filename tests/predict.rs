@@ -318,7 +318,8 @@ fn area_of_applicability_flags_inputs_unlike_the_training_tiles() {
     let train: Vec<usize> = (0..city.len()).filter(|i| i % 3 != 0).collect();
     let aoa = Applicability::fit(&city, &train, &modalities, 1);
     assert!(aoa.threshold.is_finite() && aoa.threshold > 0.0);
-    let di = aoa.index(&city, &modalities);
+    let all: Vec<usize> = (0..city.len()).collect();
+    let di = aoa.index(&city, &all, &modalities);
     // A training tile is its own nearest reference.
     assert!(train.iter().all(|&i| di[i] == 0.0));
     // Covariates far outside the training range put every tile outside.
@@ -326,7 +327,7 @@ fn area_of_applicability_flags_inputs_unlike_the_training_tiles() {
     for v in strange.tabular.as_mut().unwrap().values.iter_mut() {
         *v = *v * 50.0 + 1000.0;
     }
-    let far = aoa.index(&strange, &modalities);
+    let far = aoa.index(&strange, &all, &modalities);
     assert!(
         far.iter().all(|&d| d > aoa.threshold),
         "threshold {}: {far:?}",

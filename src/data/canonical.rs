@@ -89,8 +89,8 @@ fn default_target() -> String {
     "emission".into()
 }
 
-/// Loads and validates a canonical city directory.
-pub fn load(dir: &Path) -> Result<City> {
+/// Reads and parses `<dir>/city.yaml`; errors name the file (and the line of a bad key).
+pub fn read_manifest(dir: &Path) -> Result<CityManifest> {
     let manifest_path = dir.join("city.yaml");
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
         format!(
@@ -99,8 +99,12 @@ pub fn load(dir: &Path) -> Result<City> {
             dir.display()
         )
     })?;
-    let manifest: CityManifest =
-        crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())?;
+    crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())
+}
+
+/// Loads and validates a canonical city directory.
+pub fn load(dir: &Path) -> Result<City> {
+    let manifest = read_manifest(dir)?;
 
     let table = CsvTable::read(&dir.join("tiles.csv"))?;
     let (cx, cy, ce) = (

@@ -35,37 +35,42 @@ pub struct Applicability {
     pub threshold: f64,
 }
 
-/// The descriptor of every tile of `city`, over the modalities the model reads, and its names.
-pub fn descriptors(city: &City, modalities: &[Modality]) -> (Vec<String>, Vec<Vec<f64>>) {
+/// The descriptors of `tiles` of `city`, over the modalities the model reads, and their names.
+pub fn descriptors(
+    city: &City,
+    tiles: &[usize],
+    modalities: &[Modality],
+) -> (Vec<String>, Vec<Vec<f64>>) {
+    let images = city
+        .images
+        .as_ref()
+        .filter(|_| modalities.contains(&Modality::Image));
+    let poi = city
+        .poi
+        .as_ref()
+        .filter(|_| modalities.contains(&Modality::Poi));
+    let tabular = city
+        .tabular
+        .as_ref()
+        .filter(|_| modalities.contains(&Modality::Tabular));
     let mut names = Vec::new();
-    if city.images.is_some() && modalities.contains(&Modality::Image) {
+    if images.is_some() {
         for c in ["red", "green", "blue"] {
             names.push(format!("image:{c}:mean"));
             names.push(format!("image:{c}:std"));
         }
     }
-    if let Some(p) = city
-        .poi
-        .as_ref()
-        .filter(|_| modalities.contains(&Modality::Poi))
-    {
+    if let Some(p) = poi {
         names.extend(p.categories.iter().map(|c| format!("poi:{c}")));
     }
-    if let Some(t) = city
-        .tabular
-        .as_ref()
-        .filter(|_| modalities.contains(&Modality::Tabular))
-    {
+    if let Some(t) = tabular {
         names.extend(t.columns.iter().cloned());
     }
-    let rows = (0..city.len())
-        .map(|i| {
+    let rows = tiles
+        .iter()
+        .map(|&i| {
             let mut row = Vec::with_capacity(names.len());
-            if let Some(s) = city
-                .images
-                .as_ref()
-                .filter(|_| modalities.contains(&Modality::Image))
-            {
+            if let Some(s) = images {
                 let plane = s.side * s.side;
                 for c in 0..3 {
                     let px = &s.data[(i * 3 + c) * plane..(i * 3 + c + 1) * plane];
@@ -74,11 +79,7 @@ pub fn descriptors(city: &City, modalities: &[Modality]) -> (Vec<String>, Vec<Ve
                     row.extend([m, v.sqrt()]);
                 }
             }
-            if let Some(p) = city
-                .poi
-                .as_ref()
-                .filter(|_| modalities.contains(&Modality::Poi))
-            {
+            if let Some(p) = poi {
                 let (c, plane) = (p.categories.len(), p.side * p.side);
                 for ch in 0..c {
                     let cells = &p.data[(i * c + ch) * plane..(i * c + ch + 1) * plane];
@@ -86,11 +87,7 @@ pub fn descriptors(city: &City, modalities: &[Modality]) -> (Vec<String>, Vec<Ve
                     row.push((sum / plane as f64).ln_1p());
                 }
             }
-            if let Some(t) = city
-                .tabular
-                .as_ref()
-                .filter(|_| modalities.contains(&Modality::Tabular))
-            {
+            if let Some(t) = tabular {
                 let f = t.columns.len();
                 row.extend(t.values[i * f..(i + 1) * f].iter().map(|&v| v as f64));
             }
@@ -111,7 +108,6 @@ fn distance(a: &[f32], b: &[f32]) -> f64 {
 impl Applicability {
     /// From the training tiles of `city`.
     pub fn fit(city: &City, train: &[usize], modalities: &[Modality], seed: u64) -> Self {
-        let (features, all) = descriptors(city, modalities);
         let mut train: Vec<usize> = train.to_vec();
         if train.len() > MAX_REFERENCE {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa0a);
@@ -119,18 +115,15 @@ impl Applicability {
             keep.sort_unstable();
             train = keep.into_iter().map(|j| train[j]).collect();
         }
+        let (features, rows) = descriptors(city, &train, modalities);
         let d = features.len();
         let n = train.len().max(1) as f64;
         let mean: Vec<f64> = (0..d)
-            .map(|c| train.iter().map(|&i| all[i][c]).sum::<f64>() / n)
+            .map(|c| rows.iter().map(|r| r[c]).sum::<f64>() / n)
             .collect();
         let std: Vec<f64> = (0..d)
             .map(|c| {
-                let v = train
-                    .iter()
-                    .map(|&i| (all[i][c] - mean[c]).powi(2))
-                    .sum::<f64>()
-                    / n;
+                let v = rows.iter().map(|r| (r[c] - mean[c]).powi(2)).sum::<f64>() / n;
                 if v > 1e-12 {
                     v.sqrt()
                 } else {
@@ -144,7 +137,7 @@ impl Applicability {
                 .map(|(c, v)| ((v - mean[c]) / std[c]) as f32)
                 .collect()
         };
-        let reference: Vec<Vec<f32>> = train.iter().map(|&i| scale(&all[i])).collect();
+        let reference: Vec<Vec<f32>> = rows.iter().map(|r| scale(r)).collect();
         let reference_keys: Vec<(i64, i64)> = train
             .iter()
             .map(|&i| (city.keys[i].x, city.keys[i].y))
@@ -197,9 +190,9 @@ impl Applicability {
         }
     }
 
-    /// The DI of every tile of `city` (which must carry the training inputs).
-    pub fn index(&self, city: &City, modalities: &[Modality]) -> Vec<f64> {
-        let (_, rows) = descriptors(city, modalities);
+    /// The DI of `tiles` of `city` (which must carry the training inputs), in that order.
+    pub fn index(&self, city: &City, tiles: &[usize], modalities: &[Modality]) -> Vec<f64> {
+        let (_, rows) = descriptors(city, tiles, modalities);
         rows.iter()
             .map(|row| {
                 let x: Vec<f32> = row

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::data::canonical::{self, CityManifest};
+use crate::data::canonical;
 use crate::data::{odiac, union, City, TileKey};
 use crate::model::{InputShapes, OpenCarbon};
 use crate::runner::{self, resume, CityOptions};
@@ -91,15 +91,8 @@ pub fn load_area(source: &Path) -> Result<Area> {
             .is_some_and(|e| e.eq_ignore_ascii_case(ext))
     };
     let (city, tile_size_m) = if source.is_dir() {
-        let manifest_path = source.join("city.yaml");
-        let text = std::fs::read_to_string(&manifest_path).with_context(|| {
-            format!(
-                "--city {name}: reading {} (is it a canonical city directory?)",
-                manifest_path.display()
-            )
-        })?;
-        let manifest: CityManifest =
-            crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())?;
+        let manifest =
+            canonical::read_manifest(source).with_context(|| format!("--city {name}"))?;
         (canonical::load(source)?, manifest.grid.tile_size_m)
     } else if is("csv") {
         (odiac::import(source)?.0, Some(850.0))
@@ -213,7 +206,11 @@ pub fn predict_area(
             }
         }
     }
-    let mut di = vec![0.0; area.city.len()];
+    // NaN for the tiles of other shards, as for their predictions.
+    let mut di = vec![f64::NAN; area.city.len()];
+    for &i in &predicted {
+        di[i] = 0.0;
+    }
     let mut threshold = 0.0;
     for run in runs {
         let aoa = run.normalization.applicability.as_ref().with_context(|| {
@@ -223,11 +220,9 @@ pub fn predict_area(
                 normalization::FILE
             )
         })?;
-        for (d, v) in di
-            .iter_mut()
-            .zip(aoa.index(&area.city, &run.spec.model.modalities))
-        {
-            *d += v / runs.len() as f64;
+        let values = aoa.index(&area.city, &predicted, &run.spec.model.modalities);
+        for (&i, v) in predicted.iter().zip(values) {
+            di[i] += v / runs.len() as f64;
         }
         threshold += aoa.threshold / runs.len() as f64;
     }

@@ -63,32 +63,19 @@ impl Normalization {
         seed: u64,
     ) -> Self {
         let uses = |m| modalities.contains(&m);
+        let images = city.images.as_ref().filter(|_| uses(Modality::Image));
+        let poi = city.poi.as_ref().filter(|_| uses(Modality::Poi));
+        let tabular = city.tabular.as_ref().filter(|_| uses(Modality::Tabular));
         Self {
             target_shift,
             target_scale,
-            covariates: standardizer.filter(|_| uses(Modality::Tabular)),
+            covariates: standardizer.filter(|_| tabular.is_some()),
             inputs: InputSignature {
                 city: city.name.clone(),
-                image_side: city
-                    .images
-                    .as_ref()
-                    .filter(|_| uses(Modality::Image))
-                    .map(|s| s.side),
-                poi_categories: city
-                    .poi
-                    .as_ref()
-                    .filter(|_| uses(Modality::Poi))
-                    .map(|p| p.categories.clone()),
-                poi_side: city
-                    .poi
-                    .as_ref()
-                    .filter(|_| uses(Modality::Poi))
-                    .map(|p| p.side),
-                covariates: city
-                    .tabular
-                    .as_ref()
-                    .filter(|_| uses(Modality::Tabular))
-                    .map(|t| t.columns.clone()),
+                image_side: images.map(|s| s.side),
+                poi_categories: poi.map(|p| p.categories.clone()),
+                poi_side: poi.map(|p| p.side),
+                covariates: tabular.map(|t| t.columns.clone()),
             },
             train_tiles: train.len(),
             applicability: Some(Applicability::fit(city, train, modalities, seed)),
