@@ -6,8 +6,7 @@ use clap::{Parser, Subcommand};
 
 use opencarbon::backend::{self, DeviceChoice};
 use opencarbon::baselines::{self, Baseline};
-use opencarbon::bench::{self, BenchConfig, DataPath};
-use opencarbon::data::canonical::{self, CityManifest, GridInfo};
+use opencarbon::data::canonical;
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
 use opencarbon::runner;
@@ -30,48 +29,15 @@ enum Command {
     Run(opencarbon::runner::cli::RunArgs),
     /// Map every tile of an area (labelled or not) with trained runs: table, GeoTIFF, GeoJSON, PNG.
     Predict(opencarbon::predict::cli::PredictArgs),
+    /// Package a finished run as a portable model bundle (weights, normalisation, spec, model card).
+    ExportModel(opencarbon::predict::bundle::ExportArgs),
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
     Results { dir: PathBuf },
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
-    /// Training and whole-city inference throughput and peak memory on a synthetic city.
-    Bench {
-        #[arg(long, default_value = "cpu")]
-        device: DeviceChoice,
-        #[arg(long, default_value_t = 1024)]
-        tiles: usize,
-        #[arg(long, default_value_t = 256)]
-        side: usize,
-        #[arg(long, default_value_t = 15)]
-        poi_categories: usize,
-        #[arg(long, default_value_t = 32)]
-        batch: usize,
-        #[arg(long, default_value_t = 2)]
-        warmup: usize,
-        #[arg(long, default_value_t = 5)]
-        steps: usize,
-        /// ours, authors, or both
-        #[arg(long, default_value = "both")]
-        path: String,
-        /// Append the rows as JSON lines to this file
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Instead, time a ResNet-18 training step (forward / backward / Adam, each synchronised)
-        /// at these batch sizes, e.g. `32,128`, with --side² inputs and 1000 classes
-        #[arg(long, value_delimiter = ',')]
-        resnet18: Vec<usize>,
-        /// Float32 arithmetic on CUDA: default, fp32 or tf32 (as for `run`)
-        #[arg(long, default_value = "default")]
-        precision: backend::Precision,
-        /// Also record 3 more training steps with libtorch's profiler: a Chrome trace, its summary
-        /// (JSON) and a table of the costliest operators and CUDA kernels, into this folder
-        #[arg(long)]
-        profile: Option<PathBuf>,
-        /// Instead, summarise a Chrome trace of N steps (ours or the PyTorch reference's
-        /// `--profile`), e.g. `--summarize trace.json --steps 3`
-        #[arg(long)]
-        summarize: Option<PathBuf>,
-    },
+    /// Training and whole-city inference throughput and peak memory on a synthetic city; a
+    /// ResNet-18 step; or mapping a large area whole against in chunks (--predict-area).
+    Bench(opencarbon::bench::cli::BenchArgs),
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
         spec: PathBuf,
@@ -164,6 +130,7 @@ fn real_main() -> Result<()> {
     match Cli::parse().command {
         Command::Run(args) => opencarbon::runner::cli::main(args),
         Command::Predict(args) => opencarbon::predict::cli::main(args),
+        Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
         Command::Results { dir } => {
             print!("{}", opencarbon::results::write_summary(&dir)?);
             Ok(())
@@ -201,92 +168,9 @@ fn real_main() -> Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            device,
-            tiles,
-            side,
-            poi_categories,
-            batch,
-            warmup,
-            steps,
-            path,
-            json,
-            resnet18,
-            precision,
-            profile,
-            summarize,
-        } => {
-            if let Some(trace) = summarize {
-                let summary = bench::trace::summarize(&trace, steps)?;
-                print!("{}", bench::trace::table(&summary, 20));
-                return append_json(json.as_deref(), &[summary]);
-            }
-            backend::set_precision(&device, precision)?;
-            if profile.is_some() {
-                backend::check_profiler(&device)?;
-            }
-            if !resnet18.is_empty() {
-                let mut rows = Vec::new();
-                for &b in &resnet18 {
-                    if b < 2 || steps == 0 {
-                        anyhow::bail!("--resnet18 batches must be ≥ 2 and --steps ≥ 1");
-                    }
-                    rows.push(bench::resnet18::run(
-                        &device,
-                        b,
-                        side,
-                        warmup,
-                        steps,
-                        precision,
-                        profile.as_deref(),
-                    )?);
-                }
-                print!("{}", bench::resnet18::table(&rows));
-                return append_json(json.as_deref(), &rows);
-            }
-            let paths = match path.as_str() {
-                "ours" => vec![DataPath::Ours],
-                "authors" => vec![DataPath::Authors],
-                "both" => vec![DataPath::Ours, DataPath::Authors],
-                other => anyhow::bail!("--path `{other}`: expected ours, authors or both"),
-            };
-            if batch < 2 || steps == 0 {
-                anyhow::bail!("--batch must be ≥ 2 and --steps ≥ 1");
-            }
-            let rows = bench::run(
-                &BenchConfig {
-                    tiles,
-                    side,
-                    poi_categories,
-                    batch,
-                    warmup,
-                    steps,
-                    paths,
-                    precision,
-                    profile,
-                },
-                &device,
-            )?;
-            print!("{}", bench::table(&rows));
-            append_json(json.as_deref(), &rows)
-        }
+        Command::Bench(args) => opencarbon::bench::cli::main(args),
         Command::Datasets(command) => datasets(command),
     }
-}
-
-/// Appends `rows` as JSON lines to `path`, if given.
-fn append_json<T: serde::Serialize>(path: Option<&std::path::Path>, rows: &[T]) -> Result<()> {
-    let Some(path) = path else { return Ok(()) };
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    for row in rows {
-        writeln!(f, "{}", serde_json::to_string(row)?)?;
-    }
-    Ok(())
 }
 
 fn datasets(command: DatasetsCommand) -> Result<()> {
@@ -300,12 +184,7 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
             out,
             preview,
         } => {
-            let (width, height) = size
-                .split_once('x')
-                .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-                .with_context(|| {
-                    format!("--size `{size}`: expected WIDTHxHEIGHT in tiles, e.g. 40x40")
-                })?;
+            let (width, height) = synthetic::parse_size(&size).context("--size")?;
             let started = std::time::Instant::now();
             let config = SynthConfig {
                 preset,
@@ -317,27 +196,7 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
             };
             let city = synthetic::generate(&config)?;
             let generated = started.elapsed().as_secs_f64();
-            let manifest = CityManifest {
-                name: city.name.clone(),
-                description: Some(format!(
-                    "synthetic city, {config:?}; ground truth in src/data/synthetic.rs"
-                )),
-                grid: GridInfo {
-                    zoom: None,
-                    tile_size_m: None,
-                    scheme: Some("synthetic".into()),
-                },
-                images: None,
-                poi: None,
-                tabular: vec![],
-                target: "emission".into(),
-                provenance: Some(format!(
-                    "opencarbon {} datasets synth",
-                    env!("CARGO_PKG_VERSION")
-                )),
-                licence: Some("generated: no restrictions".into()),
-            };
-            canonical::write(&city, &out, &manifest)?;
+            synthetic::write_canonical(&city, &config, &out)?;
             if preview {
                 preview::write_png(&city, &out.join("preview.png"), 16)?;
             }

@@ -14,14 +14,26 @@ use opencarbon::spec::RunSpec;
 const DATASET: &str = "{kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}";
 
 fn spec(seed: u64) -> RunSpec {
+    spec_named(seed, None)
+}
+
+/// `dataset_name` as a sweep over `datasets:` sets it.
+fn spec_named(seed: u64, dataset_name: Option<&str>) -> RunSpec {
+    let name = dataset_name
+        .map(|n| format!("dataset_name: {n}\n"))
+        .unwrap_or_default();
     let text = format!(
-        "name: predict-test\nseed: {seed}\nvariant: full\ndataset: {DATASET}\n\
+        "name: predict-test\nseed: {seed}\nvariant: full\n{name}dataset: {DATASET}\n\
          train: {{epochs: 2, batch_size: 16, contrastive_epoch: 1, validate_every: 1, standardize_target: true}}\n"
     );
     RunSpec::parse(&text, "predict-test.yaml", &[]).unwrap()
 }
 
 fn train(out: &Path, seed: u64) -> PathBuf {
+    train_spec(out, &spec(seed))
+}
+
+fn train_spec(out: &Path, spec: &RunSpec) -> PathBuf {
     let options = RunOptions {
         precision: Default::default(),
         device: DeviceChoice::Cpu,
@@ -29,7 +41,7 @@ fn train(out: &Path, seed: u64) -> PathBuf {
         progress: false,
         force: false,
     };
-    let (dir, outcome) = runner::run(&spec(seed), &options).unwrap();
+    let (dir, outcome) = runner::run(spec, &options).unwrap();
     assert!(matches!(outcome, RunOutcome::Done(_)));
     dir
 }
@@ -178,6 +190,8 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
             "whole {a}, chunked {b}"
         );
     }
+    // Each tile's dissimilarity index depends on its own inputs only.
+    assert_eq!(p.di, chunked.di);
     let out = tmp.path().join("map");
     let summary = predict::write_outputs(&out, &both, &area, &p)
         .unwrap()
@@ -333,4 +347,176 @@ fn area_of_applicability_flags_inputs_unlike_the_training_tiles() {
         "threshold {}: {far:?}",
         aoa.threshold
     );
+}
+
+/// `tile_reader` reads, for any tiles, exactly what `canonical::load` holds for them: with the
+/// u8 POI file `canonical::write` writes, and with an f32 one (scales found in a streaming pass).
+#[test]
+fn a_canonical_city_read_by_tile_equals_the_loaded_one() {
+    use opencarbon::data::tile_reader;
+    use opencarbon::predict::chunk;
+    use proptest::prelude::*;
+    let tmp = tempfile::tempdir().unwrap();
+    let city = common::tiny_city(5);
+    let u8_dir = tmp.path().join("u8");
+    canonical::write(&city, &u8_dir, &common::manifest()).unwrap();
+    // The same city with float32 densities and no scale in city.yaml.
+    let f32_dir = tmp.path().join("f32");
+    canonical::write(&city, &f32_dir, &common::manifest()).unwrap();
+    let p = city.poi.as_ref().unwrap();
+    let (c, plane) = (p.categories.len(), p.side * p.side);
+    let densities: Vec<f32> = p
+        .data
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| v as f32 * p.scale[(k / plane) % c] * 1.7)
+        .collect();
+    let array =
+        ndarray::Array4::from_shape_vec((city.len(), c, p.side, p.side), densities).unwrap();
+    {
+        use ndarray_npy::WriteNpyExt;
+        array
+            .write_npy(std::fs::File::create(f32_dir.join("poi.npy")).unwrap())
+            .unwrap();
+    }
+    let mut manifest = canonical::read_manifest(&f32_dir).unwrap();
+    manifest.poi.as_mut().unwrap().scale = None;
+    std::fs::write(
+        f32_dir.join("city.yaml"),
+        serde_norway::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    for dir in [&u8_dir, &f32_dir] {
+        let eager = canonical::load(dir).unwrap();
+        let (bare, reader) = tile_reader::open(dir).unwrap();
+        assert_eq!(bare.keys, eager.keys);
+        assert_eq!(bare.tabular, eager.tabular);
+        assert_eq!(
+            bare.poi.as_ref().unwrap().scale,
+            eager.poi.as_ref().unwrap().scale
+        );
+        let all: Vec<usize> = (0..eager.len()).collect();
+        assert_eq!(reader.read(&bare, &all).unwrap(), eager);
+        proptest!(ProptestConfig::with_cases(24), |(rows in proptest::collection::vec(0..64usize, 1..30))| {
+            let lazy = reader.read(&bare, &rows).unwrap();
+            prop_assert_eq!(lazy, chunk::subset(&eager, &rows));
+        });
+        // Without the POI modality nothing of poi.npy is read.
+        let mut images_only = bare.clone();
+        images_only.poi = None;
+        assert!(reader.read(&images_only, &[3, 4]).unwrap().poi.is_none());
+    }
+    // A truncated or garbled poi.npy is one error naming the file, at open.
+    let npy = u8_dir.join("poi.npy");
+    let bytes = std::fs::read(&npy).unwrap();
+    std::fs::write(&npy, &bytes[..bytes.len() - 7]).unwrap();
+    let e = format!("{:#}", tile_reader::open(&u8_dir).err().unwrap());
+    assert!(e.contains("poi.npy") && e.contains("bytes"), "{e}");
+    std::fs::write(&npy, b"\x93NUMPY\x01\x00\x10\x00{'descr': '<i8', }").unwrap();
+    let e = format!("{:#}", tile_reader::open(&u8_dir).err().unwrap());
+    assert!(e.contains("poi.npy"), "{e}");
+}
+
+/// `export-model` writes a bundle that predicts exactly as its run does and says what it is;
+/// `predict --from` refuses to pool one variant's runs on two datasets unless told which.
+#[test]
+fn a_bundle_maps_like_its_run_and_from_keeps_datasets_apart() {
+    use opencarbon::predict::bundle;
+    let tmp = tempfile::tempdir().unwrap();
+    let device = common::device();
+    let run = train(tmp.path(), 1);
+    let out = tmp.path().join("bundle");
+    let manifest = bundle::export(&run, &out).unwrap();
+    assert_eq!((manifest.variant.as_str(), manifest.seed), ("full", 1));
+    for file in [
+        "bundle.json",
+        "model.safetensors",
+        "normalization.json",
+        "spec.resolved.yaml",
+        "test_metrics.json",
+        "MODEL_CARD.md",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("test_metrics.json")).unwrap())
+            .unwrap();
+    let card = std::fs::read_to_string(out.join("MODEL_CARD.md")).unwrap();
+    let r2 = format!("{:.4}", metrics["r2"].as_f64().unwrap());
+    assert!(
+        card.contains(&r2) && card.contains("## Training data") && card.contains("training tiles"),
+        "{card}"
+    );
+
+    let city_yaml = tmp.path().join("city.yaml");
+    std::fs::write(&city_yaml, DATASET).unwrap();
+    let predict_with = |dir: &Path| {
+        let runs = vec![predict::open_run(dir, &device).unwrap()];
+        let mut area = predict::load_area(&city_yaml).unwrap();
+        predict::predict_area(&runs, &mut area, &device, 64, 0, Default::default()).unwrap()
+    };
+    let (a, b) = (predict_with(&run), predict_with(&out));
+    assert_eq!(a.per_run, b.per_run);
+    assert_eq!(a.di, b.di);
+
+    // A bundle of a newer format, or with damaged weights, is refused with the file named.
+    let damaged = tmp.path().join("damaged");
+    bundle::export(&run, &damaged).unwrap();
+    let weights = damaged.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let e = format!("{:#}", predict::open_run(&damaged, &device).err().unwrap());
+    assert!(e.contains("model.safetensors"), "{e}");
+    let text = std::fs::read_to_string(out.join("bundle.json"))
+        .unwrap()
+        .replace("\"version\": 1", "\"version\": 99");
+    std::fs::write(out.join("bundle.json"), text).unwrap();
+    let e = format!("{:#}", predict::open_run(&out, &device).err().unwrap());
+    assert!(e.contains("version 99"), "{e}");
+    // Not a finished run: nothing to export.
+    let e = format!(
+        "{:#}",
+        bundle::export(tmp.path(), &tmp.path().join("x"))
+            .err()
+            .unwrap()
+    );
+    assert!(e.contains("not a finished run"), "{e}");
+
+    // The same variant trained on a second dataset: --from must be told which.
+    train_spec(tmp.path(), &spec_named(2, Some("elsewhere")));
+    let cli = |extra: &[&str]| {
+        let mut args = vec![
+            "predict",
+            "--from",
+            tmp.path().to_str().unwrap(),
+            "--variant",
+            "full",
+            "--city",
+            city_yaml.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let map = tmp.path().join("map");
+    let pooled = cli(&["--out", map.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&pooled.stderr);
+    assert!(!pooled.status.success());
+    assert!(
+        stderr.contains("2 datasets")
+            && stderr.contains("elsewhere")
+            && stderr.contains("--dataset"),
+        "{stderr}"
+    );
+    let one = cli(&["--out", map.to_str().unwrap(), "--dataset", "elsewhere"]);
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(map.join("predict.json")).unwrap()).unwrap();
+    assert_eq!(summary["runs"].as_array().unwrap().len(), 1);
 }

@@ -316,7 +316,11 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
     );
     for spec in e.runs.iter().filter(|r| r.dataset_label() == "mono") {
         let dir = out.path().join("runs").join(spec.run_id());
-        let rows = read_rows(&dir);
+        let all_rows = read_rows(&dir);
+        // The zero-shot row on the tiles inside the area of applicability, where it has any.
+        let (in_aoa, rows): (Vec<TransferRow>, Vec<TransferRow>) = all_rows
+            .into_iter()
+            .partition(|r| r.tiles == opencarbon::transfer::IN_AOA);
         // Per target: zero-shot on all tiles, then 0 %, 20 %, 40 % on the held-out tiles.
         assert_eq!(rows.len(), 2 * 4);
         for target in &spec.transfer.as_ref().unwrap().targets {
@@ -326,6 +330,17 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
                 .len();
             let r: Vec<&TransferRow> = rows.iter().filter(|r| r.target == target.name).collect();
             assert_eq!((r[0].tiles.as_str(), r[0].metrics.n), ("all", samples));
+            let inside = r[0].aoa_inside.expect("zero-shot rows carry the AOA share");
+            assert!((0.0..=1.0).contains(&inside));
+            let aoa_row = in_aoa.iter().find(|x| x.target == target.name);
+            match aoa_row {
+                Some(x) => {
+                    assert_eq!(x.metrics.n, (inside * samples as f64).round() as usize);
+                    assert!(x.metrics.n >= 2 && x.aoa_inside == Some(inside));
+                }
+                None => assert!(inside * (samples as f64) < 1.5),
+            }
+            assert!(r[1..].iter().all(|x| x.aoa_inside.is_none()));
             let held_out = r[1].metrics.n;
             assert!(r[1..]
                 .iter()
@@ -372,10 +387,16 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
     for f in ["transfer.csv", "transfer.parquet", "transfer.md"] {
         assert!(out.path().join(f).exists(), "{f}");
     }
+    assert!(md.contains("inside the area of applicability"), "{md}");
     let rows = results::collect(out.path()).unwrap();
     let frame = results::transfer::matrix_frame(&rows, &[]).unwrap();
-    // net + mean, each: in-city + 2 targets × 4 settings.
-    assert_eq!(frame.height(), 2 * (1 + 2 * 4));
+    // net + mean, each: in-city + 2 targets × 4 settings, and the AOA rows there are.
+    let aoa_rows = rows
+        .iter()
+        .flat_map(|r| &r.transfer)
+        .filter(|t| t.tiles == opencarbon::transfer::IN_AOA)
+        .count();
+    assert_eq!(frame.height(), 2 * (1 + 2 * 4) + aoa_rows);
 }
 
 #[test]
@@ -389,7 +410,13 @@ fn a_model_trained_on_two_cities_transfers_to_the_third() {
         .unwrap();
     let (dir, _) = runner::run(spec, &options(out.path())).unwrap();
     let rows = read_rows(&dir);
-    assert_eq!(rows.len(), 4);
+    // all, 0 %, 20 %, 40 %, and the zero-shot row inside the area of applicability if it has tiles.
+    let in_aoa = rows
+        .iter()
+        .filter(|r| r.tiles == opencarbon::transfer::IN_AOA)
+        .count();
+    assert!(in_aoa <= 1);
+    assert_eq!(rows.len(), 4 + in_aoa);
     assert!(rows.iter().all(|r| r.target == "mono"));
     // The in-city test draws on both source cities: the union's split holds tiles of each.
     let source = runner::load_city(&spec.dataset, &Default::default()).unwrap();
@@ -466,6 +493,7 @@ fn transfer_matrix_is_mean_and_std_over_seeds() {
             tiles: "all".into(),
             fine_tune_tiles: 0,
             metrics: metrics(zero_shot),
+            aoa_inside: Some(0.5),
         }],
     };
     let rows = vec![row(1, 0.8, 0.2), row(2, 0.6, 0.4)];

@@ -2,6 +2,8 @@
 //! network on a synthetic city, for our data path and for the authors' (float32 tiles gathered
 //! on the host per batch, encoders run once per window position).
 
+pub mod cli;
+pub mod predict_area;
 pub mod resnet18;
 pub mod trace;
 

@@ -102,10 +102,9 @@ pub fn read_manifest(dir: &Path) -> Result<CityManifest> {
     crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())
 }
 
-/// Loads and validates a canonical city directory.
-pub fn load(dir: &Path) -> Result<City> {
-    let manifest = read_manifest(dir)?;
-
+/// `tiles.csv` of a canonical city: keys, targets, covariates and districts, without the images
+/// and POI rasters (`images` and `poi` are `None`). Errors name the file, line and column.
+pub fn read_tiles(dir: &Path, manifest: &CityManifest) -> Result<City> {
     let table = CsvTable::read(&dir.join("tiles.csv"))?;
     let (cx, cy, ce) = (
         table.require("x")?,
@@ -171,11 +170,30 @@ pub fn load(dir: &Path) -> Result<City> {
         bail!("{}: no tiles", table.path);
     }
 
+    Ok(City {
+        name: manifest.name.clone(),
+        keys,
+        emission,
+        images: None,
+        poi: None,
+        tabular: (!tab_cols.is_empty()).then(|| Tabular {
+            columns: manifest.tabular.clone(),
+            values,
+        }),
+        district: district_col.map(|_| districts),
+    })
+}
+
+/// Loads and validates a canonical city directory.
+pub fn load(dir: &Path) -> Result<City> {
+    let manifest = read_manifest(dir)?;
+    let mut city = read_tiles(dir, &manifest)?;
+    let keys = &city.keys;
     let images = manifest
         .images
         .as_ref()
         .map(|m| {
-            load_images(dir, m, &keys)
+            load_images(dir, m, keys)
                 .with_context(|| format!("images.dir `{}` of city.yaml", m.dir.display()))
         })
         .transpose()?;
@@ -183,22 +201,12 @@ pub fn load(dir: &Path) -> Result<City> {
         .poi
         .as_ref()
         .map(|m| {
-            load_poi(dir, m, &keys)
+            load_poi(dir, m, keys)
                 .with_context(|| format!("poi.file `{}` of city.yaml", m.file.display()))
         })
         .transpose()?;
-    let city = City {
-        name: manifest.name.clone(),
-        keys,
-        emission,
-        images,
-        poi,
-        tabular: (!tab_cols.is_empty()).then(|| Tabular {
-            columns: manifest.tabular.clone(),
-            values,
-        }),
-        district: district_col.map(|_| districts),
-    };
+    city.images = images;
+    city.poi = poi;
     city.validate()
         .with_context(|| format!("validating {}", dir.display()))?;
     Ok(city)
@@ -211,7 +219,7 @@ fn image_path(dir: &Path, m: &ImagesManifest, key: TileKey) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn load_images(dir: &Path, m: &ImagesManifest, keys: &[TileKey]) -> Result<ImageStack> {
+pub(crate) fn load_images(dir: &Path, m: &ImagesManifest, keys: &[TileKey]) -> Result<ImageStack> {
     let s = m.size;
     let mut data = Vec::with_capacity(keys.len() * 3 * s * s);
     for &key in keys {

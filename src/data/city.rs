@@ -78,6 +78,32 @@ impl City {
         self.emission[i].ln()
     }
 
+    /// The tiles `rows` (in that order) as a city of their own, without images or POI rasters
+    /// (`None`): keys, targets, covariates and districts.
+    pub fn rows_without_rasters(&self, rows: &[usize]) -> City {
+        City {
+            name: self.name.clone(),
+            keys: rows.iter().map(|&i| self.keys[i]).collect(),
+            emission: rows.iter().map(|&i| self.emission[i]).collect(),
+            images: None,
+            poi: None,
+            tabular: self.tabular.as_ref().map(|t| {
+                let f = t.columns.len();
+                Tabular {
+                    columns: t.columns.clone(),
+                    values: rows
+                        .iter()
+                        .flat_map(|&i| t.values[i * f..(i + 1) * f].iter().copied())
+                        .collect(),
+                }
+            }),
+            district: self
+                .district
+                .as_ref()
+                .map(|d| rows.iter().map(|&i| d[i].clone()).collect()),
+        }
+    }
+
     pub fn index(&self) -> HashMap<TileKey, usize> {
         self.keys.iter().enumerate().map(|(i, k)| (*k, i)).collect()
     }

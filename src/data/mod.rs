@@ -10,6 +10,7 @@ pub mod odiac;
 pub mod preview;
 pub mod split;
 pub mod synthetic;
+pub mod tile_reader;
 pub mod union;
 
 pub use batch::{BatchPlan, DeviceTiles, Standardizer};

@@ -24,12 +24,13 @@
 //! ```
 //! and E(t) = 0 (not a sample, still a neighbour) where water covers more than 85 % of the tile.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::canonical::{CityManifest, GridInfo};
 use super::city::{City, ImageStack, PoiStack, Tabular, TileKey};
 
 /// Layouts that differ in structure and emission level, for transfer tests.
@@ -205,6 +206,38 @@ struct TileFacts {
 }
 
 /// Generates a synthetic city, deterministic per `config`.
+/// `WIDTHxHEIGHT` in tiles, e.g. `40x40`.
+pub fn parse_size(size: &str) -> Result<(usize, usize)> {
+    size.split_once('x')
+        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+        .with_context(|| format!("`{size}`: expected WIDTHxHEIGHT in tiles, e.g. 40x40"))
+}
+
+/// Writes a generated city as a canonical directory, its manifest saying how it was made.
+pub fn write_canonical(city: &City, config: &SynthConfig, out: &std::path::Path) -> Result<()> {
+    let manifest = CityManifest {
+        name: city.name.clone(),
+        description: Some(format!(
+            "synthetic city, {config:?}; ground truth in src/data/synthetic.rs"
+        )),
+        grid: GridInfo {
+            zoom: None,
+            tile_size_m: None,
+            scheme: Some("synthetic".into()),
+        },
+        images: None,
+        poi: None,
+        tabular: vec![],
+        target: "emission".into(),
+        provenance: Some(format!(
+            "opencarbon {} datasets synth",
+            env!("CARGO_PKG_VERSION")
+        )),
+        licence: Some("generated: no restrictions".into()),
+    };
+    super::canonical::write(city, out, &manifest)
+}
+
 pub fn generate(config: &SynthConfig) -> Result<City> {
     let SynthConfig {
         preset,

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::data::{City, ImageStack, PoiStack, Tabular, TileKey};
+use crate::data::{City, ImageStack, PoiStack, TileKey};
 
 /// One chunk: the tiles it predicts (`core`, indices into the area) and the tiles it must load
 /// (`tiles`: the core and its halo, sorted).
@@ -57,33 +57,16 @@ pub fn subset(city: &City, rows: &[usize]) -> City {
             .flat_map(|&i| data[i * per..(i + 1) * per].iter().copied())
             .collect()
     };
-    City {
-        name: city.name.clone(),
-        keys: rows.iter().map(|&i| city.keys[i]).collect(),
-        emission: rows.iter().map(|&i| city.emission[i]).collect(),
-        images: city.images.as_ref().map(|s| ImageStack {
-            side: s.side,
-            data: pick(&s.data, 3 * s.side * s.side),
-        }),
-        poi: city.poi.as_ref().map(|p| PoiStack {
-            categories: p.categories.clone(),
-            side: p.side,
-            data: pick(&p.data, p.categories.len() * p.side * p.side),
-            scale: p.scale.clone(),
-        }),
-        tabular: city.tabular.as_ref().map(|t| {
-            let f = t.columns.len();
-            Tabular {
-                columns: t.columns.clone(),
-                values: rows
-                    .iter()
-                    .flat_map(|&i| t.values[i * f..(i + 1) * f].iter().copied())
-                    .collect(),
-            }
-        }),
-        district: city
-            .district
-            .as_ref()
-            .map(|d| rows.iter().map(|&i| d[i].clone()).collect()),
-    }
+    let mut sub = city.rows_without_rasters(rows);
+    sub.images = city.images.as_ref().map(|s| ImageStack {
+        side: s.side,
+        data: pick(&s.data, 3 * s.side * s.side),
+    });
+    sub.poi = city.poi.as_ref().map(|p| PoiStack {
+        categories: p.categories.clone(),
+        side: p.side,
+        data: pick(&p.data, p.categories.len() * p.side * p.side),
+        scale: p.scale.clone(),
+    });
+    sub
 }

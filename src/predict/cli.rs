@@ -13,7 +13,7 @@ use crate::spec::RunSpec;
 pub struct PredictArgs {
     #[command(subcommand)]
     merge: Option<MergeCommand>,
-    /// A finished run directory (repeatable: the runs' mean and spread per tile)
+    /// A finished run directory or a model bundle (repeatable: the runs' mean and spread per tile)
     #[arg(long = "run", value_name = "RUN_DIR")]
     runs: Vec<PathBuf>,
     /// Every finished run of `--variant` in this experiment directory (results/<experiment>)
@@ -22,6 +22,9 @@ pub struct PredictArgs {
     /// The variant whose runs `--from` takes
     #[arg(long)]
     variant: Option<String>,
+    /// The training dataset whose runs `--from` takes (needed when the variant ran on several)
+    #[arg(long, requires = "from")]
+    dataset: Option<String>,
     /// The area: a canonical city directory, an ODIAC tile table (.csv) or a dataset .yaml
     #[arg(long, required = true)]
     city: Option<PathBuf>,
@@ -56,10 +59,15 @@ enum MergeCommand {
     },
 }
 
-/// The finished runs of `variant` under `experiment/runs/`, by run id.
-fn runs_of_variant(experiment: &Path, variant: &str) -> Result<Vec<PathBuf>> {
+/// The finished runs of `variant` (trained on `dataset`, which may be left out when the variant
+/// ran on one dataset only) under `experiment/runs/`, by run id.
+fn runs_of_variant(
+    experiment: &Path,
+    variant: &str,
+    dataset: Option<&str>,
+) -> Result<Vec<PathBuf>> {
     let runs = experiment.join("runs");
-    let mut found = Vec::new();
+    let mut found: Vec<(String, PathBuf)> = Vec::new();
     let entries =
         std::fs::read_dir(&runs).with_context(|| format!("reading {}", runs.display()))?;
     for entry in entries {
@@ -71,23 +79,39 @@ fn runs_of_variant(experiment: &Path, variant: &str) -> Result<Vec<PathBuf>> {
                 continue;
             }
         };
+        let label = spec.dataset_label();
         if spec.variant == variant
+            && dataset.is_none_or(|d| d == label)
             && matches!(
                 crate::runner::resume::check(&dir, None),
                 crate::runner::resume::State::Done(_)
             )
         {
-            found.push(dir);
+            found.push((label, dir));
         }
     }
-    found.sort();
-    if found.is_empty() {
+    found.sort_by(|a, b| a.1.cmp(&b.1));
+    let mut datasets: Vec<&str> = found.iter().map(|(d, _)| d.as_str()).collect();
+    datasets.sort_unstable();
+    datasets.dedup();
+    if datasets.len() > 1 {
         bail!(
-            "{}: no finished run of variant `{variant}`",
-            experiment.display()
+            "{}: variant `{variant}` has finished runs on {} datasets ({}); an ensemble is one model trained on one city: add --dataset NAME",
+            experiment.display(),
+            datasets.len(),
+            datasets.join(", ")
         );
     }
-    Ok(found)
+    if found.is_empty() {
+        bail!(
+            "{}: no finished run of variant `{variant}`{}",
+            experiment.display(),
+            dataset
+                .map(|d| format!(" on dataset `{d}`"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(found.into_iter().map(|(_, dir)| dir).collect())
 }
 
 pub fn main(args: PredictArgs) -> Result<()> {
@@ -101,7 +125,11 @@ pub fn main(args: PredictArgs) -> Result<()> {
     };
     let mut dirs = args.runs.clone();
     if let (Some(experiment), Some(variant)) = (&args.from, &args.variant) {
-        dirs.extend(runs_of_variant(experiment, variant)?);
+        dirs.extend(runs_of_variant(
+            experiment,
+            variant,
+            args.dataset.as_deref(),
+        )?);
     }
     if dirs.is_empty() {
         bail!("name the model: --run <run-dir> (repeatable) or --from <experiment-dir> --variant <name>");

@@ -3,6 +3,7 @@
 //! GeoJSON and a map.
 
 pub mod aoa;
+pub mod bundle;
 pub mod chunk;
 pub mod cli;
 pub mod geo;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::data::canonical;
+use crate::data::tile_reader::{self, TileReader};
 use crate::data::{odiac, union, City, TileKey};
 use crate::model::{InputShapes, OpenCarbon};
 use crate::runner::{self, resume, CityOptions};
@@ -31,23 +33,32 @@ pub struct TrainedRun {
     pub model: OpenCarbon,
 }
 
-/// Opens a finished run directory: its resolved spec, normalisation and best checkpoint.
+/// Opens a finished run directory (its resolved spec, normalisation and best checkpoint) or a
+/// bundle that `export-model` wrote.
 pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRun> {
-    match resume::check(dir, None) {
-        resume::State::Done(_) => {}
-        resume::State::NotDone(why) | resume::State::Broken(why) => {
-            bail!("run {}: not a finished run ({why})", dir.display())
+    let (spec, normalization, weights) = if bundle::is_bundle(dir) {
+        bundle::open(dir)?
+    } else {
+        match resume::check(dir, None) {
+            resume::State::Done(_) => {}
+            resume::State::NotDone(why) | resume::State::Broken(why) => {
+                bail!("run {}: not a finished run ({why})", dir.display())
+            }
         }
-    }
-    let spec_path = dir.join("spec.resolved.yaml");
-    let spec = RunSpec::load(&spec_path, &[])?;
-    if spec.baseline.is_some() {
-        bail!(
-            "run {}: a baseline run; predict maps with trained networks",
-            dir.display()
-        );
-    }
-    let normalization = normalization::read_or_recompute(dir, &spec)?;
+        let spec = RunSpec::load(&dir.join("spec.resolved.yaml"), &[])?;
+        if spec.baseline.is_some() {
+            bail!(
+                "run {}: a baseline run; predict maps with trained networks",
+                dir.display()
+            );
+        }
+        let normalization = normalization::read_or_recompute(dir, &spec)?;
+        (
+            spec,
+            normalization,
+            dir.join("checkpoints/best.safetensors"),
+        )
+    };
     let s = &normalization.inputs;
     let shapes = InputShapes {
         image_size: s.image_side,
@@ -61,7 +72,7 @@ pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRu
         .model
         .init(&shapes, device)
         .with_context(|| format!("rebuilding the network of {}", dir.display()))?;
-    let model = train::trainer::load_checkpoint(fresh, &dir.join("checkpoints/best.safetensors"))?;
+    let model = train::trainer::load_checkpoint(fresh, &weights)?;
     Ok(TrainedRun {
         dir: dir.to_path_buf(),
         spec,
@@ -72,7 +83,10 @@ pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRu
 
 /// The area to map, with its WGS84 corners where it gives them.
 pub struct Area {
+    /// The area's tiles; for a canonical directory without its rasters, which `reader` reads
+    /// chunk by chunk.
     pub city: City,
+    pub reader: Option<TileReader>,
     pub corners: Option<HashMap<TileKey, (f64, f64)>>,
     pub tile_size_m: f64,
     pub source: String,
@@ -90,10 +104,13 @@ pub fn load_area(source: &Path) -> Result<Area> {
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case(ext))
     };
+    let mut reader = None;
     let (city, tile_size_m) = if source.is_dir() {
         let manifest =
             canonical::read_manifest(source).with_context(|| format!("--city {name}"))?;
-        (canonical::load(source)?, manifest.grid.tile_size_m)
+        let (bare, tiles) = tile_reader::open(source).with_context(|| format!("--city {name}"))?;
+        reader = Some(tiles);
+        (bare, manifest.grid.tile_size_m)
     } else if is("csv") {
         (odiac::import(source)?.0, Some(850.0))
     } else if is("yaml") || is("yml") {
@@ -116,6 +133,7 @@ pub fn load_area(source: &Path) -> Result<Area> {
     Ok(Area {
         corners: geo::corners_of(source)?,
         city,
+        reader,
         tile_size_m: tile_size_m.unwrap_or(1000.0),
         source: name,
     })
@@ -157,7 +175,8 @@ pub fn predict_area(
         }
     }
     union::keep_only(&mut area.city, &first.spec.model.modalities);
-    union::conform(&first.normalization.reference_city(), &mut area.city).with_context(|| {
+    let reference = first.normalization.reference_city();
+    union::conform(&reference, &mut area.city).with_context(|| {
         format!(
             "--city {} cannot be mapped by run {}",
             area.source,
@@ -176,11 +195,33 @@ pub fn predict_area(
         chunk_side
     };
     let mut per_run = vec![vec![f64::NAN; area.city.len()]; runs.len()];
+    // NaN for the tiles of other shards, as for their predictions.
+    let mut di = vec![f64::NAN; area.city.len()];
     let mut predicted = Vec::new();
+    let applicability = runs
+        .iter()
+        .map(|run| {
+            run.normalization.applicability.as_ref().with_context(|| {
+                format!(
+                    "run {}: no area-of-applicability reference in its {}",
+                    run.dir.display(),
+                    normalization::FILE
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let parts = chunk::plan(&area.city, side, halo);
     for part in parts.into_iter().skip(shard.index).step_by(shard.count) {
         predicted.extend_from_slice(&part.core);
-        let sub = chunk::subset(&area.city, &part.tiles);
+        // Only this chunk's rasters are in memory.
+        let sub = match &area.reader {
+            Some(reader) => {
+                let mut sub = reader.read(&area.city, &part.tiles)?;
+                union::conform(&reference, &mut sub)?;
+                sub
+            }
+            None => chunk::subset(&area.city, &part.tiles),
+        };
         let samples: Vec<usize> = part
             .core
             .iter()
@@ -190,7 +231,10 @@ pub fn predict_area(
                     .expect("the core is in the chunk")
             })
             .collect();
-        for (run, out) in runs.iter().zip(per_run.iter_mut()) {
+        for &i in &part.core {
+            di[i] = 0.0;
+        }
+        for ((run, out), aoa) in runs.iter().zip(per_run.iter_mut()).zip(&applicability) {
             let n = &run.normalization;
             let data = Prepared::with_scaling(
                 &sub,
@@ -204,28 +248,16 @@ pub fn predict_area(
             for (&i, v) in part.core.iter().zip(values) {
                 out[i] = v;
             }
+            let values = aoa.index(&sub, &samples, &run.spec.model.modalities);
+            for (&i, v) in part.core.iter().zip(values) {
+                di[i] += v / runs.len() as f64;
+            }
         }
     }
-    // NaN for the tiles of other shards, as for their predictions.
-    let mut di = vec![f64::NAN; area.city.len()];
-    for &i in &predicted {
-        di[i] = 0.0;
-    }
-    let mut threshold = 0.0;
-    for run in runs {
-        let aoa = run.normalization.applicability.as_ref().with_context(|| {
-            format!(
-                "run {}: no area-of-applicability reference in its {}",
-                run.dir.display(),
-                normalization::FILE
-            )
-        })?;
-        let values = aoa.index(&area.city, &predicted, &run.spec.model.modalities);
-        for (&i, v) in predicted.iter().zip(values) {
-            di[i] += v / runs.len() as f64;
-        }
-        threshold += aoa.threshold / runs.len() as f64;
-    }
+    let threshold = applicability
+        .iter()
+        .map(|aoa| aoa.threshold / runs.len() as f64)
+        .sum();
     Ok(Predictions {
         per_run,
         di,

@@ -14,16 +14,17 @@ use crate::track::atomic;
 
 pub const IN_CITY: &str = "in-city (test split)";
 pub const ZERO_SHOT_ALL: &str = "zero-shot, all tiles";
+pub const ZERO_SHOT_IN_AOA: &str = "zero-shot, tiles inside the area of applicability";
 
 /// The setting label of a transfer row, and its rank in tables.
 fn setting(fraction: f64, tiles: &str) -> (String, u32) {
-    if tiles == "all" {
-        (ZERO_SHOT_ALL.into(), 1)
-    } else {
-        (
+    match tiles {
+        "all" => (ZERO_SHOT_ALL.into(), 1),
+        crate::transfer::IN_AOA => (ZERO_SHOT_IN_AOA.into(), 2),
+        _ => (
             format!("{}% fine-tune, held-out tiles", fmt_percent(fraction)),
-            2 + (fraction * 10_000.0).round() as u32,
-        )
+            3 + (fraction * 10_000.0).round() as u32,
+        ),
     }
 }
 
@@ -46,27 +47,31 @@ pub fn long_frame(rows: &[RunRow]) -> Result<DataFrame> {
     let mut seed = Vec::new();
     let mut n = Vec::new();
     let mut fine_tune = Vec::new();
+    let mut aoa_inside: Vec<Option<f64>> = Vec::new();
     let mut values: [Vec<f64>; 4] = Default::default();
     for r in rows.iter().filter(|r| !r.transfer.is_empty()) {
         let Some(m) = &r.metrics else { continue };
-        let mut push = |t: &str, s: (String, u32), count: usize, ft: usize, v: [f64; 4]| {
-            variant.push(r.variant.clone());
-            source.push(r.dataset.clone());
-            target.push(t.to_string());
-            setting_label.push(s.0);
-            rank.push(s.1);
-            seed.push(r.seed);
-            n.push(count as u64);
-            fine_tune.push(ft as u64);
-            for (slot, x) in values.iter_mut().zip(v) {
-                slot.push(x);
-            }
-        };
+        let mut push =
+            |t: &str, s: (String, u32), count: usize, ft: usize, aoa: Option<f64>, v: [f64; 4]| {
+                variant.push(r.variant.clone());
+                source.push(r.dataset.clone());
+                target.push(t.to_string());
+                setting_label.push(s.0);
+                rank.push(s.1);
+                seed.push(r.seed);
+                n.push(count as u64);
+                fine_tune.push(ft as u64);
+                aoa_inside.push(aoa);
+                for (slot, x) in values.iter_mut().zip(v) {
+                    slot.push(x);
+                }
+            };
         push(
             &r.dataset,
             (IN_CITY.into(), 0),
             m.n,
             0,
+            None,
             [m.r2, m.rmse, m.mae, m.mape],
         );
         for t in &r.transfer {
@@ -76,6 +81,7 @@ pub fn long_frame(rows: &[RunRow]) -> Result<DataFrame> {
                 setting(t.fraction, &t.tiles),
                 tm.n,
                 t.fine_tune_tiles,
+                t.aoa_inside,
                 [tm.r2, tm.rmse, tm.mae, tm.mape],
             );
         }
@@ -90,6 +96,7 @@ pub fn long_frame(rows: &[RunRow]) -> Result<DataFrame> {
         "seed" => seed,
         "n" => n,
         "fine_tune_tiles" => fine_tune,
+        "aoa_inside" => aoa_inside,
         "r2" => r2,
         "rmse" => rmse,
         "mae" => mae,
@@ -104,6 +111,7 @@ pub fn matrix_frame(rows: &[RunRow], variant_order: &[String]) -> Result<DataFra
         col("seed").count().alias("runs"),
         col("n").mean().alias("tiles"),
         col("fine_tune_tiles").mean().alias("fine_tune_tiles"),
+        col("aoa_inside").mean().alias("aoa_inside"),
     ];
     for (name, _) in METRICS {
         aggs.push(col(name).mean().alias(format!("{name}_mean")));
@@ -245,6 +253,34 @@ fn markdown(frame: &DataFrame) -> Result<String> {
                 out,
                 "| {variant} | {source} | {setting} | {} |",
                 row.join(" | ")
+            )?;
+        }
+        out.push('\n');
+    }
+    // The share of each target inside the source's area of applicability (zero-shot rows).
+    let inside = floats("aoa_inside")?;
+    let shares: Vec<usize> = (0..variants.len())
+        .filter(|&i| settings[i] == ZERO_SHOT_ALL && inside[i].is_finite())
+        .collect();
+    if !shares.is_empty() {
+        writeln!(
+            out,
+            "### Target tiles inside the area of applicability
+
+             Share of each target's tiles whose inputs resemble the training tiles' (Meyer &              Pebesma's dissimilarity index at most the training data's own threshold); the row              *{ZERO_SHOT_IN_AOA}* above scores those tiles alone. Mean over seeds.\n"
+        )?;
+        writeln!(
+            out,
+            "| variant | trained on | tested on | inside |\n|---|---|---|---|"
+        )?;
+        for i in shares {
+            writeln!(
+                out,
+                "| {} | {} | {} | {:.1} % |",
+                variants[i],
+                sources[i],
+                targets[i],
+                100.0 * inside[i]
             )?;
         }
         out.push('\n');

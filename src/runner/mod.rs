@@ -257,8 +257,9 @@ fn run_in(
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;
         if let Some((config, cities)) = &transfer {
+            let modalities = transfer::modalities_read(spec);
             let (rows, predictions) =
-                transfer::baseline_rows(&baseline, cities, config, spec.seed)?;
+                transfer::baseline_rows(&baseline, &modalities, cities, config, spec.seed)?;
             write_transfer(dir, &rows, predictions)?;
         }
         return Ok(metrics);
@@ -297,9 +298,14 @@ fn run_in(
         bar.finish();
     }
     if let Some((config, cities)) = &transfer {
+        let aoa = normalization
+            .applicability
+            .as_ref()
+            .context("the normalisation of a network run carries its area of applicability")?;
         let (rows, predictions) = transfer::network_rows(
             &best_model,
             &mut data,
+            aoa,
             cities,
             config,
             &spec.train,

@@ -16,6 +16,7 @@ use crate::data::union::{self, Part};
 use crate::data::{City, Split};
 use crate::metrics::Metrics;
 use crate::model::{Modality, OpenCarbon};
+use crate::predict::aoa::Applicability;
 use crate::runner::{load_city, CityOptions};
 use crate::spec::{BaselineSpec, RunSpec};
 use crate::track::MetricSink;
@@ -34,7 +35,14 @@ pub struct TransferRow {
     pub tiles: String,
     pub fine_tune_tiles: usize,
     pub metrics: Metrics,
+    /// Zero-shot rows: the fraction of the target's samples inside the area of applicability of
+    /// the source's training tiles (`predict::aoa`). Absent in older runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aoa_inside: Option<f64>,
 }
+
+/// `tiles` of the zero-shot row scored on the target samples inside the area of applicability.
+pub const IN_AOA: &str = "in_aoa";
 
 /// The cities of a transfer run in one store: part 0 is the source, then one part per target.
 pub struct TransferCities {
@@ -189,11 +197,45 @@ fn score(cities: &TransferCities, tiles: &[usize], predicted: &[f64]) -> Metrics
     Metrics::compute(&target, predicted)
 }
 
+/// Which of the target's `samples` lie inside the area of applicability of the source's
+/// training tiles: the fraction inside, and the zero-shot row on those tiles (`tiles: in_aoa`;
+/// none when fewer than two are inside).
+fn applicability_row(
+    aoa: &Applicability,
+    modalities: &[Modality],
+    cities: &TransferCities,
+    part: &Part,
+    samples: &[usize],
+    predicted: &[f64],
+) -> (f64, Option<TransferRow>) {
+    let di = aoa.index(&cities.union, samples, modalities);
+    let (inside, values): (Vec<usize>, Vec<f64>) = samples
+        .iter()
+        .zip(predicted)
+        .zip(&di)
+        .filter(|(_, &d)| d <= aoa.threshold)
+        .map(|((&i, &p), _)| (i, p))
+        .unzip();
+    let fraction = inside.len() as f64 / samples.len().max(1) as f64;
+    let row = (inside.len() >= 2).then(|| TransferRow {
+        target: part.name.clone(),
+        fraction: 0.0,
+        tiles: IN_AOA.into(),
+        fine_tune_tiles: 0,
+        metrics: score(cities, &inside, &values),
+        aoa_inside: Some(fraction),
+    });
+    (fraction, row)
+}
+
 /// The network's transfer rows: `model` is the source's best checkpoint, `data` the prepared
-/// union (normalised with the source's training statistics).
+/// union (normalised with the source's training statistics), `aoa` the area of applicability of
+/// the source's training tiles.
+#[allow(clippy::too_many_arguments)]
 pub fn network_rows(
     model: &OpenCarbon,
     data: &mut Prepared,
+    aoa: &Applicability,
     cities: &TransferCities,
     transfer: &TransferConfig,
     train_config: &TrainConfig,
@@ -213,28 +255,33 @@ pub fn network_rows(
     let mut predictions = TransferPredictions::new();
     for part in &cities.parts[1..] {
         let t = target_tiles(cities, part, transfer, seed)?;
+        let zero_shot = train::predict(model, data, &t.samples, eval_batch);
+        let (inside, aoa_row) = applicability_row(
+            aoa,
+            &data.model.modalities,
+            cities,
+            part,
+            &t.samples,
+            &zero_shot,
+        );
         let mut push = |fraction: f64,
                         tiles: &[usize],
                         label: &str,
                         fine_tune_tiles: usize,
-                        predicted: Vec<f64>| {
+                        predicted: Vec<f64>,
+                        aoa_inside: Option<f64>| {
             let row = TransferRow {
                 target: part.name.clone(),
                 fraction,
                 tiles: label.into(),
                 fine_tune_tiles,
                 metrics: score(cities, tiles, &predicted),
+                aoa_inside,
             };
             predictions.add(&row, cities, part, tiles, &predicted);
             rows.push(row);
         };
-        push(
-            0.0,
-            &t.samples,
-            "all",
-            0,
-            train::predict(model, data, &t.samples, eval_batch),
-        );
+        push(0.0, &t.samples, "all", 0, zero_shot, Some(inside));
         for (&fraction, set) in transfer.fractions().iter().zip(&t.sets) {
             if fraction == 0.0 {
                 push(
@@ -243,6 +290,7 @@ pub fn network_rows(
                     "held_out",
                     0,
                     train::predict(model, data, &t.held_out, eval_batch),
+                    None,
                 );
                 continue;
             }
@@ -260,8 +308,16 @@ pub fn network_rows(
             let tuned = train::fine_tune(model, data, set, &how, sink, &tag);
             let predicted = tuned.map(|m| train::predict(&m, data, &t.held_out, eval_batch));
             (data.target_shift, data.target_scale) = source_level;
-            push(fraction, &t.held_out, "held_out", set.len(), predicted?);
+            push(
+                fraction,
+                &t.held_out,
+                "held_out",
+                set.len(),
+                predicted?,
+                None,
+            );
         }
+        rows.extend(aoa_row);
     }
     Ok((rows, predictions))
 }
@@ -271,10 +327,12 @@ pub fn network_rows(
 /// recalibrated from the source's training level to the few-shot set's mean and std.
 pub fn baseline_rows(
     baseline: &Baseline,
+    modalities: &[Modality],
     cities: &TransferCities,
     transfer: &TransferConfig,
     seed: u64,
 ) -> Result<(Vec<TransferRow>, TransferPredictions)> {
+    let aoa = Applicability::fit(&cities.union, &cities.split.train, modalities, seed);
     let source_level = mean_std(cities.split.train.iter().map(|&i| cities.union.target(i)));
     let mut rows = Vec::new();
     let mut predictions = TransferPredictions::new();
@@ -300,15 +358,24 @@ pub fn baseline_rows(
                     *p = (*p - source_level.0) / source_level.1 * std + mean;
                 }
             }
-            let row = TransferRow {
+            let mut row = TransferRow {
                 target: part.name.clone(),
                 fraction,
                 tiles: label.into(),
                 fine_tune_tiles: set.len(),
                 metrics: score(cities, tiles, &predicted),
+                aoa_inside: None,
             };
+            let mut aoa_row = None;
+            if label == "all" {
+                let (inside, r) =
+                    applicability_row(&aoa, modalities, cities, part, tiles, &predicted);
+                row.aoa_inside = Some(inside);
+                aoa_row = r;
+            }
             predictions.add(&row, cities, part, tiles, &predicted);
             rows.push(row);
+            rows.extend(aoa_row);
         }
     }
     Ok((rows, predictions))
