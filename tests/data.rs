@@ -269,7 +269,115 @@ fn split_file_errors() {
     };
     assert!(check("x,y,split\n0,0,train\n5,5,test\n").contains("(5, 5) is not a tile"));
     assert!(check("x,y,split\n0,0,train\n0,0,test\n").contains("already listed on line 2"));
-    assert!(check("x,y,split\n0,0,training\n").contains("train, valid or test"));
+    assert!(check("x,y,split\n0,0,training\n").contains("train, valid, test or unused"));
+}
+
+#[test]
+fn cv_specs_expand_into_folds_and_check_their_keys() {
+    use opencarbon::spec::{Experiment, RunSpec};
+    let text = "name: cv\nseeds: [1, 2]\n\
+        dataset: {kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 16, poi_categories: 4, seed: 2}\n\
+        split: {kind: spatial_cv, folds: 3, block: 2, buffer: 1}\n\
+        variants: {full: {}, no_se: {model: {se: false}}}\n";
+    let e = Experiment::parse(text, "cv.yaml", &[]).unwrap();
+    // variants × seeds × folds
+    assert_eq!(e.runs.len(), 2 * 2 * 3);
+    let ids: HashSet<String> = e.runs.iter().map(|r| r.run_id()).collect();
+    assert_eq!(ids.len(), 12);
+    for r in &e.runs {
+        let f = r.split.fold().unwrap();
+        assert!(
+            r.run_id().starts_with(&format!("s{}-f{f}-", r.seed)),
+            "{}",
+            r.run_id()
+        );
+    }
+    // A fold given in the spec is one run; a single-run spec expands too.
+    let one = Experiment::parse(
+        &text.replace("buffer: 1}", "buffer: 1, fold: 2}"),
+        "cv.yaml",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(one.runs.len(), 4);
+    let single = "name: cv\ndataset: {kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 16, poi_categories: 4}\nsplit: {kind: random_cv, folds: 5}\n";
+    assert_eq!(
+        Experiment::parse(single, "one.yaml", &[])
+            .unwrap()
+            .runs
+            .len(),
+        5
+    );
+    // Bad keys name themselves.
+    for (bad, says) in [
+        (
+            "split: {kind: spatial_cv, folds: 1, block: 2}",
+            "split.folds",
+        ),
+        (
+            "split: {kind: spatial_cv, folds: 3, block: 0}",
+            "split.block",
+        ),
+        ("split: {kind: random_cv, folds: 3, fold: 3}", "split.fold"),
+        (
+            "split: {kind: random_cv, folds: 3, valid: 1.5}",
+            "split.valid",
+        ),
+    ] {
+        let text = format!("name: cv\ndataset: {{kind: synthetic, preset: monocentric, width: 8, height: 8}}\n{bad}\n");
+        let e = format!(
+            "{:#}",
+            RunSpec::parse(&text, "bad.yaml", &[])
+                .and_then(|r| r.check())
+                .unwrap_err()
+        );
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // A fold-less CV split cannot split on its own.
+    let city = grid_city(6, 6, &[false], &[false]);
+    let e = SplitConfig::RandomCv {
+        folds: 3,
+        valid: 0.25,
+        seed: None,
+        fold: None,
+    }
+    .split(&city, 0)
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("split.fold is not set"));
+}
+
+#[test]
+fn split_csv_round_trips_as_a_file_split() {
+    let city = grid_city(9, 9, &[false], &[false, false, false, true]);
+    let config = SplitConfig::SpatialCv {
+        folds: 3,
+        block: 3,
+        buffer: 1,
+        valid: 0.25,
+        seed: Some(4),
+        fold: Some(1),
+    };
+    let split = config.split(&city, 0).unwrap();
+    let text = opencarbon::data::split::to_csv(&city, &split, &city.samples());
+    // Samples in the buffer are listed as unused; tiles with no emission are not listed.
+    let unused = text.lines().filter(|l| l.ends_with(",unused")).count();
+    assert_eq!(
+        unused + split.train.len() + split.valid.len() + split.test.len(),
+        city.samples().len()
+    );
+    assert!(unused > 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("split.csv");
+    std::fs::write(&path, &text).unwrap();
+    let back = SplitConfig::File { path }.split(&city, 0).unwrap();
+    let sorted = |v: &[usize]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    assert_eq!(sorted(&back.train), sorted(&split.train));
+    assert_eq!(sorted(&back.valid), sorted(&split.valid));
+    assert_eq!(sorted(&back.test), sorted(&split.test));
 }
 
 fn grid_city(w: i64, h: i64, holes: &[bool], zero: &[bool]) -> City {
@@ -322,6 +430,62 @@ proptest! {
                 let (tr, va, te) = (part(&split.train), part(&split.valid), part(&split.test));
                 prop_assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te), "a block straddles splits");
             }
+        }
+    }
+
+    /// Over its k folds, a cross-validation split tests every sample exactly once; each run's
+    /// train, valid and test are disjoint; spatial folds hold whole blocks, are balanced to within
+    /// one block, and keep training and validation outside the buffer around the test tiles.
+    #[test]
+    fn cv_folds_test_every_sample_once_in_whole_blocks_outside_the_buffer(
+        w in 5i64..16, h in 5i64..16, seed in 0u64..1000, block in 1usize..5,
+        folds in 2usize..6, buffer in 0usize..3,
+        holes in proptest::collection::vec(proptest::bool::weighted(0.1), 1..7),
+    ) {
+        let city = grid_city(w, h, &holes, &[false]);
+        prop_assume!(city.samples().len() >= 30);
+        let spatial = SplitConfig::SpatialCv { folds, block, buffer, valid: 0.25, seed: None, fold: None };
+        let random = SplitConfig::RandomCv { folds, valid: 0.25, seed: None, fold: None };
+        for config in [spatial, random] {
+            let mut tested = Vec::new();
+            let mut sizes = Vec::new();
+            for f in 0..folds {
+                let Ok(split) = config.with_fold(f).split(&city, seed) else { continue };
+                let (tr, va, te): (HashSet<usize>, HashSet<usize>, HashSet<usize>) = (
+                    split.train.iter().copied().collect(),
+                    split.valid.iter().copied().collect(),
+                    split.test.iter().copied().collect(),
+                );
+                prop_assert!(tr.is_disjoint(&va) && tr.is_disjoint(&te) && va.is_disjoint(&te));
+                // The same fold and seed give the same split.
+                prop_assert_eq!(config.with_fold(f).split(&city, seed).unwrap(), split.clone());
+                if let SplitConfig::SpatialCv { .. } = config {
+                    let b = block as i64;
+                    let blocks = |set: &HashSet<usize>| set.iter().map(|&i| (city.keys[i].x.div_euclid(b), city.keys[i].y.div_euclid(b))).collect::<HashSet<_>>();
+                    prop_assert!(blocks(&te).is_disjoint(&blocks(&tr)) && blocks(&te).is_disjoint(&blocks(&va)));
+                    let r = buffer as i64;
+                    for &i in tr.iter().chain(&va) {
+                        let k = city.keys[i];
+                        prop_assert!(te.iter().all(|&t| {
+                            let q = city.keys[t];
+                            (q.x - k.x).abs().max((q.y - k.y).abs()) > r
+                        }), "tile {} lies in the buffer", k);
+                    }
+                    if buffer == 0 {
+                        prop_assert_eq!(tr.len() + va.len() + te.len(), city.samples().len());
+                    }
+                } else {
+                    prop_assert_eq!(tr.len() + va.len() + te.len(), city.samples().len());
+                }
+                sizes.push(te.len());
+                tested.extend(split.test);
+            }
+            prop_assume!(sizes.len() == folds);
+            tested.sort();
+            prop_assert_eq!(&tested, &city.samples(), "every sample is tested exactly once");
+            let (lo, hi) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
+            let limit = if matches!(config, SplitConfig::RandomCv { .. }) { 1 } else { block * block };
+            prop_assert!(hi - lo <= limit, "fold sizes {:?}", sizes);
         }
     }
 

@@ -126,6 +126,22 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
             .zip(column(&own.join("predictions.csv"), "predicted_ln"))
             .collect();
     let run_csv = runs[0].join("predictions.csv");
+    // split.csv records the run's split: its test tiles are the ones predictions.csv scores.
+    let split_csv = runs[0].join("split.csv");
+    let mut split_test: Vec<(String, String)> = column(&split_csv, "x")
+        .into_iter()
+        .zip(column(&split_csv, "y"))
+        .zip(column(&split_csv, "split"))
+        .filter(|(_, s)| s == "test")
+        .map(|(k, _)| k)
+        .collect();
+    let mut scored: Vec<(String, String)> = column(&run_csv, "x")
+        .into_iter()
+        .zip(column(&run_csv, "y"))
+        .collect();
+    split_test.sort();
+    scored.sort();
+    assert_eq!(split_test, scored);
     let tested = column(&run_csv, "x")
         .into_iter()
         .zip(column(&run_csv, "y"))

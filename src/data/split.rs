@@ -43,8 +43,36 @@ pub enum SplitConfig {
         block: usize,
         seed: Option<u64>,
     },
-    /// An explicit CSV with columns x, y, split (train | valid | test).
+    /// An explicit CSV with columns x, y, split (train | valid | test; `unused` rows are
+    /// skipped, so a run's own `split.csv` can be given back).
     File { path: PathBuf },
+    /// Spatial k-fold cross-validation: `block`×`block` blocks dealt into `folds` folds balanced
+    /// by sample count (seeded); fold `fold` is the test set, validation is `valid` of the other
+    /// folds' samples drawn as whole blocks, and samples within `buffer` tiles (Chebyshev) of a
+    /// test sample are left out of training and validation. `fold` is a sweep axis: left out, a
+    /// spec expands into one run per fold.
+    SpatialCv {
+        folds: usize,
+        block: usize,
+        #[serde(default)]
+        buffer: usize,
+        #[serde(default = "default_valid")]
+        valid: f64,
+        seed: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fold: Option<usize>,
+    },
+    /// Random k-fold cross-validation over single samples (the contrast to `spatial_cv`):
+    /// samples in a seeded order, every `folds`-th one to a fold; validation is `valid` of the
+    /// other folds' samples, drawn at random.
+    RandomCv {
+        folds: usize,
+        #[serde(default = "default_valid")]
+        valid: f64,
+        seed: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fold: Option<usize>,
+    },
 }
 
 /// A region of a city: set exactly one of `bbox` or `districts`.
@@ -211,6 +239,25 @@ impl SplitConfig {
                 None
             }
             SplitConfig::File { .. } => None,
+            SplitConfig::SpatialCv {
+                folds,
+                block,
+                valid,
+                fold,
+                ..
+            } => {
+                if *block == 0 {
+                    errors.push("split.block: must be at least 1".into());
+                }
+                cv_errors(&mut errors, *folds, *fold, *valid);
+                None
+            }
+            SplitConfig::RandomCv {
+                folds, valid, fold, ..
+            } => {
+                cv_errors(&mut errors, *folds, *fold, *valid);
+                None
+            }
         };
         if let Some((test, valid)) = fractions {
             if !(*test > 0.0 && *test < 1.0) {
@@ -225,6 +272,33 @@ impl SplitConfig {
             }
         }
         errors
+    }
+
+    /// The number of folds of a cross-validation split.
+    pub fn folds(&self) -> Option<usize> {
+        match self {
+            SplitConfig::SpatialCv { folds, .. } | SplitConfig::RandomCv { folds, .. } => {
+                Some(*folds)
+            }
+            _ => None,
+        }
+    }
+
+    /// The fold a cross-validation split tests on (None: not set yet, or not cross-validation).
+    pub fn fold(&self) -> Option<usize> {
+        match self {
+            SplitConfig::SpatialCv { fold, .. } | SplitConfig::RandomCv { fold, .. } => *fold,
+            _ => None,
+        }
+    }
+
+    /// The same cross-validation split testing on fold `f`; other splits unchanged.
+    pub fn with_fold(&self, f: usize) -> Self {
+        let mut out = self.clone();
+        if let SplitConfig::SpatialCv { fold, .. } | SplitConfig::RandomCv { fold, .. } = &mut out {
+            *fold = Some(f);
+        }
+        out
     }
 
     /// Splits the samples of `city`; `run_seed` is used when the split names no seed.
@@ -285,6 +359,53 @@ impl SplitConfig {
                 }
             }
             SplitConfig::File { path } => read_split_file(path, city)?,
+            SplitConfig::SpatialCv {
+                folds,
+                block,
+                buffer,
+                valid,
+                seed,
+                fold,
+            } => {
+                let f = fold_to_test(*fold, *folds)?;
+                let seed = seed.unwrap_or(run_seed);
+                let mut dealt = deal_blocks(city, &samples, *block, *folds, seed);
+                let test_set = std::mem::take(&mut dealt[f]);
+                let rest: Vec<usize> = dealt.concat();
+                let rest = outside_buffer(city, &rest, &test_set, *buffer);
+                let (valid_set, train_set) =
+                    blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
+                Split {
+                    train: train_set,
+                    valid: valid_set,
+                    test: test_set,
+                }
+            }
+            SplitConfig::RandomCv {
+                folds,
+                valid,
+                seed,
+                fold,
+            } => {
+                let f = fold_to_test(*fold, *folds)?;
+                let seed = seed.unwrap_or(run_seed);
+                let mut order = samples.clone();
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+                let (test_set, mut rest): (Vec<(usize, usize)>, Vec<(usize, usize)>) = order
+                    .into_iter()
+                    .enumerate()
+                    .partition(|(j, _)| j % folds == f);
+                let test_set: Vec<usize> = test_set.into_iter().map(|(_, i)| i).collect();
+                rest.shuffle(&mut ChaCha8Rng::seed_from_u64(seed.wrapping_add(1)));
+                let n_valid = (*valid * rest.len() as f64).ceil() as usize;
+                let rest: Vec<usize> = rest.into_iter().map(|(_, i)| i).collect();
+                let (valid_set, train_set) = rest.split_at(n_valid.min(rest.len()));
+                Split {
+                    train: train_set.to_vec(),
+                    valid: valid_set.to_vec(),
+                    test: test_set,
+                }
+            }
         };
         for (name, part) in [
             ("train", &split.train),
@@ -305,6 +426,109 @@ impl SplitConfig {
         }
         Ok(split)
     }
+}
+
+fn cv_errors(errors: &mut Vec<String>, folds: usize, fold: Option<usize>, valid: f64) {
+    if folds < 2 {
+        errors.push(format!(
+            "split.folds: {folds}; cross-validation needs at least 2"
+        ));
+    }
+    if let Some(f) = fold {
+        if f >= folds {
+            errors.push(format!(
+                "split.fold: {f}; folds are numbered 0 to {}",
+                folds.saturating_sub(1)
+            ));
+        }
+    }
+    if !(valid > 0.0 && valid < 1.0) {
+        errors.push(format!(
+            "split.valid: {valid} must lie strictly between 0 and 1"
+        ));
+    }
+}
+
+fn fold_to_test(fold: Option<usize>, folds: usize) -> Result<usize> {
+    match fold {
+        Some(f) if f < folds => Ok(f),
+        Some(f) => bail!("split.fold: {f}; folds are numbered 0 to {}", folds - 1),
+        None => bail!(
+            "split.fold is not set: a cross-validation split is one run per fold (`opencarbon run` expands a spec into its folds; a single run sets split.fold)"
+        ),
+    }
+}
+
+/// `samples` as `block`×`block` blocks dealt into `folds` folds balanced by sample count: blocks
+/// in a seeded order, the larger first, each to the fold holding the fewest samples so far.
+pub fn deal_blocks(
+    city: &City,
+    samples: &[usize],
+    block: usize,
+    folds: usize,
+    seed: u64,
+) -> Vec<Vec<usize>> {
+    let mut blocks = shuffled_blocks(city, samples, block, seed);
+    // Stable: equal sizes keep the seeded order.
+    blocks.sort_by_key(|b| std::cmp::Reverse(b.len()));
+    let mut dealt = vec![Vec::new(); folds.max(1)];
+    for tiles in blocks {
+        let smallest = (0..dealt.len())
+            .min_by_key(|&f| dealt[f].len())
+            .expect("at least one fold");
+        dealt[smallest].extend(tiles);
+    }
+    dealt
+}
+
+/// The tiles of `rest` farther than `buffer` tiles (Chebyshev) from every tile of `test`.
+fn outside_buffer(city: &City, rest: &[usize], test: &[usize], buffer: usize) -> Vec<usize> {
+    if buffer == 0 {
+        return rest.to_vec();
+    }
+    let test_keys: std::collections::HashSet<TileKey> =
+        test.iter().map(|&i| city.keys[i]).collect();
+    let r = buffer as i64;
+    rest.iter()
+        .copied()
+        .filter(|&i| {
+            let k = city.keys[i];
+            !(-r..=r).any(|dy| {
+                (-r..=r).any(|dx| {
+                    test_keys.contains(&TileKey {
+                        x: k.x + dx,
+                        y: k.y + dy,
+                    })
+                })
+            })
+        })
+        .collect()
+}
+
+/// `split.csv` of a run: each of `samples` with its split (`unused`: in none, e.g. inside a
+/// cross-validation buffer), in that order. `kind: file` reads it back.
+pub fn to_csv(city: &City, split: &Split, samples: &[usize]) -> String {
+    let mut label = vec![None; city.len()];
+    for (name, part) in [
+        ("train", &split.train),
+        ("valid", &split.valid),
+        ("test", &split.test),
+    ] {
+        for &i in part {
+            label[i] = Some(name);
+        }
+    }
+    let mut out = String::from("x,y,split\n");
+    for &i in samples {
+        let k = city.keys[i];
+        out.push_str(&format!(
+            "{},{},{}\n",
+            k.x,
+            k.y,
+            label[i].unwrap_or("unused")
+        ));
+    }
+    out
 }
 
 fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
@@ -358,7 +582,11 @@ fn read_split_file(path: &PathBuf, city: &City) -> Result<Split> {
             "train" => split.train.push(i),
             "valid" => split.valid.push(i),
             "test" => split.test.push(i),
-            other => bail!("{}: split `{other}` must be train, valid or test", at()),
+            "unused" => {}
+            other => bail!(
+                "{}: split `{other}` must be train, valid, test or unused",
+                at()
+            ),
         }
     }
     Ok(split)

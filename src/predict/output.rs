@@ -227,26 +227,31 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
         &geo::geotiff(&raster, &grid, georef)?,
     )?;
     atomic::write(&out.join("map.png"), &map::png(&ln_map, &outside, &grid)?)?;
-    let features: Vec<serde_json::Value> = (0..n)
-        .map(|i| {
-            let key = t.keys[i];
-            serde_json::json!({
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [geo::polygon(key, georef)]},
-                "properties": {
-                    "x": key.x, "y": key.y,
-                    "predicted_ln": t.mean[i], "predicted_emission": t.mean[i].exp(), "std_ln": t.std[i],
-                    "target_ln": t.target[i].is_finite().then_some(t.target[i]),
-                    "di": t.di[i], "in_aoa": inside[i],
-                },
-            })
+    let feature = |i: usize| {
+        let key = t.keys[i];
+        serde_json::json!({
+            "type": "Feature",
+            "geometry": {"type": "Polygon", "coordinates": [geo::polygon(key, georef)]},
+            "properties": {
+                "x": key.x, "y": key.y,
+                "predicted_ln": t.mean[i], "predicted_emission": t.mean[i].exp(), "std_ln": t.std[i],
+                "target_ln": t.target[i].is_finite().then_some(t.target[i]),
+                "di": t.di[i], "in_aoa": inside[i],
+            },
         })
-        .collect();
-    let geojson = serde_json::json!({"type": "FeatureCollection", "features": features});
-    atomic::write(
-        &out.join("emission.geojson"),
-        serde_json::to_string(&geojson)?.as_bytes(),
-    )?;
+    };
+    // Streamed feature by feature (a document tree of a large area's features would take far
+    // more memory than its predictions); keys in serde_json's sorted order, as `json!` writes.
+    atomic::write_with(&out.join("emission.geojson"), |w| {
+        w.write_all(br#"{"features":["#)?;
+        for i in 0..n {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *w, &feature(i)).map_err(std::io::Error::other)?;
+        }
+        w.write_all(br#"],"type":"FeatureCollection"}"#)
+    })?;
 
     let labelled: Vec<usize> = (0..n).filter(|&i| t.target[i].is_finite()).collect();
     let metrics = (!labelled.is_empty()).then(|| {

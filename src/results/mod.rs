@@ -21,6 +21,8 @@ pub struct RunRow {
     pub variant: String,
     pub dataset: String,
     pub seed: u64,
+    /// The cross-validation fold the run tests on (None: not cross-validation).
+    pub fold: Option<usize>,
     /// done | failed | running | unknown | `broken: <why>` (see `runner::resume`)
     pub status: String,
     pub metrics: Option<TestMetrics>,
@@ -76,6 +78,7 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
             variant: spec.variant.clone(),
             dataset: spec.dataset_label(),
             seed: spec.seed,
+            fold: spec.split.fold(),
             status,
             metrics,
             transfer,
@@ -103,6 +106,7 @@ pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
         "variant" => done.iter().map(|r| r.variant.clone()).collect::<Vec<_>>(),
         "dataset" => done.iter().map(|r| r.dataset.clone()).collect::<Vec<_>>(),
         "seed" => done.iter().map(|r| r.seed).collect::<Vec<_>>(),
+        "fold" => done.iter().map(|r| r.fold.map(|f| f as u32)).collect::<Vec<_>>(),
         "run_id" => done.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
         "r2" => m(|t| t.r2),
         "rmse" => m(|t| t.rmse),

@@ -27,7 +27,7 @@ pub struct RunArgs {
     /// No progress bar
     #[arg(long)]
     quiet: bool,
-    /// Only the runs with variant=NAME, dataset=NAME or seed=N (repeatable, all must hold)
+    /// Only the runs with variant=NAME, dataset=NAME, seed=N or fold=N (repeatable, all must hold)
     #[arg(long, value_name = "KEY=VALUE")]
     only: Vec<String>,
     /// List the runs and whether each is done, without running anything
@@ -105,11 +105,11 @@ pub fn main(args: RunArgs) -> Result<()> {
 fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {
     only.iter()
         .map(|o| match o.split_once('=') {
-            Some((k, v)) if ["variant", "dataset", "seed"].contains(&k) => {
+            Some((k, v)) if ["variant", "dataset", "seed", "fold"].contains(&k) => {
                 Ok((k.to_string(), v.to_string()))
             }
             _ => Err(anyhow::anyhow!(
-                "--only `{o}`: expected variant=NAME, dataset=NAME or seed=N"
+                "--only `{o}`: expected variant=NAME, dataset=NAME, seed=N or fold=N"
             )),
         })
         .collect()

@@ -253,6 +253,19 @@ fn run_in(
             (&alone, split)
         }
     };
+    // Every run records its split; a transfer run its source's (the part it trains on).
+    let listed: Vec<usize> = match &transfer {
+        Some((_, cities)) => cities.parts[0]
+            .range
+            .clone()
+            .filter(|&i| city.emission[i] > 0.0)
+            .collect(),
+        None => city.samples(),
+    };
+    dir.write_atomic(
+        "split.csv",
+        crate::data::split::to_csv(city, &split, &listed).as_bytes(),
+    )?;
     if let Some(baseline) = &spec.baseline {
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;
@@ -384,12 +397,13 @@ fn run_baseline(
     })
 }
 
-/// Filters of `--only key=value`: variant, dataset or seed.
+/// Filters of `--only key=value`: variant, dataset, seed or fold.
 pub fn matches(spec: &RunSpec, only: &[(String, String)]) -> bool {
     only.iter().all(|(k, v)| match k.as_str() {
         "variant" => &spec.variant == v,
         "dataset" => &spec.dataset_label() == v,
         "seed" => spec.seed.to_string() == *v,
+        "fold" => spec.split.fold().map(|f| f.to_string()).as_ref() == Some(v),
         _ => false,
     })
 }

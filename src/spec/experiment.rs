@@ -61,7 +61,7 @@ impl Experiment {
             let run = RunSpec::parse(text, origin, overrides)?;
             return Ok(Self {
                 name: run.name.clone(),
-                runs: vec![run],
+                runs: run.expand_folds(),
             });
         }
         let variants: Vec<(String, Value)> = match variants {
@@ -141,7 +141,7 @@ impl Experiment {
                     );
                     let run: RunSpec = errors::deserialize_value(v, &at)?;
                     run.check().with_context(|| format!("{at}: invalid spec"))?;
-                    runs.push(run);
+                    runs.extend(run.expand_folds());
                 }
             }
         }

@@ -219,11 +219,27 @@ impl RunSpec {
         serde_norway::to_string(self).expect("a spec always serialises")
     }
 
-    /// A stable id: the seed and a hash of the resolved spec.
+    /// A stable id: the seed, the cross-validation fold if any, and a hash of the resolved spec.
     pub fn run_id(&self) -> String {
         let digest = Sha256::digest(self.resolved_yaml().as_bytes());
         let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-        format!("s{}-{hex}", self.seed)
+        match self.split.fold() {
+            Some(f) => format!("s{}-f{f}-{hex}", self.seed),
+            None => format!("s{}-{hex}", self.seed),
+        }
+    }
+
+    /// One run per fold of a cross-validation split whose fold is not set; else the spec alone.
+    pub fn expand_folds(self) -> Vec<RunSpec> {
+        match (self.split.folds(), self.split.fold()) {
+            (Some(k), None) => (0..k)
+                .map(|f| RunSpec {
+                    split: self.split.with_fold(f),
+                    ..self.clone()
+                })
+                .collect(),
+            _ => vec![self],
+        }
     }
 }
 

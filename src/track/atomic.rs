@@ -30,13 +30,41 @@ pub fn write(target: &Path, contents: &[u8]) -> Result<()> {
         file.write_all(&contents[half..])?;
         file.flush()
     })();
+    publish(written, &tmp, target, &name)
+}
+
+/// Like [`write`], for contents too large to hold at once: `fill` streams them into the
+/// (buffered) scratch file. Fault points as for [`write`] (`write:` once `fill` is done).
+pub fn write_with(
+    target: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
+    let name = target
+        .file_name()
+        .with_context(|| format!("{}: not a file path", target.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = scratch_path(target, &name);
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        fill(&mut file)?;
+        if let Some(e) = fault::write_error(&format!("write:{name}")) {
+            return Err(e);
+        }
+        file.flush()
+    })();
+    publish(written, &tmp, target, &name)
+}
+
+/// Renames the scratch file `tmp` over `target` if it was `written` whole; removes it otherwise.
+fn publish(written: std::io::Result<()>, tmp: &Path, target: &Path, name: &str) -> Result<()> {
     if let Err(e) = written {
-        fs::remove_file(&tmp).ok();
+        fs::remove_file(tmp).ok();
         return Err(e).with_context(|| format!("writing {}", target.display()));
     }
     fault::at(&format!("rename:{name}"));
-    if let Err(e) = fs::rename(&tmp, target) {
-        fs::remove_file(&tmp).ok();
+    if let Err(e) = fs::rename(tmp, target) {
+        fs::remove_file(tmp).ok();
         return Err(e)
             .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()));
     }
