@@ -14,6 +14,7 @@ pub mod predict;
 pub mod results;
 pub mod runner;
 pub mod spec;
+pub mod stats;
 pub mod track;
 pub mod train;
 pub mod transfer;

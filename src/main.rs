@@ -32,7 +32,7 @@ enum Command {
     /// Package a finished run as a portable model bundle (weights, normalisation, spec, model card).
     ExportModel(opencarbon::predict::bundle::ExportArgs),
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
-    Results { dir: PathBuf },
+    Results(opencarbon::results::cli::ResultsArgs),
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city; a
@@ -131,10 +131,7 @@ fn real_main() -> Result<()> {
         Command::Run(args) => opencarbon::runner::cli::main(args),
         Command::Predict(args) => opencarbon::predict::cli::main(args),
         Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
-        Command::Results { dir } => {
-            print!("{}", opencarbon::results::write_summary(&dir)?);
-            Ok(())
-        }
+        Command::Results(args) => opencarbon::results::cli::main(args),
         Command::Doctor => doctor(),
         Command::Baseline {
             spec,

@@ -8,6 +8,9 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use polars::prelude::*;
 
+pub mod cli;
+pub mod comparison;
+pub mod expect;
 pub mod transfer;
 
 use crate::runner::{resume, TestMetrics};
@@ -23,6 +26,9 @@ pub struct RunRow {
     pub seed: u64,
     /// The cross-validation fold the run tests on (None: not cross-validation).
     pub fold: Option<usize>,
+    /// For a cross-validation run, n_test / n_train of its split (from `split.csv`, else
+    /// 1 / (folds − 1)): the Nadeau–Bengio correction of paired tests over folds.
+    pub cv_test_train_ratio: Option<f64>,
     /// done | failed | running | unknown | `broken: <why>` (see `runner::resume`)
     pub status: String,
     pub metrics: Option<TestMetrics>,
@@ -79,12 +85,33 @@ pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
             dataset: spec.dataset_label(),
             seed: spec.seed,
             fold: spec.split.fold(),
+            cv_test_train_ratio: cv_ratio(&dir, &spec),
             status,
             metrics,
             transfer,
         });
     }
     Ok(rows)
+}
+
+/// n_test / n_train of a cross-validation run: counted in its `split.csv`, else as k-fold's
+/// 1 / (k − 1).
+fn cv_ratio(dir: &Path, spec: &RunSpec) -> Option<f64> {
+    spec.split.fold()?;
+    let counted = std::fs::read_to_string(dir.join("split.csv"))
+        .ok()
+        .and_then(|text| {
+            let (mut train, mut test) = (0usize, 0usize);
+            for line in text.lines().skip(1) {
+                match line.rsplit(',').next() {
+                    Some("train") => train += 1,
+                    Some("test") => test += 1,
+                    _ => {}
+                }
+            }
+            (train > 0 && test > 0).then(|| test as f64 / train as f64)
+        });
+    counted.or_else(|| spec.split.folds().map(|k| 1.0 / (k as f64 - 1.0)))
 }
 
 pub(crate) const METRICS: [(&str, bool); 4] = [
@@ -167,22 +194,85 @@ pub fn summary_frame_ordered(rows: &[RunRow], variant_order: &[String]) -> Resul
     Ok(summary)
 }
 
-/// Rebuilds `summary.{csv,parquet,md}` in `experiment_dir` and returns the Markdown table.
+/// What the tables of an experiment directory are built with, saved by `run` as
+/// `experiment.json` so that `opencarbon results DIR` rebuilds the same tables.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TableOptions {
+    /// Variants in the spec's order.
+    pub variants: Vec<String>,
+    /// The variant the others are compared with (default: the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// The spec's `expect:` lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect: Vec<String>,
+}
+
+pub const TABLE_OPTIONS: &str = "experiment.json";
+
+impl TableOptions {
+    /// `experiment.json` of `dir`, or the defaults when there is none.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(TABLE_OPTIONS);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+            }
+            Err(_) => Ok(Self::default()),
+        }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let mut text = serde_json::to_string_pretty(self)?;
+        text.push('\n');
+        atomic::write(&dir.join(TABLE_OPTIONS), text.as_bytes())
+    }
+}
+
+/// Rebuilds `summary.{csv,parquet,md}` (and `comparison.*`, `transfer.*`) in `experiment_dir`
+/// with its saved `experiment.json`, and returns the Markdown.
 pub fn write_summary(experiment_dir: &Path) -> Result<String> {
-    write_summary_ordered(experiment_dir, &[])
+    write_summary_with(experiment_dir, &TableOptions::read(experiment_dir)?)
 }
 
 /// As [`write_summary`], listing variants in the spec's order.
-pub fn write_summary_ordered(experiment_dir: &Path, variant_order: &[String]) -> Result<String> {
+pub fn write_summary_with(experiment_dir: &Path, options: &TableOptions) -> Result<String> {
     let rows = collect(experiment_dir)?;
     atomic::remove_dead_scratch(experiment_dir);
+    let variant_order = &options.variants;
     let mut summary = summary_frame_ordered(&rows, variant_order)?;
     write_frame(experiment_dir, "summary", &mut summary)?;
     let failed: Vec<&RunRow> = rows
         .iter()
         .filter(|r| r.status == "failed" || r.status.starts_with("broken"))
         .collect();
-    let mut md = markdown(&summary, &failed)?;
+    // Every variant seen, in the spec's order first.
+    let mut order = variant_order.clone();
+    for r in &rows {
+        if !order.contains(&r.variant) {
+            order.push(r.variant.clone());
+        }
+    }
+    let reference = options.reference.clone().or_else(|| order.first().cloned());
+    let comparison = match &reference {
+        Some(reference) if order.len() > 1 => Some(comparison::write_tables(
+            experiment_dir,
+            &rows,
+            reference,
+            &order,
+        )?),
+        _ => None,
+    };
+    let mut md = markdown(
+        &summary,
+        &failed,
+        comparison.as_ref().map(|(rows, _)| rows.as_slice()),
+    )?;
+    if let Some((_, text)) = &comparison {
+        md.push('\n');
+        md.push_str(text);
+    }
     if rows.iter().any(|r| !r.transfer.is_empty()) {
         md.push('\n');
         md.push_str(&transfer::write_tables(
@@ -236,7 +326,13 @@ pub(crate) fn display_name(metric: &str) -> &'static str {
     }
 }
 
-fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
+/// The summary table; with a comparison, each variant's cell says whether it differs from the
+/// reference (▲ better, ▼ worse, n.s., or — for too few pairs).
+fn markdown(
+    summary: &DataFrame,
+    failed: &[&RunRow],
+    comparison: Option<&[comparison::ComparisonRow]>,
+) -> Result<String> {
     let text = |name: &str| text_column(summary, name);
     let floats = |name: &str| float_column(summary, name);
     let (datasets, variants) = (text("dataset")?, text("variant")?);
@@ -266,11 +362,26 @@ fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
             } else {
                 format!("{:.4}", mean[i])
             };
-            cells[i].push(if mean[i] == best && same.len() > 1 {
+            let value = if mean[i] == best && same.len() > 1 {
                 format!("**{value}**")
             } else {
                 value
-            });
+            };
+            let mark = comparison
+                .and_then(|c| {
+                    c.iter().find(|r| {
+                        r.dataset == datasets[i] && r.variant == variants[i] && r.metric == name
+                    })
+                })
+                .map(|r| match r.verdict.as_str() {
+                    "better" => format!(" ▲ p={:.3}", r.p_t_holm),
+                    "worse" => format!(" ▼ p={:.3}", r.p_t_holm),
+                    "n.s." => format!(" n.s. p={:.2}", r.p_t_holm),
+                    "identical" => " =".into(),
+                    _ => " —".into(),
+                })
+                .unwrap_or_default();
+            cells[i].push(format!("{value}{mark}"));
         }
     }
     for i in 0..datasets.len() {
@@ -281,6 +392,14 @@ fn markdown(summary: &DataFrame, failed: &[&RunRow]) -> Result<String> {
             variants[i],
             runs[i],
             cells[i].join(" | ")
+        )?;
+    }
+    if let Some(first) = comparison.and_then(|c| c.first()) {
+        writeln!(
+            out,
+            "\nAgainst `{}`, paired over seeds and folds (comparison.md): ▲ better, ▼ worse at α = {} (Holm-adjusted paired t-test p), n.s. not significant, = identical in every pair, — too few pairs.",
+            first.reference,
+            comparison::ALPHA
         )?;
     }
     if !failed.is_empty() {

@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// List the runs and whether each is done, without running anything
     #[arg(long)]
     dry_run: bool,
+    /// Write the spec's expectations (`expect:`), checked at the end, as JUnit XML to this file
+    #[arg(long)]
+    junit: Option<PathBuf>,
     /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
     /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
     #[arg(long, default_value = "default")]
@@ -70,7 +73,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         force: args.force,
         precision: args.precision,
     };
-    if experiment.runs.len() == 1 && only.is_empty() {
+    if experiment.runs.len() == 1 && only.is_empty() && experiment.expect.is_empty() {
         let spec = &experiment.runs[0];
         let (dir, outcome) = runner::run_waiting(spec, &options)?;
         let (verb, m) = match outcome {
@@ -98,6 +101,9 @@ pub fn main(args: RunArgs) -> Result<()> {
     if !report.failed.is_empty() {
         let labels: Vec<&str> = report.failed.iter().map(|(l, _)| l.as_str()).collect();
         anyhow::bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
+    }
+    if !experiment.expect.is_empty() {
+        crate::results::cli::check_expectations(&out, args.junit.as_deref())?;
     }
     Ok(())
 }

@@ -497,7 +497,13 @@ pub fn run_sweep(
             order.push(r.variant.clone());
         }
     }
-    let summary = crate::results::write_summary_ordered(&options.out, &order)?;
+    let tables = crate::results::TableOptions {
+        variants: order,
+        reference: experiment.reference.clone(),
+        expect: experiment.expect.clone(),
+    };
+    tables.write(&options.out)?;
+    let summary = crate::results::write_summary_with(&options.out, &tables)?;
     Ok((report, summary))
 }
 

@@ -28,12 +28,26 @@ struct ExperimentKeys {
     variants: Option<Mapping>,
     baseline: Option<Value>,
     transfer: Option<Value>,
+    compare: Option<CompareConfig>,
+    expect: Option<Vec<String>>,
+}
+
+/// `compare:` — which variant the comparison tables test the others against.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareConfig {
+    /// Default: the first variant.
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub name: String,
     pub runs: Vec<RunSpec>,
+    /// The reference variant of the comparison tables (`compare.reference`).
+    pub reference: Option<String>,
+    /// `expect:` lines, checked at the end of `run` and by `results --check`.
+    pub expect: Vec<String>,
 }
 
 impl Experiment {
@@ -44,7 +58,7 @@ impl Experiment {
     }
 
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
-        let _: ExperimentKeys = errors::deserialize_located(text, origin)?;
+        let keys: ExperimentKeys = errors::deserialize_located(text, origin)?;
         let mut root: Value =
             serde_norway::from_str(text).map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
         for o in overrides {
@@ -53,15 +67,27 @@ impl Experiment {
         let Value::Mapping(map) = &mut root else {
             bail!("{origin}: the spec must be a mapping")
         };
+        map.remove("compare");
+        map.remove("expect");
+        let reference = keys.compare.and_then(|c| c.reference);
+        let expect = keys.expect.unwrap_or_default();
         let variants = map.remove("variants");
         let datasets = map.remove("datasets");
         let seeds = map.remove("seeds");
         let transfer = map.remove("transfer");
-        if variants.is_none() && datasets.is_none() && seeds.is_none() && transfer.is_none() {
+        if variants.is_none()
+            && datasets.is_none()
+            && seeds.is_none()
+            && transfer.is_none()
+            && reference.is_none()
+            && expect.is_empty()
+        {
             let run = RunSpec::parse(text, origin, overrides)?;
             return Ok(Self {
                 name: run.name.clone(),
                 runs: run.expand_folds(),
+                reference: None,
+                expect: vec![],
             });
         }
         let variants: Vec<(String, Value)> = match variants {
@@ -145,9 +171,22 @@ impl Experiment {
                 }
             }
         }
+        if let Some(r) = &reference {
+            if !variants.iter().any(|(v, _)| v == r) {
+                let names: Vec<&str> = variants.iter().map(|(v, _)| v.as_str()).collect();
+                bail!(
+                    "{origin}: compare.reference: `{r}` is not a variant (variants: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
+        crate::results::expect::parse_all(&expect, &names, origin, text)?;
         Ok(Self {
             name: runs[0].name.clone(),
             runs,
+            reference,
+            expect,
         })
     }
 }

@@ -1,0 +1,342 @@
+//! Expectations: claims a spec makes about its own results (`expect:`), checked against the
+//! finished runs by `opencarbon results DIR --check` and at the end of `run`, so a CI job can gate
+//! on them. Two forms:
+//!
+//! ```text
+//! full > no_neighbourhood on r2 at 0.05 [in DATASET]   # paired over seeds and folds: the mean
+//!                                                      # difference points that way and the
+//!                                                      # two-sided paired t-test has p < 0.05
+//! full.r2 >= 0.6 [on DATASET]                          # the mean over runs (>=, <=, >, <)
+//! ```
+//!
+//! Without a dataset a claim must hold on every dataset the variants ran on.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+use super::{RunRow, METRICS};
+use crate::stats::paired;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Expectation {
+    /// `a` differs from `b` on `metric` in the direction `greater` (a > b) at level `alpha`.
+    Paired {
+        a: String,
+        b: String,
+        greater: bool,
+        metric: String,
+        alpha: f64,
+        dataset: Option<String>,
+    },
+    /// The mean of `metric` over `variant`'s runs compared with `value`.
+    Threshold {
+        variant: String,
+        metric: String,
+        op: String,
+        value: f64,
+        dataset: Option<String>,
+    },
+}
+
+const FORMS: &str =
+    "expected `A > B on METRIC at ALPHA [in DATASET]` or `A.METRIC >= VALUE [on DATASET]` (METRIC: r2, rmse, mae, mape; comparisons: >, <, >=, <=)";
+
+fn metric(name: &str) -> Result<String> {
+    if METRICS.iter().any(|(m, _)| *m == name) {
+        Ok(name.to_string())
+    } else {
+        bail!("unknown metric `{name}`; {FORMS}")
+    }
+}
+
+impl Expectation {
+    /// Parses one `expect:` line.
+    pub fn parse(line: &str) -> Result<Self> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            [a, op @ (">" | "<"), b, "on", m, "at", alpha, rest @ ..] => {
+                let alpha: f64 = alpha
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| *v > 0.0 && *v < 1.0)
+                    .ok_or_else(|| {
+                        anyhow::anyhow!("level `{alpha}` must be a number between 0 and 1")
+                    })?;
+                let dataset = match rest {
+                    [] => None,
+                    ["in", d] => Some(d.to_string()),
+                    _ => bail!("`{}` after the level; {FORMS}", rest.join(" ")),
+                };
+                Ok(Self::Paired {
+                    a: a.to_string(),
+                    b: b.to_string(),
+                    greater: *op == ">",
+                    metric: metric(m)?,
+                    alpha,
+                    dataset,
+                })
+            }
+            [left, op @ (">=" | "<=" | ">" | "<"), value, rest @ ..] if left.contains('.') => {
+                let (variant, m) = left.rsplit_once('.').expect("contains a dot");
+                let value: f64 = value
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("`{value}` is not a number; {FORMS}"))?;
+                let dataset = match rest {
+                    [] => None,
+                    ["on" | "in", d] => Some(d.to_string()),
+                    _ => bail!("`{}` after the value; {FORMS}", rest.join(" ")),
+                };
+                Ok(Self::Threshold {
+                    variant: variant.to_string(),
+                    metric: metric(m)?,
+                    op: op.to_string(),
+                    value,
+                    dataset,
+                })
+            }
+            _ => bail!("{FORMS}"),
+        }
+    }
+
+    fn variants(&self) -> Vec<&str> {
+        match self {
+            Self::Paired { a, b, .. } => vec![a, b],
+            Self::Threshold { variant, .. } => vec![variant],
+        }
+    }
+}
+
+/// Parses every line, naming the line of `origin` (a spec file's text) a bad one is on, and
+/// checks that the variants it names exist.
+pub fn parse_all(
+    lines: &[String],
+    variants: &[String],
+    origin: &str,
+    text: &str,
+) -> Result<Vec<Expectation>> {
+    lines
+        .iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let at = text
+                .lines()
+                .position(|l| l.contains(line.as_str()))
+                .map(|n| format!("{origin}: line {}", n + 1))
+                .unwrap_or_else(|| format!("{origin}: expect[{i}]"));
+            let e = Expectation::parse(line).map_err(|e| anyhow::anyhow!("{at}: `{line}`: {e}"))?;
+            for v in e.variants() {
+                if !variants.iter().any(|x| x == v) {
+                    bail!(
+                        "{at}: `{line}`: `{v}` is not a variant (variants: {})",
+                        variants.join(", ")
+                    );
+                }
+            }
+            Ok(e)
+        })
+        .collect()
+}
+
+/// One expectation checked: whether it holds, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub expectation: String,
+    pub passed: bool,
+    pub evidence: String,
+}
+
+fn value(row: &RunRow, metric: &str) -> f64 {
+    let m = row.metrics.as_ref().expect("finished runs only");
+    match metric {
+        "r2" => m.r2,
+        "rmse" => m.rmse,
+        "mae" => m.mae,
+        _ => m.mape,
+    }
+}
+
+/// Checks `expectation` (its text `line`) against the finished runs.
+pub fn check(line: &str, expectation: &Expectation, rows: &[RunRow]) -> Outcome {
+    let done: Vec<&RunRow> = rows.iter().filter(|r| r.metrics.is_some()).collect();
+    let datasets = |wanted: &Option<String>, variants: &[&str]| -> Vec<String> {
+        let mut d: Vec<String> = done
+            .iter()
+            .filter(|r| variants.contains(&r.variant.as_str()))
+            .map(|r| r.dataset.clone())
+            .filter(|d| wanted.as_ref().is_none_or(|w| w == d))
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    let mut passed = true;
+    let mut evidence = Vec::new();
+    match expectation {
+        Expectation::Paired {
+            a,
+            b,
+            greater,
+            metric,
+            alpha,
+            dataset,
+        } => {
+            let sets = datasets(dataset, &[a, b]);
+            if sets.is_empty() {
+                passed = false;
+                evidence.push("no finished runs of these variants".to_string());
+            }
+            for d in sets {
+                let mut pairs: BTreeMap<
+                    (u64, Option<usize>),
+                    (Option<f64>, Option<f64>, Option<f64>),
+                > = BTreeMap::new();
+                for r in done.iter().filter(|r| r.dataset == d) {
+                    let slot = pairs.entry((r.seed, r.fold)).or_default();
+                    if &r.variant == a {
+                        slot.0 = Some(value(r, metric));
+                    } else if &r.variant == b {
+                        slot.1 = Some(value(r, metric));
+                        slot.2 = r.cv_test_train_ratio;
+                    }
+                }
+                let matched: Vec<(f64, Option<f64>)> = pairs
+                    .values()
+                    .filter_map(|(x, y, ratio)| Some(((*x)? - (*y)?, *ratio)))
+                    .collect();
+                let diffs: Vec<f64> = matched.iter().map(|m| m.0).collect();
+                let ratio = matched
+                    .iter()
+                    .all(|m| m.1.is_some())
+                    .then(|| {
+                        matched.iter().filter_map(|m| m.1).sum::<f64>()
+                            / matched.len().max(1) as f64
+                    })
+                    .filter(|_| !matched.is_empty());
+                let t = paired::paired_t(&diffs, ratio);
+                let mean = if diffs.is_empty() {
+                    f64::NAN
+                } else {
+                    paired::mean(&diffs)
+                };
+                let direction = if *greater { mean > 0.0 } else { mean < 0.0 };
+                let ok = direction && t.p < *alpha;
+                passed &= ok;
+                evidence.push(format!(
+                    "{d}: Δ {mean:+.4} over {} pairs, {} p = {:.4}{}",
+                    diffs.len(),
+                    if ratio.is_some() {
+                        "corrected resampled t"
+                    } else {
+                        "paired t"
+                    },
+                    t.p,
+                    if ok { "" } else { " ✗" }
+                ));
+            }
+        }
+        Expectation::Threshold {
+            variant,
+            metric,
+            op,
+            value: bound,
+            dataset,
+        } => {
+            let sets = datasets(dataset, &[variant]);
+            if sets.is_empty() {
+                passed = false;
+                evidence.push("no finished runs of this variant".to_string());
+            }
+            for d in sets {
+                let values: Vec<f64> = done
+                    .iter()
+                    .filter(|r| r.dataset == d && &r.variant == variant)
+                    .map(|r| value(r, metric))
+                    .collect();
+                let mean = values.iter().sum::<f64>() / values.len() as f64;
+                let ok = match op.as_str() {
+                    ">=" => mean >= *bound,
+                    "<=" => mean <= *bound,
+                    ">" => mean > *bound,
+                    _ => mean < *bound,
+                };
+                passed &= ok;
+                evidence.push(format!(
+                    "{d}: mean {mean:.4} over {} runs{}",
+                    values.len(),
+                    if ok { "" } else { " ✗" }
+                ));
+            }
+        }
+    }
+    Outcome {
+        expectation: line.to_string(),
+        passed,
+        evidence: evidence.join("; "),
+    }
+}
+
+/// The outcomes as lines for a terminal.
+pub fn report(outcomes: &[Outcome]) -> String {
+    let mut out = String::new();
+    for o in outcomes {
+        let _ = writeln!(
+            out,
+            "{} {}: {}",
+            if o.passed { "PASS" } else { "FAIL" },
+            o.expectation,
+            o.evidence
+        );
+    }
+    out
+}
+
+fn xml_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            '\'' => "&apos;".to_string(),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => " ".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// JUnit XML: one test case per expectation, a failure carrying its evidence.
+pub fn junit(experiment: &str, outcomes: &[Outcome]) -> String {
+    let failures = outcomes.iter().filter(|o| !o.passed).count();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites><testsuite name=\"{}\" tests=\"{}\" failures=\"{failures}\">",
+        xml_escape(&format!("opencarbon expectations: {experiment}")),
+        outcomes.len()
+    );
+    for o in outcomes {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{}\">",
+            xml_escape(&format!("opencarbon.{experiment}")),
+            xml_escape(&o.expectation)
+        );
+        if o.passed {
+            let _ = write!(out, "<system-out>{}</system-out>", xml_escape(&o.evidence));
+        } else {
+            let _ = write!(
+                out,
+                "<failure message=\"{}\">{}</failure>",
+                xml_escape(&o.evidence),
+                xml_escape(&o.evidence)
+            );
+        }
+        out.push_str("</testcase>\n");
+    }
+    out.push_str("</testsuite></testsuites>\n");
+    out
+}
