@@ -553,3 +553,54 @@ fn baseline_features_sum_poi_rasters_and_name_unknown_columns() {
         "{e}"
     );
 }
+
+/// `lag<k>:<feature>`: the feature's mean over the (2k+1)² window, the tile included and missing
+/// neighbours skipped; POI totals lag like covariates; a bad lag names itself.
+#[test]
+fn lagged_features_average_the_window_and_skip_missing_tiles() {
+    use opencarbon::baselines::features;
+    // A 3×3 grid without its (2, 2) corner.
+    let keys: Vec<(i64, i64)> = (0..3)
+        .flat_map(|y| (0..3).map(move |x| (x, y)))
+        .filter(|&k| k != (2, 2))
+        .collect();
+    let city = handmade(&keys, &vec![1.0; keys.len()], 1);
+    let pop = |i: usize| city.tabular.as_ref().unwrap().values[2 * i] as f64;
+    let at = |x: i64, y: i64| keys.iter().position(|&k| k == (x, y)).unwrap();
+    // The centre's window holds all 8 tiles; (2, 1)'s holds 5 (the missing corner skipped).
+    let centre = at(1, 1);
+    let lagged = features(
+        &city,
+        &["lag1:pop".into(), "pop".into()],
+        &[centre, at(2, 1)],
+    )
+    .unwrap();
+    let all: f64 = (0..keys.len()).map(pop).sum::<f64>() / 8.0;
+    assert!((lagged[0][0] - all).abs() < 1e-12);
+    assert_eq!(lagged[0][1], pop(centre));
+    let edge: Vec<usize> = [(1, 0), (2, 0), (1, 1), (2, 1), (1, 2)]
+        .iter()
+        .map(|&(x, y)| at(x, y))
+        .collect();
+    let want = edge.iter().map(|&i| pop(i)).sum::<f64>() / 5.0;
+    assert!((lagged[1][0] - want).abs() < 1e-12);
+    // lag1:poi:* gives one lagged total per category.
+    let poi = features(&city, &["lag1:poi:*".into()], &[centre]).unwrap();
+    let totals = features(
+        &city,
+        &["poi:*".into()],
+        &(0..keys.len()).collect::<Vec<_>>(),
+    )
+    .unwrap();
+    for c in 0..2 {
+        let want = totals.iter().map(|r| r[c]).sum::<f64>() / 8.0;
+        assert!((poi[0][c] - want).abs() < 1e-9 * want.abs().max(1.0));
+    }
+    for bad in ["lag:pop", "lag0:pop", "lag9:pop", "lag1:lag1:pop"] {
+        let e = format!("{:#}", features(&city, &[bad.into()], &[0]).unwrap_err());
+        assert!(
+            e.contains(bad) && e.contains("lag<k>:<feature>"),
+            "{bad}: {e}"
+        );
+    }
+}

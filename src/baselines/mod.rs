@@ -72,59 +72,118 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
     Ok((Metrics::compute(&target, &predicted), predicted))
 }
 
+/// A feature name with its spatial lag split off: `lag2:ln_gdp` → (Some(2), `ln_gdp`). Only
+/// `lag<digits>:` (or `lag:`, an error) starts a lag, so a covariate may be called `lagoon`.
+pub fn split_lag(column: &str) -> Result<(Option<usize>, &str)> {
+    let Some(rest) = column.strip_prefix("lag") else {
+        return Ok((None, column));
+    };
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if rest.as_bytes().get(digits) != Some(&b':') {
+        return Ok((None, column));
+    }
+    let (k, base) = (&rest[..digits], &rest[digits + 1..]);
+    match k.parse::<usize>() {
+        Ok(k) if (1..=5).contains(&k) && !base.starts_with("lag") => Ok((Some(k), base)),
+        _ => bail!(
+            "feature `{column}`: a spatial lag is lag<k>:<feature> with k from 1 to 5, e.g. lag1:ln_population"
+        ),
+    }
+}
+
+type Getter<'a> = Box<dyn Fn(usize) -> f64 + 'a>;
+
 /// Rows of named features for `tiles`: a tabular covariate by its column name, or `poi:<category>`
-/// (or `poi:*` for every category) for the tile's POI density summed over its raster, i.e. a POI count.
+/// (or `poi:*` for every category) for the tile's POI density summed over its raster, i.e. a POI
+/// count; `lag<k>:<feature>` is that feature's mean over the tile's (2k+1)² window, the tile
+/// included and missing neighbours skipped (a spatially-lagged covariate: inputs only, never
+/// targets, so it is known on every tile).
 pub fn features(city: &City, columns: &[String], tiles: &[usize]) -> Result<Vec<Vec<f64>>> {
     if columns.is_empty() {
         bail!("baseline: name at least one feature");
     }
-    let mut getters: Vec<Box<dyn Fn(usize) -> f64 + '_>> = Vec::new();
+    let mut radii = Vec::new();
     for c in columns {
-        if let Some(category) = c.strip_prefix("poi:") {
-            let p = city.poi.as_ref().ok_or_else(|| {
-                anyhow::anyhow!("feature `{c}`: city `{}` has no POI rasters", city.name)
-            })?;
-            let channels: Vec<usize> = if category == "*" {
-                (0..p.categories.len()).collect()
-            } else {
-                vec![p
-                    .categories
-                    .iter()
-                    .position(|n| n == category)
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "feature `{c}`: no POI category `{category}` (has {})",
-                            p.categories.join(", ")
-                        )
-                    })?]
-            };
-            for ch in channels {
-                let (n_ch, plane) = (p.categories.len(), p.side * p.side);
-                getters.push(Box::new(move |i| {
-                    let start = (i * n_ch + ch) * plane;
-                    p.data[start..start + plane]
-                        .iter()
-                        .map(|&v| v as f64)
-                        .sum::<f64>()
-                        * p.scale[ch] as f64
-                }));
+        if let (Some(k), _) = split_lag(c)? {
+            radii.push(k);
+        }
+    }
+    radii.sort_unstable();
+    radii.dedup();
+    let windows: Vec<(usize, NeighbourIndex)> = radii
+        .into_iter()
+        .map(|k| (k, NeighbourIndex::new(city, k)))
+        .collect();
+    let mut getters: Vec<Getter> = Vec::new();
+    for c in columns {
+        let (lag, base) = split_lag(c)?;
+        let plain = plain_features(city, base)?;
+        match lag {
+            None => getters.extend(plain),
+            Some(k) => {
+                let index = &windows.iter().find(|(r, _)| *r == k).expect("indexed").1;
+                for g in plain {
+                    getters.push(Box::new(move |i| {
+                        let (sum, n) = index.windows[i]
+                            .iter()
+                            .flatten()
+                            .fold((0.0, 0usize), |(s, n), &j| (s + g(j), n + 1));
+                        sum / n as f64
+                    }));
+                }
             }
-        } else {
-            let t = city.tabular.as_ref().ok_or_else(|| {
-                anyhow::anyhow!(
-                    "feature `{c}`: city `{}` has no tabular covariates",
-                    city.name
-                )
-            })?;
-            let j = t.columns.iter().position(|n| n == c).ok_or_else(|| {
-                anyhow::anyhow!("feature `{c}`: no covariate `{c}` in city `{}` (has {}; POI totals are poi:<category>)", city.name, t.columns.join(", "))
-            })?;
-            let f = t.columns.len();
-            getters.push(Box::new(move |i| t.values[i * f + j] as f64));
         }
     }
     Ok(tiles
         .iter()
         .map(|&i| getters.iter().map(|g| g(i)).collect())
         .collect())
+}
+
+/// The getters of one feature without a lag (`poi:*` gives one per category).
+fn plain_features<'a>(city: &'a City, c: &str) -> Result<Vec<Getter<'a>>> {
+    let mut getters: Vec<Getter> = Vec::new();
+    if let Some(category) = c.strip_prefix("poi:") {
+        let p = city.poi.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("feature `{c}`: city `{}` has no POI rasters", city.name)
+        })?;
+        let channels: Vec<usize> = if category == "*" {
+            (0..p.categories.len()).collect()
+        } else {
+            vec![p
+                .categories
+                .iter()
+                .position(|n| n == category)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "feature `{c}`: no POI category `{category}` (has {})",
+                        p.categories.join(", ")
+                    )
+                })?]
+        };
+        for ch in channels {
+            let (n_ch, plane) = (p.categories.len(), p.side * p.side);
+            getters.push(Box::new(move |i| {
+                let start = (i * n_ch + ch) * plane;
+                p.data[start..start + plane]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    * p.scale[ch] as f64
+            }));
+        }
+    } else {
+        let t = city.tabular.as_ref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "feature `{c}`: city `{}` has no tabular covariates",
+                city.name
+            )
+        })?;
+        let j = t.columns.iter().position(|n| n == c).ok_or_else(|| {
+            anyhow::anyhow!("feature `{c}`: no covariate `{c}` in city `{}` (has {}; POI totals are poi:<category>)", city.name, t.columns.join(", "))
+        })?;
+        let f = t.columns.len();
+        getters.push(Box::new(move |i| t.values[i * f + j] as f64));
+    }
+    Ok(getters)
 }

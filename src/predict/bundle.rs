@@ -199,9 +199,13 @@ fn model_card(
         spec.model
             .modalities
             .iter()
-            .map(|m| m.name())
+            .map(|m| match m.name() {
+                "image" => "satellite image",
+                "poi" => "POI rasters",
+                _ => "covariates",
+            })
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(" and "),
         spec.model.neighbourhood,
         n.applicability.as_ref().map_or(f64::NAN, |a| a.threshold)
     )?;

@@ -57,11 +57,16 @@ pub fn modalities_read(spec: &RunSpec) -> Vec<Modality> {
     match &spec.baseline {
         None => spec.model.modalities.clone(),
         Some(BaselineSpec { columns, .. }) => {
+            let base = |c: &String| {
+                baselines::split_lag(c)
+                    .map(|(_, b)| b.to_string())
+                    .unwrap_or_else(|_| c.clone())
+            };
             let mut m = Vec::new();
-            if columns.iter().any(|c| c.starts_with("poi:")) {
+            if columns.iter().any(|c| base(c).starts_with("poi:")) {
                 m.push(Modality::Poi);
             }
-            if columns.iter().any(|c| !c.starts_with("poi:")) {
+            if columns.iter().any(|c| !base(c).starts_with("poi:")) {
                 m.push(Modality::Tabular);
             }
             m
