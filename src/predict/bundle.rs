@@ -76,19 +76,7 @@ pub fn is_bundle(dir: &Path) -> bool {
 
 /// Writes the bundle of the finished network run `run` into `out`.
 pub fn export(run: &Path, out: &Path) -> Result<BundleManifest> {
-    let metrics = match resume::check(run, None) {
-        resume::State::Done(metrics) => metrics,
-        resume::State::NotDone(why) | resume::State::Broken(why) => {
-            bail!("run {}: not a finished run ({why})", run.display())
-        }
-    };
-    let spec = RunSpec::load(&run.join("spec.resolved.yaml"), &[])?;
-    if spec.baseline.is_some() {
-        bail!(
-            "run {}: a baseline run; only trained networks are exported",
-            run.display()
-        );
-    }
+    let (spec, metrics) = super::finished_network_run(run)?;
     let normalization = normalization::read_or_recompute(run, &spec)?;
     let meta: RunMeta = read_json(&run.join("meta.json"))?;
     let weights = std::fs::read(run.join("checkpoints/best.safetensors"))

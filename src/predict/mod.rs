@@ -33,25 +33,32 @@ pub struct TrainedRun {
     pub model: OpenCarbon,
 }
 
+/// The resolved spec and test metrics of `dir`, which must be a finished run of a network (a
+/// baseline has no weights to map with or export).
+pub fn finished_network_run(dir: &Path) -> Result<(RunSpec, crate::runner::TestMetrics)> {
+    let metrics = match resume::check(dir, None) {
+        resume::State::Done(metrics) => metrics,
+        resume::State::NotDone(why) | resume::State::Broken(why) => {
+            bail!("run {}: not a finished run ({why})", dir.display())
+        }
+    };
+    let spec = RunSpec::load(&dir.join("spec.resolved.yaml"), &[])?;
+    if spec.baseline.is_some() {
+        bail!(
+            "run {}: a baseline run; only trained networks map areas or export",
+            dir.display()
+        );
+    }
+    Ok((spec, metrics))
+}
+
 /// Opens a finished run directory (its resolved spec, normalisation and best checkpoint) or a
 /// bundle that `export-model` wrote.
 pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRun> {
     let (spec, normalization, weights) = if bundle::is_bundle(dir) {
         bundle::open(dir)?
     } else {
-        match resume::check(dir, None) {
-            resume::State::Done(_) => {}
-            resume::State::NotDone(why) | resume::State::Broken(why) => {
-                bail!("run {}: not a finished run ({why})", dir.display())
-            }
-        }
-        let spec = RunSpec::load(&dir.join("spec.resolved.yaml"), &[])?;
-        if spec.baseline.is_some() {
-            bail!(
-                "run {}: a baseline run; predict maps with trained networks",
-                dir.display()
-            );
-        }
+        let (spec, _) = finished_network_run(dir)?;
         let normalization = normalization::read_or_recompute(dir, &spec)?;
         (
             spec,

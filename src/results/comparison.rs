@@ -56,15 +56,7 @@ pub struct ComparisonRow {
 /// Metric values of finished runs: (dataset, seed, fold) → variant → run.
 type Pairs<'a> = BTreeMap<(String, u64, Option<usize>), BTreeMap<String, &'a RunRow>>;
 
-fn value(row: &RunRow, metric: &str) -> f64 {
-    let m = row.metrics.as_ref().expect("finished runs only");
-    match metric {
-        "r2" => m.r2,
-        "rmse" => m.rmse,
-        "mae" => m.mae,
-        _ => m.mape,
-    }
-}
+use super::metric_value as value;
 
 /// Every variant of `rows` against `reference` (variants in `order`).
 pub fn compare(rows: &[RunRow], reference: &str, order: &[String]) -> Vec<ComparisonRow> {

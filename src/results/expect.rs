@@ -149,15 +149,7 @@ pub struct Outcome {
     pub evidence: String,
 }
 
-fn value(row: &RunRow, metric: &str) -> f64 {
-    let m = row.metrics.as_ref().expect("finished runs only");
-    match metric {
-        "r2" => m.r2,
-        "rmse" => m.rmse,
-        "mae" => m.mae,
-        _ => m.mape,
-    }
-}
+use super::metric_value as value;
 
 /// Checks `expectation` (its text `line`) against the finished runs.
 pub fn check(line: &str, expectation: &Expectation, rows: &[RunRow]) -> Outcome {

@@ -114,6 +114,17 @@ fn cv_ratio(dir: &Path, spec: &RunSpec) -> Option<f64> {
     counted.or_else(|| spec.split.folds().map(|k| 1.0 / (k as f64 - 1.0)))
 }
 
+/// A finished run's test value of `metric` (r2, rmse, mae or mape).
+pub(crate) fn metric_value(row: &RunRow, metric: &str) -> f64 {
+    let m = row.metrics.as_ref().expect("finished runs only");
+    match metric {
+        "r2" => m.r2,
+        "rmse" => m.rmse,
+        "mae" => m.mae,
+        _ => m.mape,
+    }
+}
+
 pub(crate) const METRICS: [(&str, bool); 4] = [
     ("r2", true),
     ("rmse", false),

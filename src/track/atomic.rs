@@ -14,11 +14,7 @@ use crate::fault;
 /// Writes `contents` to `target` atomically. Fault points: `write:<file name>` halfway through
 /// the bytes, `rename:<file name>` before publishing (see [`crate::fault`]).
 pub fn write(target: &Path, contents: &[u8]) -> Result<()> {
-    let name = target
-        .file_name()
-        .with_context(|| format!("{}: not a file path", target.display()))?
-        .to_string_lossy()
-        .into_owned();
+    let name = file_name(target)?;
     let tmp = scratch_path(target, &name);
     let written = (|| -> std::io::Result<()> {
         let mut file = fs::File::create(&tmp)?;
@@ -39,11 +35,7 @@ pub fn write_with(
     target: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let name = target
-        .file_name()
-        .with_context(|| format!("{}: not a file path", target.display()))?
-        .to_string_lossy()
-        .into_owned();
+    let name = file_name(target)?;
     let tmp = scratch_path(target, &name);
     let written = (|| -> std::io::Result<()> {
         let mut file = std::io::BufWriter::new(fs::File::create(&tmp)?);
@@ -54,6 +46,14 @@ pub fn write_with(
         file.flush()
     })();
     publish(written, &tmp, target, &name)
+}
+
+fn file_name(target: &Path) -> Result<String> {
+    Ok(target
+        .file_name()
+        .with_context(|| format!("{}: not a file path", target.display()))?
+        .to_string_lossy()
+        .into_owned())
 }
 
 /// Renames the scratch file `tmp` over `target` if it was `written` whole; removes it otherwise.
