@@ -6,6 +6,17 @@ use opencarbon::data::canonical::{CityManifest, GridInfo};
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
 use opencarbon::data::City;
 
+/// Options for running specs into `out` on the default CPU backend, quietly.
+pub fn run_options(out: &std::path::Path) -> opencarbon::runner::RunOptions {
+    opencarbon::runner::RunOptions {
+        precision: Default::default(),
+        device: DeviceChoice::Cpu,
+        out: out.to_path_buf(),
+        progress: false,
+        force: false,
+    }
+}
+
 /// The default backend's CPU device.
 pub fn device() -> Device {
     backend::device(&DeviceChoice::Cpu).expect("the default CPU backend")

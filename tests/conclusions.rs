@@ -2,11 +2,10 @@
 //! `comparison.*` holds the paired statistics, `summary.md` marks what is significant, and the
 //! spec's expectations gate `run` and `results --check` (with JUnit XML).
 
-use std::path::Path;
+mod common;
 
-use opencarbon::backend::DeviceChoice;
 use opencarbon::results;
-use opencarbon::runner::{self, RunOptions};
+use opencarbon::runner;
 use opencarbon::spec::Experiment;
 
 /// Baselines only (they fit in milliseconds): 2 seeds × 5 random folds per variant.
@@ -24,23 +23,13 @@ expect:
   - ridge.r2 >= 0.999
 ";
 
-fn options(out: &Path) -> RunOptions {
-    RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.to_path_buf(),
-        progress: false,
-        force: false,
-    }
-}
-
 #[test]
 fn a_cv_sweep_compares_pairs_marks_significance_and_checks_its_expectations() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("conclusions");
     let e = Experiment::parse(SPEC, "conclusions.yaml", &[]).unwrap();
     assert_eq!(e.runs.len(), 3 * 2 * 5);
-    let (report, md) = runner::run_sweep(&e, &options(&out), &[]).unwrap();
+    let (report, md) = runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
     assert_eq!(
         (report.done, report.failed.len()),
         (30, 0),
@@ -169,7 +158,7 @@ variants:
 ";
     let tmp = tempfile::tempdir().unwrap();
     let e = Experiment::parse(text, "buffer.yaml", &[]).unwrap();
-    let (_, md) = runner::run_sweep(&e, &options(tmp.path()), &[]).unwrap();
+    let (_, md) = runner::run_sweep(&e, &common::run_options(tmp.path()), &[]).unwrap();
     let rows = results::collect(tmp.path()).unwrap();
     let comparison = results::comparison::compare(
         &rows,

@@ -5,10 +5,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use opencarbon::backend::DeviceChoice;
 use opencarbon::data::{canonical, TileKey};
 use opencarbon::predict::{self, geo};
-use opencarbon::runner::{self, RunOptions, RunOutcome};
+use opencarbon::runner::{self, RunOutcome};
 use opencarbon::spec::RunSpec;
 
 const DATASET: &str = "{kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}";
@@ -34,13 +33,7 @@ fn train(out: &Path, seed: u64) -> PathBuf {
 }
 
 fn train_spec(out: &Path, spec: &RunSpec) -> PathBuf {
-    let options = RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.to_path_buf(),
-        progress: false,
-        force: false,
-    };
+    let options = common::run_options(out);
     let (dir, outcome) = runner::run(spec, &options).unwrap();
     assert!(matches!(outcome, RunOutcome::Done(_)));
     dir

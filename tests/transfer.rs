@@ -3,13 +3,12 @@
 
 mod common;
 
-use opencarbon::backend::DeviceChoice;
 use opencarbon::data::split::nested_blocks;
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
 use opencarbon::data::union::{conform, join};
 use opencarbon::data::{normalize, City, NeighbourIndex, Tabular, TileKey};
 use opencarbon::results;
-use opencarbon::runner::{self, RunOptions};
+use opencarbon::runner;
 use opencarbon::spec::{DatasetSpec, Experiment};
 use opencarbon::transfer::TransferRow;
 use proptest::prelude::*;
@@ -288,16 +287,6 @@ fn transfer_sources_expand_with_their_targets() {
     );
 }
 
-fn options(out: &std::path::Path) -> RunOptions {
-    RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.to_path_buf(),
-        progress: false,
-        force: false,
-    }
-}
-
 fn read_rows(dir: &std::path::Path) -> Vec<TransferRow> {
     serde_json::from_str(&std::fs::read_to_string(dir.join("transfer.json")).unwrap()).unwrap()
 }
@@ -307,7 +296,7 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
     let out = tempfile::tempdir().unwrap();
     let e = Experiment::parse(TRANSFER, "t.yaml", &[]).unwrap();
     let only = vec![("dataset".to_string(), "mono".to_string())];
-    let (report, md) = runner::run_sweep(&e, &options(out.path()), &only).unwrap();
+    let (report, md) = runner::run_sweep(&e, &common::run_options(out.path()), &only).unwrap();
     assert_eq!(
         (report.done, report.failed.len()),
         (2, 0),
@@ -408,7 +397,7 @@ fn a_model_trained_on_two_cities_transfers_to_the_third() {
         .iter()
         .find(|r| r.variant == "net" && r.dataset_label() == "poly+sprawl")
         .unwrap();
-    let (dir, _) = runner::run(spec, &options(out.path())).unwrap();
+    let (dir, _) = runner::run(spec, &common::run_options(out.path())).unwrap();
     let rows = read_rows(&dir);
     // all, 0 %, 20 %, 40 %, and the zero-shot row inside the area of applicability if it has tiles.
     let in_aoa = rows
@@ -445,7 +434,9 @@ fn a_target_with_other_poi_categories_fails_before_training() {
         .unwrap();
     let err = format!(
         "{:#}",
-        runner::run(spec, &options(out.path())).err().unwrap()
+        runner::run(spec, &common::run_options(out.path()))
+            .err()
+            .unwrap()
     );
     assert!(
         err.contains("city `sprawl` does not match city `mono`")

@@ -293,26 +293,14 @@ fn load_poi(dir: &Path, m: &PoiManifest, keys: &[TileKey]) -> Result<PoiStack> {
     let array = Array4::<f32>::read_npy(read()?)
         .with_context(|| format!("{}: not a 4-D u8 or f32 .npy array", path.display()))?;
     let side = check_shape(array.shape())?;
-    // Quantise each channel to u8 with scale = max / 255.
-    let mut scale = vec![0f32; c];
+    let mut scales = PoiScales::new(c);
     for ((t, ch, _, _), &v) in array.indexed_iter() {
-        if !v.is_finite() || v < 0.0 {
-            bail!(
-                "{}: tile {} category `{}` has value {v}; POI densities must be finite and ≥ 0",
-                path.display(),
-                keys[t],
-                m.categories[ch]
-            );
-        }
-        scale[ch] = scale[ch].max(v / 255.0);
+        scales.observe(&path, keys[t], &m.categories[ch], ch, v)?;
     }
-    let scale: Vec<f32> = scale
-        .into_iter()
-        .map(|s| if s > 0.0 { s } else { 1.0 })
-        .collect();
+    let scale = scales.finish();
     let data = array
         .indexed_iter()
-        .map(|((_, ch, _, _), &v)| (v / scale[ch]).round().min(255.0) as u8)
+        .map(|((_, ch, _, _), &v)| quantise_poi(v, scale[ch]))
         .collect();
     Ok(PoiStack {
         categories: m.categories.clone(),
@@ -320,6 +308,51 @@ fn load_poi(dir: &Path, m: &PoiManifest, keys: &[TileKey]) -> Result<PoiStack> {
         data,
         scale,
     })
+}
+
+/// The u8 scales of f32 POI channels: each channel's maximum / 255 (1 for an all-zero channel).
+/// Every value goes through [`PoiScales::observe`], which also checks it.
+pub(crate) struct PoiScales {
+    max: Vec<f32>,
+}
+
+impl PoiScales {
+    pub(crate) fn new(channels: usize) -> Self {
+        Self {
+            max: vec![0.0; channels],
+        }
+    }
+
+    /// Value `v` of channel `ch` (named `category`) of tile `key` in the file `path`.
+    pub(crate) fn observe(
+        &mut self,
+        path: &Path,
+        key: TileKey,
+        category: &str,
+        ch: usize,
+        v: f32,
+    ) -> Result<()> {
+        if !v.is_finite() || v < 0.0 {
+            bail!(
+                "{}: tile {key} category `{category}` has value {v}; POI densities must be finite and ≥ 0",
+                path.display()
+            );
+        }
+        self.max[ch] = self.max[ch].max(v / 255.0);
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Vec<f32> {
+        self.max
+            .into_iter()
+            .map(|s| if s > 0.0 { s } else { 1.0 })
+            .collect()
+    }
+}
+
+/// An f32 POI density as u8 at `scale`.
+pub(crate) fn quantise_poi(v: f32, scale: f32) -> u8 {
+    (v / scale).round().min(255.0) as u8
 }
 
 /// Writes `city` as a canonical directory (u8 POI with scales, PNG images); `load` reads it back

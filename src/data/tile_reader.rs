@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use super::canonical::{self, ImagesManifest};
+use super::canonical::{self, quantise_poi, ImagesManifest, PoiScales};
 use super::city::{City, ImageStack, PoiStack};
 
 /// The rasters of a canonical city directory, read by tile.
@@ -159,7 +159,7 @@ fn f32_scales(
     city: &City,
 ) -> Result<Vec<f32>> {
     let (c, plane) = (rows.categories.len(), rows.side * rows.side);
-    let mut max = vec![0f32; c];
+    let mut scales = PoiScales::new(c);
     let mut buf = vec![0u8; rows.row_bytes()];
     reader.seek(SeekFrom::Start(rows.offset))?;
     for t in 0..city.len() {
@@ -167,21 +167,10 @@ fn f32_scales(
         for (k, bytes) in buf.chunks_exact(4).enumerate() {
             let v = f32::from_le_bytes(bytes.try_into().expect("4 bytes"));
             let ch = k / plane;
-            if !v.is_finite() || v < 0.0 {
-                bail!(
-                    "{}: tile {} category `{}` has value {v}; POI densities must be finite and ≥ 0",
-                    rows.path.display(),
-                    city.keys[t],
-                    rows.categories[ch]
-                );
-            }
-            max[ch] = max[ch].max(v / 255.0);
+            scales.observe(&rows.path, city.keys[t], &rows.categories[ch], ch, v)?;
         }
     }
-    Ok(max
-        .into_iter()
-        .map(|s| if s > 0.0 { s } else { 1.0 })
-        .collect())
+    Ok(scales.finish())
 }
 
 /// The POI rasters of tiles `rows`, one read per run of consecutive rows.
@@ -203,7 +192,7 @@ fn read_rows(p: &NpyRows, rows: &[usize]) -> Result<PoiStack> {
             data.extend(buf.chunks_exact(4).enumerate().map(|(k, bytes)| {
                 let v = f32::from_le_bytes(bytes.try_into().expect("4 bytes"));
                 let ch = (k / plane) % p.categories.len();
-                (v / p.scale[ch]).round().min(255.0) as u8
+                quantise_poi(v, p.scale[ch])
             }));
         } else {
             data.extend_from_slice(&buf);

@@ -53,25 +53,50 @@ pub struct ComparisonRow {
     pub verdict: String,
 }
 
-/// Metric values of finished runs: (dataset, seed, fold) → variant → run.
-type Pairs<'a> = BTreeMap<(String, u64, Option<usize>), BTreeMap<String, &'a RunRow>>;
-
 use super::metric_value as value;
+
+/// The pairs of finished runs of `a` and `b` on `dataset` that share seed and fold, in (seed,
+/// fold) order: `a − b` on `metric`, and, when every pair is a cross-validation fold, the mean
+/// n_test / n_train of `b`'s runs (for the Nadeau–Bengio correction).
+pub(crate) fn differences(
+    rows: &[RunRow],
+    dataset: &str,
+    a: &str,
+    b: &str,
+    metric: &str,
+) -> (Vec<f64>, Option<f64>) {
+    type Slot = (Option<f64>, Option<f64>, Option<f64>);
+    let mut pairs: BTreeMap<(u64, Option<usize>), Slot> = BTreeMap::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.metrics.is_some() && r.dataset == dataset)
+    {
+        let slot = pairs.entry((r.seed, r.fold)).or_default();
+        if r.variant == a {
+            slot.0 = Some(value(r, metric));
+        } else if r.variant == b {
+            slot.1 = Some(value(r, metric));
+            slot.2 = r.cv_test_train_ratio;
+        }
+    }
+    let matched: Vec<(f64, Option<f64>)> = pairs
+        .values()
+        .filter_map(|&(x, y, ratio)| Some((x? - y?, ratio)))
+        .collect();
+    let ratio = (!matched.is_empty() && matched.iter().all(|m| m.1.is_some()))
+        .then(|| matched.iter().filter_map(|m| m.1).sum::<f64>() / matched.len() as f64);
+    (matched.into_iter().map(|m| m.0).collect(), ratio)
+}
 
 /// Every variant of `rows` against `reference` (variants in `order`).
 pub fn compare(rows: &[RunRow], reference: &str, order: &[String]) -> Vec<ComparisonRow> {
-    let mut pairs: Pairs = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.metrics.is_some()) {
-        pairs
-            .entry((r.dataset.clone(), r.seed, r.fold))
-            .or_default()
-            .insert(r.variant.clone(), r);
-    }
-    let datasets: Vec<String> = {
-        let mut d: Vec<String> = pairs.keys().map(|k| k.0.clone()).collect();
-        d.dedup();
-        d
-    };
+    let mut datasets: Vec<String> = rows
+        .iter()
+        .filter(|r| r.metrics.is_some())
+        .map(|r| r.dataset.clone())
+        .collect();
+    datasets.sort();
+    datasets.dedup();
     let mut out = Vec::new();
     for dataset in &datasets {
         for (metric, higher_is_better) in METRICS {
@@ -79,21 +104,8 @@ pub fn compare(rows: &[RunRow], reference: &str, order: &[String]) -> Vec<Compar
                 .iter()
                 .filter(|v| v.as_str() != reference)
                 .filter_map(|variant| {
-                    let matched: Vec<(&RunRow, &RunRow)> = pairs
-                        .iter()
-                        .filter(|(k, _)| &k.0 == dataset)
-                        .filter_map(|(_, runs)| Some((*runs.get(variant)?, *runs.get(reference)?)))
-                        .collect();
-                    (!matched.is_empty()).then(|| {
-                        row(
-                            dataset,
-                            variant,
-                            reference,
-                            metric,
-                            higher_is_better,
-                            &matched,
-                        )
-                    })
+                    let (d, ratio) = differences(rows, dataset, variant, reference, metric);
+                    (!d.is_empty()).then(|| row(dataset, variant, reference, metric, &d, ratio))
                 })
                 .collect();
             let p_t: Vec<f64> = block.iter().map(|r| r.p_t).collect();
@@ -113,42 +125,33 @@ pub fn compare(rows: &[RunRow], reference: &str, order: &[String]) -> Vec<Compar
     out
 }
 
+/// The comparison of one variant with the reference from their differences `d` (Holm columns
+/// and the verdict are filled in by [`compare`]).
 fn row(
     dataset: &str,
     variant: &str,
     reference: &str,
     metric: &str,
-    _higher_is_better: bool,
-    matched: &[(&RunRow, &RunRow)],
+    d: &[f64],
+    ratio: Option<f64>,
 ) -> ComparisonRow {
-    let d: Vec<f64> = matched
-        .iter()
-        .map(|(v, r)| value(v, metric) - value(r, metric))
-        .collect();
-    // Folds share training tiles: correct the variance by their test/train ratio.
-    let ratios: Vec<f64> = matched
-        .iter()
-        .filter_map(|(_, r)| r.cv_test_train_ratio)
-        .collect();
-    let ratio = (ratios.len() == matched.len() && !ratios.is_empty())
-        .then(|| ratios.iter().sum::<f64>() / ratios.len() as f64);
-    let t = paired::paired_t(&d, ratio);
-    let w = paired::wilcoxon(&d);
+    let t = paired::paired_t(d, ratio);
+    let w = paired::wilcoxon(d);
     // A fixed seed per cell: the same runs give the same interval.
     let seed = format!("{dataset}/{variant}/{reference}/{metric}")
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
             (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
         });
-    let (ci_low, ci_high) = paired::bootstrap_ci(&d, 0.95, RESAMPLES, seed);
-    let effect_dz = paired::effect_size(&d);
+    let (ci_low, ci_high) = paired::bootstrap_ci(d, 0.95, RESAMPLES, seed);
+    let effect_dz = paired::effect_size(d);
     ComparisonRow {
         dataset: dataset.into(),
         variant: variant.into(),
         reference: reference.into(),
         metric: metric.into(),
         n_pairs: d.len(),
-        mean_diff: paired::mean(&d),
+        mean_diff: paired::mean(d),
         ci_low,
         ci_high,
         test: if ratio.is_some() {

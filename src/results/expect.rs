@@ -11,12 +11,12 @@
 //!
 //! Without a dataset a claim must hold on every dataset the variants ran on.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+use super::comparison::differences;
 use super::{RunRow, METRICS};
 use crate::stats::paired;
 
@@ -182,32 +182,7 @@ pub fn check(line: &str, expectation: &Expectation, rows: &[RunRow]) -> Outcome 
                 evidence.push("no finished runs of these variants".to_string());
             }
             for d in sets {
-                let mut pairs: BTreeMap<
-                    (u64, Option<usize>),
-                    (Option<f64>, Option<f64>, Option<f64>),
-                > = BTreeMap::new();
-                for r in done.iter().filter(|r| r.dataset == d) {
-                    let slot = pairs.entry((r.seed, r.fold)).or_default();
-                    if &r.variant == a {
-                        slot.0 = Some(value(r, metric));
-                    } else if &r.variant == b {
-                        slot.1 = Some(value(r, metric));
-                        slot.2 = r.cv_test_train_ratio;
-                    }
-                }
-                let matched: Vec<(f64, Option<f64>)> = pairs
-                    .values()
-                    .filter_map(|(x, y, ratio)| Some(((*x)? - (*y)?, *ratio)))
-                    .collect();
-                let diffs: Vec<f64> = matched.iter().map(|m| m.0).collect();
-                let ratio = matched
-                    .iter()
-                    .all(|m| m.1.is_some())
-                    .then(|| {
-                        matched.iter().filter_map(|m| m.1).sum::<f64>()
-                            / matched.len().max(1) as f64
-                    })
-                    .filter(|_| !matched.is_empty());
+                let (diffs, ratio) = differences(rows, &d, a, b, metric);
                 let t = paired::paired_t(&diffs, ratio);
                 let mean = if diffs.is_empty() {
                     f64::NAN

@@ -53,46 +53,37 @@ pub fn beta_inc(a: f64, b: f64, x: f64) -> f64 {
 
 /// Lentz's evaluation of the incomplete beta continued fraction.
 fn beta_fraction(a: f64, b: f64, x: f64) -> f64 {
-    let tiny = 1e-300;
     let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
     let mut c = 1.0;
-    let mut d = 1.0 - qab * x / qap;
-    if d.abs() < tiny {
-        d = tiny;
-    }
-    d = 1.0 / d;
+    let mut d = 1.0 / away_from_zero(1.0 - qab * x / qap);
     let mut h = d;
+    // One Lentz step with coefficient `aa`: updates c and d, returns the factor for h.
+    let mut step = |aa: f64| {
+        d = 1.0 / away_from_zero(1.0 + aa * d);
+        c = away_from_zero(1.0 + aa / c);
+        d * c
+    };
     for m in 1..MAX_ITER {
         let m = m as f64;
         let m2 = 2.0 * m;
-        let aa = m * (b - m) * x / ((qam + m2) * (a + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < tiny {
-            d = tiny;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < tiny {
-            c = tiny;
-        }
-        d = 1.0 / d;
-        h *= d * c;
-        let aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2));
-        d = 1.0 + aa * d;
-        if d.abs() < tiny {
-            d = tiny;
-        }
-        c = 1.0 + aa / c;
-        if c.abs() < tiny {
-            c = tiny;
-        }
-        d = 1.0 / d;
-        let step = d * c;
-        h *= step;
-        if (step - 1.0).abs() < EPS {
+        h *= step(m * (b - m) * x / ((qam + m2) * (a + m2)));
+        let last = step(-(a + m) * (qab + m) * x / ((a + m2) * (qap + m2)));
+        h *= last;
+        if (last - 1.0).abs() < EPS {
             break;
         }
     }
     h
+}
+
+/// Lentz's guard: a denominator this close to 0 is replaced by a tiny number.
+fn away_from_zero(v: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    if v.abs() < TINY {
+        TINY
+    } else {
+        v
+    }
 }
 
 /// The regularised upper incomplete gamma function Q(a, x) = Γ(a, x) / Γ(a).
@@ -123,23 +114,15 @@ fn gamma_p_series(a: f64, x: f64) -> f64 {
 }
 
 fn gamma_q_fraction(a: f64, x: f64) -> f64 {
-    let tiny = 1e-300;
     let mut b = x + 1.0 - a;
-    let mut c = 1.0 / tiny;
+    let mut c = 1.0 / 1e-300;
     let mut d = 1.0 / b;
     let mut h = d;
     for i in 1..MAX_ITER {
         let an = -(i as f64) * (i as f64 - a);
         b += 2.0;
-        d = an * d + b;
-        if d.abs() < tiny {
-            d = tiny;
-        }
-        c = b + an / c;
-        if c.abs() < tiny {
-            c = tiny;
-        }
-        d = 1.0 / d;
+        d = 1.0 / away_from_zero(an * d + b);
+        c = away_from_zero(b + an / c);
         let step = d * c;
         h *= step;
         if (step - 1.0).abs() < EPS {
