@@ -103,6 +103,22 @@ fn a_cv_sweep_compares_pairs_marks_significance_and_checks_its_expectations() {
         "{xml}"
     );
     assert_eq!(xml.matches("<failure").count(), 1);
+    // A real XML parser reads it as CI systems do (the test command sets OPENCARBON_PYTHON).
+    if let Ok(python) = std::env::var("OPENCARBON_PYTHON") {
+        let script = "import sys, xml.etree.ElementTree as ET\n\
+            s = ET.parse(sys.argv[1]).getroot().find('testsuite')\n\
+            cases = s.findall('testcase')\n\
+            print(s.get('tests'), s.get('failures'), len(cases), sum(c.find('failure') is not None for c in cases))";
+        let parsed = std::process::Command::new(python)
+            .args(["-c", script, junit.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&parsed.stdout).trim(),
+            "2 1 2 1",
+            "{parsed:?}"
+        );
+    }
 
     // The same through the command line: `results --check` exits non-zero.
     let cli = std::process::Command::new(env!("CARGO_BIN_EXE_opencarbon"))
