@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README, and .ci/run calls exactly this). In order:
 # 1. every test on the default (install-free) flex backend, TensorBoard's own reader included
-#    (TensorBoard's Python package and rasterio go into ~/.cache/opencarbon/venv-tools);
+#    (TensorBoard's Python package and rasterio go into ~/.cache/opencarbon/venv-tools), and the
+#    report page rendered in headless Chromium (Debian's `chromium`, installed when missing);
 # 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
-#    city) from scratch, printing its summary table;
+#    city) from scratch, printing its summary table and writing its report;
 # 3. the fault campaign in its bounded form (scripts/fault-campaign.py: kill -9 and resume);
 # 4. the libtorch build's tests on CPU (scripts/test-tch.sh; installs the torch wheel into
 #    ~/.cache/opencarbon/venv-torch-<version> if missing). OPENCARBON_SKIP_TCH=1 skips them.
@@ -31,6 +32,16 @@ if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL, rasterio' 2>/dev/nu
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard numpy pillow rasterio
 fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
+# The report test opens index.html in a real headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "installing Debian's chromium (for the report test)" >&2
+    SUDO=""
+    [[ "$(id -u)" != 0 ]] && SUDO=sudo
+    $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null ||
+        { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+fi
+export OPENCARBON_CHROMIUM="$(command -v chromium)"
+export OPENCARBON_REQUIRE_CHROMIUM=1
 
 step() { echo "== $1 ($(date -u +%H:%M:%S))" >&2; }
 

@@ -11,6 +11,7 @@ pub mod fault;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod report;
 pub mod results;
 pub mod runner;
 pub mod spec;

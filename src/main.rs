@@ -9,7 +9,6 @@ use opencarbon::baselines::{self, Baseline};
 use opencarbon::data::canonical;
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
-use opencarbon::runner;
 use opencarbon::spec::RunSpec;
 
 #[derive(Parser)]
@@ -33,6 +32,8 @@ enum Command {
     ExportModel(opencarbon::predict::bundle::ExportArgs),
     /// Rebuild and print the summary tables of an experiment directory (results/<name>).
     Results(opencarbon::results::cli::ResultsArgs),
+    /// Write an experiment's figures and pages: results/<name>/report/{index.html,report.md}.
+    Report(opencarbon::report::cli::ReportArgs),
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city; a
@@ -132,6 +133,7 @@ fn real_main() -> Result<()> {
         Command::Predict(args) => opencarbon::predict::cli::main(args),
         Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
         Command::Results(args) => opencarbon::results::cli::main(args),
+        Command::Report(args) => opencarbon::report::cli::main(args),
         Command::Doctor => doctor(),
         Command::Baseline {
             spec,
@@ -156,7 +158,7 @@ fn real_main() -> Result<()> {
                     anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean")
                 }
             };
-            let city = runner::load_city(&spec.dataset, &Default::default())?;
+            let city = opencarbon::data::load_city(&spec.dataset, &Default::default())?;
             let split = spec.split.split(&city, spec.seed)?;
             let (m, _) = baselines::evaluate(&baseline, &city, &split)?;
             println!(

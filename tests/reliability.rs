@@ -139,7 +139,7 @@ fn a_nan_loss_fails_the_run_naming_epoch_and_batch() {
     std::fs::write(&spec, RUN_SPEC).unwrap();
     // The second batch of epoch 2 (batches of 8; a last batch of one is skipped).
     let parsed = RunSpec::parse(RUN_SPEC, "tiny", &[]).unwrap();
-    let city = opencarbon::runner::load_city(&parsed.dataset, &Default::default()).unwrap();
+    let city = opencarbon::data::load_city(&parsed.dataset, &Default::default()).unwrap();
     let train = parsed.split.split(&city, parsed.seed).unwrap().train.len();
     let per_epoch = train / 8 + usize::from(train % 8 >= 2);
     let fault = format!("nan:batch#{}", per_epoch + 2);

@@ -140,7 +140,7 @@ fn run_writes_the_run_directory_and_resumes() {
     );
 
     // The checkpoint reproduces the reported test metrics.
-    let city = runner::load_city(&spec.dataset, &Default::default()).unwrap();
+    let city = opencarbon::data::load_city(&spec.dataset, &Default::default()).unwrap();
     let split = spec.split.split(&city, spec.seed).unwrap();
     let device = common::device();
     let fresh = spec.model.init(&city.shapes(), &device).unwrap();

@@ -313,7 +313,7 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
         // Per target: zero-shot on all tiles, then 0 %, 20 %, 40 % on the held-out tiles.
         assert_eq!(rows.len(), 2 * 4);
         for target in &spec.transfer.as_ref().unwrap().targets {
-            let samples = runner::load_city(&target.dataset, &Default::default())
+            let samples = opencarbon::data::load_city(&target.dataset, &Default::default())
                 .unwrap()
                 .samples()
                 .len();
@@ -347,7 +347,7 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
         }));
         if spec.variant == "mean" {
             // The mean baseline predicts the source's training mean everywhere, zero-shot.
-            let source = runner::load_city(&spec.dataset, &Default::default()).unwrap();
+            let source = opencarbon::data::load_city(&spec.dataset, &Default::default()).unwrap();
             let split = spec.split.split(&source, spec.seed).unwrap();
             let mean = split.train.iter().map(|&i| source.target(i)).sum::<f64>()
                 / split.train.len() as f64;
@@ -408,9 +408,9 @@ fn a_model_trained_on_two_cities_transfers_to_the_third() {
     assert_eq!(rows.len(), 4 + in_aoa);
     assert!(rows.iter().all(|r| r.target == "mono"));
     // The in-city test draws on both source cities: the union's split holds tiles of each.
-    let source = runner::load_city(&spec.dataset, &Default::default()).unwrap();
+    let source = opencarbon::data::load_city(&spec.dataset, &Default::default()).unwrap();
     let split = spec.split.split(&source, spec.seed).unwrap();
-    let poly = runner::load_city(
+    let poly = opencarbon::data::load_city(
         &e.runs[0].transfer.as_ref().unwrap().targets[0].dataset,
         &Default::default(),
     )

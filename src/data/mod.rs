@@ -4,6 +4,7 @@ pub mod batch;
 pub mod canonical;
 pub mod city;
 pub mod csv;
+pub mod load;
 pub mod neighbourhood;
 pub mod normalize;
 pub mod odiac;
@@ -15,5 +16,6 @@ pub mod union;
 
 pub use batch::{BatchPlan, DeviceTiles, Standardizer};
 pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};
+pub use load::{load_city, CityOptions};
 pub use neighbourhood::NeighbourIndex;
 pub use split::{Split, SplitConfig};

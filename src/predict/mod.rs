@@ -20,7 +20,8 @@ use crate::data::canonical;
 use crate::data::tile_reader::{self, TileReader};
 use crate::data::{odiac, union, City, TileKey};
 use crate::model::{InputShapes, OpenCarbon};
-use crate::runner::{self, resume, CityOptions};
+use crate::data::CityOptions;
+use crate::runner::resume;
 use crate::spec::{DatasetSpec, RunSpec};
 use crate::train::{self, Prepared};
 use normalization::Normalization;
@@ -131,7 +132,7 @@ pub fn load_area(source: &Path) -> Result<Area> {
         if let Some(area) = nested {
             return Ok(area);
         }
-        let city = runner::load_city(&dataset, &CityOptions::default())
+        let city = crate::data::load_city(&dataset, &CityOptions::default())
             .with_context(|| format!("--city {name}"))?;
         (city, None)
     } else {

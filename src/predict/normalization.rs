@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::aoa::Applicability;
 use crate::data::{City, ImageStack, PoiStack, Standardizer, Tabular};
 use crate::model::Modality;
-use crate::runner::{load_city, CityOptions};
+use crate::data::{load_city, CityOptions};
 use crate::spec::RunSpec;
 use crate::train::Prepared;
 

@@ -36,6 +36,9 @@ pub struct RunArgs {
     /// Write the spec's expectations (`expect:`), checked at the end, as JUnit XML to this file
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Do not write or refresh the report (results/<name>/report/) at the end of a sweep
+    #[arg(long)]
+    no_report: bool,
     /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
     /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
     #[arg(long, default_value = "default")]
@@ -86,6 +89,9 @@ pub fn main(args: RunArgs) -> Result<()> {
             "test (best valid epoch {}, {} tiles): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
             m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
         );
+        if !args.no_report {
+            refresh_report(&out);
+        }
         return Ok(());
     }
     let (report, summary) = runner::run_sweep(&experiment, &options, &only)?;
@@ -98,6 +104,9 @@ pub fn main(args: RunArgs) -> Result<()> {
         report.failed.len(),
         out.join("summary.md").display()
     );
+    if !args.no_report {
+        refresh_report(&out);
+    }
     if !report.failed.is_empty() {
         let labels: Vec<&str> = report.failed.iter().map(|(l, _)| l.as_str()).collect();
         anyhow::bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
@@ -106,6 +115,19 @@ pub fn main(args: RunArgs) -> Result<()> {
         crate::results::cli::check_expectations(&out, args.junit.as_deref())?;
     }
     Ok(())
+}
+
+/// Writes `<out>/report/`. The runs and tables are written and intact either way: a figure that
+/// cannot be drawn is a warning, not a failed run.
+fn refresh_report(out: &std::path::Path) {
+    match crate::report::write(out) {
+        Ok(r) => println!(
+            "report: {} figures → {}",
+            r.figures.len(),
+            r.dir.join("index.html").display()
+        ),
+        Err(e) => eprintln!("warning: report not written: {e:#}"),
+    }
 }
 
 fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {

@@ -8,10 +8,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, DeviceChoice};
-use crate::data::{canonical, normalize, odiac, synthetic, union, City};
+use crate::data::{load_city, City, CityOptions};
 use crate::metrics::Metrics;
-use crate::model::Modality;
-use crate::spec::{DatasetSpec, RunSpec};
+use crate::spec::RunSpec;
 use crate::track::lock::{Attempt, RunLock};
 use crate::track::{
     atomic, meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink,
@@ -35,51 +34,6 @@ pub struct TestMetrics {
     pub epochs_run: usize,
     pub stopped_early: bool,
     pub train_seconds: f64,
-}
-
-/// How a city is loaded: which inputs to keep, and whether to normalise them per city.
-#[derive(Debug, Clone)]
-pub struct CityOptions {
-    /// See `data::normalize` (a transfer option, off by default).
-    pub per_city_inputs: bool,
-    /// Inputs not listed are dropped, so that joined cities are compared on what is read.
-    pub modalities: Vec<Modality>,
-}
-
-impl Default for CityOptions {
-    fn default() -> Self {
-        Self {
-            per_city_inputs: false,
-            modalities: Modality::ALL.to_vec(),
-        }
-    }
-}
-
-/// Builds the city a spec names.
-pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
-    let mut city = match dataset {
-        DatasetSpec::Synthetic(config) => synthetic::generate(config)?,
-        DatasetSpec::Dir { path } => canonical::load(path)?,
-        DatasetSpec::OdiacTiles { labels } => odiac::import(labels)?.0,
-        DatasetSpec::Union { parts } => {
-            let cities = parts
-                .iter()
-                .map(|p| {
-                    let mut city = load_city(&p.dataset, options)
-                        .with_context(|| format!("dataset part `{}`", p.name))?;
-                    city.name = p.name.clone();
-                    Ok(city)
-                })
-                .collect::<Result<Vec<_>>>()?;
-            // Parts are already normalised and trimmed.
-            return Ok(union::join(cities)?.0);
-        }
-    };
-    union::keep_only(&mut city, &options.modalities);
-    if options.per_city_inputs {
-        normalize::per_city_inputs(&mut city);
-    }
-    Ok(city)
 }
 
 /// What became of one run.

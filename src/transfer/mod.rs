@@ -17,7 +17,7 @@ use crate::data::{City, Split};
 use crate::metrics::Metrics;
 use crate::model::{Modality, OpenCarbon};
 use crate::predict::aoa::Applicability;
-use crate::runner::{load_city, CityOptions};
+use crate::data::{load_city, CityOptions};
 use crate::spec::{BaselineSpec, RunSpec};
 use crate::track::MetricSink;
 use crate::train::{self, Prepared, TrainConfig};
