@@ -12,7 +12,7 @@ After each completed cycle: every run exists exactly once and is done (the binar
 check), every file parses, no scratch file is left behind, and every run's test
 metrics and the summary and transfer tables equal the reference's byte for byte.
 
-  scripts/fault-campaign.py --bin target/debug/opencarbon --kills 50      # the README's figures
+  scripts/fault-campaign.py --bin target/debug/opencarbon --kills 50      # docs/reliability.md's figures
   scripts/fault-campaign.py --bin ... --kills 20                          # what scripts/test.sh runs
 
 Exit status 0 when nothing was lost; the report (JSON) goes to --report.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The device check, run on a GPU machine that has PyTorch but no Rust toolchain, with a stripped
-# `opencarbon` built here against the same torch version (see README, "libtorch and GPUs"):
+# `opencarbon` built here against the same torch version (see docs/backends.md, "libtorch and GPUs"):
 #   doctor → ResNet-18 train step (libtorch's kernels, profiled; burn's; TF32; PyTorch, profiled) →
 #   quickstart on CUDA at each precision → bench (ours vs the authors' data path, profiled; then
 #   TF32) → PyTorch reference. Traces and their summaries land in <out-dir>/prof.

@@ -3,7 +3,7 @@
 //! run directories. Each input is a valid one mutated (bytes cut, flipped, inserted, lines
 //! dropped) or plain noise. Nothing may panic, and every error must name the file (or `--set`).
 //!
-//! Cases per target: `OPENCARBON_FUZZ_CASES` (default 48; the README's campaign ran 2,000), from a
+//! Cases per target: `OPENCARBON_FUZZ_CASES` (default 48; docs/reliability.md's campaign ran 2,000), from a
 //! fixed seed (`OPENCARBON_FUZZ_SEED`, default 1) so that CI is repeatable; vary the seed by hand
 //! to search further.
 

@@ -37,7 +37,7 @@ pub struct TransferConfig {
 pub struct FineTuneConfig {
     pub epochs: usize,
     /// Learning rate; a tenth of `train.lr` when unset (a full-size step on a few hundred tiles
-    /// can undo what the source taught: measured on Beijing ↔ Shanghai, see the README).
+    /// can undo what the source taught: measured on Beijing ↔ Shanghai, see docs/transfer.md).
     pub lr: Option<f64>,
     /// Batch size; `train.batch_size` when unset.
     pub batch_size: Option<usize>,
