@@ -8,6 +8,7 @@ pub mod baselines;
 pub mod bench;
 pub mod data;
 pub mod fault;
+pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod predict;

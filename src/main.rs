@@ -34,6 +34,9 @@ enum Command {
     Results(opencarbon::results::cli::ResultsArgs),
     /// Write an experiment's figures and pages: results/<name>/report/{index.html,report.md}.
     Report(opencarbon::report::cli::ReportArgs),
+    /// Each run of an experiment directory: done, failed (why), running or pending; asks Slurm
+    /// about submitted jobs.
+    Status(opencarbon::launch::status::StatusArgs),
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city; a
@@ -134,6 +137,7 @@ fn real_main() -> Result<()> {
         Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
         Command::Results(args) => opencarbon::results::cli::main(args),
         Command::Report(args) => opencarbon::report::cli::main(args),
+        Command::Status(args) => opencarbon::launch::status::main(args),
         Command::Doctor => doctor(),
         Command::Baseline {
             spec,

@@ -70,6 +70,19 @@ pub fn write(experiment_dir: &Path) -> Result<Report> {
     Ok(report)
 }
 
+/// Writes `<out>/report/` at the end of `run`. The runs and tables are written and intact either
+/// way: a figure that cannot be drawn is a warning, not a failed run.
+pub fn refresh(out: &Path) {
+    match write(out) {
+        Ok(r) => println!(
+            "report: {} figures → {}",
+            r.figures.len(),
+            r.dir.join("index.html").display()
+        ),
+        Err(e) => eprintln!("warning: report not written: {e:#}"),
+    }
+}
+
 /// A synthetic city's satellite mosaic beside its emission map (`datasets preview`), PNG only.
 fn city_preview(inputs: &Inputs, dataset: &str, dir: &Path, slug: &str) -> Result<Option<Saved>> {
     let Some(run) = inputs.runs.iter().find(|r| r.row.dataset == dataset) else {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::backend::{self, DeviceChoice};
+use crate::launch;
 use crate::runner::{self, resume, RunOptions, RunOutcome};
 use crate::spec::Experiment;
 
@@ -43,6 +44,23 @@ pub struct RunArgs {
     /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
     #[arg(long, default_value = "default")]
     precision: backend::Precision,
+    /// local (this machine) or slurm (a job array; see docs/launchers.md). Default: the spec's
+    /// `launcher.kind`, else local
+    #[arg(long, value_enum)]
+    launcher: Option<crate::launch::LauncherKind>,
+    /// Local launcher: this many runs at once, each in its own process (default: the spec's
+    /// `launcher.jobs`, else 1: one after another in this process)
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Slurm launcher: wait for the finishing job, then print the summary
+    #[arg(long)]
+    wait: bool,
+    /// Worker mode: run line TASK of --manifest (what the launchers start)
+    #[arg(long, requires = "manifest")]
+    task: Option<usize>,
+    /// Worker mode: the manifest the task indexes
+    #[arg(long, requires = "task")]
+    manifest: Option<PathBuf>,
 }
 
 pub fn main(args: RunArgs) -> Result<()> {
@@ -76,6 +94,33 @@ pub fn main(args: RunArgs) -> Result<()> {
         force: args.force,
         precision: args.precision,
     };
+    if let (Some(task), Some(manifest)) = (args.task, &args.manifest) {
+        return launch::run_task(&experiment, &options, manifest, task);
+    }
+    let kind = args.launcher.unwrap_or(experiment.launcher.kind);
+    let jobs = args.jobs.or(experiment.launcher.jobs).unwrap_or(1);
+    if kind == launch::LauncherKind::Slurm || jobs > 1 {
+        let invocation = launch::Invocation {
+            program: std::env::current_exe()?,
+            spec: launch::absolute(&args.spec)?,
+            out: launch::absolute(&out)?,
+            overrides: args.overrides.clone(),
+            device: options.device.to_string(),
+            precision: args.precision.to_string(),
+        };
+        let sweep = launch::Sweep {
+            experiment: &experiment,
+            invocation,
+            only,
+            progress: !args.quiet,
+        };
+        return match kind {
+            launch::LauncherKind::Slurm => sweep.slurm(args.wait, args.junit.as_deref()),
+            launch::LauncherKind::Local => {
+                sweep.local(jobs, !args.no_report, args.junit.as_deref())
+            }
+        };
+    }
     if experiment.runs.len() == 1 && only.is_empty() && experiment.expect.is_empty() {
         let spec = &experiment.runs[0];
         let (dir, outcome) = runner::run_waiting(spec, &options)?;
@@ -90,7 +135,7 @@ pub fn main(args: RunArgs) -> Result<()> {
             m.best_epoch, m.n, m.r2, m.rmse, m.mae, m.mape
         );
         if !args.no_report {
-            refresh_report(&out);
+            crate::report::refresh(&out);
         }
         return Ok(());
     }
@@ -105,7 +150,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         out.join("summary.md").display()
     );
     if !args.no_report {
-        refresh_report(&out);
+        crate::report::refresh(&out);
     }
     if !report.failed.is_empty() {
         let labels: Vec<&str> = report.failed.iter().map(|(l, _)| l.as_str()).collect();
@@ -117,20 +162,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Writes `<out>/report/`. The runs and tables are written and intact either way: a figure that
-/// cannot be drawn is a warning, not a failed run.
-fn refresh_report(out: &std::path::Path) {
-    match crate::report::write(out) {
-        Ok(r) => println!(
-            "report: {} figures → {}",
-            r.figures.len(),
-            r.dir.join("index.html").display()
-        ),
-        Err(e) => eprintln!("warning: report not written: {e:#}"),
-    }
-}
-
-fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {
+pub(crate) fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {
     only.iter()
         .map(|o| match o.split_once('=') {
             Some((k, v)) if ["variant", "dataset", "seed", "fold"].contains(&k) => {

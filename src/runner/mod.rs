@@ -445,6 +445,13 @@ pub fn run_sweep(
     if let Some(bar) = sweep_bar {
         bar.finish_and_clear();
     }
+    let summary = write_tables(experiment, &options.out)?;
+    Ok((report, summary))
+}
+
+/// Rebuilds an experiment's tables from its finished runs (variants in the spec's order, its
+/// reference and expectations saved beside them); returns the Markdown summary.
+pub fn write_tables(experiment: &crate::spec::Experiment, out: &Path) -> Result<String> {
     let mut order: Vec<String> = Vec::new();
     for r in &experiment.runs {
         if !order.contains(&r.variant) {
@@ -456,9 +463,8 @@ pub fn run_sweep(
         reference: experiment.reference.clone(),
         expect: experiment.expect.clone(),
     };
-    tables.write(&options.out)?;
-    let summary = crate::results::write_summary_with(&options.out, &tables)?;
-    Ok((report, summary))
+    tables.write(out)?;
+    crate::results::write_summary_with(out, &tables)
 }
 
 fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> Result<()> {

@@ -30,6 +30,7 @@ struct ExperimentKeys {
     transfer: Option<Value>,
     compare: Option<CompareConfig>,
     expect: Option<Vec<String>>,
+    launcher: Option<crate::launch::LauncherConfig>,
 }
 
 /// `compare:` — which variant the comparison tables test the others against.
@@ -48,6 +49,8 @@ pub struct Experiment {
     pub reference: Option<String>,
     /// `expect:` lines, checked at the end of `run` and by `results --check`.
     pub expect: Vec<String>,
+    /// `launcher:` — how the runs are run (local, parallel, Slurm); the command line overrides.
+    pub launcher: crate::launch::LauncherConfig,
 }
 
 impl Experiment {
@@ -69,6 +72,8 @@ impl Experiment {
         };
         map.remove("compare");
         map.remove("expect");
+        map.remove("launcher");
+        let launcher = keys.launcher.unwrap_or_default();
         let reference = keys.compare.and_then(|c| c.reference);
         let expect = keys.expect.unwrap_or_default();
         let variants = map.remove("variants");
@@ -81,6 +86,7 @@ impl Experiment {
             && transfer.is_none()
             && reference.is_none()
             && expect.is_empty()
+            && !text_has_key(text, "launcher")
         {
             let run = RunSpec::parse(text, origin, overrides)?;
             return Ok(Self {
@@ -88,6 +94,7 @@ impl Experiment {
                 runs: run.expand_folds(),
                 reference: None,
                 expect: vec![],
+                launcher,
             });
         }
         let variants: Vec<(String, Value)> = match variants {
@@ -187,8 +194,18 @@ impl Experiment {
             runs,
             reference,
             expect,
+            launcher,
         })
     }
+}
+
+/// Whether the spec's top level has `key` (a spec with only a `launcher:` besides one run's keys
+/// is still parsed as an experiment, so that its run spec does not see the launcher).
+fn text_has_key(text: &str, key: &str) -> bool {
+    serde_norway::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.as_mapping().map(|m| m.contains_key(key)))
+        .unwrap_or(false)
 }
 
 /// A city a run trains on: its name, its dataset, and its resolved `transfer` section, if any.

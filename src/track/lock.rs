@@ -72,6 +72,21 @@ impl RunLock {
     }
 }
 
+/// Who holds the lock of `run_dir` now, if anyone (for `opencarbon status`). Looks without
+/// creating anything; a lock it finds free it takes for an instant and leaves as it was.
+pub fn holder(run_dir: &Path) -> Option<String> {
+    let path = run_dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+    match flock(&file, false) {
+        Ok(false) => {
+            let holder = read_holder(&mut file);
+            Some(if holder.is_empty() { "another process".into() } else { holder })
+        }
+        // Free (released when `file` closes), or not lockable: no one to name.
+        _ => None,
+    }
+}
+
 impl Drop for RunLock {
     fn drop(&mut self) {
         // Emptied before the kernel unlocks it on close: an empty file means a clean release.

@@ -1,0 +1,139 @@
+//! The launchers' side of `opencarbon run`: a worker's one task, a parallel local sweep, and a
+//! Slurm submission.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use super::{local, pending, read_manifest, slurm, write_manifest, Invocation};
+use crate::runner::{self, RunOptions, RunOutcome};
+use crate::spec::Experiment;
+
+/// Worker mode (`run --manifest M --task I`): runs manifest line I, unless done; waits for a run
+/// another worker holds. Fails when the run fails, so that the launcher sees it.
+pub fn run_task(experiment: &Experiment, options: &RunOptions, manifest: &Path, task: usize) -> Result<()> {
+    let ids = read_manifest(manifest)?;
+    let Some(id) = ids.get(task) else {
+        bail!("{}: task {task} is out of range ({} runs listed)", manifest.display(), ids.len());
+    };
+    let Some(spec) = experiment.runs.iter().find(|r| &r.run_id() == id) else {
+        bail!(
+            "{}: run {id} (task {task}) is not a run of this spec (was the spec or a --set changed since?)",
+            manifest.display()
+        );
+    };
+    let (dir, outcome) = runner::run_waiting(spec, options)?;
+    match outcome {
+        RunOutcome::Done(m) => println!("run {id} finished: {} (test R² {:.4})", dir.display(), m.r2),
+        RunOutcome::Skipped(m) => println!("run {id} already done (test R² {:.4})", m.r2),
+        RunOutcome::Busy(holder) => bail!("run {id} is held by {holder}"),
+    }
+    Ok(())
+}
+
+/// A sweep handed to a launcher.
+pub struct Sweep<'a> {
+    pub experiment: &'a Experiment,
+    pub invocation: Invocation,
+    pub only: Vec<(String, String)>,
+    pub progress: bool,
+}
+
+impl Sweep<'_> {
+    fn label(&self, id: &str) -> (String, usize) {
+        match self.experiment.runs.iter().find(|r| r.run_id() == id) {
+            Some(r) => (
+                format!("{} / {} / seed {}{}", r.dataset_label(), r.variant, r.seed,
+                    r.split.fold().map(|f| format!(" / fold {f}")).unwrap_or_default()),
+                if r.baseline.is_some() { 0 } else { r.train.epochs },
+            ),
+            None => (id.to_string(), 0),
+        }
+    }
+
+    /// `--jobs N`: the pending runs as N processes at once; then the tables, report and
+    /// expectations, as a sequential sweep ends.
+    pub fn local(&self, jobs: usize, report: bool, junit: Option<&Path>) -> Result<()> {
+        let out = &self.invocation.out;
+        let ids = pending(self.experiment, out, &self.only);
+        let manifest = out.join("launch").join("manifest.txt");
+        write_manifest(&manifest, &ids)?;
+        let work: Vec<local::Job> = ids
+            .iter()
+            .enumerate()
+            .map(|(task, id)| {
+                let (label, epochs) = self.label(id);
+                local::Job { task, id: id.clone(), label, epochs }
+            })
+            .collect();
+        let total = self.experiment.runs.iter().filter(|r| runner::matches(r, &self.only)).count();
+        println!("{} runs, {} to run, {jobs} at a time", total, work.len());
+        let outcome = local::run(&self.invocation, &manifest, work, jobs, self.progress)?;
+        let summary = runner::write_tables(self.experiment, out)?;
+        println!("{summary}");
+        println!(
+            "{}: {} run, {} already done, {} failed → {}",
+            self.experiment.name,
+            outcome.done,
+            total - ids.len(),
+            outcome.failed.len(),
+            out.join("summary.md").display()
+        );
+        if report {
+            crate::report::refresh(out);
+        }
+        if !outcome.failed.is_empty() {
+            let labels: Vec<&str> = outcome.failed.iter().map(|(l, _)| l.as_str()).collect();
+            bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
+        }
+        if !self.experiment.expect.is_empty() {
+            crate::results::cli::check_expectations(out, junit)?;
+        }
+        Ok(())
+    }
+
+    /// `--launcher slurm`: one array task per pending run and a finishing job; with `wait`,
+    /// blocks until the finishing job ends and prints the summary.
+    pub fn slurm(&self, wait: bool, junit: Option<&Path>) -> Result<()> {
+        let out = &self.invocation.out;
+        let ids = pending(self.experiment, out, &self.only);
+        // The tables' options (variant order, reference, expectations) for the finishing job.
+        runner::write_tables(self.experiment, out)?;
+        if ids.is_empty() {
+            println!("{}: every run is done; nothing to submit", self.experiment.name);
+            return Ok(());
+        }
+        let config = &self.experiment.launcher.slurm;
+        let s = slurm::submit(&self.invocation, config, &self.experiment.name, &ids)
+            .context("submitting to Slurm")?;
+        println!(
+            "submitted {} runs as array job {} (manifest {}); finishing job {} after it",
+            s.tasks,
+            s.array_job,
+            s.manifest.display(),
+            s.finish_job
+        );
+        println!("follow with: opencarbon status {}", out.display());
+        if !wait {
+            return Ok(());
+        }
+        let end = slurm::wait(&s.finish_job, Duration::from_secs(2))?;
+        let summary = std::fs::read_to_string(out.join("summary.md")).unwrap_or_default();
+        println!("{summary}");
+        if end.state != "COMPLETED" {
+            bail!(
+                "finishing job {} ended {} (exit {}): some runs are not done; see `opencarbon status {}` and {}",
+                s.finish_job,
+                end.state,
+                end.exit_code,
+                out.display(),
+                slurm::dir(out).join("logs").display()
+            );
+        }
+        if !self.experiment.expect.is_empty() {
+            crate::results::cli::check_expectations(out, junit)?;
+        }
+        Ok(())
+    }
+}
