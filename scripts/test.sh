@@ -5,7 +5,9 @@
 #    report page rendered in headless Chromium (Debian's `chromium`, installed when missing);
 # 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
 #    city) from scratch, printing its summary table and writing its report;
-# 3. the fault campaign in its bounded form (scripts/fault-campaign.py: kill -9 and resume);
+# 3. the Slurm launcher against a real Slurm started on loopback (scripts/test-slurm.sh; installs
+#    Debian's slurmctld slurmd slurm-client munge when missing; OPENCARBON_SKIP_SLURM=1 skips it);
+#    then the fault campaign in its bounded form (scripts/fault-campaign.py: kill -9 and resume);
 # 4. the libtorch build's tests on CPU (scripts/test-tch.sh; installs the torch wheel into
 #    ~/.cache/opencarbon/venv-torch-<version> if missing). OPENCARBON_SKIP_TCH=1 skips them.
 #
@@ -52,6 +54,11 @@ step "CI sweep"
 CI_OUT="${OPENCARBON_CI_OUT:-${TMPDIR:-/tmp}/opencarbon-ci}"
 rm -rf "$CI_OUT"
 cargo run --locked --quiet -- run experiments/ci.yaml --quiet --out "$CI_OUT"
+
+if [[ "${OPENCARBON_SKIP_SLURM:-0}" != 1 ]]; then
+    step "Slurm launcher against a real single-node Slurm"
+    scripts/test-slurm.sh "$CARGO_TARGET_DIR/debug/opencarbon"
+fi
 
 step "fault campaign (bounded)"
 python3 scripts/fault-campaign.py --bin "$CARGO_TARGET_DIR/debug/opencarbon" \
