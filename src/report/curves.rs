@@ -86,9 +86,15 @@ impl Figure for LearningCurves {
             .titled(&format!("Learning curves — {}", self.dataset), text(24))
             .drawn()?;
         let panels = root.split_evenly((1, 2));
-        panel(&panels[0], &self.loss, "train loss (mean L1)", None)?;
+        panel(&panels[0], &self.loss, "train loss (mean L1)", None, SeriesLabelPosition::UpperRight)?;
         // Early epochs can score R² of −10: the axis stops at −1 so the end of training shows.
-        panel(&panels[1], &self.valid_r2, "validation R² (below −1 drawn at −1)", Some(-1.0))?;
+        panel(
+            &panels[1],
+            &self.valid_r2,
+            "validation R² (below −1 drawn at −1)",
+            Some(-1.0),
+            SeriesLabelPosition::LowerRight,
+        )?;
         Ok(())
     }
 }
@@ -98,6 +104,7 @@ fn panel<DB: DrawingBackend>(
     curves: &[Curve],
     y_desc: &str,
     floor: Option<f64>,
+    legend_at: SeriesLabelPosition,
 ) -> Result<()> {
     let clip = |v: f64| floor.map_or(v, |f| v.max(f));
     let max_epoch = curves
@@ -120,18 +127,21 @@ fn panel<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc("epoch")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .y_desc(y_desc)
         .label_style(text(16))
         .axis_desc_style(text(18))
         .draw()
         .drawn()?;
+    // Bands fade as curves multiply, so that every line stays visible.
+    let band_alpha = if curves.len() <= 4 { 0.18 } else { 0.07 };
     for c in curves {
         let colour = series_colour(c.colour);
         if c.points.iter().any(|p| p.2 > 0.0) {
             let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0 as f64, clip(p.1 + p.2))).collect();
             band.extend(c.points.iter().rev().map(|p| (p.0 as f64, clip(p.1 - p.2))));
             chart
-                .draw_series(std::iter::once(Polygon::new(band, colour.mix(0.18).filled())))
+                .draw_series(std::iter::once(Polygon::new(band, colour.mix(band_alpha).filled())))
                 .drawn()?;
         }
         chart
@@ -148,7 +158,7 @@ fn panel<DB: DrawingBackend>(
         .label_font(text(16))
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend_at)
         .draw()
         .drawn()?;
     Ok(())

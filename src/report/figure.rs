@@ -80,8 +80,9 @@ pub fn save(figure: &impl Figure, dir: &Path, stem: &str, caption: &str) -> Resu
     })
 }
 
-/// Okabe–Ito: eight colours told apart with every common colour-vision deficiency.
-pub const OKABE_ITO: [RGBColor; 8] = [
+/// Series colours told apart with the common colour-vision deficiencies: Okabe–Ito's seven
+/// (its yellow, faint on white, left out), then Paul Tol's muted scheme; sixteen before repeating.
+pub const PALETTE: [RGBColor; 16] = [
     RGBColor(0, 114, 178),
     RGBColor(213, 94, 0),
     RGBColor(0, 158, 115),
@@ -89,12 +90,20 @@ pub const OKABE_ITO: [RGBColor; 8] = [
     RGBColor(86, 180, 233),
     RGBColor(230, 159, 0),
     RGBColor(0, 0, 0),
-    RGBColor(240, 228, 66),
+    RGBColor(51, 34, 136),
+    RGBColor(136, 204, 238),
+    RGBColor(68, 170, 153),
+    RGBColor(17, 119, 51),
+    RGBColor(153, 153, 51),
+    RGBColor(221, 204, 119),
+    RGBColor(204, 102, 119),
+    RGBColor(136, 34, 85),
+    RGBColor(170, 68, 153),
 ];
 
 /// The i-th series colour.
 pub fn series_colour(i: usize) -> RGBColor {
-    OKABE_ITO[i % OKABE_ITO.len()]
+    PALETTE[i % PALETTE.len()]
 }
 
 /// Viridis for magnitudes (t in [0, 1]).
