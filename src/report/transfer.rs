@@ -73,8 +73,8 @@ impl TransferHeatmap {
     }
 }
 
-const CELL: i32 = 70;
-const LABEL: i32 = 120;
+const CELL: i32 = 96;
+const LABEL: i32 = 130;
 const TITLE: i32 = 40;
 const HEAD: i32 = 48;
 const BAR: i32 = 80;
@@ -120,11 +120,11 @@ impl Figure for TransferHeatmap {
             let (x0, y0) = self.cell_origin(m, 0, 0);
             root.draw(&Text::new(matrix.variant.clone(), (x0, y0 - HEAD + 2), text(18))).drawn()?;
             for (j, target) in self.cities.iter().enumerate() {
-                root.draw(&Text::new(short(target), (x0 + j as i32 * CELL + 4, y0 - 22), text(14))).drawn()?;
+                root.draw(&Text::new(short(target, 11), (x0 + j as i32 * CELL + 4, y0 - 22), text(14))).drawn()?;
             }
             for (i, source) in self.cities.iter().enumerate() {
                 let y = y0 + i as i32 * CELL;
-                root.draw(&Text::new(short(source), (x0 - LABEL + 4, y + CELL / 2 - 8), text(14))).drawn()?;
+                root.draw(&Text::new(short(source, 14), (x0 - LABEL + 4, y + CELL / 2 - 8), text(14))).drawn()?;
                 for (j, target) in self.cities.iter().enumerate() {
                     let (x, y) = self.cell_origin(m, i, j);
                     let Some(&r2) = matrix.cells.get(&(source.clone(), target.clone())) else {
@@ -135,7 +135,7 @@ impl Figure for TransferHeatmap {
                     root.draw(&Rectangle::new([(x, y), (x + CELL, y + CELL)], self.colour(r2).filled())).drawn()?;
                     // Dark text on the light (yellow-green) end of viridis, white elsewhere.
                     let ink = if (r2.max(self.lo) - self.lo) / (1.0 - self.lo) > 0.6 { BLACK } else { WHITE };
-                    root.draw(&Text::new(format!("{r2:.2}"), (x + 14, y + CELL / 2 - 8), text(16).color(&ink)))
+                    root.draw(&Text::new(format!("{r2:.2}"), (x + CELL / 2 - 20, y + CELL / 2 - 8), text(16).color(&ink)))
                         .drawn()?;
                 }
             }
@@ -150,17 +150,20 @@ impl Figure for TransferHeatmap {
             let v = self.lo + (1.0 - self.lo) * i as f64 / (width - 1) as f64;
             root.draw(&Rectangle::new([(LABEL + i, y), (LABEL + i + 1, y + 16)], self.colour(v).filled())).drawn()?;
         }
-        root.draw(&Text::new(format!("R² {:.2}", self.lo), (LABEL - 80, y), text(14))).drawn()?;
+        // The scale stops at −1: lower R² (a worse fit than the target mean) shares its colour.
+        let low = if self.lo <= -1.0 { format!("R² ≤ {:.2}", self.lo) } else { format!("R² {:.2}", self.lo) };
+        root.draw(&Text::new(low, (LABEL - 100, y), text(14))).drawn()?;
         root.draw(&Text::new("1.00".to_string(), (LABEL + width + 6, y), text(14))).drawn()?;
         Ok(())
     }
 }
 
-/// City names cut to fit a column.
-fn short(name: &str) -> String {
-    let mut s: String = name.chars().take(10).collect();
-    if name.chars().count() > 10 {
-        s.push('…');
+/// City names cut to `max` characters (about 8 px each at 14 px) to fit a column or row label.
+fn short(name: &str, max: usize) -> String {
+    if name.chars().count() <= max {
+        return name.to_string();
     }
+    let mut s: String = name.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
     s
 }
