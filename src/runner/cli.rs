@@ -100,6 +100,12 @@ pub fn main(args: RunArgs) -> Result<()> {
     let kind = args.launcher.unwrap_or(experiment.launcher.kind);
     let jobs = args.jobs.or(experiment.launcher.jobs).unwrap_or(1);
     if kind == launch::LauncherKind::Slurm || jobs > 1 {
+        if args.force {
+            anyhow::bail!(
+                "--force re-runs in this process only; with --jobs or --launcher slurm, remove the runs to redo from {}/runs first",
+                out.display()
+            );
+        }
         let invocation = launch::Invocation {
             program: std::env::current_exe()?,
             spec: launch::absolute(&args.spec)?,
