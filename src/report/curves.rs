@@ -128,6 +128,8 @@ fn panel<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc("epoch")
         .x_label_formatter(&|x| format!("{x:.0}"))
+        // Not "-0.0": a tick at zero is drawn as 0.
+        .y_label_formatter(&|y| format!("{:.2}", if y.abs() < 1e-9 { 0.0 } else { *y }))
         .y_desc(y_desc)
         .label_style(text(16))
         .axis_desc_style(text(18))
