@@ -89,6 +89,10 @@ pub fn finish_script(inv: &Invocation, config: &SlurmConfig, name: &str, manifes
 }
 
 fn push_resources(s: &mut String, config: &SlurmConfig, task: bool) {
+    // Relative paths inside the spec (a city directory, say) resolve as they did at submission.
+    if let Ok(dir) = std::env::current_dir() {
+        s.push_str(&format!("#SBATCH --chdir={}\n", dir.display()));
+    }
     if let Some(p) = &config.partition {
         s.push_str(&format!("#SBATCH --partition={p}\n"));
     }
