@@ -30,7 +30,11 @@ fn opencarbon(args: &[&str]) -> std::process::Output {
 }
 
 fn text(o: &std::process::Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Every run's test_metrics.json without its timing, by run id.
@@ -42,7 +46,10 @@ fn metrics(out: &Path) -> Vec<(String, String)> {
             let json = std::fs::read_to_string(dir.join("test_metrics.json")).unwrap();
             let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
             v.as_object_mut().unwrap().remove("train_seconds");
-            (dir.file_name().unwrap().to_string_lossy().into_owned(), v.to_string())
+            (
+                dir.file_name().unwrap().to_string_lossy().into_owned(),
+                v.to_string(),
+            )
         })
         .collect();
     all.sort();
@@ -59,7 +66,16 @@ fn jobs_2_gives_the_metrics_of_a_sequential_sweep_and_status_reads_them() {
     runner::run_sweep(&e, &common::run_options(&sequential), &[]).unwrap();
 
     let parallel = tmp.path().join("parallel");
-    let o = opencarbon(&["run", spec.to_str().unwrap(), "--out", parallel.to_str().unwrap(), "--jobs", "2", "--quiet", "--no-report"]);
+    let o = opencarbon(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        parallel.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--quiet",
+        "--no-report",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(metrics(&parallel), metrics(&sequential));
     assert_eq!(
@@ -67,33 +83,72 @@ fn jobs_2_gives_the_metrics_of_a_sequential_sweep_and_status_reads_them() {
         std::fs::read_to_string(sequential.join("summary.csv")).unwrap()
     );
     // One log per worker.
-    assert_eq!(std::fs::read_dir(parallel.join("logs")).unwrap().count(), e.runs.len());
+    assert_eq!(
+        std::fs::read_dir(parallel.join("logs")).unwrap().count(),
+        e.runs.len()
+    );
 
     // status: all done; then one run failed (its meta.json says why) and one never started.
     let o = opencarbon(&["status", parallel.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains(&format!("{} done, 0 failed, 0 running, 0 pending", e.runs.len())), "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "{} done, 0 failed, 0 running, 0 pending",
+            e.runs.len()
+        )),
+        "{}",
+        text(&o)
+    );
     let ids: Vec<String> = metrics(&parallel).into_iter().map(|(id, _)| id).collect();
     let failed = parallel.join("runs").join(&ids[0]);
     std::fs::remove_file(failed.join("test_metrics.json")).unwrap();
     let meta_path = failed.join("meta.json");
-    let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
+    let mut meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     meta["status"] = "failed".into();
     meta["failure"] = "the test says so".into();
     std::fs::write(&meta_path, meta.to_string()).unwrap();
     std::fs::remove_dir_all(parallel.join("runs").join(&ids[1])).unwrap();
     let o = opencarbon(&["status", parallel.to_str().unwrap()]);
     let t = text(&o);
-    assert!(t.contains(&format!("{} done, 1 failed, 0 running, 1 pending", e.runs.len() - 2)), "{t}");
-    assert!(t.lines().any(|l| l.starts_with(&ids[0]) && l.contains("the test says so")), "{t}");
+    assert!(
+        t.contains(&format!(
+            "{} done, 1 failed, 0 running, 1 pending",
+            e.runs.len() - 2
+        )),
+        "{t}"
+    );
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with(&ids[0]) && l.contains("the test says so")),
+        "{t}"
+    );
     // --require-done names what is missing.
     let manifest = parallel.join("launch").join("manifest.txt");
-    let o = opencarbon(&["status", parallel.to_str().unwrap(), "--require-done", manifest.to_str().unwrap()]);
+    let o = opencarbon(&[
+        "status",
+        parallel.to_str().unwrap(),
+        "--require-done",
+        manifest.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
-    assert!(text(&o).contains("2 of") && text(&o).contains(&ids[0]), "{}", text(&o));
+    assert!(
+        text(&o).contains("2 of") && text(&o).contains(&ids[0]),
+        "{}",
+        text(&o)
+    );
 
     // Launching again runs only the two missing runs.
-    let o = opencarbon(&["run", spec.to_str().unwrap(), "--out", parallel.to_str().unwrap(), "--jobs", "2", "--quiet", "--no-report"]);
+    let o = opencarbon(&[
+        "run",
+        spec.to_str().unwrap(),
+        "--out",
+        parallel.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--quiet",
+        "--no-report",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 to run"), "{}", text(&o));
     assert_eq!(launch::read_manifest(&manifest).unwrap().len(), 2);
@@ -109,11 +164,25 @@ fn a_worker_refuses_a_task_its_manifest_does_not_hold() {
     launch::write_manifest(&manifest, &["s9-notarun00".to_string()]).unwrap();
     let out = tmp.path().join("out");
     let run = |task: &str| {
-        opencarbon(&["run", spec.to_str().unwrap(), "--out", out.to_str().unwrap(), "--manifest", manifest.to_str().unwrap(), "--task", task, "--quiet"])
+        opencarbon(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--task",
+            task,
+            "--quiet",
+        ])
     };
     let o = run("0");
     assert!(!o.status.success());
-    assert!(text(&o).contains("s9-notarun00") && text(&o).contains("not a run of this spec"), "{}", text(&o));
+    assert!(
+        text(&o).contains("s9-notarun00") && text(&o).contains("not a run of this spec"),
+        "{}",
+        text(&o)
+    );
     let o = run("3");
     assert!(!o.status.success());
     assert!(text(&o).contains("task 3 is out of range"), "{}", text(&o));

@@ -88,7 +88,10 @@ fn every_figure_is_written_at_its_size_and_is_not_blank() {
         if let Some((w, h)) = size {
             assert_eq!(img.dimensions(), (*w, *h), "{stem}");
             let svg = std::fs::read_to_string(dir.join(format!("{stem}.svg"))).unwrap();
-            assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"), "{stem}.svg");
+            assert!(
+                svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+                "{stem}.svg"
+            );
         }
         assert!(variance(&img) > 100.0, "{stem}.png looks blank");
     }
@@ -96,9 +99,15 @@ fn every_figure_is_written_at_its_size_and_is_not_blank() {
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
     for (stem, _) in &expected {
-        assert!(md.contains(&format!("]({stem}.png)")), "report.md lacks {stem}");
+        assert!(
+            md.contains(&format!("]({stem}.png)")),
+            "report.md lacks {stem}"
+        );
     }
-    assert_eq!(html.matches("<img src=\"data:image/png;base64,").count(), expected.len());
+    assert_eq!(
+        html.matches("<img src=\"data:image/png;base64,").count(),
+        expected.len()
+    );
     // Self-contained: no scripts, nothing fetched.
     for forbidden in ["<script", "src=\"http", "href=\"http", "@import", "url("] {
         assert!(!html.contains(forbidden), "index.html contains {forbidden}");
@@ -189,7 +198,8 @@ fn the_transfer_heat_map_colours_each_cell_by_its_r2() {
 /// it cannot be skipped.
 #[test]
 fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
-    let chromium = std::env::var("OPENCARBON_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let chromium =
+        std::env::var("OPENCARBON_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     if !Path::new(&chromium).exists() {
         assert!(
             std::env::var("OPENCARBON_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
@@ -230,7 +240,11 @@ fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
         ]))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let shot = rgb(&screenshot);
     assert!(variance(&shot) > 100.0, "the screenshot is blank");
     std::fs::remove_file(&screenshot).unwrap();
@@ -295,8 +309,16 @@ variants:
     std::fs::write(&predictions, text.replacen('\n', "\n1,2,three,4\n", 1)).unwrap();
     let written = report::write(&out).unwrap();
     assert_eq!(written.skipped.len(), 1, "{:?}", written.skipped);
-    assert!(written.skipped[0].contains(&e.runs[0].run_id()), "{:?}", written.skipped);
-    assert!(written.skipped[0].contains("predictions.csv"), "{:?}", written.skipped);
+    assert!(
+        written.skipped[0].contains(&e.runs[0].run_id()),
+        "{:?}",
+        written.skipped
+    );
+    assert!(
+        written.skipped[0].contains("predictions.csv"),
+        "{:?}",
+        written.skipped
+    );
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
     assert!(html.contains("left out"));
     std::fs::write(&predictions, text).unwrap();
@@ -304,8 +326,14 @@ variants:
     let split = run.join("split.csv");
     let text = std::fs::read_to_string(&split).unwrap();
     std::fs::write(&split, text.replacen('\n', "\n1,y2,test\n", 1)).unwrap();
-    let err = format!("{:#}", report::write(&out).err().expect("a damaged file fails"));
-    assert!(err.contains("split.csv line 2") && err.contains("y2"), "{err}");
+    let err = format!(
+        "{:#}",
+        report::write(&out).err().expect("a damaged file fails")
+    );
+    assert!(
+        err.contains("split.csv line 2") && err.contains("y2"),
+        "{err}"
+    );
     // An empty directory is an error naming it, not a panic.
     let err = format!("{:#}", report::write(tmp.path()).err().unwrap());
     assert!(err.contains("no runs/ directory"), "{err}");

@@ -51,4 +51,3 @@ pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
     }
     Ok(city)
 }
-

@@ -37,7 +37,13 @@ struct Worker {
 }
 
 /// Runs `jobs` (listed in `manifest`) with at most `parallel` workers at once.
-pub fn run(inv: &Invocation, manifest: &Path, jobs: Vec<Job>, parallel: usize, progress: bool) -> Result<Outcome> {
+pub fn run(
+    inv: &Invocation,
+    manifest: &Path,
+    jobs: Vec<Job>,
+    parallel: usize,
+    progress: bool,
+) -> Result<Outcome> {
     let logs = inv.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let multi = progress.then(MultiProgress::new);
@@ -58,7 +64,8 @@ pub fn run(inv: &Invocation, manifest: &Path, jobs: Vec<Job>, parallel: usize, p
         while running.len() < parallel.max(1) {
             let Some(job) = queue.pop_front() else { break };
             let log = logs.join(format!("{}.log", job.id));
-            let file = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+            let file = std::fs::File::create(&log)
+                .with_context(|| format!("creating {}", log.display()))?;
             let child = Command::new(&inv.program)
                 .args(inv.task_args(manifest, &job.task.to_string()))
                 .stdin(Stdio::null())
@@ -76,7 +83,13 @@ pub fn run(inv: &Invocation, manifest: &Path, jobs: Vec<Job>, parallel: usize, p
                 bar.set_message(job.label.clone());
                 bar
             });
-            running.push(Worker { job, child, bar, log, started: Instant::now() });
+            running.push(Worker {
+                job,
+                child,
+                bar,
+                log,
+                started: Instant::now(),
+            });
         }
         std::thread::sleep(Duration::from_millis(300));
         let mut still = Vec::new();
@@ -101,7 +114,11 @@ pub fn run(inv: &Invocation, manifest: &Path, jobs: Vec<Job>, parallel: usize, p
                             None => println!("{line}"),
                         }
                     } else {
-                        let why = format!("{status}; last line of {}: {}", w.log.display(), last_line(&w.log));
+                        let why = format!(
+                            "{status}; last line of {}: {}",
+                            w.log.display(),
+                            last_line(&w.log)
+                        );
                         let line = format!("failed {}: {why}", w.job.label);
                         match &multi {
                             Some(m) => m.println(line)?,
@@ -139,6 +156,11 @@ fn epochs_logged(out: &Path, id: &str) -> usize {
 fn last_line(log: &Path) -> String {
     std::fs::read_to_string(log)
         .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| "(empty)".into())
 }

@@ -76,19 +76,28 @@ impl SlurmConfig {
         ];
         for (key, value) in fields {
             if let Some(v) = value {
-                if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:,".contains(c)) {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:,".contains(c))
+                {
                     bail!("launcher.slurm.{key}: `{v}` is not a valid Slurm value");
                 }
             }
         }
         for line in self.sbatch.iter().chain(&self.setup) {
             if line.contains('\n') || line.contains('\r') {
-                bail!("launcher.slurm: `{}` spans lines; give one line per entry", line.escape_debug());
+                bail!(
+                    "launcher.slurm: `{}` spans lines; give one line per entry",
+                    line.escape_debug()
+                );
             }
         }
         for line in &self.sbatch {
             if !line.starts_with('-') {
-                bail!("launcher.slurm.sbatch: `{line}` is not an option (expected e.g. `--qos=long`)");
+                bail!(
+                    "launcher.slurm.sbatch: `{line}` is not an option (expected e.g. `--qos=long`)"
+                );
             }
         }
         if self.max_parallel == Some(0) {
@@ -187,11 +196,20 @@ pub fn read_manifest(path: &Path) -> Result<Vec<String>> {
         .with_context(|| format!("reading manifest {}", path.display()))?;
     let mut lines = text.lines();
     if lines.next() != Some(MANIFEST_HEADER) {
-        bail!("{}: not an opencarbon manifest (its first line differs)", path.display());
+        bail!(
+            "{}: not an opencarbon manifest (its first line differs)",
+            path.display()
+        );
     }
-    let ids: Vec<String> = lines.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    let ids: Vec<String> = lines
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
     for (i, id) in ids.iter().enumerate() {
-        if !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             bail!("{} line {}: `{id}` is not a run id", path.display(), i + 2);
         }
     }
@@ -200,7 +218,10 @@ pub fn read_manifest(path: &Path) -> Result<Vec<String>> {
 
 /// Quotes `s` for a POSIX shell (single quotes; an embedded quote becomes '\'').
 pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
@@ -227,18 +248,29 @@ mod tests {
         write_manifest(&path, &ids).unwrap();
         assert_eq!(read_manifest(&path).unwrap(), ids);
         std::fs::write(&path, "s1-abc\n").unwrap();
-        assert!(format!("{:#}", read_manifest(&path).unwrap_err()).contains("not an opencarbon manifest"));
+        assert!(format!("{:#}", read_manifest(&path).unwrap_err())
+            .contains("not an opencarbon manifest"));
         std::fs::write(&path, format!("{MANIFEST_HEADER}\nok\n$(rm -rf x)\n")).unwrap();
         assert!(format!("{:#}", read_manifest(&path).unwrap_err()).contains("line 3"));
     }
 
     #[test]
     fn slurm_values_that_would_break_the_script_are_refused() {
-        let ok = SlurmConfig { partition: Some("gpu".into()), time: Some("1:00:00".into()), ..Default::default() };
+        let ok = SlurmConfig {
+            partition: Some("gpu".into()),
+            time: Some("1:00:00".into()),
+            ..Default::default()
+        };
         ok.check().unwrap();
-        let bad = SlurmConfig { partition: Some("gpu; rm -rf /".into()), ..Default::default() };
+        let bad = SlurmConfig {
+            partition: Some("gpu; rm -rf /".into()),
+            ..Default::default()
+        };
         assert!(format!("{:#}", bad.check().unwrap_err()).contains("launcher.slurm.partition"));
-        let bad = SlurmConfig { sbatch: vec!["qos=long".into()], ..Default::default() };
+        let bad = SlurmConfig {
+            sbatch: vec!["qos=long".into()],
+            ..Default::default()
+        };
         assert!(bad.check().is_err());
     }
 }

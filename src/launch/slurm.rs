@@ -40,17 +40,31 @@ pub fn dir(out: &Path) -> PathBuf {
 pub fn submissions(out: &Path) -> Result<Vec<Submission>> {
     let path = dir(out).join(JOBS);
     match std::fs::read_to_string(&path) {
-        Ok(text) => serde_json::from_str(&text).with_context(|| format!("reading {}", path.display())),
+        Ok(text) => {
+            serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
 /// The text of task-n.sbatch.
-pub fn task_script(inv: &Invocation, config: &SlurmConfig, name: &str, manifest: &Path, logs: &Path) -> String {
+pub fn task_script(
+    inv: &Invocation,
+    config: &SlurmConfig,
+    name: &str,
+    manifest: &Path,
+    logs: &Path,
+) -> String {
     let mut s = String::from("#!/bin/bash\n");
-    s.push_str(&format!("#SBATCH --job-name={}\n", shell_quote(&format!("oc-{name}"))));
-    s.push_str(&format!("#SBATCH --output={}\n", logs.join("task-%A_%a.log").display()));
+    s.push_str(&format!(
+        "#SBATCH --job-name={}\n",
+        shell_quote(&format!("oc-{name}"))
+    ));
+    s.push_str(&format!(
+        "#SBATCH --output={}\n",
+        logs.join("task-%A_%a.log").display()
+    ));
     s.push_str("#SBATCH --requeue\n");
     push_resources(&mut s, config, true);
     s.push_str("set -euo pipefail\n");
@@ -60,17 +74,33 @@ pub fn task_script(inv: &Invocation, config: &SlurmConfig, name: &str, manifest:
     }
     let mut command = vec![shell_quote(&inv.program.display().to_string())];
     for a in inv.task_args(manifest, "TASK") {
-        command.push(if a == "TASK" { "\"$SLURM_ARRAY_TASK_ID\"".into() } else { shell_quote(&a) });
+        command.push(if a == "TASK" {
+            "\"$SLURM_ARRAY_TASK_ID\"".into()
+        } else {
+            shell_quote(&a)
+        });
     }
     s.push_str(&format!("exec {}\n", command.join(" ")));
     s
 }
 
 /// The text of finish-n.sbatch: tables, report, then a check that every run of the manifest is done.
-pub fn finish_script(inv: &Invocation, config: &SlurmConfig, name: &str, manifest: &Path, logs: &Path) -> String {
+pub fn finish_script(
+    inv: &Invocation,
+    config: &SlurmConfig,
+    name: &str,
+    manifest: &Path,
+    logs: &Path,
+) -> String {
     let mut s = String::from("#!/bin/bash\n");
-    s.push_str(&format!("#SBATCH --job-name={}\n", shell_quote(&format!("oc-{name}-finish"))));
-    s.push_str(&format!("#SBATCH --output={}\n", logs.join("finish-%j.log").display()));
+    s.push_str(&format!(
+        "#SBATCH --job-name={}\n",
+        shell_quote(&format!("oc-{name}-finish"))
+    ));
+    s.push_str(&format!(
+        "#SBATCH --output={}\n",
+        logs.join("finish-%j.log").display()
+    ));
     push_resources(&mut s, config, false);
     s.push_str("set -uo pipefail\n");
     for line in &config.setup {
@@ -80,7 +110,9 @@ pub fn finish_script(inv: &Invocation, config: &SlurmConfig, name: &str, manifes
     let bin = shell_quote(&inv.program.display().to_string());
     let out = shell_quote(&inv.out.display().to_string());
     s.push_str(&format!("{bin} results {out} || exit 1\n"));
-    s.push_str(&format!("{bin} report {out} || echo 'warning: report not written' >&2\n"));
+    s.push_str(&format!(
+        "{bin} report {out} || echo 'warning: report not written' >&2\n"
+    ));
     s.push_str(&format!(
         "exec {bin} status {out} --require-done {}\n",
         shell_quote(&manifest.display().to_string())
@@ -119,7 +151,12 @@ fn push_resources(s: &mut String, config: &SlurmConfig, task: bool) {
 }
 
 /// Submits the array for `ids` and its finishing job; records both in `jobs.json`.
-pub fn submit(inv: &Invocation, config: &SlurmConfig, name: &str, ids: &[String]) -> Result<Submission> {
+pub fn submit(
+    inv: &Invocation,
+    config: &SlurmConfig,
+    name: &str,
+    ids: &[String],
+) -> Result<Submission> {
     config.check()?;
     let slurm = dir(&inv.out);
     let logs = slurm.join("logs");
@@ -129,9 +166,15 @@ pub fn submit(inv: &Invocation, config: &SlurmConfig, name: &str, ids: &[String]
     let manifest = slurm.join(format!("manifest-{n}.txt"));
     write_manifest(&manifest, ids)?;
     let task = slurm.join(format!("task-{n}.sbatch"));
-    atomic::write(&task, task_script(inv, config, name, &manifest, &logs).as_bytes())?;
+    atomic::write(
+        &task,
+        task_script(inv, config, name, &manifest, &logs).as_bytes(),
+    )?;
     let finish = slurm.join(format!("finish-{n}.sbatch"));
-    atomic::write(&finish, finish_script(inv, config, name, &manifest, &logs).as_bytes())?;
+    atomic::write(
+        &finish,
+        finish_script(inv, config, name, &manifest, &logs).as_bytes(),
+    )?;
     let mut array = format!("--array=0-{}", ids.len() - 1);
     if let Some(m) = config.max_parallel {
         array.push_str(&format!("%{m}"));
@@ -150,7 +193,10 @@ pub fn submit(inv: &Invocation, config: &SlurmConfig, name: &str, ids: &[String]
         submitted: crate::track::meta::now(),
     };
     all.push(submission.clone());
-    atomic::write(&slurm.join(JOBS), serde_json::to_string_pretty(&all)?.as_bytes())?;
+    atomic::write(
+        &slurm.join(JOBS),
+        serde_json::to_string_pretty(&all)?.as_bytes(),
+    )?;
     Ok(submission)
 }
 
@@ -171,7 +217,9 @@ fn slurm_command(program: &str, args: &[&str]) -> Result<String> {
         .arg(program)
         .args(args)
         .output()
-        .with_context(|| format!("running {program} (is Slurm's client installed, and SLURM_CONF set?)"))?;
+        .with_context(|| {
+            format!("running {program} (is Slurm's client installed, and SLURM_CONF set?)")
+        })?;
     if !out.status.success() {
         bail!(
             "{program} {} failed ({}): {}",
@@ -228,7 +276,15 @@ pub fn wait(job: &str, every: Duration) -> Result<JobState> {
         let states = job_states(job)?;
         match states.first() {
             None => bail!("Slurm no longer knows job {job}"),
-            Some(s) if !["PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED"]
+            Some(s)
+                if ![
+                    "PENDING",
+                    "RUNNING",
+                    "CONFIGURING",
+                    "COMPLETING",
+                    "REQUEUED",
+                    "SUSPENDED",
+                ]
                 .contains(&s.state.as_str()) =>
             {
                 return Ok(s.clone())

@@ -33,7 +33,9 @@ pub struct RunStatus {
 
 /// The state of one run from its directory alone.
 pub fn from_disk(run_dir: &Path) -> RunStatus {
-    let run_id = run_dir.file_name().map_or(String::new(), |n| n.to_string_lossy().into_owned());
+    let run_id = run_dir
+        .file_name()
+        .map_or(String::new(), |n| n.to_string_lossy().into_owned());
     let (state, detail) = match resume::check(run_dir, None) {
         resume::State::Done(m) => ("done", format!("test R² {:.4}", m.r2)),
         resume::State::Broken(why) => ("failed", format!("not trusted: {why}")),
@@ -47,12 +49,18 @@ pub fn from_disk(run_dir: &Path) -> RunStatus {
                     .unwrap_or_else(|| "see meta.json".into());
                 ("failed", why)
             }
-            None if status == "running" => ("failed", "interrupted (its process died mid-run)".into()),
+            None if status == "running" => {
+                ("failed", "interrupted (its process died mid-run)".into())
+            }
             None if run_dir.exists() => ("pending", format!("not finished ({status})")),
             None => ("pending", "not started".into()),
         },
     };
-    RunStatus { run_id, state, detail }
+    RunStatus {
+        run_id,
+        state,
+        detail,
+    }
 }
 
 /// Every run the experiment directory knows of: run directories and manifest entries.
@@ -83,7 +91,12 @@ pub fn collect(dir: &Path, ask_slurm: bool) -> Result<Vec<RunStatus>> {
             Ok(states) => {
                 for t in states {
                     if let Some(id) = t.array_task.and_then(|i| manifest.get(i)) {
-                        let mut text = format!("slurm {}_{}: {}", s.array_job, t.array_task.unwrap_or(0), t.state);
+                        let mut text = format!(
+                            "slurm {}_{}: {}",
+                            s.array_job,
+                            t.array_task.unwrap_or(0),
+                            t.state
+                        );
                         if t.exit_code != "0:0" && !t.exit_code.is_empty() {
                             text.push_str(&format!(", exit {}", t.exit_code));
                         }
@@ -94,7 +107,10 @@ pub fn collect(dir: &Path, ask_slurm: bool) -> Result<Vec<RunStatus>> {
                     }
                 }
             }
-            Err(e) => eprintln!("warning: could not ask Slurm about job {}: {e:#}", s.array_job),
+            Err(e) => eprintln!(
+                "warning: could not ask Slurm about job {}: {e:#}",
+                s.array_job
+            ),
         }
     }
     ids.sort();
@@ -109,9 +125,16 @@ pub fn collect(dir: &Path, ask_slurm: bool) -> Result<Vec<RunStatus>> {
                         status.state = "running";
                     } else if s.contains(": PENDING") {
                         status.state = "pending";
-                    } else if ["CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY"]
-                        .iter()
-                        .any(|f| s.contains(f))
+                    } else if [
+                        "CANCELLED",
+                        "FAILED",
+                        "TIMEOUT",
+                        "NODE_FAIL",
+                        "PREEMPTED",
+                        "OUT_OF_MEMORY",
+                    ]
+                    .iter()
+                    .any(|f| s.contains(f))
                     {
                         status.state = "failed";
                     }
@@ -127,7 +150,10 @@ pub fn main(args: StatusArgs) -> Result<()> {
     if !args.dir.is_dir() {
         bail!("{}: no such experiment directory", args.dir.display());
     }
-    let runs = collect(&args.dir, !args.no_slurm && !slurm::submissions(&args.dir)?.is_empty())?;
+    let runs = collect(
+        &args.dir,
+        !args.no_slurm && !slurm::submissions(&args.dir)?.is_empty(),
+    )?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for r in &runs {
         *counts.entry(r.state).or_default() += 1;
@@ -150,7 +176,11 @@ pub fn main(args: StatusArgs) -> Result<()> {
                 missing.len(),
                 wanted.len(),
                 manifest.display(),
-                missing.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                missing
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }

@@ -12,10 +12,19 @@ use crate::spec::Experiment;
 
 /// Worker mode (`run --manifest M --task I`): runs manifest line I, unless done; waits for a run
 /// another worker holds. Fails when the run fails, so that the launcher sees it.
-pub fn run_task(experiment: &Experiment, options: &RunOptions, manifest: &Path, task: usize) -> Result<()> {
+pub fn run_task(
+    experiment: &Experiment,
+    options: &RunOptions,
+    manifest: &Path,
+    task: usize,
+) -> Result<()> {
     let ids = read_manifest(manifest)?;
     let Some(id) = ids.get(task) else {
-        bail!("{}: task {task} is out of range ({} runs listed)", manifest.display(), ids.len());
+        bail!(
+            "{}: task {task} is out of range ({} runs listed)",
+            manifest.display(),
+            ids.len()
+        );
     };
     let Some(spec) = experiment.runs.iter().find(|r| &r.run_id() == id) else {
         bail!(
@@ -25,7 +34,9 @@ pub fn run_task(experiment: &Experiment, options: &RunOptions, manifest: &Path, 
     };
     let (dir, outcome) = runner::run_waiting(spec, options)?;
     match outcome {
-        RunOutcome::Done(m) => println!("run {id} finished: {} (test R² {:.4})", dir.display(), m.r2),
+        RunOutcome::Done(m) => {
+            println!("run {id} finished: {} (test R² {:.4})", dir.display(), m.r2)
+        }
         RunOutcome::Skipped(m) => println!("run {id} already done (test R² {:.4})", m.r2),
         RunOutcome::Busy(holder) => bail!("run {id} is held by {holder}"),
     }
@@ -44,9 +55,21 @@ impl Sweep<'_> {
     fn label(&self, id: &str) -> (String, usize) {
         match self.experiment.runs.iter().find(|r| r.run_id() == id) {
             Some(r) => (
-                format!("{} / {} / seed {}{}", r.dataset_label(), r.variant, r.seed,
-                    r.split.fold().map(|f| format!(" / fold {f}")).unwrap_or_default()),
-                if r.baseline.is_some() { 0 } else { r.train.epochs },
+                format!(
+                    "{} / {} / seed {}{}",
+                    r.dataset_label(),
+                    r.variant,
+                    r.seed,
+                    r.split
+                        .fold()
+                        .map(|f| format!(" / fold {f}"))
+                        .unwrap_or_default()
+                ),
+                if r.baseline.is_some() {
+                    0
+                } else {
+                    r.train.epochs
+                },
             ),
             None => (id.to_string(), 0),
         }
@@ -64,10 +87,20 @@ impl Sweep<'_> {
             .enumerate()
             .map(|(task, id)| {
                 let (label, epochs) = self.label(id);
-                local::Job { task, id: id.clone(), label, epochs }
+                local::Job {
+                    task,
+                    id: id.clone(),
+                    label,
+                    epochs,
+                }
             })
             .collect();
-        let total = self.experiment.runs.iter().filter(|r| runner::matches(r, &self.only)).count();
+        let total = self
+            .experiment
+            .runs
+            .iter()
+            .filter(|r| runner::matches(r, &self.only))
+            .count();
         println!("{} runs, {} to run, {jobs} at a time", total, work.len());
         let outcome = local::run(&self.invocation, &manifest, work, jobs, self.progress)?;
         let summary = runner::write_tables(self.experiment, out)?;
@@ -101,7 +134,10 @@ impl Sweep<'_> {
         // The tables' options (variant order, reference, expectations) for the finishing job.
         runner::write_tables(self.experiment, out)?;
         if ids.is_empty() {
-            println!("{}: every run is done; nothing to submit", self.experiment.name);
+            println!(
+                "{}: every run is done; nothing to submit",
+                self.experiment.name
+            );
             return Ok(());
         }
         let config = &self.experiment.launcher.slurm;

@@ -18,9 +18,9 @@ use anyhow::{bail, Context, Result};
 
 use crate::data::canonical;
 use crate::data::tile_reader::{self, TileReader};
+use crate::data::CityOptions;
 use crate::data::{odiac, union, City, TileKey};
 use crate::model::{InputShapes, OpenCarbon};
-use crate::data::CityOptions;
 use crate::runner::resume;
 use crate::spec::{DatasetSpec, RunSpec};
 use crate::train::{self, Prepared};

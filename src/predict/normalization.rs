@@ -8,9 +8,9 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::aoa::Applicability;
+use crate::data::{load_city, CityOptions};
 use crate::data::{City, ImageStack, PoiStack, Standardizer, Tabular};
 use crate::model::Modality;
-use crate::data::{load_city, CityOptions};
 use crate::spec::RunSpec;
 use crate::train::Prepared;
 

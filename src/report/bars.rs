@@ -51,7 +51,10 @@ pub fn mean_interval(values: &[f64]) -> (f64, f64) {
         return (mean, 0.0);
     }
     let sd = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
-    (mean, t_critical(0.05, (n - 1) as f64) * sd / (n as f64).sqrt())
+    (
+        mean,
+        t_critical(0.05, (n - 1) as f64) * sd / (n as f64).sqrt(),
+    )
 }
 
 impl AblationBars {
@@ -83,7 +86,11 @@ impl AblationBars {
                         } else {
                             compared
                                 .iter()
-                                .find(|c| c.dataset == dataset && c.variant == variant && c.metric == metric)
+                                .find(|c| {
+                                    c.dataset == dataset
+                                        && c.variant == variant
+                                        && c.metric == metric
+                                })
                                 .map(|c| match c.verdict.as_str() {
                                     "better" => format!("▲ p={:.3}", c.p_t_holm),
                                     "worse" => format!("▼ p={:.3}", c.p_t_holm),
@@ -94,7 +101,11 @@ impl AblationBars {
                         };
                         Bar {
                             variant: variant.to_string(),
-                            colour: inputs.variants.iter().position(|v| v == variant).unwrap_or(0),
+                            colour: inputs
+                                .variants
+                                .iter()
+                                .position(|v| v == variant)
+                                .unwrap_or(0),
                             mean,
                             half_width,
                             runs: values.len(),
@@ -172,7 +183,10 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, m: &MetricBars) -> R
         let row = n - 1 - i;
         let colour = series_colour(b.colour);
         let mut bar = Rectangle::new(
-            [(0.0, SegmentValue::Exact(row)), (b.mean, SegmentValue::Exact(row + 1))],
+            [
+                (0.0, SegmentValue::Exact(row)),
+                (b.mean, SegmentValue::Exact(row + 1)),
+            ],
             colour.mix(0.75).filled(),
         );
         bar.set_margin(5, 5, 0, 0);

@@ -25,8 +25,12 @@ impl CriticalDifference {
         if test.datasets.len() < 2 || test.variants.len() < 3 {
             return None;
         }
-        let mut sorted: Vec<(String, f64)> =
-            test.variants.iter().cloned().zip(test.mean_ranks.iter().copied()).collect();
+        let mut sorted: Vec<(String, f64)> = test
+            .variants
+            .iter()
+            .cloned()
+            .zip(test.mean_ranks.iter().copied())
+            .collect();
         sorted.sort_by(|a, b| a.1.total_cmp(&b.1));
         Some(Self { test, sorted })
     }
@@ -61,9 +65,16 @@ impl Figure for CriticalDifference {
         root.fill(&WHITE).drawn()?;
         let k = self.sorted.len();
         // Room for the longest label on either side (about 8.5 px a character at 14 px).
-        let longest = self.sorted.iter().map(|(n, _)| n.chars().count() + 7).max().unwrap_or(10);
+        let longest = self
+            .sorted
+            .iter()
+            .map(|(n, _)| n.chars().count() + 7)
+            .max()
+            .unwrap_or(10);
         let margin = (longest as i32 * 17 / 2 + 40).min(WIDTH / 3);
-        let x_of = |rank: f64| margin + ((rank - 1.0) / (k as f64 - 1.0).max(1.0) * (WIDTH - 2 * margin) as f64) as i32;
+        let x_of = |rank: f64| {
+            margin + ((rank - 1.0) / (k as f64 - 1.0).max(1.0) * (WIDTH - 2 * margin) as f64) as i32
+        };
         let friedman = match self.test.friedman {
             Some((chi2, p)) => format!("Friedman χ² = {chi2:.2}, p = {p:.3}"),
             None => "Friedman test not defined".into(),
@@ -78,19 +89,32 @@ impl Figure for CriticalDifference {
         ))
         .drawn()?;
         // Axis with a tick per rank.
-        root.draw(&PathElement::new(vec![(x_of(1.0), AXIS_Y), (x_of(k as f64), AXIS_Y)], BLACK.stroke_width(2)))
-            .drawn()?;
+        root.draw(&PathElement::new(
+            vec![(x_of(1.0), AXIS_Y), (x_of(k as f64), AXIS_Y)],
+            BLACK.stroke_width(2),
+        ))
+        .drawn()?;
         for r in 1..=k {
             let x = x_of(r as f64);
-            root.draw(&PathElement::new(vec![(x, AXIS_Y - 6), (x, AXIS_Y)], BLACK)).drawn()?;
-            root.draw(&Text::new(r.to_string(), (x - 4, AXIS_Y - 26), text(14))).drawn()?;
+            root.draw(&PathElement::new(vec![(x, AXIS_Y - 6), (x, AXIS_Y)], BLACK))
+                .drawn()?;
+            root.draw(&Text::new(r.to_string(), (x - 4, AXIS_Y - 26), text(14)))
+                .drawn()?;
         }
         // The critical difference as a bar from rank 1.
         let cd = self.test.critical_difference;
         let cd_end = x_of((1.0 + cd).min(k as f64));
-        root.draw(&PathElement::new(vec![(x_of(1.0), 58), (cd_end, 58)], BLACK.stroke_width(3))).drawn()?;
-        root.draw(&Text::new(format!("CD = {cd:.2} (Nemenyi, α = 0.05)"), (x_of(1.0), 36), text(14)))
-            .drawn()?;
+        root.draw(&PathElement::new(
+            vec![(x_of(1.0), 58), (cd_end, 58)],
+            BLACK.stroke_width(3),
+        ))
+        .drawn()?;
+        root.draw(&Text::new(
+            format!("CD = {cd:.2} (Nemenyi, α = 0.05)"),
+            (x_of(1.0), 36),
+            text(14),
+        ))
+        .drawn()?;
         // Variants: the better half labelled on the left, the rest on the right.
         let half = k.div_ceil(2);
         for (i, (name, rank)) in self.sorted.iter().enumerate() {
@@ -103,14 +127,22 @@ impl Figure for CriticalDifference {
             } else {
                 (WIDTH - margin + 20, WIDTH - margin + 26)
             };
-            root.draw(&PathElement::new(vec![(x, AXIS_Y), (x, y), (end, y)], BLACK.stroke_width(1))).drawn()?;
-            root.draw(&Text::new(label, (text_x, y - 8), text(14))).drawn()?;
+            root.draw(&PathElement::new(
+                vec![(x, AXIS_Y), (x, y), (end, y)],
+                BLACK.stroke_width(1),
+            ))
+            .drawn()?;
+            root.draw(&Text::new(label, (text_x, y - 8), text(14)))
+                .drawn()?;
         }
         // Groups not significantly different.
         for (g, (i, j)) in self.cliques().into_iter().enumerate() {
             let y = AXIS_Y + 14 + g as i32 * 8;
             root.draw(&PathElement::new(
-                vec![(x_of(self.sorted[i].1) - 3, y), (x_of(self.sorted[j].1) + 3, y)],
+                vec![
+                    (x_of(self.sorted[i].1) - 3, y),
+                    (x_of(self.sorted[j].1) + 3, y),
+                ],
                 BLACK.stroke_width(4),
             ))
             .drawn()?;

@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::figure::{padded_range, series_colour, text, Drawn, Figure};
-use super::inputs::Inputs;
+use super::inputs::{Inputs, Series};
 
 /// One variant's curve: (epoch, mean, std over runs, runs).
 pub struct Curve {
@@ -29,7 +29,7 @@ impl LearningCurves {
         let (mut loss, mut valid_r2) = (Vec::new(), Vec::new());
         for (colour, variant) in inputs.variants.iter().enumerate() {
             let runs = inputs.runs_of(dataset, variant);
-            let of = |pick: &dyn Fn(&super::inputs::Run) -> &Vec<(usize, f64)>| Curve {
+            let of = |pick: &dyn Fn(&super::inputs::Run) -> &Series| Curve {
                 variant: variant.clone(),
                 colour,
                 points: mean_by_epoch(runs.iter().map(|r| pick(r))),
@@ -50,7 +50,7 @@ impl LearningCurves {
 
 /// Mean and sample std (0 for one run) of each epoch's values over the runs that logged it.
 pub fn mean_by_epoch<'a>(
-    series: impl Iterator<Item = &'a Vec<(usize, f64)>>,
+    series: impl Iterator<Item = &'a Series>,
 ) -> Vec<(usize, f64, f64, usize)> {
     let mut by_epoch: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
     for s in series {
@@ -86,7 +86,13 @@ impl Figure for LearningCurves {
             .titled(&format!("Learning curves — {}", self.dataset), text(24))
             .drawn()?;
         let panels = root.split_evenly((1, 2));
-        panel(&panels[0], &self.loss, "train loss (mean L1)", None, SeriesLabelPosition::UpperRight)?;
+        panel(
+            &panels[0],
+            &self.loss,
+            "train loss (mean L1)",
+            None,
+            SeriesLabelPosition::UpperRight,
+        )?;
         // Early epochs can score R² of −10: the axis stops at −1 so the end of training shows.
         panel(
             &panels[1],
@@ -113,11 +119,11 @@ fn panel<DB: DrawingBackend>(
         .max()
         .unwrap_or(1)
         .max(2);
-    let (lo, hi) = padded_range(
-        curves
+    let (lo, hi) = padded_range(curves.iter().flat_map(|c| {
+        c.points
             .iter()
-            .flat_map(|c| c.points.iter().flat_map(|p| [clip(p.1 - p.2), clip(p.1 + p.2)])),
-    );
+            .flat_map(|p| [clip(p.1 - p.2), clip(p.1 + p.2)])
+    }));
     let mut chart = ChartBuilder::on(area)
         .margin(14)
         .x_label_area_size(48)
@@ -140,10 +146,17 @@ fn panel<DB: DrawingBackend>(
     for c in curves {
         let colour = series_colour(c.colour);
         if c.points.iter().any(|p| p.2 > 0.0) {
-            let mut band: Vec<(f64, f64)> = c.points.iter().map(|p| (p.0 as f64, clip(p.1 + p.2))).collect();
+            let mut band: Vec<(f64, f64)> = c
+                .points
+                .iter()
+                .map(|p| (p.0 as f64, clip(p.1 + p.2)))
+                .collect();
             band.extend(c.points.iter().rev().map(|p| (p.0 as f64, clip(p.1 - p.2))));
             chart
-                .draw_series(std::iter::once(Polygon::new(band, colour.mix(band_alpha).filled())))
+                .draw_series(std::iter::once(Polygon::new(
+                    band,
+                    colour.mix(band_alpha).filled(),
+                )))
                 .drawn()?;
         }
         chart
@@ -152,8 +165,14 @@ fn panel<DB: DrawingBackend>(
                 colour.stroke_width(2),
             ))
             .drawn()?
-            .label(format!("{} (n={})", c.variant, c.points.first().map_or(0, |p| p.3)))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3)));
+            .label(format!(
+                "{} (n={})",
+                c.variant,
+                c.points.first().map_or(0, |p| p.3)
+            ))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 22, y)], colour.stroke_width(3))
+            });
     }
     chart
         .configure_series_labels()

@@ -19,7 +19,12 @@ pub const FONT_FAMILY: &str = "sans-serif";
 pub fn register_font() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        for style in [FontStyle::Normal, FontStyle::Bold, FontStyle::Italic, FontStyle::Oblique] {
+        for style in [
+            FontStyle::Normal,
+            FontStyle::Bold,
+            FontStyle::Italic,
+            FontStyle::Oblique,
+        ] {
             if plotters::style::register_font(FONT_FAMILY, style, FONT).is_err() {
                 // A compile-time asset: a failure here is a broken build, not bad input.
                 panic!("assets/fonts/DejaVuSans.ttf is not a readable font");
@@ -63,7 +68,8 @@ pub fn save(figure: &impl Figure, dir: &Path, stem: &str, caption: &str) -> Resu
         figure.draw(&root)?;
         root.present().drawn()?;
     }
-    let image = image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| anyhow!("{stem}: bad buffer"))?;
+    let image =
+        image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| anyhow!("{stem}: bad buffer"))?;
     let mut png = Vec::new();
     image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     atomic::write(&dir.join(format!("{stem}.png")), &png)?;
@@ -118,7 +124,11 @@ pub fn diverging(t: f64) -> RGBColor {
     const BLUE: [f64; 3] = [33.0, 102.0, 172.0];
     const WHITE: [f64; 3] = [247.0, 247.0, 247.0];
     const RED: [f64; 3] = [178.0, 24.0, 43.0];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.5 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
     let (a, b, f) = if t < 0.5 {
         (BLUE, WHITE, t * 2.0)
     } else {
@@ -131,7 +141,7 @@ pub fn diverging(t: f64) -> RGBColor {
 /// Text of `size` px in the bundled font. Sizes are even: plotters' ab_glyph path places each
 /// glyph at size/2 + its top, truncated, so at odd sizes a period sits a pixel high.
 pub fn text(size: u32) -> TextStyle<'static> {
-    debug_assert!(size % 2 == 0, "odd text size {size}");
+    debug_assert!(size.is_multiple_of(2), "odd text size {size}");
     (FONT_FAMILY, size).into_font().color(&BLACK)
 }
 
@@ -140,7 +150,9 @@ pub fn padded_range(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .into_iter()
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }

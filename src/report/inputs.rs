@@ -9,14 +9,17 @@ use anyhow::{bail, Context, Result};
 
 use crate::results::{self, RunRow, TableOptions};
 
+/// (epoch, value) pairs, in epoch order.
+pub type Series = Vec<(usize, f64)>;
+
 /// One finished run and its per-epoch and per-tile files.
 pub struct Run {
     pub row: RunRow,
     pub dir: PathBuf,
     /// (epoch, mean train L1), one per epoch (empty for baselines).
-    pub train_loss: Vec<(usize, f64)>,
+    pub train_loss: Series,
     /// (epoch, validation R²) at each validation.
-    pub valid_r2: Vec<(usize, f64)>,
+    pub valid_r2: Series,
     pub predictions: Vec<TilePrediction>,
     /// (x, y, split label) for every sample of the run's city.
     pub split: Vec<(i64, i64, String)>,
@@ -88,7 +91,12 @@ impl Inputs {
         let left_out = rows
             .iter()
             .filter(|r| r.metrics.is_none())
-            .map(|r| format!("run {} ({} on {}, seed {}) left out: {}", r.run_id, r.variant, r.dataset, r.seed, r.status))
+            .map(|r| {
+                format!(
+                    "run {} ({} on {}, seed {}) left out: {}",
+                    r.run_id, r.variant, r.dataset, r.seed, r.status
+                )
+            })
             .collect();
         Ok(Self {
             left_out,
@@ -147,7 +155,12 @@ fn csv_records(path: &Path, header: &str) -> Result<Vec<(usize, Vec<String>)>> {
         .map(|(i, l)| {
             let fields: Vec<String> = l.split(',').map(|f| f.trim().to_string()).collect();
             if fields.len() != columns {
-                bail!("{} line {}: {} fields, expected {columns}", path.display(), i + 1, fields.len());
+                bail!(
+                    "{} line {}: {} fields, expected {columns}",
+                    path.display(),
+                    i + 1,
+                    fields.len()
+                );
             }
             Ok((i + 1, fields))
         })
@@ -155,13 +168,16 @@ fn csv_records(path: &Path, header: &str) -> Result<Vec<(usize, Vec<String>)>> {
 }
 
 fn number<T: std::str::FromStr>(path: &Path, line: usize, field: &str, what: &str) -> Result<T> {
-    field
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{} line {line}: {what} `{field}` is not a number", path.display()))
+    field.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{} line {line}: {what} `{field}` is not a number",
+            path.display()
+        )
+    })
 }
 
 /// Train L1 per epoch and validation R² per validation, from `metrics.csv`.
-fn read_curves(path: &Path) -> Result<(Vec<(usize, f64)>, Vec<(usize, f64)>)> {
+fn read_curves(path: &Path) -> Result<(Series, Series)> {
     let (mut loss, mut r2) = (BTreeMap::new(), BTreeMap::new());
     for (line, f) in csv_records(path, "epoch,split,metric,value")? {
         let epoch: usize = number(path, line, &f[0], "epoch")?;

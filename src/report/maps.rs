@@ -71,11 +71,19 @@ impl MapFigure {
             min = (min.0.min(x), min.1.min(y));
             max = (max.0.max(x), max.1.max(y));
         }
-        (min.0 <= max.0).then_some(Self { title, panels, min, max })
+        (min.0 <= max.0).then_some(Self {
+            title,
+            panels,
+            min,
+            max,
+        })
     }
 
     fn tiles_wide(&self) -> (u32, u32) {
-        ((self.max.0 - self.min.0 + 1) as u32, (self.max.1 - self.min.1 + 1) as u32)
+        (
+            (self.max.0 - self.min.0 + 1) as u32,
+            (self.max.1 - self.min.1 + 1) as u32,
+        )
     }
 
     /// Pixels per tile: the larger side about 360 px, between 2 and 24.
@@ -109,22 +117,44 @@ impl Figure for MapFigure {
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).drawn()?;
-        root.draw(&Text::new(self.title.clone(), (PAD as i32, 10), text(22))).drawn()?;
+        root.draw(&Text::new(self.title.clone(), (PAD as i32, 10), text(22)))
+            .drawn()?;
         let c = self.cell() as i32;
         let grid_h = self.tiles_wide().1 as i32 * c;
         for (p, panel) in self.panels.iter().enumerate() {
             let x0 = (p as u32 * self.panel_width() + PAD) as i32;
             let y0 = (TITLE + PANEL_TITLE) as i32;
-            root.draw(&Text::new(panel.title.clone(), (x0, TITLE as i32), text(18))).drawn()?;
+            root.draw(&Text::new(
+                panel.title.clone(),
+                (x0, TITLE as i32),
+                text(18),
+            ))
+            .drawn()?;
             for &(x, y, v) in &panel.tiles {
-                let (px, py) = (x0 + (x - self.min.0) as i32 * c, y0 + (y - self.min.1) as i32 * c);
-                root.draw(&Rectangle::new([(px, py), (px + c, py + c)], panel.scale.colour(v).filled()))
-                    .drawn()?;
+                let (px, py) = (
+                    x0 + (x - self.min.0) as i32 * c,
+                    y0 + (y - self.min.1) as i32 * c,
+                );
+                root.draw(&Rectangle::new(
+                    [(px, py), (px + c, py + c)],
+                    panel.scale.colour(v).filled(),
+                ))
+                .drawn()?;
             }
             let w = self.tiles_wide().0 as i32 * c;
-            root.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + grid_h)], BLACK.mix(0.5)))
-                .drawn()?;
-            legend(root, &panel.scale, &panel.units, x0, y0 + grid_h + 10, self.panel_width() as i32 - 2 * PAD as i32)?;
+            root.draw(&Rectangle::new(
+                [(x0, y0), (x0 + w, y0 + grid_h)],
+                BLACK.mix(0.5),
+            ))
+            .drawn()?;
+            legend(
+                root,
+                &panel.scale,
+                &panel.units,
+                x0,
+                y0 + grid_h + 10,
+                self.panel_width() as i32 - 2 * PAD as i32,
+            )?;
         }
         Ok(())
     }
@@ -145,9 +175,13 @@ fn legend<DB: DrawingBackend>(
         Scale::Categorical(labels) => {
             let mut x = x0;
             for (i, label) in labels.iter().enumerate() {
-                root.draw(&Rectangle::new([(x, y0), (x + 14, y0 + 14)], scale.colour(i as f64).filled()))
+                root.draw(&Rectangle::new(
+                    [(x, y0), (x + 14, y0 + 14)],
+                    scale.colour(i as f64).filled(),
+                ))
+                .drawn()?;
+                root.draw(&Text::new(label.clone(), (x + 18, y0), text(14)))
                     .drawn()?;
-                root.draw(&Text::new(label.clone(), (x + 18, y0), text(14))).drawn()?;
                 x += 26 + 8 * label.chars().count() as i32;
                 if x > x0 + width - 40 {
                     break;
@@ -159,17 +193,32 @@ fn legend<DB: DrawingBackend>(
     let steps = width.max(1);
     for i in 0..steps {
         let v = lo + (hi - lo) * i as f64 / (steps - 1).max(1) as f64;
-        root.draw(&Rectangle::new([(x0 + i, y0), (x0 + i + 1, y0 + 14)], scale.colour(v).filled()))
-            .drawn()?;
+        root.draw(&Rectangle::new(
+            [(x0 + i, y0), (x0 + i + 1, y0 + 14)],
+            scale.colour(v).filled(),
+        ))
+        .drawn()?;
     }
-    root.draw(&Text::new(format!("{lo:.2}"), (x0, y0 + 18), text(14))).drawn()?;
+    root.draw(&Text::new(format!("{lo:.2}"), (x0, y0 + 18), text(14)))
+        .drawn()?;
     let hi_label = format!("{hi:.2}");
-    root.draw(&Text::new(hi_label.clone(), (x0 + width - 8 * hi_label.len() as i32, y0 + 18), text(14)))
-        .drawn()?;
-    root.draw(&Text::new(units.to_string(), (x0 + width / 2 - 4 * units.len() as i32, y0 + 36), text(14)))
-        .drawn()?;
+    root.draw(&Text::new(
+        hi_label.clone(),
+        (x0 + width - 8 * hi_label.len() as i32, y0 + 18),
+        text(14),
+    ))
+    .drawn()?;
+    root.draw(&Text::new(
+        units.to_string(),
+        (x0 + width / 2 - 4 * units.len() as i32, y0 + 36),
+        text(14),
+    ))
+    .drawn()?;
     Ok(())
 }
+
+/// A tile's (x, y, target, prediction).
+type Predicted = (i64, i64, f64, f64);
 
 /// Target, prediction and residual of the reference variant's first seed on `dataset`.
 pub fn predictions(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
@@ -184,15 +233,20 @@ pub fn predictions(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
             e.2 += 1;
         }
     }
-    let tiles: Vec<(i64, i64, f64, f64)> = tiles
+    let tiles: Vec<Predicted> = tiles
         .into_iter()
         .map(|((x, y), (t, p, n))| (x, y, t, p / n as f64))
         .collect();
-    let values = tiles.iter().flat_map(|t| [t.2, t.3]).filter(|v| v.is_finite());
-    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let values = tiles
+        .iter()
+        .flat_map(|t| [t.2, t.3])
+        .filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     let max_residual = tiles.iter().map(|t| (t.3 - t.2).abs()).fold(0.0, f64::max);
     let magnitude = Scale::Magnitude { lo, hi };
-    let panel = |title: &str, scale: &Scale, units: &str, f: &dyn Fn(&(i64, i64, f64, f64)) -> f64| MapPanel {
+    let panel = |title: &str, scale: &Scale, units: &str, f: &dyn Fn(&Predicted) -> f64| MapPanel {
         title: title.into(),
         tiles: tiles.iter().map(|t| (t.0, t.1, f(t))).collect(),
         scale: scale.clone(),
@@ -202,7 +256,11 @@ pub fn predictions(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
     MapFigure::new(
         format!(
             "{dataset}: {reference}, seed {seed}, {}",
-            if cv { "out-of-fold test predictions" } else { "test tiles" }
+            if cv {
+                "out-of-fold test predictions"
+            } else {
+                "test tiles"
+            }
         ),
         vec![
             panel("target", &magnitude, "ln emission", &|t| t.2),
@@ -226,7 +284,10 @@ pub fn split(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
     let runs: Vec<_> = runs.into_iter().filter(|r| r.row.seed == seed).collect();
     let cv = runs.iter().all(|r| r.row.fold.is_some()) && runs.len() > 1;
     let (labels, tiles) = if cv {
-        let mut labels: Vec<String> = runs.iter().map(|r| format!("fold {}", r.row.fold.unwrap_or(0))).collect();
+        let mut labels: Vec<String> = runs
+            .iter()
+            .map(|r| format!("fold {}", r.row.fold.unwrap_or(0)))
+            .collect();
         labels.push(UNUSED.into());
         let mut fold_of: BTreeMap<(i64, i64), f64> = BTreeMap::new();
         for r in &runs {
@@ -241,20 +302,39 @@ pub fn split(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
                 }
             }
         }
-        (labels, fold_of.into_iter().map(|((x, y), v)| (x, y, v)).collect::<Vec<_>>())
+        (
+            labels,
+            fold_of
+                .into_iter()
+                .map(|((x, y), v)| (x, y, v))
+                .collect::<Vec<_>>(),
+        )
     } else {
-        let labels: Vec<String> = ["train", "valid", "test", UNUSED].map(String::from).to_vec();
+        let labels: Vec<String> = ["train", "valid", "test", UNUSED]
+            .map(String::from)
+            .to_vec();
         let tiles = runs[0]
             .split
             .iter()
-            .map(|(x, y, s)| (*x, *y, labels.iter().position(|l| l == s).unwrap_or(3) as f64))
+            .map(|(x, y, s)| {
+                (
+                    *x,
+                    *y,
+                    labels.iter().position(|l| l == s).unwrap_or(3) as f64,
+                )
+            })
             .collect();
         (labels, tiles)
     };
     MapFigure::new(
         format!("{dataset}: split of seed {seed}"),
         vec![MapPanel {
-            title: if cv { "test fold of each tile" } else { "role of each tile" }.into(),
+            title: if cv {
+                "test fold of each tile"
+            } else {
+                "role of each tile"
+            }
+            .into(),
             tiles,
             scale: Scale::Categorical(labels),
             units: String::new(),

@@ -39,19 +39,47 @@ pub fn write(experiment_dir: &Path) -> Result<Report> {
     for dataset in &inputs.datasets {
         let slug = slug(dataset);
         if let Some(f) = bars::AblationBars::of(&inputs, dataset) {
-            figures.push(save(&f, &dir, &format!("bars-{slug}"), &format!("{dataset}: ablation bars with 95 % intervals and paired tests against {}", f.reference))?);
+            figures.push(save(
+                &f,
+                &dir,
+                &format!("bars-{slug}"),
+                &format!(
+                    "{dataset}: ablation bars with 95 % intervals and paired tests against {}",
+                    f.reference
+                ),
+            )?);
         }
         if let Some(f) = curves::LearningCurves::of(&inputs, dataset) {
-            figures.push(save(&f, &dir, &format!("curves-{slug}"), &format!("{dataset}: learning curves (mean ± std over runs)"))?);
+            figures.push(save(
+                &f,
+                &dir,
+                &format!("curves-{slug}"),
+                &format!("{dataset}: learning curves (mean ± std over runs)"),
+            )?);
         }
         if let Some(f) = scatter::PredictedVsTrue::of(&inputs, dataset) {
-            figures.push(save(&f, &dir, &format!("predicted-{slug}"), &format!("{dataset}: predicted against true ln-emission on the test tiles"))?);
+            figures.push(save(
+                &f,
+                &dir,
+                &format!("predicted-{slug}"),
+                &format!("{dataset}: predicted against true ln-emission on the test tiles"),
+            )?);
         }
         if let Some(f) = maps::predictions(&inputs, dataset) {
-            figures.push(save(&f, &dir, &format!("map-{slug}"), &format!("{dataset}: target, prediction and residual on the tile grid"))?);
+            figures.push(save(
+                &f,
+                &dir,
+                &format!("map-{slug}"),
+                &format!("{dataset}: target, prediction and residual on the tile grid"),
+            )?);
         }
         if let Some(f) = maps::split(&inputs, dataset) {
-            figures.push(save(&f, &dir, &format!("split-{slug}"), &format!("{dataset}: the split on the tile grid"))?);
+            figures.push(save(
+                &f,
+                &dir,
+                &format!("split-{slug}"),
+                &format!("{dataset}: the split on the tile grid"),
+            )?);
         }
         match city_preview(&inputs, dataset, &dir, &slug) {
             Ok(Some(saved)) => figures.push(saved),
@@ -60,12 +88,26 @@ pub fn write(experiment_dir: &Path) -> Result<Report> {
         }
     }
     if let Some(f) = transfer::TransferHeatmap::of(&inputs) {
-        figures.push(save(&f, &dir, "transfer", "Transfer matrix: test R², trained on (rows) × tested on (columns)")?);
+        figures.push(save(
+            &f,
+            &dir,
+            "transfer",
+            "Transfer matrix: test R², trained on (rows) × tested on (columns)",
+        )?);
     }
     if let Some(f) = cd::CriticalDifference::of(&inputs) {
-        figures.push(save(&f, &dir, "critical-difference", "Critical-difference diagram of test R² over datasets")?);
+        figures.push(save(
+            &f,
+            &dir,
+            "critical-difference",
+            "Critical-difference diagram of test R² over datasets",
+        )?);
     }
-    let report = Report { dir, figures, skipped };
+    let report = Report {
+        dir,
+        figures,
+        skipped,
+    };
     page::write(&inputs, &report)?;
     Ok(report)
 }
@@ -89,7 +131,8 @@ fn city_preview(inputs: &Inputs, dataset: &str, dir: &Path, slug: &str) -> Resul
         return Ok(None);
     };
     let path = run.dir.join("spec.resolved.yaml");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     let spec: crate::spec::RunSpec =
         serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     if !matches!(spec.dataset, crate::spec::DatasetSpec::Synthetic(_)) {
@@ -97,18 +140,28 @@ fn city_preview(inputs: &Inputs, dataset: &str, dir: &Path, slug: &str) -> Resul
     }
     let city = crate::data::load_city(&spec.dataset, &Default::default())?;
     let stem = format!("city-{slug}");
-    let side = city.keys.iter().map(|k| k.x).max().unwrap_or(0) - city.keys.iter().map(|k| k.x).min().unwrap_or(0) + 1;
+    let side = city.keys.iter().map(|k| k.x).max().unwrap_or(0)
+        - city.keys.iter().map(|k| k.x).min().unwrap_or(0)
+        + 1;
     let cell = (480 / side.max(1) as usize).clamp(4, 32);
     crate::data::preview::write_png(&city, &dir.join(format!("{stem}.png")), cell)?;
     Ok(Some(Saved {
         stem,
-        caption: format!("{dataset}: satellite mosaic (left) and ln-emission (right; black: no tile)"),
+        caption: format!(
+            "{dataset}: satellite mosaic (left) and ln-emission (right; black: no tile)"
+        ),
     }))
 }
 
 /// A file-name-safe form of a dataset label.
 pub fn slug(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

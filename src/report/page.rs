@@ -52,7 +52,11 @@ pub fn write(inputs: &Inputs, report: &Report) -> Result<()> {
     );
     html.push_str("<nav><ul>\n");
     for (i, f) in report.figures.iter().enumerate() {
-        let _ = writeln!(html, "<li><a href=\"#fig{i}\">{}</a></li>", escape(&f.caption));
+        let _ = writeln!(
+            html,
+            "<li><a href=\"#fig{i}\">{}</a></li>",
+            escape(&f.caption)
+        );
     }
     html.push_str("<li><a href=\"#tables\">Tables</a></li></ul></nav>\n");
     for (i, f) in report.figures.iter().enumerate() {
@@ -107,7 +111,13 @@ fn inline(s: &str) -> String {
     escape(s)
         .split("**")
         .enumerate()
-        .map(|(i, part)| if i % 2 == 1 { format!("<strong>{part}</strong>") } else { part.to_string() })
+        .map(|(i, part)| {
+            if i % 2 == 1 {
+                format!("<strong>{part}</strong>")
+            } else {
+                part.to_string()
+            }
+        })
         .collect()
 }
 
@@ -134,8 +144,15 @@ pub fn markdown_to_html(md: &str) -> String {
     for line in md.lines() {
         let t = line.trim();
         if t.starts_with('|') {
-            let cells: Vec<String> = t.trim_matches('|').split('|').map(|c| c.trim().to_string()).collect();
-            if !cells.iter().all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':')) {
+            let cells: Vec<String> = t
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            if !cells
+                .iter()
+                .all(|c| !c.is_empty() && c.chars().all(|ch| ch == '-' || ch == ':'))
+            {
                 table.push(cells);
             }
             continue;
@@ -160,7 +177,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -194,11 +215,17 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_and_tables_become_html() {
-        assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(
+            escape("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
         let html = markdown_to_html("## T <x>\n\n| a | b |\n|---|---|\n| **1** | <2> |\n");
         assert!(html.contains("<h3>T &lt;x&gt;</h3>"), "{html}");
         assert!(html.contains("<tr><th>a</th><th>b</th></tr>"), "{html}");
-        assert!(html.contains("<td><strong>1</strong></td><td>&lt;2&gt;</td>"), "{html}");
+        assert!(
+            html.contains("<td><strong>1</strong></td><td>&lt;2&gt;</td>"),
+            "{html}"
+        );
         assert!(!html.contains("---"));
     }
 }

@@ -38,7 +38,10 @@ impl PredictedVsTrue {
                     .flat_map(|r| r.predictions.iter().map(|p| (p.target, p.prediction)))
                     .filter(|(t, p)| t.is_finite() && p.is_finite())
                     .collect();
-                let r2: Vec<f64> = runs.iter().filter_map(|r| r.row.metrics.as_ref().map(|m| m.r2)).collect();
+                let r2: Vec<f64> = runs
+                    .iter()
+                    .filter_map(|r| r.row.metrics.as_ref().map(|m| m.r2))
+                    .collect();
                 (!points.is_empty()).then(|| Panel {
                     variant: variant.clone(),
                     colour,
@@ -70,12 +73,19 @@ impl Figure for PredictedVsTrue {
         root.fill(&WHITE).drawn()?;
         let root = root
             .titled(
-                &format!("Predicted vs true ln-emission, test tiles — {}", self.dataset),
+                &format!(
+                    "Predicted vs true ln-emission, test tiles — {}",
+                    self.dataset
+                ),
                 text(22),
             )
             .drawn()?;
         // One scale for every panel, so that panels compare.
-        let (lo, hi) = padded_range(self.panels.iter().flat_map(|p| p.points.iter().flat_map(|&(t, y)| [t, y])));
+        let (lo, hi) = padded_range(
+            self.panels
+                .iter()
+                .flat_map(|p| p.points.iter().flat_map(|&(t, y)| [t, y])),
+        );
         let areas = root.split_evenly(self.grid());
         for (panel, area) in self.panels.iter().zip(&areas) {
             let colour = series_colour(panel.colour);
@@ -97,7 +107,10 @@ impl Figure for PredictedVsTrue {
                 .draw()
                 .drawn()?;
             chart
-                .draw_series(LineSeries::new([(lo, lo), (hi, hi)], BLACK.mix(0.6).stroke_width(1)))
+                .draw_series(LineSeries::new(
+                    [(lo, lo), (hi, hi)],
+                    BLACK.mix(0.6).stroke_width(1),
+                ))
                 .drawn()?;
             chart
                 .draw_series(
@@ -107,7 +120,10 @@ impl Figure for PredictedVsTrue {
                         .map(|&(t, y)| Circle::new((t, y), 2, colour.mix(0.55).filled())),
                 )
                 .drawn()?
-                .label(format!("R² {:.3} (mean of {} runs)", panel.mean_r2, panel.runs))
+                .label(format!(
+                    "R² {:.3} (mean of {} runs)",
+                    panel.mean_r2, panel.runs
+                ))
                 .legend(move |(x, y)| Circle::new((x + 8, y), 4, colour.filled()));
             chart
                 .configure_series_labels()

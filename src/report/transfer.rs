@@ -32,16 +32,26 @@ impl TransferHeatmap {
         for variant in &inputs.variants {
             let mut sums: BTreeMap<(String, String), (f64, usize)> = BTreeMap::new();
             let mut add = |s: &str, t: &str, v: f64| {
-                let e = sums.entry((s.to_string(), t.to_string())).or_insert((0.0, 0));
+                let e = sums
+                    .entry((s.to_string(), t.to_string()))
+                    .or_insert((0.0, 0));
                 e.0 += v;
                 e.1 += 1;
             };
-            let runs = inputs.runs.iter().filter(|r| &r.row.variant == variant && !r.row.transfer.is_empty());
+            let runs = inputs
+                .runs
+                .iter()
+                .filter(|r| &r.row.variant == variant && !r.row.transfer.is_empty());
             for r in runs {
                 if let Some(m) = &r.row.metrics {
                     add(&r.row.dataset, &r.row.dataset, m.r2);
                 }
-                for t in r.row.transfer.iter().filter(|t| t.fraction == 0.0 && t.tiles == "all") {
+                for t in r
+                    .row
+                    .transfer
+                    .iter()
+                    .filter(|t| t.fraction == 0.0 && t.tiles == "all")
+                {
                     add(&r.row.dataset, &t.target, t.metrics.r2);
                     if !cities.contains(&t.target) {
                         cities.push(t.target.clone());
@@ -51,7 +61,10 @@ impl TransferHeatmap {
             if sums.len() > 1 {
                 matrices.push(Matrix {
                     variant: variant.clone(),
-                    cells: sums.into_iter().map(|(k, (s, n))| (k, s / n as f64)).collect(),
+                    cells: sums
+                        .into_iter()
+                        .map(|(k, (s, n))| (k, s / n as f64))
+                        .collect(),
                 });
             }
         }
@@ -60,7 +73,11 @@ impl TransferHeatmap {
             .flat_map(|m| m.cells.values().copied())
             .fold(0.0f64, f64::min)
             .max(-1.0);
-        (!matrices.is_empty()).then_some(Self { cities, matrices, lo })
+        (!matrices.is_empty()).then_some(Self {
+            cities,
+            matrices,
+            lo,
+        })
     }
 
     fn grid(&self) -> (usize, usize) {
@@ -105,42 +122,80 @@ impl Figure for TransferHeatmap {
     fn size(&self) -> (u32, u32) {
         let (rows, cols) = self.grid();
         let (w, h) = self.panel_size();
-        ((cols as i32 * w).max(LABEL + 480) as u32, (TITLE + rows as i32 * h + BAR) as u32)
+        (
+            (cols as i32 * w).max(LABEL + 480) as u32,
+            (TITLE + rows as i32 * h + BAR) as u32,
+        )
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).drawn()?;
         root.draw(&Text::new(
-            "Transfer: test R² (rows: trained on; columns: tested on; zero-shot off the diagonal)".to_string(),
+            "Transfer: test R² (rows: trained on; columns: tested on; zero-shot off the diagonal)"
+                .to_string(),
             (10, 10),
             text(20),
         ))
         .drawn()?;
         for (m, matrix) in self.matrices.iter().enumerate() {
             let (x0, y0) = self.cell_origin(m, 0, 0);
-            root.draw(&Text::new(matrix.variant.clone(), (x0, y0 - HEAD + 2), text(18))).drawn()?;
+            root.draw(&Text::new(
+                matrix.variant.clone(),
+                (x0, y0 - HEAD + 2),
+                text(18),
+            ))
+            .drawn()?;
             for (j, target) in self.cities.iter().enumerate() {
-                root.draw(&Text::new(short(target, 11), (x0 + j as i32 * CELL + 4, y0 - 22), text(14))).drawn()?;
+                root.draw(&Text::new(
+                    short(target, 11),
+                    (x0 + j as i32 * CELL + 4, y0 - 22),
+                    text(14),
+                ))
+                .drawn()?;
             }
             for (i, source) in self.cities.iter().enumerate() {
                 let y = y0 + i as i32 * CELL;
-                root.draw(&Text::new(short(source, 14), (x0 - LABEL + 4, y + CELL / 2 - 8), text(14))).drawn()?;
+                root.draw(&Text::new(
+                    short(source, 14),
+                    (x0 - LABEL + 4, y + CELL / 2 - 8),
+                    text(14),
+                ))
+                .drawn()?;
                 for (j, target) in self.cities.iter().enumerate() {
                     let (x, y) = self.cell_origin(m, i, j);
                     let Some(&r2) = matrix.cells.get(&(source.clone(), target.clone())) else {
-                        root.draw(&Rectangle::new([(x, y), (x + CELL, y + CELL)], RGBColor(235, 235, 235).filled()))
-                            .drawn()?;
+                        root.draw(&Rectangle::new(
+                            [(x, y), (x + CELL, y + CELL)],
+                            RGBColor(235, 235, 235).filled(),
+                        ))
+                        .drawn()?;
                         continue;
                     };
-                    root.draw(&Rectangle::new([(x, y), (x + CELL, y + CELL)], self.colour(r2).filled())).drawn()?;
+                    root.draw(&Rectangle::new(
+                        [(x, y), (x + CELL, y + CELL)],
+                        self.colour(r2).filled(),
+                    ))
+                    .drawn()?;
                     // Dark text on the light (yellow-green) end of viridis, white elsewhere.
-                    let ink = if (r2.max(self.lo) - self.lo) / (1.0 - self.lo) > 0.6 { BLACK } else { WHITE };
-                    root.draw(&Text::new(format!("{r2:.2}"), (x + CELL / 2 - 20, y + CELL / 2 - 8), text(16).color(&ink)))
-                        .drawn()?;
+                    let ink = if (r2.max(self.lo) - self.lo) / (1.0 - self.lo) > 0.6 {
+                        BLACK
+                    } else {
+                        WHITE
+                    };
+                    root.draw(&Text::new(
+                        format!("{r2:.2}"),
+                        (x + CELL / 2 - 20, y + CELL / 2 - 8),
+                        text(16).color(&ink),
+                    ))
+                    .drawn()?;
                 }
             }
             let side = self.cities.len() as i32 * CELL;
-            root.draw(&Rectangle::new([(x0, y0), (x0 + side, y0 + side)], BLACK.mix(0.5))).drawn()?;
+            root.draw(&Rectangle::new(
+                [(x0, y0), (x0 + side, y0 + side)],
+                BLACK.mix(0.5),
+            ))
+            .drawn()?;
         }
         // Colour bar.
         let (_, h) = self.size();
@@ -148,12 +203,26 @@ impl Figure for TransferHeatmap {
         let width = 360;
         for i in 0..width {
             let v = self.lo + (1.0 - self.lo) * i as f64 / (width - 1) as f64;
-            root.draw(&Rectangle::new([(LABEL + i, y), (LABEL + i + 1, y + 16)], self.colour(v).filled())).drawn()?;
+            root.draw(&Rectangle::new(
+                [(LABEL + i, y), (LABEL + i + 1, y + 16)],
+                self.colour(v).filled(),
+            ))
+            .drawn()?;
         }
         // The scale stops at −1: lower R² (a worse fit than the target mean) shares its colour.
-        let low = if self.lo <= -1.0 { format!("R² ≤ {:.2}", self.lo) } else { format!("R² {:.2}", self.lo) };
-        root.draw(&Text::new(low, (LABEL - 100, y), text(14))).drawn()?;
-        root.draw(&Text::new("1.00".to_string(), (LABEL + width + 6, y), text(14))).drawn()?;
+        let low = if self.lo <= -1.0 {
+            format!("R² ≤ {:.2}", self.lo)
+        } else {
+            format!("R² {:.2}", self.lo)
+        };
+        root.draw(&Text::new(low, (LABEL - 100, y), text(14)))
+            .drawn()?;
+        root.draw(&Text::new(
+            "1.00".to_string(),
+            (LABEL + width + 6, y),
+            text(14),
+        ))
+        .drawn()?;
         Ok(())
     }
 }

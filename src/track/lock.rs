@@ -80,7 +80,11 @@ pub fn holder(run_dir: &Path) -> Option<String> {
     match flock(&file, false) {
         Ok(false) => {
             let holder = read_holder(&mut file);
-            Some(if holder.is_empty() { "another process".into() } else { holder })
+            Some(if holder.is_empty() {
+                "another process".into()
+            } else {
+                holder
+            })
         }
         // Free (released when `file` closes), or not lockable: no one to name.
         _ => None,
