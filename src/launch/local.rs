@@ -46,7 +46,8 @@ pub fn run(
 ) -> Result<Outcome> {
     let logs = inv.out.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let multi = progress.then(MultiProgress::new);
+    // Bars on a terminal; plain lines elsewhere (a hidden MultiProgress would swallow them).
+    let multi = progress.then(MultiProgress::new).filter(|m| !m.is_hidden());
     let total = jobs.len();
     let overall = multi.as_ref().map(|m| {
         let bar = m.add(ProgressBar::new(total as u64));
