@@ -66,16 +66,19 @@ fn jobs_2_gives_the_metrics_of_a_sequential_sweep_and_status_reads_them() {
     runner::run_sweep(&e, &common::run_options(&sequential), &[]).unwrap();
 
     let parallel = tmp.path().join("parallel");
-    let o = opencarbon(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        parallel.to_str().unwrap(),
-        "--jobs",
-        "2",
-        "--quiet",
-        "--no-report",
-    ]);
+    let run_jobs_2 = || {
+        opencarbon(&[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            parallel.to_str().unwrap(),
+            "--jobs",
+            "2",
+            "--quiet",
+            "--no-report",
+        ])
+    };
+    let o = run_jobs_2();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(metrics(&parallel), metrics(&sequential));
     assert_eq!(
@@ -139,16 +142,7 @@ fn jobs_2_gives_the_metrics_of_a_sequential_sweep_and_status_reads_them() {
     );
 
     // Launching again runs only the two missing runs.
-    let o = opencarbon(&[
-        "run",
-        spec.to_str().unwrap(),
-        "--out",
-        parallel.to_str().unwrap(),
-        "--jobs",
-        "2",
-        "--quiet",
-        "--no-report",
-    ]);
+    let o = run_jobs_2();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("2 to run"), "{}", text(&o));
     assert_eq!(launch::read_manifest(&manifest).unwrap().len(), 2);

@@ -56,22 +56,12 @@ pub fn task_script(
     manifest: &Path,
     logs: &Path,
 ) -> String {
-    let mut s = String::from("#!/bin/bash\n");
-    s.push_str(&format!(
-        "#SBATCH --job-name={}\n",
-        shell_quote(&format!("oc-{name}"))
-    ));
-    s.push_str(&format!(
-        "#SBATCH --output={}\n",
-        logs.join("task-%A_%a.log").display()
-    ));
-    s.push_str("#SBATCH --requeue\n");
-    push_resources(&mut s, config, true);
-    s.push_str("set -euo pipefail\n");
-    for line in &config.setup {
-        s.push_str(line);
-        s.push('\n');
-    }
+    let mut s = script_head(
+        config,
+        &format!("oc-{name}"),
+        &logs.join("task-%A_%a.log"),
+        true,
+    );
     let mut command = vec![shell_quote(&inv.program.display().to_string())];
     for a in inv.task_args(manifest, "TASK") {
         command.push(if a == "TASK" {
@@ -92,21 +82,12 @@ pub fn finish_script(
     manifest: &Path,
     logs: &Path,
 ) -> String {
-    let mut s = String::from("#!/bin/bash\n");
-    s.push_str(&format!(
-        "#SBATCH --job-name={}\n",
-        shell_quote(&format!("oc-{name}-finish"))
-    ));
-    s.push_str(&format!(
-        "#SBATCH --output={}\n",
-        logs.join("finish-%j.log").display()
-    ));
-    push_resources(&mut s, config, false);
-    s.push_str("set -uo pipefail\n");
-    for line in &config.setup {
-        s.push_str(line);
-        s.push('\n');
-    }
+    let mut s = script_head(
+        config,
+        &format!("oc-{name}-finish"),
+        &logs.join("finish-%j.log"),
+        false,
+    );
     let bin = shell_quote(&inv.program.display().to_string());
     let out = shell_quote(&inv.out.display().to_string());
     s.push_str(&format!("{bin} results {out} || exit 1\n"));
@@ -117,6 +98,29 @@ pub fn finish_script(
         "exec {bin} status {out} --require-done {}\n",
         shell_quote(&manifest.display().to_string())
     ));
+    s
+}
+
+/// A script's first lines: the `#SBATCH` options (an array task's with `--requeue` and the
+/// per-task resources), the shell's error options, then the spec's setup lines.
+fn script_head(config: &SlurmConfig, job_name: &str, output: &Path, task: bool) -> String {
+    let mut s = String::from("#!/bin/bash\n");
+    s.push_str(&format!("#SBATCH --job-name={}\n", shell_quote(job_name)));
+    s.push_str(&format!("#SBATCH --output={}\n", output.display()));
+    if task {
+        s.push_str("#SBATCH --requeue\n");
+    }
+    push_resources(&mut s, config, task);
+    // A task stops at its first error; the finishing job checks each step's status itself.
+    s.push_str(if task {
+        "set -euo pipefail\n"
+    } else {
+        "set -uo pipefail\n"
+    });
+    for line in &config.setup {
+        s.push_str(line);
+        s.push('\n');
+    }
     s
 }
 

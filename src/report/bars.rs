@@ -10,7 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::figure::{padded_range, series_colour, text, Drawn, Figure};
 use super::inputs::Inputs;
-use crate::results::comparison::{self, ALPHA};
+use crate::results::comparison::ALPHA;
 use crate::stats::special::t_critical;
 
 pub struct Bar {
@@ -65,8 +65,7 @@ impl AblationBars {
         if variants.len() < 2 {
             return None;
         }
-        let order: Vec<String> = inputs.variants.clone();
-        let compared = comparison::compare(&inputs.rows, &reference, &order);
+        let compared = inputs.comparison();
         let metrics = METRICS
             .iter()
             .map(|&(metric, label)| MetricBars {

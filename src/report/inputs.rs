@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 
+use crate::results::comparison::{self, ComparisonRow};
 use crate::results::{self, RunRow, TableOptions};
 
 /// (epoch, value) pairs, in epoch order.
@@ -45,6 +47,8 @@ pub struct Inputs {
     pub rows: Vec<RunRow>,
     /// Runs that are there but not finished or not trusted, and why: listed on the page.
     pub left_out: Vec<String>,
+    /// Every variant against the reference, computed once for all datasets ([`Self::comparison`]).
+    comparison: OnceLock<Vec<ComparisonRow>>,
 }
 
 impl Inputs {
@@ -99,6 +103,7 @@ impl Inputs {
             })
             .collect();
         Ok(Self {
+            comparison: OnceLock::new(),
             left_out,
             dir: dir.to_path_buf(),
             runs,
@@ -106,6 +111,15 @@ impl Inputs {
             reference,
             datasets,
             rows,
+        })
+    }
+
+    /// The paired comparisons against the reference variant (empty without one), over every
+    /// dataset and metric: the bootstrap behind them is computed once per report.
+    pub fn comparison(&self) -> &[ComparisonRow] {
+        self.comparison.get_or_init(|| match &self.reference {
+            Some(reference) => comparison::compare(&self.rows, reference, &self.variants),
+            None => Vec::new(),
         })
     }
 
