@@ -14,4 +14,4 @@ TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
 
 cargo test --locked --no-default-features --features tch "$@"
 OPENCARBON_CONV_GRAD=burn OPENCARBON_TCH_BATCH_NORM=burn OPENCARBON_ADAM=burn \
-    cargo test --locked --no-default-features --features tch --test parity --test kernels
+    cargo test --locked --no-default-features --features tch --test integration -- parity:: kernels::

@@ -1,6 +1,6 @@
 //! Every block's output shape, and the losses against hand-computed numbers.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Int, Tensor, TensorData};
 use opencarbon::data::{BatchPlan, NeighbourIndex};

@@ -2,7 +2,7 @@
 //! `comparison.*` holds the paired statistics, `summary.md` marks what is significant, and the
 //! spec's expectations gate `run` and `results --check` (with JUnit XML).
 
-mod common;
+use crate::common;
 
 use opencarbon::results;
 use opencarbon::runner;

@@ -1,7 +1,7 @@
 //! Cities as data: canonical directories round-trip and reject bad input with one clear error
 //! each; the ODIAC importer reads the real tables; splits and neighbourhoods keep their promises.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::path::Path;

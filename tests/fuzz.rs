@@ -7,7 +7,7 @@
 //! fixed seed (`OPENCARBON_FUZZ_SEED`, default 1) so that CI is repeatable; vary the seed by hand
 //! to search further.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

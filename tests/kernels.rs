@@ -2,7 +2,7 @@
 //! update, against hand-computed values and against other routes to the same result. They run on
 //! the default backend in CI and, with `--features tch`, on libtorch's native kernels.
 
-mod common;
+use crate::common;
 
 use burn::module::{Module, Param};
 use burn::optim::GradientsParams;

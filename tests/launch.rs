@@ -2,7 +2,7 @@
 //! tells done from failed and pending, and a worker refuses a task its manifest does not hold.
 //! (The Slurm launcher is tested against a real Slurm by scripts/test-slurm.sh.)
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -8,7 +8,7 @@
 //! element-wise relative error is meaningless near zero). Tolerance 1e-4 in fp32. Each test prints
 //! its errors (`cargo test --test parity -- --nocapture`).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `opencarbon predict`: placement, the GeoTIFF (read back by rasterio when the test command set
 //! OPENCARBON_PYTHON), ensembles, old run directories and bad areas.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -4,7 +4,7 @@
 //! self-contained and renders in a real headless Chromium with every image loaded; a damaged
 //! run file is an error naming it.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

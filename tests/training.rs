@@ -1,7 +1,7 @@
 //! Short training runs: the loss falls, the same seed gives the same metrics, and a run writes
 //! the run directory of DESIGN.md (its TensorBoard scalars read back by TensorBoard itself).
 
-mod common;
+use crate::common;
 
 use opencarbon::backend::DeviceChoice;
 use opencarbon::data::SplitConfig;

@@ -1,7 +1,7 @@
 //! Transfer: joining cities (and the error when they differ), nested few-shot blocks, per-city
 //! normalisation, spec expansion, whole transfer runs (network and baselines) and the matrix table.
 
-mod common;
+use crate::common;
 
 use opencarbon::data::split::nested_blocks;
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};

@@ -1,0 +1,25 @@
+//! Every integration test, as modules of one test binary (`cargo test --test integration`).
+//!
+//! One binary, not one per file: each test binary links all of burn and polars (about 700 MB
+//! with line tables), so twenty of them cost minutes of linking and gigabytes of disk per
+//! backend. Select a file's tests by module path: `cargo test --test integration parity::`.
+
+mod common;
+
+mod blocks;
+mod conclusions;
+mod data;
+mod experiment;
+mod fuzz;
+mod gbt_reference;
+mod kernels;
+mod launch;
+mod opencarbon_release;
+mod parity;
+mod predict;
+mod reliability;
+mod report;
+mod spec;
+mod stats;
+mod training;
+mod transfer;
