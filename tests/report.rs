@@ -301,6 +301,20 @@ variants:
     let e = Experiment::parse(spec, "damaged.yaml", &[]).unwrap();
     runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
     report::write(&out).unwrap();
+    // A report killed mid-write leaves its scratch file; the next report sweeps a dead writer's,
+    // and leaves a live one's (this process) alone.
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        out.join(format!("report/.report.md.{pid}.tmp"))
+    };
+    let live = out.join(format!("report/.notes.md.{}.tmp", std::process::id()));
+    std::fs::write(&dead, "half a report").unwrap();
+    std::fs::write(&live, "kept").unwrap();
+    report::write(&out).unwrap();
+    assert!(!dead.exists(), "a dead writer's scratch file stayed");
+    assert!(live.exists());
     let run = out.join("runs").join(e.runs[0].run_id());
     // A damaged predictions.csv makes the run untrusted (runner::resume): the report is still
     // written, and says which run it left out and why.

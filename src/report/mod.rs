@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::track::atomic;
 use anyhow::{Context, Result};
 
 pub mod bars;
@@ -34,6 +35,8 @@ pub fn write(experiment_dir: &Path) -> Result<Report> {
     let inputs = Inputs::read(experiment_dir)?;
     let dir = experiment_dir.join("report");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A report killed mid-write leaves its writer's scratch files; the next one sweeps them.
+    atomic::remove_dead_scratch(&dir);
     let mut figures = Vec::new();
     let mut skipped = inputs.left_out.clone();
     for dataset in &inputs.datasets {
