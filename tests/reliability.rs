@@ -359,3 +359,32 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// `bench --compare-cpu` checks the programs it compares against before measuring anything, and
+/// names the one it cannot run.
+#[test]
+fn bench_compare_cpu_names_a_program_it_cannot_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bench = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["bench", "--compare-cpu", "--tiles", "16", "--side", "16"])
+            .args(["--poi-categories", "2", "--batch", "4", "--steps", "1"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let missing = tmp.path().join("no-python");
+    let err = bench(&["--torch-python", missing.to_str().unwrap()]);
+    assert!(
+        err.contains("--torch-python") && err.contains("no-python"),
+        "{err}"
+    );
+    // A program that runs but cannot import torch (any that exits non-zero).
+    let err = bench(&["--torch-python", "false"]);
+    assert!(err.contains("cannot import torch"), "{err}");
+    let err = bench(&["--reference", "tools/bench/missing.py"]);
+    assert!(err.contains("tools/bench/missing.py"), "{err}");
+}

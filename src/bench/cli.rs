@@ -57,6 +57,20 @@ pub struct BenchArgs {
     /// Where --predict-area keeps its city, model and outputs (the city is reused when present)
     #[arg(long, default_value = "target/bench-predict-area")]
     work: PathBuf,
+    /// Instead, compare CPU training and inference of this binary's backend, a libtorch build
+    /// (--tch-binary) and the PyTorch reference (--torch-python), both data paths, one table
+    /// (scripts/bench-cpu.sh builds and passes both)
+    #[arg(long)]
+    compare_cpu: bool,
+    /// With --compare-cpu: an opencarbon binary built with `--features tch`
+    #[arg(long, env = "OPENCARBON_TCH_BINARY")]
+    tch_binary: Option<PathBuf>,
+    /// With --compare-cpu: a Python with torch
+    #[arg(long, env = "OPENCARBON_TORCH_PYTHON", default_value = "python3")]
+    torch_python: PathBuf,
+    /// With --compare-cpu: the PyTorch reference script
+    #[arg(long, default_value = "tools/bench/pytorch_reference.py")]
+    reference: PathBuf,
 }
 
 pub fn main(args: BenchArgs) -> Result<()> {
@@ -115,20 +129,33 @@ pub fn main(args: BenchArgs) -> Result<()> {
     if args.batch < 2 || args.steps == 0 {
         bail!("--batch must be ≥ 2 and --steps ≥ 1");
     }
-    let rows = super::run(
-        &BenchConfig {
-            tiles: args.tiles,
-            side: args.side,
-            poi_categories: args.poi_categories,
-            batch: args.batch,
-            warmup: args.warmup,
-            steps: args.steps,
-            paths,
-            precision: args.precision,
-            profile: args.profile.clone(),
-        },
-        device,
-    )?;
+    let config = BenchConfig {
+        tiles: args.tiles,
+        side: args.side,
+        poi_categories: args.poi_categories,
+        batch: args.batch,
+        warmup: args.warmup,
+        steps: args.steps,
+        paths,
+        precision: args.precision,
+        profile: args.profile.clone(),
+    };
+    if args.compare_cpu {
+        if !matches!(device, DeviceChoice::Cpu) {
+            bail!("--compare-cpu measures on the CPU: leave --device at cpu");
+        }
+        let rows = super::cpu::compare(
+            &config,
+            &super::cpu::Others {
+                tch_binary: args.tch_binary.clone(),
+                torch_python: args.torch_python.clone(),
+                reference: args.reference.clone(),
+            },
+        )?;
+        print!("{}", super::cpu::table(&rows));
+        return append_json(json, &rows);
+    }
+    let rows = super::run(&config, device)?;
     print!("{}", super::table(&rows));
     append_json(json, &rows)
 }

@@ -3,6 +3,7 @@
 //! on the host per batch, encoders run once per window position).
 
 pub mod cli;
+pub mod cpu;
 pub mod predict_area;
 pub mod resnet18;
 pub mod trace;
@@ -43,7 +44,7 @@ pub struct BenchConfig {
     pub profile: Option<std::path::PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataPath {
     /// Tile store on the device, each distinct tile of a batch encoded once, whole-city
