@@ -5,7 +5,9 @@ use crate::common;
 use burn::tensor::{Int, Tensor, TensorData};
 use opencarbon::data::{BatchPlan, NeighbourIndex};
 use opencarbon::model::aggregate_attention::AggregateAttention;
-use opencarbon::model::config::{EncoderBatching, ImageEncoderConfig, MissingNeighbour};
+use opencarbon::model::config::{
+    EncoderBatching, ImageEncoderConfig, MissingNeighbour, WindowOrder,
+};
 use opencarbon::model::image_encoder::ImageEncoder;
 use opencarbon::model::neighbourhood_cnn::NeighbourhoodCnn;
 use opencarbon::model::poi_encoder::PoiEncoder;
@@ -127,6 +129,11 @@ fn full_network_forward_shapes_for_every_ablation() {
         ),
         (
             vec![Modality::Image, Modality::Poi],
+            1,
+            EncoderBatching::Script,
+        ),
+        (
+            vec![Modality::Image, Modality::Poi],
             0,
             EncoderBatching::Distinct,
         ),
@@ -193,6 +200,77 @@ fn distinct_batching_encodes_each_tile_once() {
         .window_rows
         .iter()
         .all(|&r| (r as usize) < script.tiles.len()));
+}
+
+/// `encoder_batching: script` with `window_order: xy` and tile-0 neighbours encodes exactly the
+/// tiles `main_contrastive.py` encodes, in its order: its neighbour matrix `[N, w, w]` (indexed
+/// `[x − x₀ + k, y − y₀ + k]`, 0 where no tile is), flattened sample by sample and cut into w²
+/// chunks of B, transcribed here from the script rather than from our index.
+#[test]
+fn script_batching_encodes_the_scripts_chunks() {
+    let city = common::tiny_city(3);
+    let lookup: std::collections::HashMap<(i64, i64), usize> = city
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ((k.x, k.y), i))
+        .collect();
+    let k = 1i64;
+    let w = 3usize;
+    let script_matrix = |t: usize| -> Vec<usize> {
+        let (x0, y0) = (city.keys[t].x, city.keys[t].y);
+        let mut m = vec![0usize; w * w];
+        for x in x0 - k..=x0 + k {
+            for y in y0 - k..=y0 + k {
+                if let Some(&i) = lookup.get(&(x, y)) {
+                    m[((x - x0 + k) as usize) * w + (y - y0 + k) as usize] = i;
+                }
+            }
+        }
+        m
+    };
+    // A batch with edge tiles, whose missing neighbours become tile 0.
+    let samples: Vec<usize> = city.samples().into_iter().step_by(3).take(7).collect();
+    let flattened: Vec<usize> = samples.iter().flat_map(|&s| script_matrix(s)).collect();
+    let index = NeighbourIndex::with_order(&city, 1, WindowOrder::Xy);
+    let plan = BatchPlan::new(
+        &samples,
+        Some(&index),
+        EncoderBatching::Script,
+        MissingNeighbour::Tile0,
+    );
+    assert_eq!(plan.tiles, flattened);
+    assert_eq!(plan.encode_chunks, 9, "w² chunks of B = {}", samples.len());
+    // Each sample reads its own w² rows, in the script's [x, y] grid, its centre in the middle.
+    let own: Vec<i64> = (0..samples.len() as i64 * 9).collect();
+    assert_eq!(plan.window_rows, own);
+    for (b, &s) in samples.iter().enumerate() {
+        assert_eq!(plan.tiles[plan.centre_rows[b] as usize], s);
+    }
+    // With masking, a missing neighbour reads the zero row instead, and the chunks keep their size.
+    let masked = BatchPlan::new(
+        &samples,
+        Some(&index),
+        EncoderBatching::Script,
+        MissingNeighbour::Mask,
+    );
+    assert_eq!(masked.tiles.len(), samples.len() * 9);
+    for (b, &s) in samples.iter().enumerate() {
+        for (j, n) in index.windows[s].iter().enumerate() {
+            let row = masked.window_rows[b * 9 + j] as usize;
+            match n {
+                Some(t) => assert_eq!(masked.tiles[row], *t),
+                None => assert_eq!(row, masked.tiles.len()),
+            }
+        }
+    }
+    assert!(
+        masked
+            .window_rows
+            .iter()
+            .any(|&r| r as usize == masked.tiles.len()),
+        "the batch has no edge tile, so masking was not exercised"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use opencarbon::model::{Modality, ModelConfig};
 use opencarbon::runner::{self, RunOptions, RunOutcome};
 use opencarbon::spec::RunSpec;
 use opencarbon::track::MemorySink;
-use opencarbon::train::config::{EarlyStopping, StoppingRule};
+use opencarbon::train::config::{EarlyStopping, Schedule, StoppingRule};
 use opencarbon::train::{self, Hooks, TrainConfig};
 
 fn short_config(epochs: usize) -> TrainConfig {
@@ -184,4 +184,62 @@ fn check_tensorboard_against_csv(dir: &std::path::Path) {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// `train.schedule: script` counts epochs from 0 as `main_contrastive.py` does: InfoNCE once the
+/// 0-based epoch exceeds `contrastive_epoch`, validation when it is a multiple of `validate_every`
+/// (1-based epochs 1, 6, …, never forced after the last); ours counts from 1 and validates last.
+#[test]
+fn the_scripts_schedule_counts_epochs_from_zero() {
+    let city = common::tiny_city(11);
+    let split = SplitConfig::default().split(&city, 1).unwrap();
+    let model = ModelConfig {
+        modalities: vec![Modality::Image, Modality::Poi],
+        neighbourhood: 0,
+        ..Default::default()
+    };
+    let logged = |schedule: Schedule| {
+        let mut sink = MemorySink::default();
+        let config = TrainConfig {
+            epochs: 8,
+            contrastive_epoch: 2,
+            validate_every: 5,
+            schedule,
+            ..short_config(8)
+        };
+        let report = train::train(
+            &city,
+            &split,
+            &model,
+            &config,
+            1,
+            &common::device(),
+            Hooks {
+                sink: &mut sink,
+                progress: None,
+                checkpoint: None,
+            },
+        )
+        .unwrap();
+        let epochs = |split: &str, metric: &str| -> Vec<usize> {
+            sink.0
+                .iter()
+                .filter(|(_, s, m, _)| s == split && m == metric)
+                .map(|(e, ..)| *e)
+                .collect()
+        };
+        (
+            epochs("train", "infonce"),
+            epochs("valid", "r2"),
+            report.best_epoch,
+        )
+    };
+    let (nce, valid, best) = logged(Schedule::Opencarbon);
+    assert_eq!(nce, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(valid, vec![5, 8]);
+    assert!([5, 8].contains(&best));
+    let (nce, valid, best) = logged(Schedule::Script);
+    assert_eq!(nce, vec![4, 5, 6, 7, 8]);
+    assert_eq!(valid, vec![1, 6]);
+    assert!([1, 6].contains(&best));
 }

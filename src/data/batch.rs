@@ -228,6 +228,32 @@ impl BatchPlan {
                     encode_chunks: w2,
                 }
             }
+            EncoderBatching::Script => {
+                // Tile (b, j) is row b·w² + j; the model encodes w² consecutive chunks of B rows.
+                // A masked position encodes a placeholder (the centre), as in PerPosition.
+                let b = samples.len();
+                let mut tiles = Vec::with_capacity(b * w2);
+                let mut masked = Vec::with_capacity(b * w2);
+                for &s in samples {
+                    for &n in &index.windows[s] {
+                        tiles.push(resolve(n).unwrap_or(s));
+                        masked.push(resolve(n).is_none());
+                    }
+                }
+                let zero_row = tiles.len() as i64;
+                let centre_rows = (0..b).map(|bi| (bi * w2 + centre) as i64).collect();
+                let window_rows = masked
+                    .iter()
+                    .enumerate()
+                    .map(|(row, &m)| if m { zero_row } else { row as i64 })
+                    .collect();
+                Self {
+                    tiles,
+                    centre_rows,
+                    window_rows,
+                    encode_chunks: w2,
+                }
+            }
         }
     }
 

@@ -43,9 +43,24 @@ pub enum MissingNeighbour {
 pub enum EncoderBatching {
     /// Each distinct tile of the batch is encoded once (fast; BatchNorm statistics over those tiles).
     Distinct,
-    /// The script's path: one encoder call per window position, each over B tiles (BatchNorm
-    /// statistics per position), so a tile is encoded as often as it appears.
+    /// One encoder call per window position, each over the B tiles at that position (BatchNorm
+    /// statistics per position); a tile is encoded as often as it appears. Not the script's.
     PerPosition,
+    /// The script's path (`Regressor.forward`): the batch's windows flattened sample by sample
+    /// (B·w² tiles) and cut into w² consecutive chunks of B, so a chunk holds the whole windows
+    /// of about B/w² samples and train-mode BatchNorm normalises within each such chunk.
+    Script,
+}
+
+/// The order of a window's w² positions, which is also the w×w grid the neighbourhood CNN sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowOrder {
+    /// Rows are y offsets, columns x offsets (default).
+    Yx,
+    /// Rows are x offsets (the script's `neighbor_matrix[idx, x − x₀ + k, y − y₀ + k]`): the
+    /// CNN sees the transposed window. Matters only for weights trained by the script.
+    Xy,
 }
 
 /// How the centre tile's modality vectors are fused.
@@ -108,6 +123,7 @@ pub struct ModelConfig {
     pub fusion: Fusion,
     pub missing_neighbour: MissingNeighbour,
     pub encoder_batching: EncoderBatching,
+    pub window_order: WindowOrder,
     pub image_encoder: ImageEncoderConfig,
     /// Hidden width of the aggregate-attention scorer.
     pub attention_hidden: usize,
@@ -127,6 +143,7 @@ impl Default for ModelConfig {
             fusion: Fusion::Attention,
             missing_neighbour: MissingNeighbour::Mask,
             encoder_batching: EncoderBatching::Distinct,
+            window_order: WindowOrder::Yx,
             image_encoder: ImageEncoderConfig::default(),
             attention_hidden: 32,
             attention_heads: 2,

@@ -43,11 +43,26 @@ impl Default for ContrastiveConfig {
     }
 }
 
+/// How epochs are counted where the contrastive start, validation and early stopping ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    /// Epochs 1…E: InfoNCE from epoch `contrastive_epoch` + 1, validation after every
+    /// `validate_every`-th epoch and after the last, stopping once the epoch exceeds `min_epoch`.
+    Opencarbon,
+    /// The script's 0-based epochs e = 0…E−1: InfoNCE once e > `contrastive_epoch` (one epoch
+    /// later than ours), validation when e % `validate_every` == 0 (after epochs 1, 6, 11, …
+    /// counted from 1, and not after the last unless it falls on one), stopping once
+    /// e > `min_epoch`. Logs and `best_epoch` still count from 1.
+    Script,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StoppingRule {
     /// The script: a counter of validations without improvement that is never reset; stop
-    /// when it exceeds `patience` and the epoch exceeds `min_epoch`.
+    /// when it exceeds `patience` and the epoch exceeds `min_epoch`, at a validation that did
+    /// not improve.
     Script,
     /// Standard patience: stop after `patience` validations in a row without improvement,
     /// once the epoch exceeds `min_epoch`.
@@ -89,6 +104,8 @@ pub struct TrainConfig {
     pub contrastive_epoch: usize,
     pub contrastive: ContrastiveConfig,
     pub validate_every: usize,
+    /// Epoch counting for the contrastive start, validation and stopping (ours or the script's).
+    pub schedule: Schedule,
     pub early_stopping: EarlyStopping,
     /// Train on (y − mean)/std of the training targets instead of y; metrics stay on the log scale.
     /// Off in the script; it makes short runs (the quickstart) converge.
@@ -109,6 +126,7 @@ impl Default for TrainConfig {
             contrastive_epoch: 100,
             contrastive: ContrastiveConfig::default(),
             validate_every: 5,
+            schedule: Schedule::Opencarbon,
             early_stopping: EarlyStopping::default(),
             standardize_target: false,
             eval_batch_size: 128,

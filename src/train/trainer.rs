@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::adam::Adam;
-use super::config::{StoppingRule, TrainConfig};
+use super::config::{Schedule, StoppingRule, TrainConfig};
 use super::loss::{info_nce, l1_sum};
 use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
 use crate::metrics::Metrics;
@@ -64,7 +64,7 @@ impl<'a> Prepared<'a> {
             city,
             tiles: DeviceTiles::upload(city, standardizer.as_ref(), device),
             neighbours: (model.neighbourhood > 0)
-                .then(|| NeighbourIndex::new(city, model.neighbourhood)),
+                .then(|| NeighbourIndex::with_order(city, model.neighbourhood, model.window_order)),
             model: model.clone(),
             target_shift,
             target_scale,
@@ -371,7 +371,12 @@ pub fn fit(
 
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
-        let contrastive = config.alpha > 0.0 && epoch > config.contrastive_epoch;
+        // The epoch as the schedule counts it (the script counts from 0).
+        let counted = match config.schedule {
+            Schedule::Opencarbon => epoch,
+            Schedule::Script => epoch - 1,
+        };
+        let contrastive = config.alpha > 0.0 && counted > config.contrastive_epoch;
         let (next, mean_l1, mean_nce) = train_epoch(
             model,
             &mut optimizer,
@@ -390,8 +395,11 @@ pub fn fit(
             sink.log(epoch, "train", "infonce", nce)?;
         }
 
-        let last = epoch == config.epochs;
-        if epoch % config.validate_every == 0 || last {
+        let validate = match config.schedule {
+            Schedule::Opencarbon => epoch % config.validate_every == 0 || epoch == config.epochs,
+            Schedule::Script => counted % config.validate_every == 0,
+        };
+        if validate {
             let eval_model = model.valid();
             let (valid, _) = evaluate(&eval_model, data, &split.valid, config.eval_batch_size);
             if !valid.rmse.is_finite() {
@@ -419,9 +427,10 @@ pub fn fit(
                 ));
             }
             let es = &config.early_stopping;
-            let stop = epoch > es.min_epoch
+            let stop = counted > es.min_epoch
                 && match es.rule {
-                    StoppingRule::Script => no_improvement > es.patience,
+                    // The script checks only where a validation did not improve.
+                    StoppingRule::Script => !improved && no_improvement > es.patience,
                     StoppingRule::Patience => since_best >= es.patience,
                     StoppingRule::Off => false,
                 };
