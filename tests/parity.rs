@@ -505,6 +505,37 @@ fn network_inputs(f: &Fixture, device: &Device) -> (TileBatch, BatchLayout) {
     )
 }
 
+/// `model.initial_weights` starts a run from a whole-network state dict: the same eval output as
+/// the fixture loaded by hand, whatever the seed; a state dict of another module is refused by name.
+#[test]
+fn initial_weights_load_the_whole_network() {
+    let d = device();
+    let f = Fixture::read("network");
+    let (config, shapes) = network_config();
+    let config = ModelConfig {
+        initial_weights: Some(fixture("network.pt")),
+        ..config
+    };
+    for seed in [1, 2] {
+        let model = config.init_seeded(&shapes, &d, seed).unwrap();
+        let (tiles, layout) = network_inputs(&f, &d);
+        check(
+            "network eval from initial_weights",
+            &values(model.forward(tiles, &layout).prediction),
+            f.values("eval"),
+        );
+    }
+    let wrong = ModelConfig {
+        initial_weights: Some(fixture("regressor.pt")),
+        ..config
+    };
+    let e = format!("{:#}", wrong.init_seeded(&shapes, &d, 1).err().unwrap());
+    assert!(
+        e.contains("regressor.pt") && e.contains("initial_weights"),
+        "{e}"
+    );
+}
+
 /// The whole network with neighbourhoods: forward in eval and train mode, then one training
 /// step (L1-sum + α·InfoNCE, Adam with coupled weight decay): loss, gradients, parameters after.
 #[test]

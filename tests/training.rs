@@ -243,3 +243,93 @@ fn the_scripts_schedule_counts_epochs_from_zero() {
     assert_eq!(valid, vec![1, 6]);
     assert!([1, 6].contains(&best));
 }
+
+/// `train.batch_order` replays each epoch's order from a file: replaying the order the run would
+/// draw itself (ChaCha8 from the seed, as the trainer shuffles) gives the same run bit for bit,
+/// another order another run, and a file that is not a permutation of the training split is an
+/// error naming the file, line and tile.
+#[test]
+fn batch_order_replays_a_recorded_order() {
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let city = common::tiny_city(11);
+    let split = SplitConfig::default().split(&city, 3).unwrap();
+    let model = ModelConfig {
+        modalities: vec![Modality::Image, Modality::Poi],
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, epochs: &[Vec<usize>]| {
+        let path = dir.path().join(name);
+        let lines: Vec<String> = epochs
+            .iter()
+            .map(|o| {
+                let pairs: Vec<[i64; 2]> = o
+                    .iter()
+                    .map(|&i| [city.keys[i].x, city.keys[i].y])
+                    .collect();
+                serde_json::to_string(&pairs).unwrap()
+            })
+            .collect();
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path
+    };
+    let run = |batch_order: Option<std::path::PathBuf>| {
+        let mut sink = MemorySink::default();
+        let config = TrainConfig {
+            batch_order,
+            ..short_config(2)
+        };
+        train::train(
+            &city,
+            &split,
+            &model,
+            &config,
+            3,
+            &common::device(),
+            Hooks {
+                sink: &mut sink,
+                progress: None,
+                checkpoint: None,
+            },
+        )
+        .map(|r| r.train_loss)
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut order = split.train.clone();
+    let drawn: Vec<Vec<usize>> = (0..2)
+        .map(|_| {
+            order.shuffle(&mut rng);
+            order.clone()
+        })
+        .collect();
+    let own = run(None).unwrap();
+    assert_eq!(run(Some(write("drawn.jsonl", &drawn))).unwrap(), own);
+    let reversed: Vec<Vec<usize>> = drawn
+        .iter()
+        .map(|o| o.iter().rev().copied().collect())
+        .collect();
+    assert_ne!(run(Some(write("reversed.jsonl", &reversed))).unwrap(), own);
+
+    let mut short = drawn.clone();
+    short[1].pop();
+    let e = format!("{:#}", run(Some(write("short.jsonl", &short))).unwrap_err());
+    assert!(
+        e.contains("short.jsonl line 2") && e.contains("not a permutation"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        run(Some(write("one.jsonl", &drawn[..1]))).unwrap_err()
+    );
+    assert!(e.contains("one.jsonl holds 1 epochs"), "{e}");
+    std::fs::write(dir.path().join("stray.jsonl"), "[[999, 999]]\n").unwrap();
+    let e = format!(
+        "{:#}",
+        run(Some(dir.path().join("stray.jsonl"))).unwrap_err()
+    );
+    assert!(
+        e.contains("line 1") && e.contains("(999, 999) is not a tile"),
+        "{e}"
+    );
+}

@@ -131,6 +131,10 @@ pub struct ModelConfig {
     pub attention_heads: usize,
     /// Hidden width of the tabular MLP.
     pub tabular_hidden: usize,
+    /// Start from these weights instead of a seeded draw: a PyTorch state dict whose keys are
+    /// this network's parameter paths (`tools/fidelity/script_state.py` converts the authors'
+    /// script's). Every parameter must be in it.
+    pub initial_weights: Option<PathBuf>,
 }
 
 impl Default for ModelConfig {
@@ -148,6 +152,7 @@ impl Default for ModelConfig {
             attention_hidden: 32,
             attention_heads: 2,
             tabular_hidden: 32,
+            initial_weights: None,
         }
     }
 }
@@ -200,6 +205,14 @@ impl ModelConfig {
             } else if !path.is_file() {
                 errors.push(format!(
                     "model.image_encoder.pretrained: {} does not exist (bring torchvision's resnet18-5c106cde.pth)",
+                    path.display()
+                ));
+            }
+        }
+        if let Some(path) = &self.initial_weights {
+            if !path.is_file() {
+                errors.push(format!(
+                    "model.initial_weights: {} does not exist",
                     path.display()
                 ));
             }

@@ -119,6 +119,9 @@ impl ModelConfig {
         }
         // burn initialises parameters lazily, on first use; draw them all now, under the lock.
         model.visit(&mut Materialize);
+        if let Some(path) = &self.initial_weights {
+            load_initial_weights(&mut model, path)?;
+        }
         Ok(model)
     }
 
@@ -297,4 +300,49 @@ impl OpenCarbon {
         };
         Output { prediction, centre }
     }
+}
+
+/// Loads every parameter (and BatchNorm running statistic) of `model` from a PyTorch state dict
+/// keyed by this network's parameter paths; fails, naming the file, on a missing, surplus or
+/// misshapen tensor.
+fn load_initial_weights(model: &mut OpenCarbon, path: &std::path::Path) -> Result<()> {
+    use burn::store::{ModuleSnapshot, PytorchStore};
+    let mut store = PytorchStore::from_file(path).allow_partial(true);
+    let result = model.load_from(&mut store).map_err(|e| {
+        anyhow::anyhow!(
+            "model.initial_weights: {} is not a loadable state dict of this network: {e}",
+            path.display()
+        )
+    })?;
+    let list = |v: Vec<String>| v.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
+    let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
+    if !missing.is_empty() {
+        bail!(
+            "model.initial_weights: {} lacks {} of this network's tensors (e.g. {})",
+            path.display(),
+            missing.len(),
+            list(missing)
+        );
+    }
+    if !result.unused.is_empty() {
+        bail!(
+            "model.initial_weights: {} has {} tensors this network does not have (e.g. {})",
+            path.display(),
+            result.unused.len(),
+            list(result.unused.clone())
+        );
+    }
+    if !result.errors.is_empty() {
+        bail!(
+            "model.initial_weights: {}: {}",
+            path.display(),
+            result
+                .errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
 }

@@ -112,6 +112,8 @@ pub struct TrainConfig {
     pub standardize_target: bool,
     /// Samples per forward pass in evaluation (eval-mode BatchNorm makes this a speed knob only).
     pub eval_batch_size: usize,
+    /// Replay each epoch's sample order from this file instead of shuffling (`train::order`).
+    pub batch_order: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -130,6 +132,7 @@ impl Default for TrainConfig {
             early_stopping: EarlyStopping::default(),
             standardize_target: false,
             eval_batch_size: 128,
+            batch_order: None,
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod config;
 pub mod loss;
+pub mod order;
 pub mod trainer;
 
 pub use config::TrainConfig;

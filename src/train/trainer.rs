@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use super::adam::Adam;
 use super::config::{Schedule, StoppingRule, TrainConfig};
 use super::loss::{info_nce, l1_sum};
+use super::order::Replay;
 use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
 use crate::metrics::Metrics;
 use crate::model::config::EncoderBatching;
@@ -367,10 +368,17 @@ pub fn fit(
     let mut epochs_run = 0;
     let mut stopped_early = false;
     let mut order = split.train.clone();
+    let replay = match &config.batch_order {
+        Some(path) => Some(Replay::read(path, city, &split.train, config.epochs)?),
+        None => None,
+    };
     let sink = hooks.sink;
 
     for epoch in 1..=config.epochs {
-        order.shuffle(&mut rng);
+        match &replay {
+            Some(replay) => order.copy_from_slice(replay.epoch(epoch)),
+            None => order.shuffle(&mut rng),
+        }
         // The epoch as the schedule counts it (the script counts from 0).
         let counted = match config.schedule {
             Schedule::Opencarbon => epoch,
