@@ -1,12 +1,28 @@
 """Convert the original OpenCarbon release (JinweiZzz/OpenCarbon) into a canonical city directory.
 
-The release stores Python pickles, so this converter is Python (numpy + pillow):
+The release stores Python pickles, so this converter is Python (numpy + pillow). <src> is the folder
+main_contrastive.py runs in; for `--city` it reads the files that script's branch for that city reads:
 
-  tile2poi_distribution_<city>.npy   pickled dict (x, y) -> H x W x C POI density raster
-  til2carbon_<city>.npy              pickled dict (x, y) -> emission (raw, >= 0)
-  tile2poi_count_<city>.npy          optional: pickled dict (x, y) -> C POI counts
-  satellite_images_<city>/<x>_<y>.png
-  *train*.pkl, *val*.pkl, *test*.pkl optional: pickled lists of (x, y) tiles
+  beijing            beijing_data/{tile2poi_distribution_beijing,til2carbon_beijing,tile2poi_count_beijing}.npy,
+                     beijing_data/satellite_images_beijing/<district>/<x>_<y>.png (dongcheng, xicheng, haidian,
+                     shijingshan, chaoyang, fengtai), split train_test_split_beijing_fengtai.pkl
+  yinchuan           yinchuan_data/{tile2poi_distribution,tile2carbon,tile2poi_count}.npy,
+                     yinchuan_data/satellite_images_yinchuan/ (resized to 256 px, as the script does),
+                     split train_test_split_yinchuan.pkl
+  london             london_data/{tile2poi_distribution_london,til2carbon_london,tile2poi_count_london}.npy,
+                     london_data/satellite_images_london/ (the script splits it at random: no split file)
+  west_midland, south_yorkshire, manchester_cities
+                     transfer_experiments/<city>/tile2poi_distribution_<city>.npz ['poi_distribution'],
+                     transfer_experiments/<city>/til2carbon_<city>.npy, .../satellite_images_<city>/
+
+A split pickle holds one (train, valid, test) tuple of (x, y) lists. As in the script, the city's
+tiles are the images whose tile has POI counts (POI rasters for the transfer cities); the script's
+tile 0, where its missing neighbours point, is the first image os.listdir returns, so it is not
+recorded here (opencarbon's `missing_neighbour: tile0` uses the first tile of tiles.csv).
+
+Any other city name reads a flat folder: tile2poi_distribution_<city>.npy, til2carbon_<city>.npy,
+optional tile2poi_count_<city>.npy, satellite_images_<city>/<x>_<y>.png, optional *train*.pkl,
+*val*.pkl, *test*.pkl (pickled lists of (x, y) tiles).
 
 usage: convert_opencarbon_release.py <src> --city <city> --out <dir>
 
@@ -15,6 +31,7 @@ Writes city.yaml, tiles.csv (x, y, emission, poi_count_<i>), images/<x>_<y>.png,
 files exist, split.csv (x, y, split). Every problem names the file and the tile.
 """
 import argparse
+import os
 import pickle
 import shutil
 import sys
@@ -48,6 +65,70 @@ def key_of(k, path: Path):
         fail(f"{path}: key {k!r} is not an (x, y) tile")
 
 
+DISTRICTS = ["dongcheng", "xicheng", "haidian", "shijingshan", "chaoyang", "fengtai"]
+TRANSFER = ("west_midland", "south_yorkshire", "manchester_cities")
+
+
+def script_layout(src: Path, city: str):
+    """The files main_contrastive.py's branch for `city` reads (paths as it spells them), or None."""
+    if city == "beijing":
+        d = src / "beijing_data"
+        return dict(poi=d / "tile2poi_distribution_beijing.npy", carbon=d / "til2carbon_beijing.npy",
+                    count=d / "tile2poi_count_beijing.npy", split=src / "train_test_split_beijing_fengtai.pkl",
+                    image_dirs=[d / "satellite_images_beijing" / x for x in DISTRICTS], resize=None)
+    if city == "yinchuan":
+        d = src / "yinchuan_data"
+        return dict(poi=d / "tile2poi_distribution.npy", carbon=d / "tile2carbon.npy",
+                    count=d / "tile2poi_count.npy", split=src / "train_test_split_yinchuan.pkl",
+                    image_dirs=[d / "satellite_images_yinchuan"], resize=256)
+    if city == "london":
+        d = src / "london_data"
+        return dict(poi=d / "tile2poi_distribution_london.npy", carbon=d / "til2carbon_london.npy",
+                    count=d / "tile2poi_count_london.npy", split=None,
+                    image_dirs=[d / "satellite_images_london"], resize=None)
+    if city in TRANSFER:
+        d = src / "transfer_experiments" / city
+        return dict(poi=d / f"tile2poi_distribution_{city}.npz", carbon=d / f"til2carbon_{city}.npy",
+                    count=None, split=None, image_dirs=[d / f"satellite_images_{city}"], resize=None)
+    return None
+
+
+def load_poi(path: Path) -> dict:
+    """A POI dict, from .npy (a pickled dict) or .npz (the transfer cities: key `poi_distribution`)."""
+    if path.suffix != ".npz":
+        return load_dict(path)
+    try:
+        with np.load(path, allow_pickle=True) as z:
+            obj = z["poi_distribution"].item()
+    except Exception as e:  # noqa: BLE001
+        fail(f"{path}: cannot read its `poi_distribution` dict ({e})")
+    if not isinstance(obj, dict):
+        fail(f"{path}: `poi_distribution` is not a dict (x, y) -> raster")
+    return obj
+
+
+def listed_images(layout: dict, members, src: Path) -> dict:
+    """Tile -> image file, as the script lists them: each folder in order, the files whose tile is in
+    `members` (a file name is `<x>_<y>.<ext>`)."""
+    images = {}
+    for d in layout["image_dirs"]:
+        if not d.is_dir():
+            fail(f"{d}: missing image folder (main_contrastive.py lists it)")
+        for name in sorted(os.listdir(d)):
+            try:
+                t = (int(name.split("_")[0]), int(name.split("_")[1].split(".")[0]))
+            except (ValueError, IndexError):
+                fail(f"{d / name}: not an <x>_<y> image file name")
+            if t not in members:
+                continue
+            if t in images:
+                fail(f"{d / name}: tile {t} also has {images[t]}")
+            images[t] = d / name
+    if not images:
+        fail(f"{src}: no image of a tile with POI data in {', '.join(str(d) for d in layout['image_dirs'])}")
+    return images
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("src", type=Path)
@@ -56,24 +137,37 @@ def main() -> None:
     a = ap.parse_args()
     src, city, out = a.src, a.city, a.out
 
-    poi_path = src / f"tile2poi_distribution_{city}.npy"
-    carbon_path = src / f"til2carbon_{city}.npy"
-    count_path = src / f"tile2poi_count_{city}.npy"
-    image_dir = src / f"satellite_images_{city}"
+    layout = script_layout(src, city)
+    if layout is not None and not layout["poi"].exists():
+        fail(f"{layout['poi']}: missing (main_contrastive.py reads it for --city {city}; is {src} the folder it runs in?)")
+    if layout is None:
+        layout = dict(poi=src / f"tile2poi_distribution_{city}.npy", carbon=src / f"til2carbon_{city}.npy",
+                      count=src / f"tile2poi_count_{city}.npy", split=None,
+                      image_dirs=[src / f"satellite_images_{city}"], resize=None, flat=True)
+    poi_path, carbon_path, count_path = layout["poi"], layout["carbon"], layout["count"]
     for p in (poi_path, carbon_path):
         if not p.exists():
             fail(f"{p}: missing (is {src} an OpenCarbon release folder for city `{city}`?)")
-    poi = {key_of(k, poi_path): v for k, v in load_dict(poi_path).items()}
+    poi = {key_of(k, poi_path): v for k, v in load_poi(poi_path).items()}
     carbon = {key_of(k, carbon_path): v for k, v in load_dict(carbon_path).items()}
-    counts = {key_of(k, count_path): v for k, v in load_dict(count_path).items()} if count_path.exists() else None
+    counts = None
+    if count_path is not None and count_path.exists():
+        counts = {key_of(k, count_path): v for k, v in load_dict(count_path).items()}
 
-    tiles = sorted(set(poi) | set(carbon))
+    if layout.get("flat"):
+        tiles = sorted(set(poi) | set(carbon))
+        image_dir = layout["image_dirs"][0]
+        images = {t: image_dir / f"{t[0]}_{t[1]}.png" for t in tiles}
+    else:
+        # As the script: the listed images whose tile has POI counts (POI rasters without counts).
+        images = listed_images(layout, counts if counts is not None else poi, src)
+        tiles = sorted(images)
     shape = None
     for t in tiles:
         if t not in carbon:
-            fail(f"{carbon_path}: tile {t} has a POI raster but no emission")
+            fail(f"{carbon_path}: tile {t} has no emission")
         if t not in poi:
-            fail(f"{poi_path}: tile {t} has an emission but no POI raster")
+            fail(f"{poi_path}: tile {t} has no POI raster")
         e = float(carbon[t])
         if not np.isfinite(e) or e < 0:
             fail(f"{carbon_path}: tile {t} has emission {carbon[t]!r}; it must be finite and >= 0")
@@ -94,16 +188,23 @@ def main() -> None:
     (out / "images").mkdir(exist_ok=True)
     image_size = None
     for t in tiles:
-        p = image_dir / f"{t[0]}_{t[1]}.png"
+        p = images[t]
         if not p.exists():
             fail(f"{p}: missing image for tile {t}")
+        target = out / "images" / f"{t[0]}_{t[1]}{p.suffix.lower()}"
         with Image.open(p) as im:
             if im.mode != "RGB":
                 fail(f"{p}: tile {t} image is {im.mode}; expected RGB")
+            if layout["resize"] and im.size != (layout["resize"], layout["resize"]):
+                # The script: cv.resize(im, (256, 256), interpolation=cv.INTER_AREA); PIL's BOX filter
+                # is the same area average for integer factors.
+                im.resize((layout["resize"], layout["resize"]), Image.BOX).save(target)
+                image_size = layout["resize"]
+                continue
             if im.width != im.height or (image_size is not None and im.width != image_size):
                 fail(f"{p}: tile {t} image is {im.width}x{im.height}; expected square images of one size")
             image_size = im.width
-        shutil.copyfile(p, out / "images" / p.name)
+        shutil.copyfile(p, target)
 
     rasters = np.stack([np.asarray(poi[t], dtype=np.float32).transpose(2, 0, 1) for t in tiles])
     np.save(out / "poi.npy", rasters)
@@ -134,19 +235,33 @@ def main() -> None:
     (out / "city.yaml").write_text("\n".join(lines) + "\n")
 
     splits = {}
+
+    def assign(t, name, path):
+        if t not in carbon:
+            fail(f"{path}: tile {t} is not a tile of the city")
+        if t in splits:
+            fail(f"{path}: tile {t} is already in the {splits[t]} split")
+        splits[t] = name
+
+    if layout["split"] is not None and layout["split"].exists():
+        path = layout["split"]
+        with open(path, "rb") as f:
+            parts = pickle.load(f)
+        if not (isinstance(parts, (tuple, list)) and len(parts) == 3):
+            fail(f"{path}: expected a (train, valid, test) tuple of tile lists, as main_contrastive.py unpacks it")
+        for name, part in zip(("train", "valid", "test"), parts):
+            for k in part:
+                assign(key_of(k, path), name, path)
     for name, patterns in (("train", ["*train*.pkl"]), ("valid", ["*valid*.pkl", "*val*.pkl"]), ("test", ["*test*.pkl"])):
+        if not layout.get("flat"):
+            break
         found = sorted({p for pat in patterns for p in src.glob(pat)})
         if len(found) > 1:
             fail(f"{src}: several {name} split files: {[str(p) for p in found]}")
         if found:
             with open(found[0], "rb") as f:
                 for k in pickle.load(f):
-                    t = key_of(k, found[0])
-                    if t not in carbon:
-                        fail(f"{found[0]}: tile {t} is not a tile of the city")
-                    if t in splits:
-                        fail(f"{found[0]}: tile {t} is already in the {splits[t]} split")
-                    splits[t] = name
+                    assign(key_of(k, found[0]), name, found[0])
     if splits:
         with open(out / "split.csv", "w") as f:
             f.write("x,y,split\n")

@@ -134,3 +134,148 @@ fn converter_names_the_missing_image() {
         "{stderr}"
     );
 }
+
+/// Each city branch of main_contrastive.py, in the layout that branch reads (paths, district
+/// folders, .npz for the transfer cities, the (train, valid, test) split tuple), written the way the
+/// script's own loading code expects it: 4 tiles with POI data (one of them zero-emission), plus an
+/// image of a tile without POI counts that the script skips.
+const SCRIPT_LAYOUT: &str = r#"
+import pickle, sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+src, city = Path(sys.argv[1]), sys.argv[2]
+tiles = [(10, 20), (11, 20), (10, 21), (11, 21)]
+rng = np.random.default_rng(1)
+poi = {t: rng.random((12, 12, 3)).astype(np.float32) for t in tiles}
+carbon = {t: float(v) for t, v in zip(tiles, [120.5, 0.0, 33.25, 9.0])}
+carbon[(12, 22)] = 5.0
+counts = {t: np.array([i, 1, 2], dtype=np.int64) for i, t in enumerate(tiles)}
+side = 20 if city == "yinchuan" else 16
+def images(dirs):
+    for d in dirs:
+        d.mkdir(parents=True, exist_ok=True)
+    for i, t in enumerate(tiles + [(12, 22)]):
+        d = dirs[i % len(dirs)]
+        Image.fromarray(np.full((side, side, 3), 40 * i, dtype=np.uint8)).save(d / f"{t[0]}_{t[1]}.png")
+split = ([(10, 20)], [(10, 21)], [(11, 21)])
+if city == "beijing":
+    d = src / "beijing_data"; d.mkdir(parents=True)
+    np.save(d / "tile2poi_distribution_beijing.npy", poi, allow_pickle=True)
+    np.save(d / "til2carbon_beijing.npy", carbon, allow_pickle=True)
+    np.save(d / "tile2poi_count_beijing.npy", counts, allow_pickle=True)
+    districts = ["dongcheng", "xicheng", "haidian", "shijingshan", "chaoyang", "fengtai"]
+    images([d / "satellite_images_beijing" / x for x in districts[:2]])
+    for x in districts[2:]:
+        (d / "satellite_images_beijing" / x).mkdir()
+    pickle.dump(split, open(src / "train_test_split_beijing_fengtai.pkl", "wb"))
+elif city == "yinchuan":
+    d = src / "yinchuan_data"; d.mkdir(parents=True)
+    np.save(d / "tile2poi_distribution.npy", poi, allow_pickle=True)
+    np.save(d / "tile2carbon.npy", carbon, allow_pickle=True)
+    np.save(d / "tile2poi_count.npy", counts, allow_pickle=True)
+    images([d / "satellite_images_yinchuan"])
+    pickle.dump(split, open(src / "train_test_split_yinchuan.pkl", "wb"))
+elif city == "london":
+    d = src / "london_data"; d.mkdir(parents=True)
+    np.save(d / "tile2poi_distribution_london.npy", poi, allow_pickle=True)
+    np.save(d / "til2carbon_london.npy", carbon, allow_pickle=True)
+    np.save(d / "tile2poi_count_london.npy", counts, allow_pickle=True)
+    images([d / "satellite_images_london"])
+else:
+    d = src / "transfer_experiments" / city; d.mkdir(parents=True)
+    np.savez(d / f"tile2poi_distribution_{city}.npz", poi_distribution=np.array(poi, dtype=object))
+    np.save(d / f"til2carbon_{city}.npy", carbon, allow_pickle=True)
+    images([d / f"satellite_images_{city}"])
+"#;
+
+#[test]
+fn converter_reads_every_branch_of_the_scripts_layout() {
+    let Some(python) = python() else { return };
+    for city in ["beijing", "yinchuan", "london", "west_midland"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, out) = (dir.path().join("release"), dir.path().join("city"));
+        let status = Command::new(&python)
+            .args(["-c", SCRIPT_LAYOUT])
+            .arg(&src)
+            .arg(city)
+            .status()
+            .unwrap();
+        assert!(status.success(), "writing the {city} fixture failed");
+        let output = Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+            .args(["datasets", "import-opencarbon"])
+            .arg(&src)
+            .args(["--city", city, "--out"])
+            .arg(&out)
+            .args(["--python", &python])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{city}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let loaded = canonical::load(&out).unwrap();
+        // (12, 22) has an image and an emission but no POI data: the script skips it. The
+        // transfer cities test membership on the POI rasters instead of the counts.
+        let keys = [(10, 20), (10, 21), (11, 20), (11, 21)].map(|(x, y)| TileKey { x, y });
+        assert_eq!(loaded.keys, keys, "{city}");
+        assert_eq!(loaded.emission, vec![120.5, 33.25, 0.0, 9.0], "{city}");
+        let images = loaded.images.as_ref().unwrap();
+        let side = if city == "yinchuan" { 256 } else { 16 };
+        assert_eq!(
+            images.side, side,
+            "{city}: yinchuan's images are resized to 256 px"
+        );
+        // Fixture tile 1 (11, 20) has value 40 in every pixel, wherever its folder is.
+        assert_eq!(images.data[2 * 3 * side * side], 40, "{city}");
+        let split = std::fs::read_to_string(out.join("split.csv")).ok();
+        match city {
+            "beijing" | "yinchuan" => assert_eq!(
+                split.as_deref(),
+                Some("x,y,split\n10,20,train\n10,21,valid\n11,21,test\n"),
+                "{city}: the split tuple"
+            ),
+            _ => assert_eq!(split, None, "{city}: the script splits it at random"),
+        }
+    }
+}
+
+#[test]
+fn converter_names_a_split_that_is_not_the_scripts_tuple() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (src, out) = (dir.path().join("release"), dir.path().join("city"));
+    let status = Command::new(&python)
+        .args(["-c", SCRIPT_LAYOUT])
+        .arg(&src)
+        .arg("beijing")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pickle = src.join("train_test_split_beijing_fengtai.pkl");
+    let status = Command::new(&python)
+        .args([
+            "-c",
+            "import pickle, sys; pickle.dump([(10, 20)], open(sys.argv[1], 'wb'))",
+        ])
+        .arg(&pickle)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+        .args(["datasets", "import-opencarbon"])
+        .arg(&src)
+        .args(["--city", "beijing", "--out"])
+        .arg(&out)
+        .args(["--python", &python])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("train_test_split_beijing_fengtai.pkl")
+            && stderr.contains("(train, valid, test)"),
+        "{stderr}"
+    );
+}
