@@ -159,10 +159,13 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, m: &MetricBars) -> R
     // Room on the right for the marks.
     let hi = hi + (hi - lo) * 0.45;
     let names: Vec<String> = m.bars.iter().map(|b| b.variant.clone()).collect();
+    // Room for the longest variant name at 14 px (about 7.5 px a character), at least 150 px.
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0) as f64;
+    let label_width = ((longest * 7.5) as u32 + 24).max(150);
     let mut chart = ChartBuilder::on(area)
         .margin(10)
         .x_label_area_size(44)
-        .y_label_area_size(150)
+        .y_label_area_size(label_width)
         .build_cartesian_2d(lo..hi, (0..n).into_segmented())
         .drawn()?;
     chart
