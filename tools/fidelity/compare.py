@@ -123,8 +123,52 @@ def main():
                     run([a.opencarbon, "run", a.spec, "--out", out, *common, *extra], base / f"{name}.log")
                 losses, test = ours_metrics(out)
                 results.append({"setting": setting, "seed": seed, "program": name, "losses": losses, **test})
-    (work / "results.json").write_text(json.dumps(results, indent=1))
+    steps = step_check(a, work)
+    (work / "results.json").write_text(json.dumps({"runs": results, "step_check": steps}, indent=1))
     print(table(results, seeds))
+    print()
+    print(step_table(steps))
+
+
+def step_check(a, work):
+    """One batch per epoch (the whole training split), 3 epochs, centred targets, seed 1: epoch 1's
+    loss is a forward pass at the initial weights, epoch 2's the loss after one Adam step, epoch 3's
+    after two. The script run again on one thread shows how far float32 alone moves it."""
+    data = work / "centred" / "data"
+    if not data.exists():
+        data = work / a.settings.split(",")[0] / "data"
+    with open(a.split, newline="") as f:
+        n_train = sum(1 for r in csv.DictReader(f) if r["split"] == "train")
+    base = work / "step-check"
+    losses = {}
+    for name, threads in [("script", 0), ("script, 1 thread", 1)]:
+        out = base / name.replace(", ", "-").replace(" ", "-")
+        if not (out / "log.json").exists():
+            run([sys.executable, HERE / "run_script.py", a.script, data, out, "--side", a.side, "--seed", 1,
+                 "--epochs", 3, "--batch", n_train, "--threads", threads], base / f"{out.name}.log")
+        losses[name] = script_metrics(out)[0]
+    script = base / "script"
+    run([sys.executable, HERE / "script_state.py", script / "initial.pt", script / "initial_opencarbon.pt"],
+        base / "state.log")
+    out = base / "replay"
+    if not (out / "summary.csv").exists():
+        run([a.opencarbon, "run", a.spec, "--out", out, "--set", f"dataset.path={data / 'city'}",
+             "--set", f"split.path={a.split.resolve()}", "--set", "train.epochs=3",
+             "--set", f"train.batch_size={n_train}",
+             "--set", f"model.initial_weights={script / 'initial_opencarbon.pt'}",
+             "--set", f"train.batch_order={script / 'order.jsonl'}", "--quiet", "--no-report"], base / "replay.log")
+    losses["replay"] = ours_metrics(out)[0]
+    return losses
+
+
+def step_table(losses):
+    ref = losses["script"]
+    lines = ["One batch per epoch (the whole training split), centred, seed 1: |x − script| / script of the",
+             "epoch's L1 per tile.", "",
+             "| | forward at the initial weights | after 1 Adam step | after 2 |", "|---|---|---|---|"]
+    for name in ["replay", "script, 1 thread"]:
+        lines.append(f"| {name} | " + " | ".join(f"{abs(v - r) / abs(r):.1e}" for v, r in zip(losses[name], ref)) + " |")
+    return "\n".join(lines)
 
 
 def table(results, seeds):

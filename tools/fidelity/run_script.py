@@ -77,7 +77,14 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     source = patched(a.script.read_text(), a.side)
     (work / "main_contrastive_patched.py").write_text(source)
-    os.chdir(a.data)
+    # A private working directory (the data linked in), so that runs sharing a layout do not share
+    # the script's checkpoint folder.
+    cwd = work / "cwd"
+    cwd.mkdir(exist_ok=True)
+    for name in os.listdir(a.data):
+        if not (cwd / name).exists():
+            os.symlink((a.data / name).resolve(), cwd / name)
+    os.chdir(cwd)
     os.makedirs("models/IJCAI_version", exist_ok=True)
 
     scalars = []
@@ -147,7 +154,6 @@ def main():
     try:
         runpy.run_path(str(work / "main_contrastive_patched.py"), run_name="__main__")
     finally:
-        (work / "log.json").write_text(json.dumps(scalars))
         with open(work / "order.jsonl", "w") as f:
             for o in orders:
                 f.write(json.dumps(o) + "\n")
@@ -155,6 +161,8 @@ def main():
         if best.exists():
             shutil.copyfile(best, work / "best.pt")
         shutil.rmtree("models", ignore_errors=True)
+    # Written only when the script finished: compare.py skips runs that have it.
+    (work / "log.json").write_text(json.dumps(scalars))
 
 
 if __name__ == "__main__":
