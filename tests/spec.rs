@@ -139,3 +139,38 @@ fn every_committed_spec_expands() {
         assert!(!e.runs.is_empty());
     }
 }
+
+/// `--set` reaches the experiment-level keys too: `expect`, `compare` and `launcher` (an override
+/// used to be dropped silently, so a sweep run with `--set "expect=[]"` still checked them).
+#[test]
+fn set_overrides_expectations_reference_and_launcher() {
+    let text = "name: e
+seeds: [1]
+dataset: {kind: synthetic, preset: monocentric, width: 6, height: 6, tile_side: 16, poi_categories: 4, seed: 5}
+split: {kind: random, test: 0.2, valid: 0.25}
+launcher: {kind: local, jobs: 2}
+compare: {reference: ridge}
+variants:
+  ridge: {baseline: {kind: ridge, columns: [ln_population]}}
+  mean: {baseline: {kind: mean}}
+expect:
+  - ridge > mean on r2 at 0.05
+";
+    let plain = opencarbon::spec::Experiment::parse(text, "e.yaml", &[]).unwrap();
+    assert_eq!(plain.expect.len(), 1);
+    assert_eq!(plain.reference.as_deref(), Some("ridge"));
+    let sets = [
+        "expect=[]".to_string(),
+        "compare.reference=mean".to_string(),
+        "launcher.jobs=1".to_string(),
+    ];
+    let set = opencarbon::spec::Experiment::parse(text, "e.yaml", &sets).unwrap();
+    assert!(set.expect.is_empty());
+    assert_eq!(set.reference.as_deref(), Some("mean"));
+    assert_ne!(
+        format!("{:?}", set.launcher),
+        format!("{:?}", plain.launcher)
+    );
+    let bad = opencarbon::spec::Experiment::parse(text, "e.yaml", &["expect=3".to_string()]);
+    assert!(format!("{:#}", bad.unwrap_err()).contains("expect"));
+}

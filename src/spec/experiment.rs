@@ -70,12 +70,29 @@ impl Experiment {
         let Value::Mapping(map) = &mut root else {
             bail!("{origin}: the spec must be a mapping")
         };
-        map.remove("compare");
-        map.remove("expect");
-        map.remove("launcher");
-        let launcher = keys.launcher.unwrap_or_default();
-        let reference = keys.compare.and_then(|c| c.reference);
-        let expect = keys.expect.unwrap_or_default();
+        // The file's keys were checked (with line numbers) above; `--set` may replace them (e.g.
+        // `--set "expect=[]"`), so their values come from the overridden mapping.
+        let _ = (keys.compare, keys.expect, keys.launcher);
+        let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
+        let launcher: crate::launch::LauncherConfig = match take("launcher") {
+            Some(v) => serde_norway::from_value(v)
+                .map_err(|e| anyhow::anyhow!("{origin}: launcher: {e}"))?,
+            None => Default::default(),
+        };
+        let reference = match take("compare") {
+            Some(v) => {
+                serde_norway::from_value::<CompareConfig>(v)
+                    .map_err(|e| anyhow::anyhow!("{origin}: compare: {e}"))?
+                    .reference
+            }
+            None => None,
+        };
+        let expect: Vec<String> = match take("expect") {
+            Some(v) => {
+                serde_norway::from_value(v).map_err(|e| anyhow::anyhow!("{origin}: expect: {e}"))?
+            }
+            None => vec![],
+        };
         let variants = map.remove("variants");
         let datasets = map.remove("datasets");
         let seeds = map.remove("seeds");
