@@ -164,7 +164,7 @@ pub fn set_precision(choice: &DeviceChoice, precision: Precision) -> Result<()> 
 }
 
 /// Peak memory of the CUDA caching allocator since the last [`reset_device_memory_peak`].
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct DeviceMemory {
     /// The most MiB held by live tensors.
     pub peak_allocated_mib: f64,

@@ -50,10 +50,14 @@ fn write_fixture(python: &str, src: &Path) {
 }
 
 fn convert(python: &str, src: &Path, out: &Path) -> std::process::Output {
+    convert_city(python, src, "demo", out)
+}
+
+fn convert_city(python: &str, src: &Path, city: &str, out: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_opencarbon"))
         .args(["datasets", "import-opencarbon"])
         .arg(src)
-        .args(["--city", "demo", "--out"])
+        .args(["--city", city, "--out"])
         .arg(out)
         .args(["--python", python])
         .output()
@@ -189,27 +193,24 @@ else:
     images([d / f"satellite_images_{city}"])
 "#;
 
+fn write_script_layout(python: &str, src: &Path, city: &str) {
+    let status = Command::new(python)
+        .args(["-c", SCRIPT_LAYOUT])
+        .arg(src)
+        .arg(city)
+        .status()
+        .unwrap();
+    assert!(status.success(), "writing the {city} fixture failed");
+}
+
 #[test]
 fn converter_reads_every_branch_of_the_scripts_layout() {
     let Some(python) = python() else { return };
     for city in ["beijing", "yinchuan", "london", "west_midland"] {
         let dir = tempfile::tempdir().unwrap();
         let (src, out) = (dir.path().join("release"), dir.path().join("city"));
-        let status = Command::new(&python)
-            .args(["-c", SCRIPT_LAYOUT])
-            .arg(&src)
-            .arg(city)
-            .status()
-            .unwrap();
-        assert!(status.success(), "writing the {city} fixture failed");
-        let output = Command::new(env!("CARGO_BIN_EXE_opencarbon"))
-            .args(["datasets", "import-opencarbon"])
-            .arg(&src)
-            .args(["--city", city, "--out"])
-            .arg(&out)
-            .args(["--python", &python])
-            .output()
-            .unwrap();
+        write_script_layout(&python, &src, city);
+        let output = convert_city(&python, &src, city, &out);
         assert!(
             output.status.success(),
             "{city}: {}",
@@ -246,13 +247,7 @@ fn converter_names_a_split_that_is_not_the_scripts_tuple() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let (src, out) = (dir.path().join("release"), dir.path().join("city"));
-    let status = Command::new(&python)
-        .args(["-c", SCRIPT_LAYOUT])
-        .arg(&src)
-        .arg("beijing")
-        .status()
-        .unwrap();
-    assert!(status.success());
+    write_script_layout(&python, &src, "beijing");
     let pickle = src.join("train_test_split_beijing_fengtai.pkl");
     let status = Command::new(&python)
         .args([
@@ -263,14 +258,7 @@ fn converter_names_a_split_that_is_not_the_scripts_tuple() {
         .status()
         .unwrap();
     assert!(status.success());
-    let output = Command::new(env!("CARGO_BIN_EXE_opencarbon"))
-        .args(["datasets", "import-opencarbon"])
-        .arg(&src)
-        .args(["--city", "beijing", "--out"])
-        .arg(&out)
-        .args(["--python", &python])
-        .output()
-        .unwrap();
+    let output = convert_city(&python, &src, "beijing", &out);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -28,19 +28,20 @@ fn short_config(epochs: usize) -> TrainConfig {
     }
 }
 
-fn run_once(seed: u64, epochs: usize) -> (train::TrainReport, MemorySink) {
-    let city = common::tiny_city(11);
-    let split = SplitConfig::default().split(&city, seed).unwrap();
+/// Trains on the default device, logging into memory; the report (or the error) and the log.
+fn train_logged(
+    city: &opencarbon::data::City,
+    split: &opencarbon::data::Split,
+    model: &ModelConfig,
+    config: &TrainConfig,
+    seed: u64,
+) -> (anyhow::Result<train::TrainReport>, MemorySink) {
     let mut sink = MemorySink::default();
-    let model = ModelConfig {
-        modalities: vec![Modality::Image, Modality::Poi],
-        ..Default::default()
-    };
     let report = train::train(
-        &city,
-        &split,
-        &model,
-        &short_config(epochs),
+        city,
+        split,
+        model,
+        config,
         seed,
         &common::device(),
         Hooks {
@@ -48,9 +49,19 @@ fn run_once(seed: u64, epochs: usize) -> (train::TrainReport, MemorySink) {
             progress: None,
             checkpoint: None,
         },
-    )
-    .unwrap();
+    );
     (report, sink)
+}
+
+fn run_once(seed: u64, epochs: usize) -> (train::TrainReport, MemorySink) {
+    let city = common::tiny_city(11);
+    let split = SplitConfig::default().split(&city, seed).unwrap();
+    let model = ModelConfig {
+        modalities: vec![Modality::Image, Modality::Poi],
+        ..Default::default()
+    };
+    let (report, sink) = train_logged(&city, &split, &model, &short_config(epochs), seed);
+    (report.unwrap(), sink)
 }
 
 #[test]
@@ -199,7 +210,6 @@ fn the_scripts_schedule_counts_epochs_from_zero() {
         ..Default::default()
     };
     let logged = |schedule: Schedule| {
-        let mut sink = MemorySink::default();
         let config = TrainConfig {
             epochs: 8,
             contrastive_epoch: 2,
@@ -207,20 +217,8 @@ fn the_scripts_schedule_counts_epochs_from_zero() {
             schedule,
             ..short_config(8)
         };
-        let report = train::train(
-            &city,
-            &split,
-            &model,
-            &config,
-            1,
-            &common::device(),
-            Hooks {
-                sink: &mut sink,
-                progress: None,
-                checkpoint: None,
-            },
-        )
-        .unwrap();
+        let (report, sink) = train_logged(&city, &split, &model, &config, 1);
+        let report = report.unwrap();
         let epochs = |split: &str, metric: &str| -> Vec<usize> {
             sink.0
                 .iter()
@@ -275,25 +273,13 @@ fn batch_order_replays_a_recorded_order() {
         path
     };
     let run = |batch_order: Option<std::path::PathBuf>| {
-        let mut sink = MemorySink::default();
         let config = TrainConfig {
             batch_order,
             ..short_config(2)
         };
-        train::train(
-            &city,
-            &split,
-            &model,
-            &config,
-            3,
-            &common::device(),
-            Hooks {
-                sink: &mut sink,
-                progress: None,
-                checkpoint: None,
-            },
-        )
-        .map(|r| r.train_loss)
+        train_logged(&city, &split, &model, &config, 3)
+            .0
+            .map(|r| r.train_loss)
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
     let mut order = split.train.clone();

@@ -197,7 +197,7 @@ fn tch_rows(bin: &Path, config: &BenchConfig) -> Result<Vec<CpuRow>> {
     let text =
         std::fs::read_to_string(&json).with_context(|| format!("reading {}", json.display()))?;
     let _ = std::fs::remove_file(&json);
-    let rows: Vec<TchLine> = text
+    let rows: Vec<BenchRow> = text
         .lines()
         .map(serde_json::from_str)
         .collect::<Result<_, _>>()
@@ -210,32 +210,9 @@ fn tch_rows(bin: &Path, config: &BenchConfig) -> Result<Vec<CpuRow>> {
         );
     }
     Ok(rows
-        .into_iter()
-        .map(|r| CpuRow {
-            program: format!("opencarbon ({})", r.backend),
-            path: r.path,
-            tiles: r.tiles,
-            side: r.side,
-            batch: r.batch,
-            train_tiles_per_s: r.train_tiles_per_s,
-            epoch_seconds: r.epoch_seconds,
-            inference_tiles_per_s: r.inference_tiles_per_s,
-            epoch_vs_pytorch: None,
-        })
+        .iter()
+        .map(|r| from_bench_row(r, "opencarbon"))
         .collect())
-}
-
-/// A bench row as another opencarbon binary writes it (the fields used here).
-#[derive(Deserialize)]
-struct TchLine {
-    backend: String,
-    path: DataPath,
-    tiles: usize,
-    side: usize,
-    batch: usize,
-    train_tiles_per_s: f64,
-    epoch_seconds: f64,
-    inference_tiles_per_s: f64,
 }
 
 fn reference_rows(others: &Others, config: &BenchConfig) -> Result<Vec<ReferenceLine>> {

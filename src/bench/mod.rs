@@ -55,7 +55,8 @@ pub enum DataPath {
     Authors,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One measured path; also read back from another opencarbon binary's `--json` (`--compare-cpu`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BenchRow {
     pub backend: String,
     pub device: String,
