@@ -196,6 +196,7 @@ fn datasets(command: DatasetsCommand) -> Result<()> {
                 tile_side,
                 poi_categories,
                 seed,
+                signal: Default::default(),
             };
             let city = synthetic::generate(&config)?;
             let generated = started.elapsed().as_secs_f64();

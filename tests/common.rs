@@ -31,6 +31,7 @@ pub fn tiny_city(seed: u64) -> City {
         tile_side: 32,
         poi_categories: 4,
         seed,
+        signal: Default::default(),
     })
     .expect("tiny synthetic city")
 }

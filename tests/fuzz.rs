@@ -134,6 +134,7 @@ fn small_city() -> City {
         tile_side: 16,
         poi_categories: 2,
         seed: 1,
+        signal: Default::default(),
     })
     .unwrap();
     city.name = "fuzz".into();

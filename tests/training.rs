@@ -319,3 +319,79 @@ fn batch_order_replays_a_recorded_order() {
         "{e}"
     );
 }
+
+/// With `clip_covariates`, a tile whose covariates lie far outside the training range (another
+/// city, zero-shot) is predicted exactly as the same tile at the range's edge; without it the
+/// network extrapolates.
+#[test]
+fn clipped_covariates_bound_predictions_outside_the_training_range() {
+    let city = common::tiny_city(5);
+    let split = SplitConfig::default().split(&city, 1).unwrap();
+    // One modality: no contrastive term.
+    let config = TrainConfig {
+        alpha: 0.0,
+        ..short_config(2)
+    };
+    let predict_shifted = |clip: bool| {
+        let model = ModelConfig {
+            modalities: vec![Modality::Tabular],
+            neighbourhood: 0,
+            clip_covariates: clip,
+            ..Default::default()
+        };
+        let data = train::Prepared::new(&city, &split, &model, &config, &common::device());
+        let mut sink = MemorySink::default();
+        let hooks = Hooks {
+            sink: &mut sink,
+            progress: None,
+            checkpoint: None,
+        };
+        let (_, trained) = train::fit(&data, &split, &config, 1, hooks).unwrap();
+        let tabular = city.tabular.as_ref().unwrap();
+        let f = tabular.columns.len();
+        // Every covariate of every tile 50 units above the largest training value; and at it.
+        let max: Vec<f32> = (0..f)
+            .map(|c| {
+                split
+                    .train
+                    .iter()
+                    .map(|&i| tabular.values[i * f + c])
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        let moved = |shift: f32| {
+            let mut other = city.clone();
+            let t = other.tabular.as_mut().unwrap();
+            for (j, v) in t.values.iter_mut().enumerate() {
+                *v = max[j % f] + shift;
+            }
+            let prepared = train::Prepared::with_scaling(
+                &other,
+                data.standardizer.clone(),
+                data.target_shift,
+                data.target_scale,
+                &model,
+                &common::device(),
+            );
+            train::predict(&trained, &prepared, &other.samples(), 64)
+        };
+        (moved(50.0), moved(0.0))
+    };
+    let (far, edge) = predict_shifted(true);
+    for (a, b) in far.iter().zip(&edge) {
+        assert!(
+            (a - b).abs() < 1e-6,
+            "clipped: {a} at +50 against {b} at the edge"
+        );
+    }
+    let (far, edge) = predict_shifted(false);
+    let moved = far
+        .iter()
+        .zip(&edge)
+        .filter(|(a, b)| (*a - *b).abs() > 1e-3)
+        .count();
+    assert!(
+        moved > 0,
+        "unclipped predictions should change 50 units past the range"
+    );
+}

@@ -21,6 +21,7 @@ fn city(preset: Preset, size: usize, categories: usize, seed: u64) -> City {
         tile_side: 16,
         poi_categories: categories,
         seed,
+        signal: Default::default(),
     })
     .expect("synthetic city")
 }

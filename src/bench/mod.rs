@@ -106,6 +106,7 @@ pub fn run(config: &BenchConfig, choice: &DeviceChoice) -> Result<Vec<BenchRow>>
         tile_side: config.side,
         poi_categories: config.poi_categories,
         seed: 1,
+        signal: Default::default(),
     })?;
     let split = SplitConfig::default().split(&city, 0)?;
     let train = TrainConfig {

@@ -115,6 +115,7 @@ fn area_city(config: &Config) -> Result<PathBuf> {
         tile_side: config.side,
         poi_categories: config.poi_categories,
         seed: 11,
+        signal: Default::default(),
     };
     let started = Instant::now();
     eprintln!(

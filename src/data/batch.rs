@@ -23,17 +23,31 @@ pub struct DeviceTiles {
     device: Device,
 }
 
-/// Per-column mean and standard deviation for the covariates (from the training tiles).
+/// Per-column mean and standard deviation for the covariates (from the training tiles), and,
+/// with `model.clip_covariates`, their range there.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Standardizer {
     pub mean: Vec<f32>,
     pub std: Vec<f32>,
+    /// Per column (min, max) over the training tiles: values outside are clamped to it before
+    /// standardising, so a tile unlike any the model saw (another city, zero-shot) meets the
+    /// edge of what it learned, as a tree does, instead of a ReLU network's linear extrapolation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<Vec<(f32, f32)>>,
 }
 
 impl Standardizer {
-    pub fn fit(city: &City, tiles: &[usize]) -> Option<Self> {
+    pub fn fit(city: &City, tiles: &[usize], clip: bool) -> Option<Self> {
         let t = city.tabular.as_ref()?;
         let f = t.columns.len();
+        let range = |c: usize| {
+            tiles
+                .iter()
+                .map(|&i| t.values[i * f + c])
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+                    (lo.min(v), hi.max(v))
+                })
+        };
         let n = tiles.len().max(1) as f64;
         let mut mean = vec![0f64; f];
         let mut var = vec![0f64; f];
@@ -54,7 +68,17 @@ impl Standardizer {
                 .iter()
                 .map(|&v| if v > 1e-12 { v.sqrt() as f32 } else { 1.0 })
                 .collect(),
+            clip: (clip && !tiles.is_empty()).then(|| (0..f).map(range).collect()),
         })
+    }
+
+    /// Column `c`'s value `v` as the network sees it.
+    pub fn apply(&self, c: usize, v: f32) -> f32 {
+        let v = match &self.clip {
+            Some(range) => v.clamp(range[c].0, range[c].1),
+            None => v,
+        };
+        (v - self.mean[c]) / self.std[c]
     }
 }
 
@@ -83,7 +107,7 @@ impl DeviceTiles {
                     .values
                     .iter()
                     .enumerate()
-                    .map(|(j, v)| (v - s.mean[j % f]) / s.std[j % f])
+                    .map(|(j, &v)| s.apply(j % f, v))
                     .collect(),
                 None => t.values.clone(),
             };
@@ -311,5 +335,51 @@ pub fn host_float32_batch(
         image,
         poi,
         tabular: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::city::{Tabular, TileKey};
+
+    fn city(values: &[f32]) -> City {
+        City {
+            name: "covariates".into(),
+            keys: (0..values.len() as i64)
+                .map(|x| TileKey { x, y: 0 })
+                .collect(),
+            emission: vec![1.0; values.len()],
+            images: None,
+            poi: None,
+            tabular: Some(Tabular {
+                columns: vec!["pop".into()],
+                values: values.to_vec(),
+            }),
+            district: None,
+        }
+    }
+
+    #[test]
+    fn clipping_holds_covariates_to_the_training_range() {
+        let c = city(&[1.0, 2.0, 3.0, -10.0, 40.0]);
+        let train = [0, 1, 2];
+        let plain = Standardizer::fit(&c, &train, false).unwrap();
+        let clipped = Standardizer::fit(&c, &train, true).unwrap();
+        assert_eq!(
+            (plain.mean.clone(), plain.std.clone()),
+            (clipped.mean.clone(), clipped.std.clone())
+        );
+        assert_eq!(clipped.clip, Some(vec![(1.0, 3.0)]));
+        let std = (2.0f32 / 3.0).sqrt();
+        // Inside the range both agree; outside, the clipped one stops at the edge.
+        assert_eq!(plain.apply(0, 2.5), clipped.apply(0, 2.5));
+        assert!((plain.apply(0, 40.0) - 38.0 / std).abs() < 1e-4);
+        assert!((clipped.apply(0, 40.0) - 1.0 / std).abs() < 1e-6);
+        assert!((clipped.apply(0, -10.0) + 1.0 / std).abs() < 1e-6);
+        // A bundle written before clipping existed reads as unclipped.
+        let old: Standardizer = serde_json::from_str(r#"{"mean": [2.0], "std": [0.5]}"#).unwrap();
+        assert_eq!(old.clip, None);
+        assert_eq!(old.apply(0, 3.0), 2.0);
     }
 }

@@ -17,11 +17,13 @@
 //! local(t) = 2.0 f_ind + 1.2 f_com + 0.8 f_res − 1.0 f_veg
 //!          + 4.0 f_com f_res            (mixed use: an interaction of categories)
 //!          + 3.0 f_ind ρ                (industry on roads)
-//!          + 1.0 (activity − ½)         (POI only)
-//!          + 1.5 (density − ½) f_built  (image only)
-//! ln E(t)  = offset + local(t) + 0.5 · mean of local over the 8 neighbours (agglomeration)
+//!          + a (activity − ½)           (POI only; a = 1.0 by default)
+//!          + d (density − ½) f_built    (image only; d = 1.5 by default)
+//! ln E(t)  = offset + local(t) + s · mean of local over the 8 neighbours (agglomeration; s = 0.5)
 //!          + N(0, 0.1²)
 //! ```
+//! `signal: {activity: a, density: d, spill: s}` plants stronger (or weaker) effects: an
+//! ablation test sized for a CI budget needs each modality's share to be large.
 //! and E(t) = 0 (not a sample, still a neighbour) where water covers more than 85 % of the tile.
 
 use anyhow::{bail, Context, Result};
@@ -74,6 +76,50 @@ pub struct SynthConfig {
     pub poi_categories: usize,
     #[serde(default)]
     pub seed: u64,
+    /// How strongly the modality-specific fields and the neighbours drive the emission.
+    #[serde(default, skip_serializing_if = "Signal::is_default")]
+    pub signal: Signal,
+}
+
+/// Weights of the ground truth's modality-specific terms and its spill-over (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Signal {
+    /// POI-only: the hidden `activity` field.
+    pub activity: f64,
+    /// Image-only: roof `density`, per unit of built-up fraction.
+    pub density: f64,
+    /// Neighbourhood: the weight of the 8 neighbours' mean local emission.
+    pub spill: f64,
+}
+
+impl Default for Signal {
+    fn default() -> Self {
+        Self {
+            activity: 1.0,
+            density: 1.5,
+            spill: 0.5,
+        }
+    }
+}
+
+impl Signal {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    fn check(&self) -> Result<()> {
+        for (name, v) in [
+            ("activity", self.activity),
+            ("density", self.density),
+            ("spill", self.spill),
+        ] {
+            if !v.is_finite() || !(0.0..=10.0).contains(&v) {
+                bail!("synthetic city: signal.{name} must be a number in 0..=10, got {v}");
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_side() -> usize {
@@ -246,7 +292,9 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
         tile_side: side,
         poi_categories,
         seed,
+        signal,
     } = config.clone();
+    signal.check()?;
     if width == 0 || height == 0 || side < 8 {
         bail!("synthetic city: size {width}x{height} with tile side {side} is too small (need ≥ 1×1 tiles of ≥ 8 px)");
     }
@@ -412,8 +460,8 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
             2.0 * ind + 1.2 * com + 0.8 * res - 1.0 * veg
                 + 4.0 * com * res
                 + 3.0 * ind * f.roads as f64
-                + 1.0 * (f.activity as f64 - 0.5)
-                + 1.5 * (f.density as f64 - 0.5) * built
+                + signal.activity * (f.activity as f64 - 0.5)
+                + signal.density * (f.density as f64 - 0.5) * built
         })
         .collect();
     let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0FE1_5510);
@@ -436,7 +484,8 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
         } else {
             neighbours.iter().sum::<f64>() / neighbours.len() as f64
         };
-        let ln_e = lay.offset + local[t] + 0.5 * spill + 0.1 * standard_normal(&mut noise_rng);
+        let ln_e =
+            lay.offset + local[t] + signal.spill * spill + 0.1 * standard_normal(&mut noise_rng);
         let facts = &tiles[t].2;
         emission.push(if facts.fractions[WAT] > 0.85 {
             0.0
@@ -466,10 +515,15 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
     }
     let city = City {
         name: format!(
-            "synthetic-{}-{}x{}-s{seed}",
+            "synthetic-{}-{}x{}-s{seed}{}",
             preset_name(preset),
             width,
-            height
+            height,
+            if signal.is_default() {
+                String::new()
+            } else {
+                format!("-a{}d{}s{}", signal.activity, signal.density, signal.spill)
+            }
         ),
         keys: (0..n_tiles)
             .map(|t| TileKey {
@@ -550,4 +604,66 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = rng.random::<f64>().max(1e-12);
     let u2: f64 = rng.random();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(signal: &str) -> SynthConfig {
+        serde_norway::from_str(&format!(
+            "{{preset: monocentric, width: 6, height: 5, tile_side: 8, poi_categories: 3, seed: 2{signal}}}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_default_signal_is_the_documented_law_and_stays_out_of_the_spec() {
+        let plain = config("");
+        assert_eq!(
+            plain,
+            config(", signal: {activity: 1.0, density: 1.5, spill: 0.5}")
+        );
+        // Omitted when default, so the run ids of specs without it do not change.
+        assert!(!serde_norway::to_string(&plain).unwrap().contains("signal"));
+        assert_eq!(
+            generate(&plain).unwrap().name,
+            "synthetic-monocentric-6x5-s2"
+        );
+    }
+
+    #[test]
+    fn the_signal_changes_the_emissions_and_only_them() {
+        let plain = generate(&config("")).unwrap();
+        let strong = generate(&config(", signal: {spill: 2.0, density: 4}")).unwrap();
+        assert_eq!(plain.images, strong.images);
+        assert_eq!(plain.poi, strong.poi);
+        assert_ne!(plain.emission, strong.emission);
+        assert_eq!(strong.name, "synthetic-monocentric-6x5-s2-a1d4s2");
+        // Without the spill-over no tile's emission depends on its neighbours: a tile's ln E is
+        // the law's local term, so removing the spill lowers every land tile where the
+        // neighbours' local term is positive and raises it where negative; all differ.
+        let alone = generate(&config(", signal: {spill: 0}")).unwrap();
+        let changed = plain
+            .emission
+            .iter()
+            .zip(&alone.emission)
+            .filter(|(a, b)| **a > 0.0 && a != b)
+            .count();
+        assert_eq!(changed, plain.emission.iter().filter(|e| **e > 0.0).count());
+    }
+
+    #[test]
+    fn a_bad_signal_is_an_error_naming_its_key() {
+        let e = serde_norway::from_str::<SynthConfig>(
+            "{preset: monocentric, width: 4, height: 4, signal: {activty: 2}}",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("activty"), "{e}");
+        let e = generate(&config(", signal: {density: -1}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signal.density"), "{e}");
+    }
 }

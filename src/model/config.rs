@@ -131,6 +131,11 @@ pub struct ModelConfig {
     pub attention_heads: usize,
     /// Hidden width of the tabular MLP.
     pub tabular_hidden: usize,
+    /// Clamp each covariate to its range over the training tiles before standardising, so that
+    /// predictions on tiles outside it (zero-shot on another city) do not extrapolate. Left out
+    /// of the resolved spec while off, so older runs keep their ids.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub clip_covariates: bool,
     /// Start from these weights instead of a seeded draw: a PyTorch state dict whose keys are
     /// this network's parameter paths (`tools/fidelity/script_state.py` converts the authors'
     /// script's). Every parameter must be in it.
@@ -152,6 +157,7 @@ impl Default for ModelConfig {
             attention_hidden: 32,
             attention_heads: 2,
             tabular_hidden: 32,
+            clip_covariates: false,
             initial_weights: None,
         }
     }

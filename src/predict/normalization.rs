@@ -131,7 +131,7 @@ pub fn read_or_recompute(run_dir: &Path, spec: &RunSpec) -> Result<Normalization
     let city = load_city(&spec.dataset, &CityOptions::default())
         .with_context(|| format!("rebuilding the training city of {}", run_dir.display()))?;
     let split = spec.split.split(&city, spec.seed)?;
-    let standardizer = Standardizer::fit(&city, &split.train);
+    let standardizer = Standardizer::fit(&city, &split.train, spec.model.clip_covariates);
     let scaling =
         crate::train::trainer::target_scaling(&city, &split.train, spec.train.standardize_target);
     Ok(Normalization::new(

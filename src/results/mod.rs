@@ -150,6 +150,7 @@ pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {
         "rmse" => m(|t| t.rmse),
         "mae" => m(|t| t.mae),
         "mape" => m(|t| t.mape),
+        "valid_r2" => m(|t| t.valid.r2),
     )?;
     Ok(df)
 }
@@ -167,6 +168,9 @@ pub fn summary_frame_ordered(rows: &[RunRow], variant_order: &[String]) -> Resul
         aggs.push(col(name).mean().alias(format!("{name}_mean")));
         aggs.push(col(name).std(1).alias(format!("{name}_std")));
     }
+    // For choosing between settings without looking at the test folds.
+    aggs.push(col("valid_r2").mean().alias("valid_r2_mean"));
+    aggs.push(col("valid_r2").std(1).alias("valid_r2_std"));
     let order: Vec<String> = {
         let mut seen: Vec<String> = variant_order.to_vec();
         let mut rest: Vec<String> = rows
@@ -422,6 +426,19 @@ fn markdown(
                 r.dataset, r.variant, r.seed, r.run_id, r.status
             )?;
         }
+    }
+    let (valid, valid_std) = (floats("valid_r2_mean")?, floats("valid_r2_std")?);
+    writeln!(
+        out,
+        "\nValidation R² (mean ± std over runs; a network's at its selected epoch, so optimistic): for choosing between settings of one model without looking at the test folds.\n"
+    )?;
+    writeln!(out, "| dataset | variant | validation R² |\n|---|---|---|")?;
+    for i in 0..datasets.len() {
+        writeln!(
+            out,
+            "| {} | {} | {:.4} ± {:.4} |",
+            datasets[i], variants[i], valid[i], valid_std[i]
+        )?;
     }
     Ok(out)
 }

@@ -43,6 +43,23 @@ impl Default for ContrastiveConfig {
     }
 }
 
+/// The learning rate over epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `lr` throughout, as the paper's script.
+    Constant,
+    /// Cosine decay from `lr` at epoch 1 to `lr`/100 at the last epoch: the last epochs settle
+    /// instead of jumping between validations, which short runs (the CI sweep) need.
+    Cosine,
+}
+
+impl LrSchedule {
+    fn is_constant(&self) -> bool {
+        *self == LrSchedule::Constant
+    }
+}
+
 /// How epochs are counted where the contrastive start, validation and early stopping ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +112,9 @@ pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
+    /// Left out of the resolved spec while constant, so older runs keep their ids.
+    #[serde(skip_serializing_if = "LrSchedule::is_constant")]
+    pub lr_schedule: LrSchedule,
     /// Coupled L2 weight decay, as torch's Adam.
     pub weight_decay: f64,
     pub adam_epsilon: f64,
@@ -122,6 +142,7 @@ impl Default for TrainConfig {
             epochs: 3000,
             batch_size: 32,
             lr: 1e-3,
+            lr_schedule: LrSchedule::Constant,
             weight_decay: 5e-3,
             adam_epsilon: 1e-8,
             alpha: 1e-3,
@@ -138,6 +159,22 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The learning rate of epoch `epoch` (1-based) of `epochs`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        match self.lr_schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Cosine => {
+                let progress = if self.epochs > 1 {
+                    (epoch.saturating_sub(1)) as f64 / (self.epochs - 1) as f64
+                } else {
+                    0.0
+                };
+                let floor = self.lr / 100.0;
+                floor + (self.lr - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
+        }
+    }
+
     /// Checks the values that do not depend on data or model; `key: problem` messages.
     pub fn check(&self, modalities: &[Modality]) -> Vec<String> {
         let mut e = Vec::new();
@@ -185,5 +222,30 @@ impl TrainConfig {
             ));
         }
         e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cosine_schedule_runs_from_lr_to_a_hundredth_and_never_rises() {
+        let config = TrainConfig {
+            epochs: 11,
+            lr: 0.01,
+            lr_schedule: LrSchedule::Cosine,
+            ..TrainConfig::default()
+        };
+        assert_eq!(config.lr_at(1), 0.01);
+        assert!((config.lr_at(6) - (0.0001 + 0.0099 * 0.5)).abs() < 1e-15);
+        assert!((config.lr_at(11) - 0.0001).abs() < 1e-15);
+        let lrs: Vec<f64> = (1..=11).map(|e| config.lr_at(e)).collect();
+        assert!(lrs.windows(2).all(|w| w[1] < w[0]), "{lrs:?}");
+        let constant = TrainConfig {
+            lr_schedule: LrSchedule::Constant,
+            ..config
+        };
+        assert!((1..=11).all(|e| constant.lr_at(e) == 0.01));
     }
 }

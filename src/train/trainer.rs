@@ -47,7 +47,7 @@ impl<'a> Prepared<'a> {
         train: &TrainConfig,
         device: &Device,
     ) -> Self {
-        let standardizer = Standardizer::fit(city, &split.train);
+        let standardizer = Standardizer::fit(city, &split.train, model.clip_covariates);
         let (shift, scale) = target_scaling(city, &split.train, train.standardize_target);
         Self::with_scaling(city, standardizer, shift, scale, model, device)
     }
@@ -385,12 +385,16 @@ pub fn fit(
             Schedule::Script => epoch - 1,
         };
         let contrastive = config.alpha > 0.0 && counted > config.contrastive_epoch;
+        let epoch_config = TrainConfig {
+            lr: config.lr_at(epoch),
+            ..config.clone()
+        };
         let (next, mean_l1, mean_nce) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
-            config,
+            &epoch_config,
             contrastive,
             &autodiff,
         )
@@ -519,12 +523,16 @@ pub fn fine_tune(
     let contrastive = config.alpha > 0.0;
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
+        let epoch_config = TrainConfig {
+            lr: config.lr_at(epoch),
+            ..config.clone()
+        };
         let (next, mean_l1, _) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
-            config,
+            &epoch_config,
             contrastive,
             &autodiff,
         )
