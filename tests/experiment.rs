@@ -164,6 +164,20 @@ fn summary_is_mean_and_std_over_seeds() {
         .get(0)
         .unwrap();
     assert!((got_mean - mean).abs() < 1e-12 && (got_std - std).abs() < 1e-12);
+    // Validation R² for model selection: the mean of the runs' validation scores.
+    let valid: f64 = rows
+        .iter()
+        .map(|r| r.metrics.as_ref().unwrap().valid.r2)
+        .sum::<f64>()
+        / 2.0;
+    let got_valid = summary
+        .column("valid_r2_mean")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(0)
+        .unwrap();
+    assert!((got_valid - valid).abs() < 1e-12);
     for file in ["summary.csv", "summary.parquet", "summary.md"] {
         results::write_summary(out.path()).unwrap();
         assert!(out.path().join(file).exists(), "{file}");
