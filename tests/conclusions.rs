@@ -225,7 +225,9 @@ fn random_folds_let_the_neighbourhood_branch_learn_the_neighbours_targets() {
     };
     let random = gap("{kind: random_cv, folds: 5}");
     let spatial = gap("{kind: spatial_cv, folds: 5, block: 4, buffer: 1}");
-    eprintln!("the neighbourhood branch's R² gain: random folds {random:.3}, spatial folds {spatial:.3}");
+    eprintln!(
+        "the neighbourhood branch's R² gain: random folds {random:.3}, spatial folds {spatial:.3}"
+    );
     assert!(
         random > 0.4,
         "random folds: the branch gains only {random:.3} R²"

@@ -109,9 +109,22 @@ impl MapFigure {
 impl Figure for MapFigure {
     fn size(&self) -> (u32, u32) {
         let (_, h) = self.tiles_wide();
+        // Categories that need more than one row of swatches make the figure taller.
+        let legend_width = self.panel_width() as i32 - 2 * PAD as i32;
+        let extra_rows = self
+            .panels
+            .iter()
+            .filter_map(|p| match &p.scale {
+                Scale::Categorical(labels) => swatch_positions(labels, legend_width)
+                    .last()
+                    .map(|&(_, row)| row),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
         (
             self.panels.len() as u32 * self.panel_width(),
-            TITLE + PANEL_TITLE + h * self.cell() + BAR,
+            TITLE + PANEL_TITLE + h * self.cell() + BAR + extra_rows as u32 * SWATCH_ROW as u32,
         )
     }
 
@@ -160,7 +173,28 @@ impl Figure for MapFigure {
     }
 }
 
-/// A colour bar (continuous scales) or a row of swatches (categories) under a panel.
+/// Height of one row of category swatches.
+const SWATCH_ROW: i32 = 22;
+
+/// Each category swatch's x offset and row: as many per row as fit in `width`, so that every
+/// category (ten folds, say) gets its label.
+fn swatch_positions(labels: &[String], width: i32) -> Vec<(i32, i32)> {
+    let (mut x, mut row) = (0, 0);
+    labels
+        .iter()
+        .map(|label| {
+            let step = 26 + 8 * label.chars().count() as i32;
+            if x > 0 && x + step > width {
+                (x, row) = (0, row + 1);
+            }
+            let at = (x, row);
+            x += step;
+            at
+        })
+        .collect()
+}
+
+/// A colour bar (continuous scales) or rows of swatches (categories) under a panel.
 fn legend<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     scale: &Scale,
@@ -173,19 +207,19 @@ fn legend<DB: DrawingBackend>(
         Scale::Magnitude { lo, hi } => (*lo, *hi),
         Scale::Diverging { max } => (-max, *max),
         Scale::Categorical(labels) => {
-            let mut x = x0;
-            for (i, label) in labels.iter().enumerate() {
+            for (i, (label, (dx, row))) in labels
+                .iter()
+                .zip(swatch_positions(labels, width))
+                .enumerate()
+            {
+                let (x, y) = (x0 + dx, y0 + row * SWATCH_ROW);
                 root.draw(&Rectangle::new(
-                    [(x, y0), (x + 14, y0 + 14)],
+                    [(x, y), (x + 14, y + 14)],
                     scale.colour(i as f64).filled(),
                 ))
                 .drawn()?;
-                root.draw(&Text::new(label.clone(), (x + 18, y0), text(14)))
+                root.draw(&Text::new(label.clone(), (x + 18, y), text(14)))
                     .drawn()?;
-                x += 26 + 8 * label.chars().count() as i32;
-                if x > x0 + width - 40 {
-                    break;
-                }
             }
             return Ok(());
         }
