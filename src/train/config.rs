@@ -175,6 +175,14 @@ impl TrainConfig {
         }
     }
 
+    /// This configuration with epoch `epoch`'s learning rate, for the optimiser steps of that epoch.
+    pub fn for_epoch(&self, epoch: usize) -> Self {
+        Self {
+            lr: self.lr_at(epoch),
+            ..self.clone()
+        }
+    }
+
     /// Checks the values that do not depend on data or model; `key: problem` messages.
     pub fn check(&self, modalities: &[Modality]) -> Vec<String> {
         let mut e = Vec::new();

@@ -385,16 +385,12 @@ pub fn fit(
             Schedule::Script => epoch - 1,
         };
         let contrastive = config.alpha > 0.0 && counted > config.contrastive_epoch;
-        let epoch_config = TrainConfig {
-            lr: config.lr_at(epoch),
-            ..config.clone()
-        };
         let (next, mean_l1, mean_nce) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
-            &epoch_config,
+            &config.for_epoch(epoch),
             contrastive,
             &autodiff,
         )
@@ -523,16 +519,12 @@ pub fn fine_tune(
     let contrastive = config.alpha > 0.0;
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
-        let epoch_config = TrainConfig {
-            lr: config.lr_at(epoch),
-            ..config.clone()
-        };
         let (next, mean_l1, _) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
-            &epoch_config,
+            &config.for_epoch(epoch),
             contrastive,
             &autodiff,
         )
