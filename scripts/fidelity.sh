@@ -30,5 +30,8 @@ CITY=datasets/fidelity-city
 mkdir -p results/fidelity
 "$PY" tools/fidelity/compare.py --script "$SCRIPT" --opencarbon "$TARGET/fidelity/opencarbon-tch" \
     --city "$CITY" --split results/fidelity/split.csv --spec experiments/paper/fidelity.yaml \
-    --work "$TARGET/fidelity/work" "$@" | tee results/fidelity/table.md
+    --work "$TARGET/fidelity/work" "$@" | tee "$TARGET/fidelity/table.md"
+# The committed table is replaced only once the comparison has finished (set -o pipefail above
+# makes a failing compare.py stop the script here, the old table intact).
+mv "$TARGET/fidelity/table.md" results/fidelity/table.md
 cp "$TARGET/fidelity/work/results.json" results/fidelity/results.json

@@ -12,6 +12,8 @@ pub mod launch;
 pub mod metrics;
 pub mod model;
 pub mod predict;
+pub mod quote;
+pub mod record;
 pub mod report;
 pub mod results;
 pub mod runner;

@@ -37,6 +37,9 @@ enum Command {
     /// Each run of an experiment directory: done, failed (why), running or pending; asks Slurm
     /// about submitted jobs.
     Status(opencarbon::launch::status::StatusArgs),
+    /// Check that the quote blocks of README.md and docs/*.md hold what the committed results
+    /// files they name say (exit non-zero naming each stale block); --write regenerates them.
+    Docs(opencarbon::quote::DocsArgs),
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city; a
@@ -138,6 +141,7 @@ fn real_main() -> Result<()> {
         Command::Results(args) => opencarbon::results::cli::main(args),
         Command::Report(args) => opencarbon::report::cli::main(args),
         Command::Status(args) => opencarbon::launch::status::main(args),
+        Command::Docs(args) => opencarbon::quote::main(args),
         Command::Doctor => doctor(),
         Command::Baseline {
             spec,

@@ -17,6 +17,22 @@ pub fn run_options(out: &std::path::Path) -> opencarbon::runner::RunOptions {
     }
 }
 
+/// A sweep as `opencarbon run` does it: every run, then the tables (and the record archive).
+/// Returns what the runs did and the Markdown summary (the refusal's text when no table could
+/// be written, e.g. every run failed).
+pub fn sweep(
+    experiment: &opencarbon::spec::Experiment,
+    options: &opencarbon::runner::RunOptions,
+    only: &[(String, String)],
+) -> (opencarbon::runner::SweepReport, String) {
+    let report = opencarbon::runner::run_sweep(experiment, options, only).unwrap();
+    let md = match opencarbon::runner::write_tables(experiment, &options.out) {
+        Ok(md) => md,
+        Err(e) => format!("{e:#}"),
+    };
+    (report, md)
+}
+
 /// The default backend's CPU device.
 pub fn device() -> Device {
     backend::device(&DeviceChoice::Cpu).expect("the default CPU backend")

@@ -5,7 +5,6 @@
 use crate::common;
 
 use opencarbon::results;
-use opencarbon::runner;
 use opencarbon::spec::Experiment;
 
 /// Baselines only (they fit in milliseconds): 2 seeds × 5 random folds per variant.
@@ -29,7 +28,7 @@ fn a_cv_sweep_compares_pairs_marks_significance_and_checks_its_expectations() {
     let out = tmp.path().join("conclusions");
     let e = Experiment::parse(SPEC, "conclusions.yaml", &[]).unwrap();
     assert_eq!(e.runs.len(), 3 * 2 * 5);
-    let (report, md) = runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
+    let (report, md) = common::sweep(&e, &common::run_options(&out), &[]);
     assert_eq!(
         (report.done, report.failed.len()),
         (30, 0),
@@ -174,7 +173,7 @@ variants:
 ";
     let tmp = tempfile::tempdir().unwrap();
     let e = Experiment::parse(text, "buffer.yaml", &[]).unwrap();
-    let (_, md) = runner::run_sweep(&e, &common::run_options(tmp.path()), &[]).unwrap();
+    let (_, md) = common::sweep(&e, &common::run_options(tmp.path()), &[]);
     let rows = results::collect(tmp.path()).unwrap();
     let comparison = results::comparison::compare(
         &rows,
@@ -210,7 +209,7 @@ fn random_folds_let_the_neighbourhood_branch_learn_the_neighbours_targets() {
         let e = Experiment::parse(&text, "neighbourhood-leak.yaml", &sets).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("leak");
-        let (report, _) = runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
+        let (report, _) = common::sweep(&e, &common::run_options(&out), &[]);
         assert_eq!((report.done, report.failed.len()), (10, 0));
         let rows = results::collect(&out).unwrap();
         let mean = |variant: &str| {

@@ -231,6 +231,7 @@ fn holdout_by_bbox_and_district() {
         valid: 0.25,
         block: 2,
         seed: Some(1),
+        buffer: None,
     }
     .split(&city, 0)
     .unwrap();
@@ -244,6 +245,7 @@ fn holdout_by_bbox_and_district() {
         valid: 0.25,
         block: 2,
         seed: None,
+        buffer: None,
     }
     .split(&city, 0)
     .unwrap();
@@ -352,7 +354,7 @@ fn split_csv_round_trips_as_a_file_split() {
     let config = SplitConfig::SpatialCv {
         folds: 3,
         block: 3,
-        buffer: 1,
+        buffer: Some(1),
         valid: 0.25,
         seed: Some(4),
         fold: Some(1),
@@ -444,7 +446,7 @@ proptest! {
     ) {
         let city = grid_city(w, h, &holes, &[false]);
         prop_assume!(city.samples().len() >= 30);
-        let spatial = SplitConfig::SpatialCv { folds, block, buffer, valid: 0.25, seed: None, fold: None };
+        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(buffer), valid: 0.25, seed: None, fold: None };
         let random = SplitConfig::RandomCv { folds, valid: 0.25, seed: None, fold: None };
         for config in [spatial, random] {
             let mut tested = Vec::new();

@@ -1,10 +1,11 @@
 //! Experiments: expansion into runs, resume that skips exactly the finished runs, failures that
 //! are recorded without stopping the sweep, and summaries with each run once.
 
+use crate::common;
 use opencarbon::backend::DeviceChoice;
 use opencarbon::model::Modality;
 use opencarbon::results;
-use opencarbon::runner::{self, RunOptions};
+use opencarbon::runner::RunOptions;
 use opencarbon::spec::{Experiment, RunSpec};
 use proptest::prelude::*;
 
@@ -81,9 +82,9 @@ fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
     };
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
     // First only the mono dataset, as if the sweep were killed half-way.
-    let (first, _) = runner::run_sweep(&e, &options, &[("dataset".into(), "mono".into())]).unwrap();
+    let (first, _) = common::sweep(&e, &options, &[("dataset".into(), "mono".into())]);
     assert_eq!((first.done, first.skipped, first.failed.len()), (6, 0, 0));
-    let (second, summary) = runner::run_sweep(&e, &options, &[]).unwrap();
+    let (second, summary) = common::sweep(&e, &options, &[]);
     assert_eq!(
         (second.done, second.skipped, second.failed.len()),
         (6, 6, 0)
@@ -104,7 +105,7 @@ fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
         out: out2.path().to_path_buf(),
         ..options
     };
-    let (report, summary) = runner::run_sweep(&failing, &options2, &[]).unwrap();
+    let (report, summary) = common::sweep(&failing, &options2, &[]);
     assert_eq!((report.done, report.failed.len()), (8, 4));
     assert!(
         report.failed[0].1.contains("no_such_column"),
@@ -131,15 +132,10 @@ fn summary_is_mean_and_std_over_seeds() {
         force: false,
     };
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
-    runner::run_sweep(
-        &e,
-        &options,
-        &[
+    common::sweep(&e, &options, &[
             ("variant".into(), "lag".into()),
             ("dataset".into(), "mono".into()),
-        ],
-    )
-    .unwrap();
+        ]);
     let rows = results::collect(out.path()).unwrap();
     let r2: Vec<f64> = rows
         .iter()
@@ -179,7 +175,7 @@ fn summary_is_mean_and_std_over_seeds() {
         .unwrap();
     assert!((got_valid - valid).abs() < 1e-12);
     for file in ["summary.csv", "summary.parquet", "summary.md"] {
-        results::write_summary(out.path()).unwrap();
+        results::write_summary(out.path(), false).unwrap();
         assert!(out.path().join(file).exists(), "{file}");
     }
 }

@@ -298,3 +298,392 @@ fn checkpoint() -> &'static [u8] {
         std::fs::read(&path).unwrap()
     })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Structural fuzzing of specs: the byte fuzzers above rarely produce a well-formed spec with one
+// section missing, emptied or of the wrong type. These start from every committed spec under
+// experiments/, change its *structure* at a key path (remove the key, empty the mapping or list,
+// or put a value of another YAML type there, nested keys included), in the file or by `--set`,
+// and parse it as `opencarbon run` does. `Experiment::parse` must never panic, and an error must
+// name the key it concerns (the key changed, or, for a tagged section's `kind` and list entries,
+// the key holding it).
+
+use serde_norway::{Mapping, Value};
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// What is done at a key path.
+#[derive(Debug, Clone)]
+enum Change {
+    /// The key is left out (a list entry removed).
+    Remove,
+    /// A mapping becomes `{}`, a list `[]`, a scalar `''`.
+    Empty,
+    /// The value is replaced.
+    Set(Value),
+}
+
+/// The committed specs (path relative to the crate, text), read once.
+fn committed_specs() -> &'static [(String, String)] {
+    static SPECS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    SPECS.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        let mut dirs = vec![root.join("experiments")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "yaml") {
+                    let name = path.strip_prefix(root).unwrap().display().to_string();
+                    files.push((name, std::fs::read_to_string(&path).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        assert!(files.len() >= 10, "the committed specs under experiments/: {files:?}");
+        files
+    })
+}
+
+/// Values of every YAML type, several that serde would take for a number of the wrong range.
+fn wrong_values() -> Vec<Value> {
+    [
+        "x",
+        "''",
+        "0",
+        "-1",
+        "0.5",
+        "18446744073709551615",
+        "1e300",
+        ".nan",
+        "true",
+        "~",
+        "[]",
+        "[1, x]",
+        "[[]]",
+        "{}",
+        "{x: 1}",
+        "{kind: x}",
+    ]
+    .iter()
+    .map(|t| serde_norway::from_str(t).unwrap())
+    .collect()
+}
+
+/// Every key path of `value` (mapping keys and list indices), parents before children.
+fn key_paths(value: &Value) -> Vec<Vec<Step>> {
+    fn walk(v: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        let children: Vec<(Step, &Value)> = match v {
+            Value::Mapping(m) => m
+                .iter()
+                .filter_map(|(k, v)| Some((Step::Key(k.as_str()?.to_string()), v)))
+                .collect(),
+            Value::Sequence(s) => s
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Step::Index(i), v))
+                .collect(),
+            _ => return,
+        };
+        for (step, child) in children {
+            at.push(step);
+            out.push(at.clone());
+            walk(child, at, out);
+            at.pop();
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, &mut Vec::new(), &mut out);
+    out
+}
+
+fn show(path: &[Step]) -> String {
+    let mut s = String::new();
+    for step in path {
+        match step {
+            Step::Key(k) if s.is_empty() => s.push_str(k),
+            Step::Key(k) => {
+                s.push('.');
+                s.push_str(k)
+            }
+            Step::Index(i) => s.push_str(&format!("[{i}]")),
+        }
+    }
+    s
+}
+
+/// Applies `change` at `path` (which exists in `root`).
+fn change_at(root: &mut Value, path: &[Step], change: &Change) {
+    let (last, parent) = path.split_last().expect("a key path has a step");
+    let mut node = root;
+    for step in parent {
+        node = match (node, step) {
+            (Value::Mapping(m), Step::Key(k)) => m.get_mut(k.as_str()).unwrap(),
+            (Value::Sequence(s), Step::Index(i)) => &mut s[*i],
+            _ => unreachable!("paths come from the value"),
+        };
+    }
+    match (node, last, change) {
+        (Value::Mapping(m), Step::Key(k), Change::Remove) => {
+            m.remove(k.as_str());
+        }
+        (Value::Sequence(s), Step::Index(i), Change::Remove) => {
+            s.remove(*i);
+        }
+        (Value::Mapping(m), Step::Key(k), change) => {
+            let slot = m.get_mut(k.as_str()).unwrap();
+            *slot = replacement(slot, change);
+        }
+        (Value::Sequence(s), Step::Index(i), change) => {
+            s[*i] = replacement(&s[*i], change);
+        }
+        _ => unreachable!("paths come from the value"),
+    }
+}
+
+fn replacement(old: &Value, change: &Change) -> Value {
+    match change {
+        Change::Set(v) => v.clone(),
+        Change::Empty => match old {
+            Value::Mapping(_) => Value::Mapping(Mapping::new()),
+            Value::Sequence(_) => Value::Sequence(vec![]),
+            _ => Value::String(String::new()),
+        },
+        Change::Remove => unreachable!("handled by the caller"),
+    }
+}
+
+/// Whether `word` stands in `message` as a word (not inside a longer name).
+fn names_word(message: &str, word: &str) -> bool {
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    message.match_indices(word).any(|(i, _)| {
+        let before = message[..i].chars().next_back();
+        let after = message[i + word.len()..].chars().next();
+        !before.is_some_and(is_name) && !after.is_some_and(is_name)
+    })
+}
+
+/// Whether an error about a change at `path` names it: the key changed (a list entry: its
+/// list's key), or for `kind`, the tag of a section, and for a removed key, the key holding it. An `expect` line that
+/// does not parse is named by its text and line (results::expect).
+fn concerns(message: &str, path: &[Step], removed: bool) -> bool {
+    let keys: Vec<&str> = path
+        .iter()
+        .filter_map(|s| match s {
+            Step::Key(k) => Some(k.as_str()),
+            Step::Index(_) => None,
+        })
+        .collect();
+    let Some(&leaf) = keys.last() else {
+        return true;
+    };
+    if names_word(message, leaf) {
+        return true;
+    }
+    // A section's tag, or a removed key (the error can name only where it is missing).
+    let parent_will_do = leaf == "kind" || (removed && path.last() == Some(&Step::Key(leaf.into())));
+    if parent_will_do && keys.len() >= 2 && names_word(message, keys[keys.len() - 2]) {
+        return true;
+    }
+    false
+}
+
+/// Parses `text` with `overrides` as `opencarbon run` does; an Err(String) for a panic.
+fn parse_catching(
+    text: &str,
+    origin: &str,
+    overrides: &[String],
+) -> Result<anyhow::Result<opencarbon::spec::Experiment>, String> {
+    std::panic::catch_unwind(|| opencarbon::spec::Experiment::parse(text, origin, overrides))
+        .map_err(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+}
+
+/// The `--set` form of a change: `path=value` (None where `--set` cannot say it: a removal, a
+/// list entry, a key holding `.` or `=`).
+fn as_override(path: &[Step], value: &Value) -> Option<String> {
+    let mut keys = Vec::new();
+    for step in path {
+        match step {
+            Step::Key(k) if !k.contains(['.', '=']) && !k.is_empty() => keys.push(k.as_str()),
+            _ => return None,
+        }
+    }
+    let text = serde_norway::to_string(value).ok()?;
+    Some(format!("{}={}", keys.join("."), text.trim_end()))
+}
+
+fn by_set(overrides: &[String]) -> String {
+    if overrides.is_empty() {
+        String::new()
+    } else {
+        format!(" (by --set {})", overrides.join(" --set "))
+    }
+}
+
+/// Whether committed spec `spec` parses unchanged, once per spec.
+fn base_parses(spec: usize) -> bool {
+    static OK: std::sync::OnceLock<Vec<bool>> = std::sync::OnceLock::new();
+    let ok = OK.get_or_init(|| {
+        committed_specs()
+            .iter()
+            .map(|(origin, text)| parse_catching(text, origin, &[]).is_ok_and(|r| r.is_ok()))
+            .collect()
+    });
+    ok[spec % ok.len()]
+}
+
+/// Checks one structural change of the committed spec `spec` (an index into
+/// [`committed_specs`]); `via_set` puts it on the command line instead of in the file.
+fn check_structure(spec: usize, changes: &[(usize, Change)], via_set: bool) -> Result<(), String> {
+    let spec = spec % committed_specs().len();
+    let (origin, text) = &committed_specs()[spec];
+    let base: Value = serde_norway::from_str(text).unwrap();
+    let paths = key_paths(&base);
+    let mut value = base.clone();
+    let mut overrides = Vec::new();
+    let mut changed: Vec<(Vec<Step>, bool)> = Vec::new();
+    for (at, change) in changes {
+        // Paths of the changed value, so that a second change may land inside the first.
+        let now = key_paths(&value);
+        let pool = if now.is_empty() { &paths } else { &now };
+        if pool.is_empty() {
+            break;
+        }
+        let path = pool[at % pool.len()].clone();
+        let set = match change {
+            Change::Set(v) if via_set => as_override(&path, v),
+            _ => None,
+        };
+        match set {
+            Some(o) => overrides.push(o),
+            None => {
+                if key_paths(&value).contains(&path) {
+                    change_at(&mut value, &path, change);
+                } else {
+                    continue;
+                }
+            }
+        }
+        changed.push((path, matches!(change, Change::Remove)));
+    }
+    let mutated = serde_norway::to_string(&value).unwrap();
+    let outcome = parse_catching(&mutated, origin, &overrides).map_err(|panic| {
+        format!("{origin}: panicked ({panic}) after changing {changed:?}{}:\n{mutated}", by_set(&overrides))
+    })?;
+    let Err(e) = outcome else { return Ok(()) };
+    let message = format!("{e:#}");
+    // The unchanged spec must parse for its errors to be the change's (a committed spec that
+    // does not parse here is still checked for panics).
+    if !base_parses(spec) {
+        return Ok(());
+    }
+    if !message.contains(origin.as_str()) && !message.contains("--set") {
+        return Err(format!("error names neither the file nor --set: {message}"));
+    }
+    let expect_line = changed
+        .iter()
+        .any(|(p, _)| p.first() == Some(&Step::Key("expect".into())))
+        && message.contains("line ");
+    if !expect_line && !changed.iter().any(|(p, removed)| concerns(&message, p, *removed)) {
+        let shown: Vec<String> = changed.iter().map(|(p, _)| show(p)).collect();
+        return Err(format!(
+            "{origin}: changing {}{} gives an error that names none of them: {message}",
+            shown.join(", "),
+            by_set(&overrides)
+        ));
+    }
+    Ok(())
+}
+
+/// Every committed spec, every key path, each change once (removal, emptied, a value of each
+/// YAML type), in the file; and every top-level section emptied or nulled by `--set`.
+#[test]
+fn spec_structure_every_key_path() {
+    let changes: Vec<Change> = [Change::Remove, Change::Empty]
+        .into_iter()
+        .chain(
+            ["x", "-1", "18446744073709551615", "true", "~", "[1, x]", "{x: 1}"]
+                .iter()
+                .map(|t| Change::Set(serde_norway::from_str(t).unwrap())),
+        )
+        .collect();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (spec, (_, text)) in committed_specs().iter().enumerate() {
+        let n = key_paths(&serde_norway::from_str(text).unwrap()).len();
+        for at in 0..n {
+            for change in &changes {
+                checked += 1;
+                if let Err(f) = check_structure(spec, &[(at, change.clone())], false) {
+                    failures.push(f);
+                }
+            }
+        }
+        let (origin, _) = &committed_specs()[spec];
+        for key in [
+            "variants", "datasets", "dataset", "seeds", "seed", "split", "model", "train",
+            "transfer", "baseline", "expect", "compare", "launcher", "name", "description",
+        ] {
+            for value in ["{}", "[]", "~", "x", "-1"] {
+                let set = [format!("{key}={value}")];
+                checked += 1;
+                match parse_catching(text, origin, &set) {
+                    Err(panic) => failures.push(format!("{origin} --set {}: panicked ({panic})", set[0])),
+                    Ok(Err(e)) => {
+                        let message = format!("{e:#}");
+                        if !names_word(&message, key) && base_parses(spec) {
+                            failures.push(format!("{origin} --set {}: error does not name `{key}`: {message}", set[0]));
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {checked} structural changes failed:\n{}",
+        failures.len(),
+        failures.join("\n---\n")
+    );
+}
+
+fn structural_change() -> impl Strategy<Value = (usize, Change)> {
+    let values = wrong_values();
+    (
+        any::<usize>(),
+        prop_oneof![
+            1 => Just(Change::Remove),
+            1 => Just(Change::Empty),
+            4 => proptest::sample::select(values).prop_map(Change::Set),
+        ],
+    )
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Up to three changes at once, in the file or by `--set`, on a random committed spec.
+    #[test]
+    fn spec_structure(
+        spec in any::<usize>(),
+        changes in proptest::collection::vec(structural_change(), 1..4),
+        via_set in any::<bool>(),
+    ) {
+        if let Err(f) = check_structure(spec, &changes, via_set) {
+            prop_assert!(false, "{}", f);
+        }
+    }
+}

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 use opencarbon::launch;
-use opencarbon::runner;
 use opencarbon::spec::Experiment;
 
 const SPEC: &str = "name: launch
@@ -63,7 +62,7 @@ fn jobs_2_gives_the_metrics_of_a_sequential_sweep_and_status_reads_them() {
     std::fs::write(&spec, SPEC).unwrap();
     let sequential = tmp.path().join("sequential");
     let e = Experiment::parse(SPEC, "launch.yaml", &[]).unwrap();
-    runner::run_sweep(&e, &common::run_options(&sequential), &[]).unwrap();
+    common::sweep(&e, &common::run_options(&sequential), &[]);
 
     let parallel = tmp.path().join("parallel");
     let run_jobs_2 = || {

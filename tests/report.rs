@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use opencarbon::report::{self, figure::Figure, inputs::Inputs};
-use opencarbon::runner;
 use opencarbon::spec::Experiment;
 
 /// Two small cities, spatial 3-fold CV, one seed: two networks (2 epochs) and two baselines.
@@ -35,7 +34,7 @@ fn experiment() -> &'static Path {
         let tmp = tempfile::tempdir().unwrap().keep();
         let out = tmp.join("report");
         let e = Experiment::parse(SPEC, "report.yaml", &[]).unwrap();
-        let (sweep, _) = runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
+        let (sweep, _) = common::sweep(&e, &common::run_options(&out), &[]);
         assert!(sweep.failed.is_empty(), "{:?}", sweep.failed);
         report::write(&out).unwrap();
         out
@@ -299,7 +298,7 @@ variants:
   mean: {baseline: {kind: mean}}
 ";
     let e = Experiment::parse(spec, "damaged.yaml", &[]).unwrap();
-    runner::run_sweep(&e, &common::run_options(&out), &[]).unwrap();
+    common::sweep(&e, &common::run_options(&out), &[]);
     report::write(&out).unwrap();
     // A report killed mid-write leaves its scratch file; the next report sweeps a dead writer's,
     // and leaves a live one's (this process) alone.

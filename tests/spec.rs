@@ -174,3 +174,329 @@ expect:
     let bad = opencarbon::spec::Experiment::parse(text, "e.yaml", &["expect=3".to_string()]);
     assert!(format!("{:#}", bad.unwrap_err()).contains("expect"));
 }
+
+fn experiment_error(text: &str, overrides: &[&str]) -> String {
+    let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+    let outcome = std::panic::catch_unwind(|| {
+        opencarbon::spec::Experiment::parse(text, "e.yaml", &overrides)
+    });
+    match outcome {
+        Ok(Ok(_)) => panic!("parsed: {text} {overrides:?}"),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => panic!("panicked: {text} {overrides:?}"),
+    }
+}
+
+const SYNTH: &str =
+    "{kind: synthetic, preset: monocentric, width: 4, height: 4, tile_side: 16, poi_categories: 2}";
+
+/// `variants: {}`, `datasets: {}`, `seeds: []` and `--set 'variants={}'` used to panic (an
+/// experiment of no run); each is an error naming its key.
+#[test]
+fn empty_variants_datasets_or_seeds_are_errors_naming_the_key() {
+    let e = experiment_error(&format!("name: e\ndataset: {SYNTH}\nvariants: {{}}\n"), &[]);
+    assert!(e.contains("`variants` is empty") && e.contains("e.yaml"), "{e}");
+    let e = experiment_error("name: e\ndatasets: {}\n", &[]);
+    assert!(e.contains("`datasets` is empty"), "{e}");
+    let e = experiment_error(&format!("name: e\ndataset: {SYNTH}\nseeds: []\n"), &[]);
+    assert!(e.contains("`seeds` is empty"), "{e}");
+    let e = experiment_error(&format!("name: e\ndataset: {SYNTH}\n"), &["variants={}"]);
+    assert!(e.contains("`variants` is empty"), "{e}");
+    let e = experiment_error(
+        &format!("name: e\ndataset: {SYNTH}\nvariants: {{a: {{}}}}\n"),
+        &["datasets={}"],
+    );
+    assert!(e.contains("datasets"), "{e}");
+}
+
+/// A bad value inside a `kind:`-tagged section (dataset, split) is named by its full key path,
+/// not only by the section (serde loses the path inside such sections).
+#[test]
+fn errors_inside_tagged_sections_name_the_field() {
+    let e = error_of("name: t\ndataset: {kind: synthetic, preset: monocentric, width: x, height: 4}\n");
+    assert!(e.contains("key `dataset.width`"), "{e}");
+    let e = error_of(&format!(
+        "{BASE}split: {{kind: spatial_cv, folds: 5, block: -1}}\n"
+    ));
+    assert!(e.contains("key `split.block`"), "{e}");
+    let e = error_of(&format!(
+        "{BASE}split: {{kind: holdout, test: {{bbox: {{x: [1], y: [0, 3]}}}}}}\n"
+    ));
+    assert!(e.contains("split.test.bbox.x"), "{e}");
+    let e = experiment_error(
+        "name: e\ndatasets: {a: {kind: synthetic, preset: monocentric, width: 4, height: 4, signal: {spill: [1]}}}\n",
+        &[],
+    );
+    assert!(e.contains("dataset.signal.spill") && e.contains("dataset `a`"), "{e}");
+    let e = experiment_error(
+        &format!("name: e\ndataset: {SYNTH}\nlauncher: {{slurm: {{gpus: x}}}}\n"),
+        &[],
+    );
+    assert!(e.contains("launcher.slurm.gpus"), "{e}");
+}
+
+/// Numbers too large for what they size: an error, not an overflow or an allocation panic.
+#[test]
+fn huge_windows_and_fold_counts_are_errors() {
+    let e = error_of(&format!("{BASE}model: {{neighbourhood: 18446744073709551615}}\n"));
+    assert!(e.contains("model.neighbourhood"), "{e}");
+    let e = experiment_error(
+        &format!(
+            "name: e\ndataset: {SYNTH}\nsplit: {{kind: random_cv, folds: 18446744073709551615}}\nseeds: [1]\n"
+        ),
+        &[],
+    );
+    assert!(e.contains("split.folds"), "{e}");
+    let e = error_of(&format!("{BASE}split: {{kind: random_cv, folds: 1000000}}\n"));
+    assert!(e.contains("split.folds"), "{e}");
+}
+
+/// `opencarbon run SPEC --dry-run` loads every dataset the runs use: a missing labels file fails
+/// the dry run, naming the file (it used to print "todo" rows and exit 0).
+#[test]
+fn dry_run_with_a_missing_labels_file_fails_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let labels = dir.path().join("no-such-dir/Nowhere.csv");
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: missing
+seeds: [1, 2]
+datasets:
+  nowhere: {{kind: odiac_tiles, labels: {}}}
+split: {{kind: spatial_cv, folds: 5, block: 8}}
+model: {{modalities: [tabular]}}
+train: {{alpha: 0, epochs: 3}}
+variants:
+  network: {{}}
+  mean: {{baseline: {{kind: mean}}}}
+",
+            labels.display()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+        .args(["run", "--dry-run", "--out"])
+        .arg(dir.path().join("out"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "exit 0: {stdout}");
+    assert!(stderr.contains("Nowhere.csv"), "{stderr}");
+    assert!(!stdout.contains("todo"), "{stdout}");
+}
+
+/// A dry run prints one line per run with its tiles, epochs and an estimated duration measured on
+/// this machine (baselines: —), and the state last (scripts read `done` off the line's end).
+#[test]
+fn dry_run_prints_epochs_and_an_estimate_per_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: estimate
+seeds: [1]
+dataset: {SYNTH}
+split: {{kind: random, test: 0.25, valid: 0.25}}
+model: {{modalities: [poi, tabular]}}
+train: {{epochs: 7, batch_size: 4, contrastive: {{pair: [poi, tabular]}}}}
+variants:
+  network: {{}}
+  mean: {{baseline: {{kind: mean}}}}
+"
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_opencarbon"))
+        .args(["run", "--dry-run", "--out"])
+        .arg(dir.path().join("out"))
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let network = lines.iter().find(|l| l.contains("network")).unwrap();
+    // 16 tiles: 4 test, 3 valid, 9 train → 2 full batches of 4, and a last batch of one skipped.
+    assert!(network.contains("tiles 9/3/4"), "{network}");
+    assert!(network.contains("epochs 7 × 2 steps"), "{network}");
+    assert!(network.contains("est. ≤ "), "{network}");
+    assert!(network.trim_end().ends_with("todo"), "{network}");
+    let mean = lines.iter().find(|l| l.contains("mean")).unwrap();
+    assert!(mean.contains("epochs —") && mean.trim_end().ends_with("todo"), "{mean}");
+}
+
+/// Rows `key | default` of `value` under `prefix`, nested mappings flattened (`train.early_stopping.rule`).
+fn default_rows(prefix: &str, value: &serde_norway::Value, rows: &mut Vec<(String, String)>) {
+    use serde_norway::Value;
+    match value {
+        Value::Mapping(m) if !m.is_empty() => {
+            for (k, v) in m {
+                let key = k.as_str().expect("config keys are names");
+                let path = if prefix.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                default_rows(&path, v, rows);
+            }
+        }
+        other => rows.push((prefix.to_string(), show_default(other))),
+    }
+}
+
+fn show_default(value: &serde_norway::Value) -> String {
+    use serde_norway::Value;
+    match value {
+        Value::Null => "unset".into(),
+        Value::Sequence(items) => format!(
+            "[{}]",
+            items.iter().map(show_default).collect::<Vec<_>>().join(", ")
+        ),
+        Value::Mapping(m) if m.is_empty() => "{}".into(),
+        other => serde_norway::to_string(other).unwrap().trim_end().to_string(),
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> serde_norway::Value {
+    serde_norway::to_value(v).unwrap()
+}
+
+/// docs/defaults.md, generated from the config types: a minimal spec parsed (every serde default
+/// and `Default` impl applied) and written back, each section's optional parts the same way.
+fn defaults_doc() -> String {
+    use serde_norway::Value;
+    let minimal = "name: d\ndataset: {kind: synthetic, preset: monocentric, width: 4, height: 4}\n";
+    let run = RunSpec::parse(minimal, "defaults", &[]).unwrap();
+    let mut sections: Vec<(&str, &str, Vec<(String, String)>)> = Vec::new();
+    let rows = |prefix: &str, value: Value| {
+        let mut r = Vec::new();
+        default_rows(prefix, &value, &mut r);
+        r
+    };
+    // Left out of a resolved spec while at their defaults (so older run ids hold): listed here.
+    let mut model = rows("model", to_value(&run.model));
+    model.push((
+        "model.clip_covariates".into(),
+        show_default(&to_value(&run.model.clip_covariates)),
+    ));
+    let mut train = rows("train", to_value(&run.train));
+    train.push((
+        "train.lr_schedule".into(),
+        show_default(&to_value(&run.train.lr_schedule)),
+    ));
+    sections.push(("Run", "", vec![
+        ("seed".into(), run.seed.to_string()),
+        ("seeds".into(), "unset: one run, of `seed`".into()),
+        ("variants".into(), "unset: one variant, `default`".into()),
+        ("datasets".into(), "unset: the one `dataset`".into()),
+        ("compare.reference".into(), "unset: the first variant".into()),
+        ("expect".into(), "[]".into()),
+    ]));
+    sections.push(("Model (`model:`)", "", model));
+    sections.push(("Training (`train:`)", "", train));
+    let mut split = Vec::new();
+    for (kind, given) in [
+        ("random", ""),
+        ("blocks", "block: 8"),
+        ("holdout", "test: {bbox: {x: [0, 1], y: [0, 1]}}"),
+        ("spatial_cv", "folds: 5, block: 8"),
+        ("random_cv", "folds: 5"),
+    ] {
+        let text = |extra: &str| {
+            let parts: Vec<&str> = [given, extra].into_iter().filter(|p| !p.is_empty()).collect();
+            format!("{{kind: {kind}, {}}}", parts.join(", ")).replace(", }", "}")
+        };
+        let config: opencarbon::data::SplitConfig = serde_norway::from_str(&text("")).unwrap();
+        let Value::Mapping(mut m) = to_value(&config) else {
+            unreachable!("a split is a mapping")
+        };
+        let required: serde_norway::Mapping = serde_norway::from_str(&text("")).unwrap();
+        for key in required.keys() {
+            m.remove(key);
+        }
+        // Optional keys left out of the written spec while unset.
+        for key in ["seed", "buffer", "fold"] {
+            let accepted = serde_norway::from_str::<opencarbon::data::SplitConfig>(&text(&format!("{key}: null"))).is_ok();
+            if accepted && m.get(key).is_none() {
+                m.insert(key.into(), Value::Null);
+            }
+        }
+        split.extend(rows(&format!("split ({kind})"), Value::Mapping(m)));
+    }
+    split.insert(0, ("split.kind".into(), show_default(&to_value(&run.split)["kind"])));
+    sections.push((
+        "Split (`split:`)",
+        "`split.kind` left out is the first row's kind. An unset `seed` is the run's seed; an unset `fold` is every fold, one run each; an unset `buffer` is the widest window any variant reads.",
+        split,
+    ));
+    let synthetic: opencarbon::data::synthetic::SynthConfig =
+        serde_norway::from_str("{preset: monocentric, width: 4, height: 4}").unwrap();
+    let mut dataset = rows("dataset (synthetic)", to_value(&synthetic));
+    dataset.retain(|(k, _)| !k.ends_with(".preset") && !k.ends_with(".width") && !k.ends_with(".height"));
+    dataset.extend(rows("dataset (synthetic).signal", to_value(&synthetic.signal)));
+    sections.push(("Synthetic city (`dataset: {kind: synthetic}`)", "", dataset));
+    let baseline: opencarbon::spec::BaselineSpec =
+        serde_norway::from_str("{kind: ridge}").unwrap();
+    let mut b = rows("baseline", to_value(&baseline));
+    b.retain(|(k, _)| k != "baseline.kind");
+    sections.push(("Baselines (`baseline:`)", "", b));
+    let transfer: opencarbon::transfer::TransferConfig =
+        serde_norway::from_str("{targets: []}").unwrap();
+    let mut t = rows("transfer", to_value(&transfer));
+    t.retain(|(k, _)| k != "transfer.targets");
+    t.insert(0, ("transfer.targets".into(), "every other dataset".into()));
+    sections.push((
+        "Transfer (`transfer:`)",
+        "An unset `fine_tune.lr` is a tenth of `train.lr`; an unset `fine_tune.batch_size` is `train.batch_size`.",
+        t,
+    ));
+    let launcher = opencarbon::launch::LauncherConfig::default();
+    sections.push((
+        "Launcher (`launcher:`)",
+        "An unset `jobs` is 1 (runs one after another in this process); unset Slurm options are Slurm's own defaults.",
+        rows("launcher", to_value(&launcher)),
+    ));
+    let mut out = String::from(
+        "# Defaults\n\n<!-- Generated by `tests/spec.rs` (defaults_doc_is_current) from the config types' defaults; \
+         regenerate with `OPENCARBON_WRITE_DOCS=1 cargo test --test integration spec::defaults_doc`. -->\n\n\
+         Every key of a spec that may be left out, and the value it then takes: built-in defaults → spec \
+         file → `--set` ([experiments.md](experiments.md)). `unset` is an empty optional key.\n",
+    );
+    for (title, note, rows) in sections {
+        out.push_str(&format!("\n## {title}\n\n"));
+        if !note.is_empty() {
+            out.push_str(note);
+            out.push_str("\n\n");
+        }
+        out.push_str("| key | default |\n|---|---|\n");
+        for (k, v) in rows {
+            out.push_str(&format!("| `{k}` | {} |\n", v.replace('|', "\\|")));
+        }
+    }
+    out
+}
+
+/// docs/defaults.md is the table of every default, generated from the code: this fails when a
+/// default changes and the document does not.
+#[test]
+fn defaults_doc_is_current() {
+    let doc = defaults_doc();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/defaults.md");
+    if std::env::var_os("OPENCARBON_WRITE_DOCS").is_some() {
+        std::fs::write(path, &doc).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == doc,
+        "docs/defaults.md is stale (a default changed): regenerate it with \
+         OPENCARBON_WRITE_DOCS=1 cargo test --test integration spec::defaults_doc, and review the diff"
+    );
+}

@@ -297,7 +297,7 @@ fn a_transfer_sweep_writes_rows_predictions_and_the_matrix() {
     let out = tempfile::tempdir().unwrap();
     let e = Experiment::parse(TRANSFER, "t.yaml", &[]).unwrap();
     let only = vec![("dataset".to_string(), "mono".to_string())];
-    let (report, md) = runner::run_sweep(&e, &common::run_options(out.path()), &only).unwrap();
+    let (report, md) = common::sweep(&e, &common::run_options(out.path()), &only);
     assert_eq!(
         (report.done, report.failed.len()),
         (2, 0),
@@ -462,6 +462,8 @@ fn transfer_matrix_is_mean_and_std_over_seeds() {
         n: 10,
     };
     let row = |seed: u64, in_city: f64, zero_shot: f64| results::RunRow {
+        leak: None,
+        provenance: None,
         fold: None,
         cv_test_train_ratio: None,
         run_id: format!("s{seed}"),

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod canonical;
 pub mod city;
 pub mod csv;
+pub mod fingerprint;
 pub mod load;
 pub mod neighbourhood;
 pub mod normalize;

@@ -42,6 +42,11 @@ pub enum SplitConfig {
         #[serde(default = "default_block")]
         block: usize,
         seed: Option<u64>,
+        /// Tiles within `buffer` tiles (Chebyshev) of a test tile are left out of training and
+        /// validation. Left out of a spec, the widest window any of its variants reads (see
+        /// [`SplitConfig::default_buffer`]); absent in older records, where it was 0.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buffer: Option<usize>,
     },
     /// An explicit CSV with columns x, y, split (train | valid | test; `unused` rows are
     /// skipped, so a run's own `split.csv` can be given back).
@@ -54,8 +59,10 @@ pub enum SplitConfig {
     SpatialCv {
         folds: usize,
         block: usize,
-        #[serde(default)]
-        buffer: usize,
+        /// Left out of a spec: the widest window any of its variants reads, so that no training
+        /// tile's window reaches into the test blocks ([`SplitConfig::default_buffer`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buffer: Option<usize>,
         #[serde(default = "default_valid")]
         valid: f64,
         seed: Option<u64>,
@@ -202,6 +209,40 @@ pub struct Split {
 }
 
 impl SplitConfig {
+    /// Sets an unset buffer (spatial CV, holdout) to `radius`: the widest neighbourhood window
+    /// (network) or spatial lag (baselines) the experiment's variants read. A buffer narrower
+    /// than that lets a training tile's window see test tiles: the leak the project measured
+    /// (docs/conclusions.md).
+    pub fn default_buffer(&mut self, radius: usize) {
+        if let SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } = self {
+            buffer.get_or_insert(radius);
+        }
+    }
+
+    /// The spec's `kind:` of this split.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            SplitConfig::Random { .. } => "random",
+            SplitConfig::Blocks { .. } => "blocks",
+            SplitConfig::Holdout { .. } => "holdout",
+            SplitConfig::File { .. } => "file",
+            SplitConfig::SpatialCv { .. } => "spatial_cv",
+            SplitConfig::RandomCv { .. } => "random_cv",
+        }
+    }
+
+    /// The tiles between a test tile and the nearest training tile, when the split guarantees
+    /// any: None for splits that can put a test tile's neighbour in training (random, random
+    /// CV, blocks, a file).
+    pub fn guaranteed_buffer(&self) -> Option<usize> {
+        match self {
+            SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } => {
+                Some(buffer.unwrap_or(0))
+            }
+            _ => None,
+        }
+    }
+
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let fractions = match self {
@@ -341,6 +382,7 @@ impl SplitConfig {
                 valid,
                 block,
                 seed,
+                buffer,
             } => {
                 if test.districts.is_some() && city.district.is_none() {
                     bail!(
@@ -350,6 +392,7 @@ impl SplitConfig {
                 }
                 let (test_set, rest): (Vec<usize>, Vec<usize>) =
                     samples.iter().partition(|&&i| test.contains(city, i));
+                let rest = outside_buffer(city, &rest, &test_set, buffer.unwrap_or(0));
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.unwrap_or(run_seed));
                 Split {
@@ -372,7 +415,7 @@ impl SplitConfig {
                 let mut dealt = deal_blocks(city, &samples, *block, *folds, seed);
                 let test_set = std::mem::take(&mut dealt[f]);
                 let rest: Vec<usize> = dealt.concat();
-                let rest = outside_buffer(city, &rest, &test_set, *buffer);
+                let rest = outside_buffer(city, &rest, &test_set, buffer.unwrap_or(0));
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
                 Split {
@@ -428,10 +471,19 @@ impl SplitConfig {
     }
 }
 
+/// More folds than this is a typo: a spec expands into one run per fold (and `usize::MAX` of
+/// them would not fit in memory).
+const MAX_FOLDS: usize = 1000;
+
 fn cv_errors(errors: &mut Vec<String>, folds: usize, fold: Option<usize>, valid: f64) {
     if folds < 2 {
         errors.push(format!(
             "split.folds: {folds}; cross-validation needs at least 2"
+        ));
+    }
+    if folds > MAX_FOLDS {
+        errors.push(format!(
+            "split.folds: {folds}; at most {MAX_FOLDS} (each fold is a run)"
         ));
     }
     if let Some(f) = fold {

@@ -19,7 +19,7 @@ pub mod slurm;
 pub mod status;
 mod sweep;
 
-pub use sweep::{run_task, Sweep};
+pub use sweep::{finish, run_task, Sweep, Tally};
 
 /// `launcher:` in a spec.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -163,10 +163,11 @@ pub fn pending(experiment: &Experiment, out: &Path, only: &[(String, String)]) -
         .iter()
         .filter(|r| runner::matches(r, only))
         .filter(|r| {
-            !matches!(
-                resume::check(&out.join("runs").join(r.run_id()), Some(r)),
-                resume::State::Done(_)
-            )
+            let dir = out.join("runs").join(r.run_id());
+            match resume::check(&dir, Some(r)) {
+                resume::State::Done(_) => crate::track::meta::data_changed(&dir).is_some(),
+                _ => runner::archived(out, r).is_none(),
+            }
         })
         .map(|r| r.run_id())
         .collect();

@@ -103,27 +103,17 @@ impl Sweep<'_> {
             .count();
         println!("{} runs, {} to run, {jobs} at a time", total, work.len());
         let outcome = local::run(&self.invocation, &manifest, work, jobs, self.progress)?;
-        let summary = runner::write_tables(self.experiment, out)?;
-        println!("{summary}");
-        println!(
-            "{}: {} run, {} already done, {} failed → {}",
-            self.experiment.name,
-            outcome.done,
-            total - ids.len(),
-            outcome.failed.len(),
-            out.join("summary.md").display()
-        );
-        if report {
-            crate::report::refresh(out);
-        }
-        if !outcome.failed.is_empty() {
-            let labels: Vec<&str> = outcome.failed.iter().map(|(l, _)| l.as_str()).collect();
-            bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
-        }
-        if !self.experiment.expect.is_empty() {
-            crate::results::cli::check_expectations(out, junit)?;
-        }
-        Ok(())
+        finish(
+            self.experiment,
+            out,
+            Tally {
+                done: outcome.done,
+                skipped: total - ids.len(),
+                failed: outcome.failed,
+            },
+            report,
+            junit,
+        )
     }
 
     /// `--launcher slurm`: one array task per pending run and a finishing job; with `wait`,
@@ -131,8 +121,9 @@ impl Sweep<'_> {
     pub fn slurm(&self, wait: bool, junit: Option<&Path>) -> Result<()> {
         let out = &self.invocation.out;
         let ids = pending(self.experiment, out, &self.only);
-        // The tables' options (variant order, reference, expectations) for the finishing job.
-        runner::write_tables(self.experiment, out)?;
+        // The tables' options (variant order, reference, expectations, run ids) for the
+        // finishing job, which runs `opencarbon results`.
+        runner::table_options(self.experiment).write(out)?;
         if ids.is_empty() {
             println!(
                 "{}: every run is done; nothing to submit",
@@ -172,4 +163,48 @@ impl Sweep<'_> {
         }
         Ok(())
     }
+}
+
+/// What a sweep did: runs finished now, found finished, and failed (label, why).
+pub struct Tally {
+    pub done: usize,
+    pub skipped: usize,
+    pub failed: Vec<(String, String)>,
+}
+
+/// The end of every sweep, whichever launcher ran it: the tables (refused, changing nothing, if
+/// they would hold fewer runs than before), the record archive, the report, then failures and
+/// expectations decide the exit status.
+pub fn finish(
+    experiment: &Experiment,
+    out: &Path,
+    tally: Tally,
+    report: bool,
+    junit: Option<&Path>,
+) -> Result<()> {
+    let tables = runner::write_tables(experiment, out);
+    match &tables {
+        Ok(summary) => println!("{summary}"),
+        Err(e) => eprintln!("tables not written: {e:#}"),
+    }
+    println!(
+        "{}: {} run, {} already done, {} failed → {}",
+        experiment.name,
+        tally.done,
+        tally.skipped,
+        tally.failed.len(),
+        out.join("summary.md").display()
+    );
+    if report && tables.is_ok() {
+        crate::report::refresh(out);
+    }
+    if !tally.failed.is_empty() {
+        let labels: Vec<&str> = tally.failed.iter().map(|(l, _)| l.as_str()).collect();
+        bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
+    }
+    tables?;
+    if !experiment.expect.is_empty() {
+        crate::results::cli::check_expectations(out, junit)?;
+    }
+    Ok(())
 }

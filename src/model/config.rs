@@ -224,11 +224,11 @@ impl ModelConfig {
             }
         }
         if self.neighbourhood > 3 {
+            // Not `window()`: 2k + 1 overflows for a k near usize::MAX.
+            let side = self.neighbourhood.saturating_mul(2).saturating_add(1);
             errors.push(format!(
-                "model.neighbourhood: {} gives a {}×{} window; at most 3 (7×7) is supported",
+                "model.neighbourhood: {} gives a {side}×{side} window; at most 3 (7×7) is supported",
                 self.neighbourhood,
-                self.window(),
-                self.window()
             ));
         }
         errors

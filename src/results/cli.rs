@@ -20,10 +20,15 @@ pub struct ResultsArgs {
     /// With --check, also write them as JUnit XML to this file
     #[arg(long, requires = "check")]
     junit: Option<PathBuf>,
+    /// Replace the tables even when they would be built from fewer runs than they hold
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn main(args: ResultsArgs) -> Result<()> {
-    print!("{}", super::write_summary(&args.dir)?);
+    print!("{}", super::write_summary(&args.dir, args.force)?);
+    // After a Slurm sweep this is the finishing job: the runs' records join the archive.
+    crate::record::archive::export(&args.dir)?;
     if args.check {
         check_expectations(&args.dir, args.junit.as_deref())?;
     }
@@ -41,6 +46,18 @@ pub fn check_expectations(dir: &Path, junit: Option<&Path>) -> Result<()> {
         );
     }
     let rows = super::collect(dir)?;
+    let mut order = options.variants.clone();
+    for r in &rows {
+        if !order.contains(&r.variant) {
+            order.push(r.variant.clone());
+        }
+    }
+    let reference = options
+        .reference
+        .clone()
+        .or_else(|| order.first().cloned())
+        .unwrap_or_default();
+    let table = super::comparison::compare(&rows, &reference, &order);
     let outcomes: Vec<expect::Outcome> = options
         .expect
         .iter()
@@ -51,7 +68,7 @@ pub fn check_expectations(dir: &Path, junit: Option<&Path>) -> Result<()> {
                     dir.join(super::TABLE_OPTIONS).display()
                 )
             })?;
-            Ok(expect::check(line, &e, &rows))
+            Ok(expect::check(line, &e, &rows, &table))
         })
         .collect::<Result<_>>()?;
     print!("{}", expect::report(&outcomes));

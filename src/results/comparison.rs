@@ -51,6 +51,10 @@ pub struct ComparisonRow {
     /// `better`, `worse` (Holm-adjusted t-test p < α, in the metric's direction), `n.s.`,
     /// `identical` (every pair equal), or `too few pairs`.
     pub verdict: String,
+    /// Why the comparison is leak-prone (a window of the variant or the reference reaches
+    /// across its split: `RunSpec::leak`); None when neither's is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak: Option<String>,
 }
 
 use super::metric_value as value;
@@ -118,6 +122,7 @@ pub fn compare(rows: &[RunRow], reference: &str, order: &[String]) -> Vec<Compar
                 r.p_t_holm = t;
                 r.p_wilcoxon_holm = w;
                 r.verdict = verdict(r, higher_is_better);
+                r.leak = leak(rows, dataset, &r.variant, reference);
             }
             out.extend(block);
         }
@@ -170,7 +175,20 @@ fn row(
         effect_dz,
         pairs_for_power: paired::pairs_for_power(effect_dz, ALPHA, 0.8, ratio),
         verdict: String::new(),
+        leak: None,
     }
+}
+
+/// Why a comparison of `variant` with `reference` on `dataset` is leak-prone, if it is.
+fn leak(rows: &[RunRow], dataset: &str, variant: &str, reference: &str) -> Option<String> {
+    let mut reasons: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.dataset == dataset && (r.variant == variant || r.variant == reference))
+        .filter_map(|r| r.leak.as_deref())
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    (!reasons.is_empty()).then(|| reasons.join("; "))
 }
 
 fn verdict(r: &ComparisonRow, higher_is_better: bool) -> String {
@@ -277,6 +295,7 @@ fn frame(rows: &[ComparisonRow]) -> Result<DataFrame> {
         "effect_dz" => x(|r| r.effect_dz),
         "pairs_for_80_power" => rows.iter().map(|r| r.pairs_for_power.map(|n| n as u32)).collect::<Vec<_>>(),
         "verdict" => s(|r| &r.verdict),
+        "leak_prone" => rows.iter().map(|r| r.leak.clone()).collect::<Vec<_>>(),
     )?)
 }
 
@@ -318,10 +337,13 @@ fn markdown(rows: &[ComparisonRow], rank_tests: &[RankTest]) -> Result<String> {
             )?;
             last = r.dataset.clone();
         }
-        let verdict = match r.verdict.as_str() {
+        let mut verdict = match r.verdict.as_str() {
             "better" | "worse" => format!("**{}**", r.verdict),
             v => v.to_string(),
         };
+        if r.leak.is_some() {
+            verdict.push_str(" ⚠ leak-prone");
+        }
         writeln!(
             out,
             "| {} | {} | {} | {:+.4} | [{:+.4}, {:+.4}] | {} | {} ({}) | {} ({}) | {:.2} | {} | {} |",
@@ -341,6 +363,18 @@ fn markdown(rows: &[ComparisonRow], rank_tests: &[RankTest]) -> Result<String> {
                 .map_or("—".into(), |n| n.to_string()),
             verdict
         )?;
+    }
+    let mut leaks: Vec<&str> = rows.iter().filter_map(|r| r.leak.as_deref()).collect();
+    leaks.sort();
+    leaks.dedup();
+    if !leaks.is_empty() {
+        writeln!(
+            out,
+            "\n⚠ **Leak-prone comparisons**: a window reaches across the split, so a test tile's score can come from its training neighbours' targets rather than the model (docs/conclusions.md). Compare under `spatial_cv` with a buffer at least the window's radius.\n"
+        )?;
+        for reason in leaks {
+            writeln!(out, "- {reason}")?;
+        }
     }
     if !rank_tests.is_empty() {
         writeln!(
@@ -386,6 +420,8 @@ pub fn write_tables(
     let mut f = frame(&comparison)?;
     super::write_frame(dir, "comparison", &mut f)?;
     let md = markdown(&comparison, &rank_tests)?;
-    atomic::write(&dir.join("comparison.md"), md.as_bytes())?;
+    // The file carries the provenance footer; summary.md, which embeds `md`, has its own.
+    let file = format!("{md}{}", super::provenance::footer(rows));
+    atomic::write(&dir.join("comparison.md"), file.as_bytes())?;
     Ok((comparison, md))
 }

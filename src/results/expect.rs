@@ -5,7 +5,9 @@
 //! ```text
 //! full > no_neighbourhood on r2 at 0.05 [in DATASET]   # paired over seeds and folds: the mean
 //!                                                      # difference points that way and the
-//!                                                      # two-sided paired t-test has p < 0.05
+//!                                                      # comparison table's Holm-adjusted
+//!                                                      # paired t-test p is < 0.05 (one side
+//!                                                      # must be the reference variant)
 //! full.r2 >= 0.6 [on DATASET]                          # the mean over runs (>=, <=, >, <)
 //! ```
 //!
@@ -16,9 +18,8 @@ use std::fmt::Write as _;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
-use super::comparison::differences;
+use super::comparison::ComparisonRow;
 use super::{RunRow, METRICS};
-use crate::stats::paired;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -151,8 +152,25 @@ pub struct Outcome {
 
 use super::metric_value as value;
 
-/// Checks `expectation` (its text `line`) against the finished runs.
-pub fn check(line: &str, expectation: &Expectation, rows: &[RunRow]) -> Outcome {
+/// The reference of a paired gate's comparison: whichever of `a`, `b` the table's rows are
+/// tested against (a spec is refused at parse time when neither is).
+fn table_reference(table: &[ComparisonRow], a: &str, b: &str) -> String {
+    table
+        .iter()
+        .map(|r| r.reference.as_str())
+        .find(|r| *r == a || *r == b)
+        .unwrap_or(b)
+        .to_string()
+}
+
+/// Checks `expectation` (its text `line`) against the finished runs; a paired claim is judged
+/// on `table` (the comparison table: Holm-adjusted p, as its verdicts are).
+pub fn check(
+    line: &str,
+    expectation: &Expectation,
+    rows: &[RunRow],
+    table: &[ComparisonRow],
+) -> Outcome {
     let done: Vec<&RunRow> = rows.iter().filter(|r| r.metrics.is_some()).collect();
     let datasets = |wanted: &Option<String>, variants: &[&str]| -> Vec<String> {
         let mut d: Vec<String> = done
@@ -182,25 +200,36 @@ pub fn check(line: &str, expectation: &Expectation, rows: &[RunRow]) -> Outcome 
                 evidence.push("no finished runs of these variants".to_string());
             }
             for d in sets {
-                let (diffs, ratio) = differences(rows, &d, a, b, metric);
-                let t = paired::paired_t(&diffs, ratio);
-                let mean = if diffs.is_empty() {
-                    f64::NAN
+                // The comparison table's row: the variant that is not the reference, against it.
+                let (variant, sign) = if b == &table_reference(table, a, b) {
+                    (a, 1.0)
                 } else {
-                    paired::mean(&diffs)
+                    (b, -1.0)
                 };
+                let Some(row) = table
+                    .iter()
+                    .find(|r| r.dataset == d && &r.variant == variant && &r.metric == metric)
+                else {
+                    passed = false;
+                    evidence.push(format!("{d}: no pairs of `{a}` and `{b}` ✗"));
+                    continue;
+                };
+                let mean = sign * row.mean_diff;
                 let direction = if *greater { mean > 0.0 } else { mean < 0.0 };
-                let ok = direction && t.p < *alpha;
+                let ok = direction && row.p_t_holm < *alpha;
                 passed &= ok;
+                let table_says = match row.verdict.as_str() {
+                    v @ ("better" | "worse") => {
+                        format!("comparison.md: `{}` {v} than `{}`", row.variant, row.reference)
+                    }
+                    v => format!("comparison.md: {v}"),
+                };
                 evidence.push(format!(
-                    "{d}: Δ {mean:+.4} over {} pairs, {} p = {:.4}{}",
-                    diffs.len(),
-                    if ratio.is_some() {
-                        "corrected resampled t"
-                    } else {
-                        "paired t"
-                    },
-                    t.p,
+                    "{d}: Δ {mean:+.4} over {} pairs, {} p = {:.4}, Holm-adjusted p = {:.4} ({table_says}){}",
+                    row.n_pairs,
+                    row.test,
+                    row.p_t,
+                    row.p_t_holm,
                     if ok { "" } else { " ✗" }
                 ));
             }

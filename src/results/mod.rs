@@ -2,18 +2,22 @@
 //! `summary.{csv,parquet,md}` with one row per variant × dataset and each metric as
 //! mean ± std over seeds (sample std, n − 1), the run count, and the best value per dataset marked.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use polars::prelude::*;
 
 pub mod cli;
 pub mod comparison;
 pub mod expect;
+mod guard;
+pub mod provenance;
 pub mod transfer;
 
-use crate::runner::{resume, TestMetrics};
+use crate::record::archive::{self, SplitCounts};
+use crate::record::{state, TestMetrics};
 use crate::spec::RunSpec;
 use crate::track::atomic;
 
@@ -34,83 +38,155 @@ pub struct RunRow {
     pub metrics: Option<TestMetrics>,
     /// `transfer.json` of a finished transfer run.
     pub transfer: Vec<crate::transfer::TransferRow>,
+    /// Why its test score is leak-prone (`RunSpec::leak`), if it is.
+    pub leak: Option<String>,
+    /// What produced it (its `meta.json`), for the tables' footer.
+    pub provenance: Option<provenance::Provenance>,
 }
 
-/// Reads every `runs/<id>/` under `experiment_dir`.
+/// Every run of `experiment_dir`: its run directories (`runs/<id>/`) and its archived records
+/// (`records/`, see [`crate::record::archive`]), in run-id order. A run both archived and in
+/// `runs/` is read from its directory if that is finished, else from the archive (a run that
+/// failed again does not erase the evidence of its finished record). A run that is not one of
+/// the experiment's current runs (`experiment.json`'s `runs`) is `stale` and left out of tables.
 pub fn collect(experiment_dir: &Path) -> Result<Vec<RunRow>> {
-    let runs = experiment_dir.join("runs");
-    let mut rows = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&runs) else {
-        return Ok(rows);
-    };
-    let mut dirs: Vec<_> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.is_dir())
-        .collect();
-    dirs.sort();
-    for dir in dirs {
+    collect_with(experiment_dir, &TableOptions::read(experiment_dir)?)
+}
+
+/// As [`collect`], with the experiment's options given.
+pub fn collect_with(experiment_dir: &Path, options: &TableOptions) -> Result<Vec<RunRow>> {
+    let mut rows: BTreeMap<String, RunRow> = BTreeMap::new();
+    for dir in archive::run_dirs(experiment_dir) {
         let spec_path = dir.join("spec.resolved.yaml");
         let Ok(text) = std::fs::read_to_string(&spec_path) else {
             continue;
         };
-        let spec: RunSpec = match serde_norway::from_str(&text) {
-            Ok(spec) => spec,
-            Err(e) => {
-                // One unreadable run must not hide the others; it is reported, not summarised.
-                eprintln!(
-                    "warning: {} does not parse ({e}); run left out",
-                    spec_path.display()
-                );
-                continue;
-            }
+        let (status, metrics) = match state::check_records(&dir) {
+            state::State::Done(m) => ("done".to_string(), Some(m)),
+            state::State::NotDone(status) => (status, None),
+            state::State::Broken(why) => (format!("broken: {why}"), None),
         };
-        let (status, metrics) = match resume::check(&dir, None) {
-            resume::State::Done(m) => ("done".to_string(), Some(m)),
-            resume::State::NotDone(status) => (status, None),
-            resume::State::Broken(why) => (format!("broken: {why}"), None),
-        };
-        let transfer = match (&metrics, std::fs::read_to_string(dir.join("transfer.json"))) {
-            (Some(_), Ok(t)) => serde_json::from_str(&t)
-                .with_context(|| format!("reading {}/transfer.json", dir.display()))?,
-            _ => Vec::new(),
-        };
-        rows.push(RunRow {
-            run_id: dir
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            variant: spec.variant.clone(),
-            dataset: spec.dataset_label(),
-            seed: spec.seed,
-            fold: spec.split.fold(),
-            cv_test_train_ratio: cv_ratio(&dir, &spec),
-            status,
-            metrics,
+        let transfer = std::fs::read_to_string(dir.join("transfer.json")).ok();
+        let split = std::fs::read(dir.join("split.csv"))
+            .ok()
+            .map(|t| archive::count_split(&t));
+        let id = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let meta = std::fs::read_to_string(dir.join("meta.json")).ok();
+        let read = RunFiles {
+            spec: &text,
+            meta: meta.as_deref(),
             transfer,
-        });
+            split,
+        };
+        if let Some(row) = run_row(&id, read, &spec_path, status, metrics)? {
+            rows.insert(id, row);
+        }
+    }
+    let origin = experiment_dir.join(archive::DIR);
+    for record in archive::read(experiment_dir)? {
+        if rows.get(&record.run_id).is_some_and(|r| r.metrics.is_some()) {
+            continue;
+        }
+        let metrics: TestMetrics = serde_json::from_str(&record.test_metrics_json)
+            .with_context(|| {
+                format!("{}: run {}: test_metrics", origin.display(), record.run_id)
+            })?;
+        let read = RunFiles {
+            spec: &record.spec_yaml,
+            meta: Some(&record.meta_json),
+            transfer: record.transfer_json.clone(),
+            split: record.split,
+        };
+        let row = run_row(
+            &record.run_id,
+            read,
+            &origin.join(&record.run_id),
+            "done".into(),
+            Some(metrics),
+        )?;
+        if let Some(row) = row {
+            rows.insert(record.run_id, row);
+        }
+    }
+    let current = &options.runs;
+    let mut rows: Vec<RunRow> = rows.into_values().collect();
+    if !current.is_empty() {
+        for row in rows.iter_mut().filter(|r| !current.contains(&r.run_id)) {
+            row.status = STALE.into();
+            row.metrics = None;
+            row.transfer.clear();
+        }
     }
     Ok(rows)
 }
 
-/// n_test / n_train of a cross-validation run: counted in its `split.csv`, else as k-fold's
+/// The status of a run that belongs to an earlier version of the spec.
+pub const STALE: &str = "stale";
+
+/// What a row is read from, in a run directory or the archive.
+struct RunFiles<'a> {
+    spec: &'a str,
+    meta: Option<&'a str>,
+    transfer: Option<String>,
+    split: Option<SplitCounts>,
+}
+
+/// One run's row; None (with a warning) when its spec does not parse: one unreadable run must
+/// not hide the others.
+fn run_row(
+    id: &str,
+    files: RunFiles,
+    origin: &Path,
+    status: String,
+    metrics: Option<TestMetrics>,
+) -> Result<Option<RunRow>> {
+    let RunFiles {
+        spec: spec_text,
+        meta,
+        transfer,
+        split,
+    } = files;
+    let spec: RunSpec = match serde_norway::from_str(spec_text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!(
+                "warning: {} does not parse ({e}); run left out",
+                origin.display()
+            );
+            return Ok(None);
+        }
+    };
+    let transfer = match (&metrics, transfer) {
+        (Some(_), Some(t)) => serde_json::from_str(&t)
+            .with_context(|| format!("{}: transfer.json", origin.display()))?,
+        _ => Vec::new(),
+    };
+    Ok(Some(RunRow {
+        run_id: id.to_string(),
+        variant: spec.variant.clone(),
+        dataset: spec.dataset_label(),
+        seed: spec.seed,
+        fold: spec.split.fold(),
+        cv_test_train_ratio: cv_ratio(&spec, split),
+        status,
+        metrics,
+        transfer,
+        leak: spec.leak(),
+        provenance: meta.and_then(provenance::Provenance::from_meta),
+    }))
+}
+
+/// n_test / n_train of a cross-validation run: counted in its split, else as k-fold's
 /// 1 / (k − 1).
-fn cv_ratio(dir: &Path, spec: &RunSpec) -> Option<f64> {
+fn cv_ratio(spec: &RunSpec, split: Option<SplitCounts>) -> Option<f64> {
     spec.split.fold()?;
-    let counted = std::fs::read_to_string(dir.join("split.csv"))
-        .ok()
-        .and_then(|text| {
-            let (mut train, mut test) = (0usize, 0usize);
-            for line in text.lines().skip(1) {
-                match line.rsplit(',').next() {
-                    Some("train") => train += 1,
-                    Some("test") => test += 1,
-                    _ => {}
-                }
-            }
-            (train > 0 && test > 0).then(|| test as f64 / train as f64)
-        });
+    let counted = split
+        .filter(|s| s.train > 0 && s.test > 0)
+        .map(|s| s.test as f64 / s.train as f64);
     counted.or_else(|| spec.split.folds().map(|k| 1.0 / (k as f64 - 1.0)))
 }
 
@@ -221,6 +297,10 @@ pub struct TableOptions {
     /// The spec's `expect:` lines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expect: Vec<String>,
+    /// The ids of the spec's runs: any other run found is `stale` (an earlier version of the
+    /// spec) and left out of the tables. Empty in older files: every run counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<String>,
 }
 
 pub const TABLE_OPTIONS: &str = "experiment.json";
@@ -246,14 +326,35 @@ impl TableOptions {
 }
 
 /// Rebuilds `summary.{csv,parquet,md}` (and `comparison.*`, `transfer.*`) in `experiment_dir`
-/// with its saved `experiment.json`, and returns the Markdown.
-pub fn write_summary(experiment_dir: &Path) -> Result<String> {
-    write_summary_with(experiment_dir, &TableOptions::read(experiment_dir)?)
+/// with its saved `experiment.json`, and returns the Markdown. Without `experiment.json` it
+/// refuses: the variant order and the reference would be guessed from directory names.
+pub fn write_summary(experiment_dir: &Path, force: bool) -> Result<String> {
+    let path = experiment_dir.join(TABLE_OPTIONS);
+    if !path.is_file() {
+        bail!(
+            "{} is missing: it says which variant is the reference and which runs belong to the experiment; re-run its spec (`opencarbon run SPEC --out {}`) to write it",
+            path.display(),
+            experiment_dir.display()
+        );
+    }
+    write_summary_with(experiment_dir, &TableOptions::read(experiment_dir)?, force)
 }
 
-/// As [`write_summary`], listing variants in the spec's order.
-pub fn write_summary_with(experiment_dir: &Path, options: &TableOptions) -> Result<String> {
-    let rows = collect(experiment_dir)?;
+/// As [`write_summary`] with `options` (saved as `experiment.json` once the tables may be
+/// written). Refuses, changing nothing, to replace tables with ones built from fewer runs than
+/// they hold, unless `force`.
+pub fn write_summary_with(
+    experiment_dir: &Path,
+    options: &TableOptions,
+    force: bool,
+) -> Result<String> {
+    let rows = collect_with(experiment_dir, options)?;
+    guard::check(experiment_dir, &rows, force)?;
+    if TableOptions::read(experiment_dir)? != *options
+        || !experiment_dir.join(TABLE_OPTIONS).is_file()
+    {
+        options.write(experiment_dir)?;
+    }
     atomic::remove_dead_scratch(experiment_dir);
     let variant_order = &options.variants;
     let mut summary = summary_frame_ordered(&rows, variant_order)?;
@@ -295,6 +396,17 @@ pub fn write_summary_with(experiment_dir: &Path, options: &TableOptions) -> Resu
             &rows,
             variant_order,
         )?);
+    }
+    md.push_str(&provenance::footer(&rows));
+    let stale: Vec<&RunRow> = rows.iter().filter(|r| r.status == STALE).collect();
+    if !stale.is_empty() {
+        writeln!(
+            md,
+            "\nStale runs, left out of every table (not runs of the spec as it now is: an earlier variant or setting):"
+        )?;
+        for r in stale {
+            writeln!(md, "- {} / {} / seed {}: `{}`", r.dataset, r.variant, r.seed, r.run_id)?;
+        }
     }
     atomic::write(&experiment_dir.join("summary.md"), md.as_bytes())?;
     Ok(md)

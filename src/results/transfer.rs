@@ -265,9 +265,10 @@ fn markdown(frame: &DataFrame) -> Result<String> {
     if !shares.is_empty() {
         writeln!(
             out,
-            "### Target tiles inside the area of applicability
-
-             Share of each target's tiles whose inputs resemble the training tiles' (Meyer &              Pebesma's dissimilarity index at most the training data's own threshold); the row              *{ZERO_SHOT_IN_AOA}* above scores those tiles alone. Mean over seeds.\n"
+            "### Target tiles inside the area of applicability\n\n\
+             Share of each target's tiles whose inputs resemble the training tiles' (Meyer & \
+             Pebesma's dissimilarity index at most the training data's own threshold); the row \
+             *{ZERO_SHOT_IN_AOA}* above scores those tiles alone. Mean over seeds.\n"
         )?;
         writeln!(
             out,

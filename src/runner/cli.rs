@@ -6,8 +6,10 @@ use anyhow::Result;
 
 use crate::backend::{self, DeviceChoice};
 use crate::launch;
-use crate::runner::{self, resume, RunOptions, RunOutcome};
+use crate::runner::{self, RunOptions, RunOutcome};
 use crate::spec::Experiment;
+
+mod dry_run;
 
 /// Train and test the runs a spec describes; skips runs that are done.
 #[derive(clap::Args)]
@@ -69,23 +71,14 @@ pub fn main(args: RunArgs) -> Result<()> {
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
     let only = parse_only(&args.only)?;
+    check_only_matches(&experiment, &only)?;
     if args.dry_run {
-        for run in experiment.runs.iter().filter(|r| runner::matches(r, &only)) {
-            let state = match resume::check(&out.join("runs").join(run.run_id()), Some(run)) {
-                resume::State::Done(_) => "done".to_string(),
-                resume::State::NotDone(status) if status == "unknown" => "todo".into(),
-                resume::State::NotDone(status) => format!("todo ({status})"),
-                resume::State::Broken(why) => format!("todo (broken: {why})"),
-            };
-            println!(
-                "{:<10} {:<24} {:<20} seed {:<6} {state}",
-                run.run_id(),
-                run.dataset_label(),
-                run.variant,
-                run.seed
-            );
-        }
-        return Ok(());
+        let runs: Vec<&crate::spec::RunSpec> = experiment
+            .runs
+            .iter()
+            .filter(|r| runner::matches(r, &only))
+            .collect();
+        return dry_run::main(&runs, &out, &args.device, args.precision);
     }
     let options = RunOptions {
         device: args.device,
@@ -145,27 +138,47 @@ pub fn main(args: RunArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let (report, summary) = runner::run_sweep(&experiment, &options, &only)?;
-    println!("{summary}");
-    println!(
-        "{}: {} run, {} already done, {} failed → {}",
-        experiment.name,
-        report.done,
-        report.skipped,
-        report.failed.len(),
-        out.join("summary.md").display()
-    );
-    if !args.no_report {
-        crate::report::refresh(&out);
+    let report = runner::run_sweep(&experiment, &options, &only)?;
+    let tally = launch::Tally {
+        done: report.done,
+        skipped: report.skipped,
+        failed: report.failed,
+    };
+    launch::finish(&experiment, &out, tally, !args.no_report, args.junit.as_deref())
+}
+
+/// An `--only` that selects no run is a typo, not an empty sweep: list what it could be.
+fn check_only_matches(experiment: &Experiment, only: &[(String, String)]) -> Result<()> {
+    if only.is_empty() || experiment.runs.iter().any(|r| runner::matches(r, only)) {
+        return Ok(());
     }
-    if !report.failed.is_empty() {
-        let labels: Vec<&str> = report.failed.iter().map(|(l, _)| l.as_str()).collect();
-        anyhow::bail!("{} run(s) failed: {}", labels.len(), labels.join("; "));
+    let mut valid = String::new();
+    for (key, _) in only {
+        let mut values: Vec<String> = experiment
+            .runs
+            .iter()
+            .filter_map(|r| match key.as_str() {
+                "variant" => Some(r.variant.clone()),
+                "dataset" => Some(r.dataset_label()),
+                "seed" => Some(r.seed.to_string()),
+                _ => r.split.fold().map(|f| f.to_string()),
+            })
+            .collect();
+        values.sort();
+        values.dedup();
+        let values = if values.is_empty() {
+            "none (the spec has no folds)".to_string()
+        } else {
+            values.join(", ")
+        };
+        valid.push_str(&format!("\n  {key}: {values}"));
     }
-    if !experiment.expect.is_empty() {
-        crate::results::cli::check_expectations(&out, args.junit.as_deref())?;
-    }
-    Ok(())
+    let given: Vec<String> = only.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    anyhow::bail!(
+        "--only {} matches none of the spec's {} runs; valid values:{valid}",
+        given.join(" --only "),
+        experiment.runs.len()
+    )
 }
 
 pub(crate) fn parse_only(only: &[String]) -> Result<Vec<(String, String)>> {

@@ -5,11 +5,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 
 use crate::backend::{self, DeviceChoice};
 use crate::data::{load_city, City, CityOptions};
-use crate::metrics::Metrics;
 use crate::spec::RunSpec;
 use crate::track::lock::{Attempt, RunLock};
 use crate::track::{
@@ -19,22 +17,9 @@ use crate::train::{self, Hooks};
 use crate::transfer;
 
 pub mod cli;
-pub mod resume;
-
-/// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TestMetrics {
-    pub r2: f64,
-    pub rmse: f64,
-    pub mae: f64,
-    pub mape: f64,
-    pub n: usize,
-    pub best_epoch: usize,
-    pub valid: Metrics,
-    pub epochs_run: usize,
-    pub stopped_early: bool,
-    pub train_seconds: f64,
-}
+/// The run record's state lives in `record`; this name stays for the callers that resume.
+pub use crate::record::state as resume;
+pub use crate::record::TestMetrics;
 
 /// What became of one run.
 pub enum RunOutcome {
@@ -70,6 +55,26 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     }
 }
 
+/// The test metrics of `spec`'s run if the experiment's record archive holds it finished, with
+/// this very resolved spec and data unchanged since (a fresh clone has records, not run
+/// directories: its runs are not trained again unless `--force`).
+pub fn archived(out: &Path, spec: &RunSpec) -> Option<TestMetrics> {
+    let id = spec.run_id();
+    let record = crate::record::archive::read(out)
+        .ok()?
+        .into_iter()
+        .find(|r| r.run_id == id)?;
+    if record.spec_yaml != spec.resolved_yaml() {
+        return None;
+    }
+    let meta: RunMeta = serde_json::from_str(&record.meta_json).ok()?;
+    if let Some(file) = crate::data::fingerprint::changed(&meta.data) {
+        eprintln!("run {id}: data changed since its archived record: {file}; running it again");
+        return None;
+    }
+    serde_json::from_str(&record.test_metrics_json).ok()
+}
+
 /// As [`run`], but waits for a run another process holds, then runs it unless that process
 /// finished it.
 pub fn run_waiting(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
@@ -93,11 +98,22 @@ fn run_locked(
     let path = options.out.join("runs").join(&run_id);
     if !options.force {
         match resume::check(&path, Some(spec)) {
-            resume::State::Done(metrics) => return Ok((path, RunOutcome::Skipped(metrics))),
+            // The run id hashes the spec, not the data it names: a done run is stale when the
+            // files it read have changed since (`meta.json`'s `data`).
+            resume::State::Done(metrics) => match meta::data_changed(&path) {
+                None => return Ok((path, RunOutcome::Skipped(metrics))),
+                Some(file) => {
+                    eprintln!("run {run_id}: data changed since this run: {file}; running it again")
+                }
+            },
             resume::State::Broken(why) => {
                 eprintln!("run {run_id}: not trusted as done ({why}); running it again")
             }
-            resume::State::NotDone(_) => {}
+            resume::State::NotDone(_) => {
+                if let Some(metrics) = archived(&options.out, spec) {
+                    return Ok((path, RunOutcome::Skipped(metrics)));
+                }
+            }
         }
     }
     // Under the lock, so no one else writes here: the done marker goes first, then what killed
@@ -137,10 +153,12 @@ fn run_locked(
         epochs_run: None,
         best_epoch: None,
         train_seconds: None,
+        ..Default::default()
     };
+    run_meta.record_provenance(&options.device);
     dir.write_json("meta.json", &run_meta)?;
 
-    let result = run_in(spec, &dir, device, options).and_then(|metrics| {
+    let result = run_in(spec, &dir, device, options, &mut run_meta).and_then(|metrics| {
         check_finite(&metrics)?;
         run_meta.status = "done".into();
         run_meta.finished = Some(meta::now());
@@ -192,6 +210,7 @@ fn run_in(
     dir: &RunDir,
     device: &crate::backend::Device,
     options: &RunOptions,
+    run_meta: &mut RunMeta,
 ) -> Result<TestMetrics> {
     // Every city is loaded and checked before anything is fitted.
     let transfer = match &spec.transfer {
@@ -207,6 +226,9 @@ fn run_in(
             (&alone, split)
         }
     };
+    // Hashed once loaded, so that a missing or bad file fails with the loader's message.
+    run_meta.data = crate::data::fingerprint::of_run(spec)?;
+    dir.write_json("meta.json", run_meta)?;
     // Every run records its split; a transfer run its source's (the part it trains on).
     let listed: Vec<usize> = match &transfer {
         Some((_, cities)) => cities.parts[0]
@@ -395,13 +417,13 @@ fn run_label(spec: &RunSpec) -> String {
     )
 }
 
-/// Runs every run of an experiment (skipping finished ones), records failures and goes on,
-/// then rebuilds the summary tables. Returns the report and the Markdown summary.
+/// Runs every run of an experiment (skipping finished ones), records failures and goes on.
+/// The tables are the caller's (`launch::finish`).
 pub fn run_sweep(
     experiment: &crate::spec::Experiment,
     options: &RunOptions,
     only: &[(String, String)],
-) -> Result<(SweepReport, String)> {
+) -> Result<SweepReport> {
     let runs: Vec<&RunSpec> = experiment
         .runs
         .iter()
@@ -445,26 +467,36 @@ pub fn run_sweep(
     if let Some(bar) = sweep_bar {
         bar.finish_and_clear();
     }
-    let summary = write_tables(experiment, &options.out)?;
-    Ok((report, summary))
+    Ok(report)
 }
 
 /// Rebuilds an experiment's tables from its finished runs (variants in the spec's order, its
-/// reference and expectations saved beside them); returns the Markdown summary.
+/// reference, expectations and run ids saved beside them), then archives the runs' records
+/// (`records/`); returns the Markdown summary. Refuses, writing nothing, to replace tables with
+/// ones built from fewer runs (see `results::write_summary_with`).
 pub fn write_tables(experiment: &crate::spec::Experiment, out: &Path) -> Result<String> {
+    let summary = crate::results::write_summary_with(out, &table_options(experiment), false)?;
+    crate::record::archive::export(out)?;
+    Ok(summary)
+}
+
+/// What the tables of `experiment` are built with.
+pub fn table_options(experiment: &crate::spec::Experiment) -> crate::results::TableOptions {
     let mut order: Vec<String> = Vec::new();
     for r in &experiment.runs {
         if !order.contains(&r.variant) {
             order.push(r.variant.clone());
         }
     }
-    let tables = crate::results::TableOptions {
+    let mut runs: Vec<String> = experiment.runs.iter().map(|r| r.run_id()).collect();
+    runs.sort();
+    runs.dedup();
+    crate::results::TableOptions {
         variants: order,
         reference: experiment.reference.clone(),
         expect: experiment.expect.clone(),
-    };
-    tables.write(out)?;
-    crate::results::write_summary_with(out, &tables)
+        runs,
+    }
 }
 
 fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> Result<()> {

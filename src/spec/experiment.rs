@@ -30,6 +30,7 @@ struct ExperimentKeys {
     transfer: Option<Value>,
     compare: Option<CompareConfig>,
     expect: Option<Vec<String>>,
+    allow_leaky: Option<String>,
     launcher: Option<crate::launch::LauncherConfig>,
 }
 
@@ -49,6 +50,8 @@ pub struct Experiment {
     pub reference: Option<String>,
     /// `expect:` lines, checked at the end of `run` and by `results --check`.
     pub expect: Vec<String>,
+    /// `allow_leaky: "<reason>"`: gate on leak-prone comparisons anyway (see [`check_leaks`]).
+    pub allow_leaky: Option<String>,
     /// `launcher:` — how the runs are run (local, parallel, Slurm); the command line overrides.
     pub launcher: crate::launch::LauncherConfig,
 }
@@ -75,15 +78,12 @@ impl Experiment {
         let _ = (keys.compare, keys.expect, keys.launcher);
         let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
         let launcher: crate::launch::LauncherConfig = match take("launcher") {
-            Some(v) => serde_norway::from_value(v)
-                .map_err(|e| anyhow::anyhow!("{origin}: launcher: {e}"))?,
+            Some(v) => errors::deserialize_section(v, origin, "launcher")?,
             None => Default::default(),
         };
         let reference = match take("compare") {
             Some(v) => {
-                serde_norway::from_value::<CompareConfig>(v)
-                    .map_err(|e| anyhow::anyhow!("{origin}: compare: {e}"))?
-                    .reference
+                errors::deserialize_section::<CompareConfig>(v, origin, "compare")?.reference
             }
             None => None,
         };
@@ -92,6 +92,11 @@ impl Experiment {
                 serde_norway::from_value(v).map_err(|e| anyhow::anyhow!("{origin}: expect: {e}"))?
             }
             None => vec![],
+        };
+        let allow_leaky: Option<String> = match take("allow_leaky") {
+            Some(Value::String(reason)) if !reason.trim().is_empty() => Some(reason),
+            Some(_) => bail!("{origin}: allow_leaky: give the reason as a non-empty string, e.g. allow_leaky: \"measures the leak itself\""),
+            None => None,
         };
         let variants = map.remove("variants");
         let datasets = map.remove("datasets");
@@ -111,11 +116,12 @@ impl Experiment {
                 runs: run.expand_folds(),
                 reference: None,
                 expect: vec![],
+                allow_leaky,
                 launcher,
             });
         }
         let variants: Vec<(String, Value)> = match variants {
-            Some(Value::Mapping(m)) => named(m, origin, "variants")?,
+            Some(Value::Mapping(m)) => variant_patches(m, origin)?,
             Some(_) => bail!("{origin}: `variants` must map names to patches"),
             None => vec![("default".into(), Value::Mapping(Mapping::new()))],
         };
@@ -124,7 +130,7 @@ impl Experiment {
                 if map.contains_key("dataset") {
                     bail!("{origin}: give either `dataset` or `datasets`, not both");
                 }
-                named(m, origin, "datasets")?
+                named_datasets(m, origin)?
                     .into_iter()
                     .map(|(n, v)| (Some(n), Some(v)))
                     .collect()
@@ -132,6 +138,12 @@ impl Experiment {
             Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
             None => vec![(None, None)],
         };
+        if datasets[0].0.is_none()
+            && !map.contains_key("dataset")
+            && variants.iter().any(|(_, p)| p.get("dataset").is_none())
+        {
+            bail!("{origin}: no city: give one `dataset:`, or name cities under `datasets:`");
+        }
         // With `transfer`, each source (one dataset or several) is a training city and the
         // other datasets its targets; without it, each dataset is trained and tested alone.
         let cities: Vec<RunCity> = match transfer {
@@ -143,7 +155,7 @@ impl Experiment {
                 let s: Vec<u64> = serde_norway::from_value(v)
                     .map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
                 if s.is_empty() {
-                    bail!("{origin}: `seeds` is empty");
+                    bail!("{origin}: `seeds` is empty: list at least one seed, e.g. `seeds: [1]`, or leave the key out for the one `seed`");
                 }
                 s.into_iter().map(Some).collect()
             }
@@ -204,16 +216,70 @@ impl Experiment {
                 );
             }
         }
+        // One buffer for every variant (the widest window any reads), so that all variants
+        // train on the same tiles and their pairs compare like with like.
+        let radius = runs.iter().map(RunSpec::window_radius).max().unwrap_or(0);
+        for run in &mut runs {
+            run.split.default_buffer(radius);
+        }
         let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
-        crate::results::expect::parse_all(&expect, &names, origin, text)?;
+        let gates = crate::results::expect::parse_all(&expect, &names, origin, text)?;
+        let reference_name = reference.clone().or_else(|| names.first().cloned()).unwrap_or_default();
+        for (line, gate) in expect.iter().zip(&gates) {
+            check_gate(line, gate, &reference_name, &runs, allow_leaky.is_some(), origin)?;
+        }
         Ok(Self {
             name: runs[0].name.clone(),
             runs,
             reference,
             expect,
+            allow_leaky,
             launcher,
         })
     }
+}
+
+/// A gate must mean what the tables say. A paired gate is judged on the comparison table's row
+/// (Holm-adjusted over the variants tested against the reference), so it names the reference on
+/// one side. A gate on a leak-prone variant (a window reaching across the split, see
+/// [`RunSpec::leak`]) is refused unless the spec gives `allow_leaky: "<reason>"`.
+fn check_gate(
+    line: &str,
+    gate: &crate::results::expect::Expectation,
+    reference: &str,
+    runs: &[RunSpec],
+    allow_leaky: bool,
+    origin: &str,
+) -> Result<()> {
+    use crate::results::expect::Expectation;
+    let variants: Vec<&str> = match gate {
+        Expectation::Paired { a, b, .. } => {
+            if a != reference && b != reference {
+                bail!(
+                    "{origin}: expect `{line}`: a paired gate is judged on comparison.md, which tests each variant against the reference `{reference}`: put `{reference}` on one side (or set compare.reference)"
+                );
+            }
+            vec![a, b]
+        }
+        Expectation::Threshold { variant, .. } => vec![variant],
+    };
+    if allow_leaky {
+        return Ok(());
+    }
+    let mut reasons: Vec<String> = runs
+        .iter()
+        .filter(|r| variants.contains(&r.variant.as_str()))
+        .filter_map(RunSpec::leak)
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    if reasons.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{origin}: expect `{line}` gates on a leak-prone comparison: {}. A window that reaches training tiles next to a test tile scores their targets, not the model (docs/conclusions.md measured +0.59 R² from this under random folds). Use `split: {{kind: spatial_cv, folds: 5, block: 8}}` (its buffer defaults to the widest window) or a holdout, or state why this gate is wanted anyway with `allow_leaky: \"<reason>\"`",
+        reasons.join("; ")
+    )
 }
 
 /// Whether the spec's top level has `key` (a spec with only a `launcher:` besides one run's keys
@@ -311,7 +377,7 @@ fn transfer_cities(
         };
         if target_names.is_empty() {
             bail!(
-                "{origin}: transfer: source `{}` has no target city",
+                "{origin}: transfer: source `{}` has no target city (transfer.targets, or else every other city under `datasets`)",
                 source.join("+")
             );
         }
@@ -331,6 +397,51 @@ fn transfer_cities(
         ));
     }
     Ok(out)
+}
+
+/// `variants:` by name; refused when empty or when a patch is not a mapping.
+fn variant_patches(map: Mapping, origin: &str) -> Result<Vec<(String, Value)>> {
+    let variants = non_empty(
+        named(map, origin, "variants")?,
+        origin,
+        "variants",
+        "name at least one variant, e.g. `variants: {full: {}}` (a variant is a patch over the base spec; `{}` is the base itself)",
+    )?;
+    for (name, patch) in &variants {
+        if !patch.is_mapping() {
+            bail!(
+                "{origin}: `variants.{name}` must be a mapping of spec keys (a patch over the base spec, e.g. `{{model: {{neighbourhood: 0}}}}`; `{{}}` is the base itself)"
+            );
+        }
+    }
+    Ok(variants)
+}
+
+/// `datasets:` by name; refused when empty, each city checked here so that an error names
+/// its key (`datasets.shanghai.labels`), not the run key it is copied to.
+fn named_datasets(map: Mapping, origin: &str) -> Result<Vec<(String, Value)>> {
+    let datasets = non_empty(
+        named(map, origin, "datasets")?,
+        origin,
+        "datasets",
+        "name at least one city, e.g. `datasets: {beijing: {kind: dir, path: datasets/beijing}}`, or give one `dataset:`",
+    )?;
+    for (name, dataset) in &datasets {
+        errors::deserialize_section::<super::DatasetSpec>(
+            dataset.clone(),
+            origin,
+            &format!("datasets.{name}"),
+        )?;
+    }
+    Ok(datasets)
+}
+
+/// `items` of `key`, refused when empty (an experiment without a variant or city has no run).
+fn non_empty<T>(items: Vec<T>, origin: &str, key: &str, hint: &str) -> Result<Vec<T>> {
+    if items.is_empty() {
+        bail!("{origin}: `{key}` is empty: {hint}");
+    }
+    Ok(items)
 }
 
 fn named(map: Mapping, origin: &str, what: &str) -> Result<Vec<(String, Value)>> {

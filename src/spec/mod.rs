@@ -139,6 +139,50 @@ impl RunSpec {
 }
 
 impl RunSpec {
+    /// How far around a tile (tiles, Chebyshev) this variant reads: the network's neighbourhood
+    /// radius, a baseline's widest spatial lag, 1 for the neighbour mean (its neighbours'
+    /// targets), 0 for what reads the tile alone.
+    pub fn window_radius(&self) -> usize {
+        match &self.baseline {
+            None => self.model.neighbourhood,
+            Some(b) => match b.kind {
+                BaselineKind::Mean => 0,
+                BaselineKind::NeighbourMean => 1,
+                BaselineKind::Ridge | BaselineKind::Gbt => b
+                    .columns
+                    .iter()
+                    .filter_map(|c| crate::baselines::split_lag(c).ok().and_then(|(k, _)| k))
+                    .max()
+                    .unwrap_or(0),
+            },
+        }
+    }
+
+    /// Why this run's test score can be inflated by its window: the window reaches tiles that
+    /// the split may have put in training next to a test tile (a random split, or a buffer
+    /// narrower than the window). None when the split's buffer covers the window.
+    pub fn leak(&self) -> Option<String> {
+        let r = self.window_radius();
+        if r == 0 {
+            return None;
+        }
+        let side = 2 * r + 1;
+        match self.split.guaranteed_buffer() {
+            Some(b) if b >= r => None,
+            Some(b) => Some(format!(
+                "`{}` reads a {side}×{side} window (radius {r}) but the split's buffer is {b} tile(s)",
+                self.variant
+            )),
+            None => Some(format!(
+                "`{}` reads a {side}×{side} window (radius {r}) and a `{}` split puts test tiles next to training tiles",
+                self.variant,
+                self.split.kind_name()
+            )),
+        }
+    }
+}
+
+impl RunSpec {
     /// Reads `path`, applies `overrides` (`key.path=value`, value in YAML syntax), and checks it.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
@@ -158,6 +202,9 @@ impl RunSpec {
             }
             errors::deserialize_value(value, &format!("{origin} (after --set)"))?
         };
+        let mut spec = spec;
+        let radius = spec.window_radius();
+        spec.split.default_buffer(radius);
         spec.check()
             .with_context(|| format!("{origin}: invalid spec"))?;
         Ok(spec)

@@ -1,10 +1,14 @@
 //! Whether a run directory holds a finished run that can be trusted. `test_metrics.json` marks a
 //! run as done, but a marker is not proof: every artefact a finished run has must also be there and
 //! parse, or the run is *broken* and is trained again (saying why) instead of being trusted.
+//!
+//! Two purposes ask differently: resuming a sweep needs a network run's weights (a run without
+//! them is trained again), while the tables need only its records ([`check_records`]), so a run
+//! whose checkpoints were removed to save space still counts for them.
 
 use std::path::Path;
 
-use crate::runner::TestMetrics;
+use super::TestMetrics;
 use crate::spec::RunSpec;
 use crate::track::RunMeta;
 
@@ -21,17 +25,30 @@ pub enum State {
 
 /// Checks the run directory `dir`; `expected` is the spec it should hold (else the one it says).
 pub fn check(dir: &Path, expected: Option<&RunSpec>) -> State {
+    check_with(dir, expected, true)
+}
+
+/// As [`check`], for tables and records: a network run's checkpoints are not required.
+pub fn check_records(dir: &Path) -> State {
+    check_with(dir, None, false)
+}
+
+fn check_with(dir: &Path, expected: Option<&RunSpec>, need_weights: bool) -> State {
     let metrics_path = dir.join("test_metrics.json");
     if !metrics_path.exists() {
         return State::NotDone(meta_status(dir));
     }
-    match check_done(dir, expected) {
+    match check_done(dir, expected, need_weights) {
         Ok(metrics) => State::Done(metrics),
         Err(why) => State::Broken(why),
     }
 }
 
-fn check_done(dir: &Path, expected: Option<&RunSpec>) -> Result<TestMetrics, String> {
+fn check_done(
+    dir: &Path,
+    expected: Option<&RunSpec>,
+    need_weights: bool,
+) -> Result<TestMetrics, String> {
     let metrics: TestMetrics = read_json(dir, "test_metrics.json")?;
     let values = [metrics.r2, metrics.rmse, metrics.mae, metrics.mape];
     if values.iter().any(|v| !v.is_finite()) || metrics.n == 0 {
@@ -72,7 +89,7 @@ fn check_done(dir: &Path, expected: Option<&RunSpec>) -> Result<TestMetrics, Str
             metrics.n
         ));
     }
-    if spec.baseline.is_none() {
+    if need_weights && spec.baseline.is_none() {
         check_safetensors(&dir.join("checkpoints").join("best.safetensors"))
             .map_err(|e| format!("checkpoints/best.safetensors: {e}"))?;
     }

@@ -1,0 +1,30 @@
+//! The run record: what a finished run leaves behind and what every table is built from.
+//!
+//! A run directory (`<experiment>/runs/<id>/`) holds the full record: resolved spec, `meta.json`,
+//! `test_metrics.json`, `split.csv`, per-epoch `metrics.csv`, `predictions.csv`, checkpoints,
+//! TensorBoard events. [`state`] says whether such a directory is a finished run that can be
+//! trusted. [`archive`] keeps the part the tables need, compactly, in `<experiment>/records/`
+//! (Parquet, committed beside the tables), so that a fresh clone rebuilds every committed table
+//! byte for byte without the run directories.
+
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+
+pub mod archive;
+pub mod state;
+
+/// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TestMetrics {
+    pub r2: f64,
+    pub rmse: f64,
+    pub mae: f64,
+    pub mape: f64,
+    pub n: usize,
+    pub best_epoch: usize,
+    pub valid: Metrics,
+    pub epochs_run: usize,
+    pub stopped_early: bool,
+    pub train_seconds: f64,
+}
