@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use opencarbon::data::canonical;
-use opencarbon::data::split::{BoundingBox, Region};
+use opencarbon::data::split::{BoundingBox, Buffer, Region};
 use opencarbon::data::{
     odiac, City, ImageStack, NeighbourIndex, PoiStack, SplitConfig, Tabular, TileKey,
 };
@@ -354,7 +354,7 @@ fn split_csv_round_trips_as_a_file_split() {
     let config = SplitConfig::SpatialCv {
         folds: 3,
         block: 3,
-        buffer: Some(1),
+        buffer: Some(Buffer::Tiles(1)),
         valid: 0.25,
         seed: Some(4),
         fold: Some(1),
@@ -446,7 +446,7 @@ proptest! {
     ) {
         let city = grid_city(w, h, &holes, &[false]);
         prop_assume!(city.samples().len() >= 30);
-        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(buffer), valid: 0.25, seed: None, fold: None };
+        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(Buffer::Tiles(buffer)), valid: 0.25, seed: None, fold: None };
         let random = SplitConfig::RandomCv { folds, valid: 0.25, seed: None, fold: None };
         for config in [spatial, random] {
             let mut tested = Vec::new();

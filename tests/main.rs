@@ -26,3 +26,4 @@ mod stats;
 mod training;
 mod transfer;
 mod trust;
+mod variogram;

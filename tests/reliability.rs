@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use opencarbon::fault;
-use opencarbon::runner::TestMetrics;
+use opencarbon::record::TestMetrics;
 use opencarbon::spec::RunSpec;
 use proptest::prelude::*;
 

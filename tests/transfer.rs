@@ -453,7 +453,7 @@ fn a_target_with_other_poi_categories_fails_before_training() {
 #[test]
 fn transfer_matrix_is_mean_and_std_over_seeds() {
     use opencarbon::metrics::Metrics;
-    use opencarbon::runner::TestMetrics;
+    use opencarbon::record::TestMetrics;
     let metrics = |r2: f64| Metrics {
         r2,
         rmse: 1.0 - r2,

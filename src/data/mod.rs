@@ -14,6 +14,7 @@ pub mod split;
 pub mod synthetic;
 pub mod tile_reader;
 pub mod union;
+pub mod variogram;
 
 pub use batch::{BatchPlan, DeviceTiles, Standardizer};
 pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};

@@ -44,9 +44,10 @@ pub enum SplitConfig {
         seed: Option<u64>,
         /// Tiles within `buffer` tiles (Chebyshev) of a test tile are left out of training and
         /// validation. Left out of a spec, the widest window any of its variants reads (see
-        /// [`SplitConfig::default_buffer`]); absent in older records, where it was 0.
+        /// [`SplitConfig::default_buffer`]); absent in older records, where it was 0. `auto`:
+        /// the target's autocorrelation range ([`Buffer::Auto`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        buffer: Option<usize>,
+        buffer: Option<Buffer>,
     },
     /// An explicit CSV with columns x, y, split (train | valid | test; `unused` rows are
     /// skipped, so a run's own `split.csv` can be given back).
@@ -60,9 +61,10 @@ pub enum SplitConfig {
         folds: usize,
         block: usize,
         /// Left out of a spec: the widest window any of its variants reads, so that no training
-        /// tile's window reaches into the test blocks ([`SplitConfig::default_buffer`]).
+        /// tile's window reaches into the test blocks ([`SplitConfig::default_buffer`]). `auto`:
+        /// the target's autocorrelation range ([`Buffer::Auto`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        buffer: Option<usize>,
+        buffer: Option<Buffer>,
         #[serde(default = "default_valid")]
         valid: f64,
         seed: Option<u64>,
@@ -80,6 +82,139 @@ pub enum SplitConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fold: Option<usize>,
     },
+}
+
+/// `split.buffer` of `spatial_cv` and `holdout`: a number of tiles, or `auto`.
+///
+/// In YAML a number, or the string `auto`; resolved (see [`SplitConfig::default_buffer`]), `auto`
+/// carries the window-radius floor and is written `max(auto, <floor>)`, so that a resolved spec
+/// re-run alone splits as its experiment did. A number serialises as before (`buffer: 1`), so
+/// resolved specs and their run ids are unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Buffer {
+    /// This many tiles (Chebyshev) around each test tile.
+    Tiles(usize),
+    /// The spatial autocorrelation range of the target, in tiles rounded up, as blockCV's
+    /// `cv_spatial_autocor`: a spherical model fitted to the empirical (Matheron) semivariogram
+    /// of ln emission over the candidate training tiles (every sample outside the test set),
+    /// distances in tiles between tile keys ([`crate::data::variogram`]). Never below `floor`,
+    /// the widest window radius the experiment reads (a narrower buffer leaks).
+    Auto { floor: usize },
+}
+
+impl Buffer {
+    /// `auto`, `max(auto, 2)` or `max(2, auto)`.
+    fn parse_auto(text: &str) -> Option<Buffer> {
+        let text = text.trim();
+        if text == "auto" {
+            return Some(Buffer::Auto { floor: 0 });
+        }
+        let inner = text.strip_prefix("max(")?.strip_suffix(')')?;
+        let (a, b) = inner.split_once(',')?;
+        let floor = match (a.trim(), b.trim()) {
+            ("auto", n) | (n, "auto") => n.parse().ok()?,
+            _ => return None,
+        };
+        Some(Buffer::Auto { floor })
+    }
+}
+
+impl Serialize for Buffer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match *self {
+            // As `usize` serialises: resolved specs keep their bytes.
+            Buffer::Tiles(n) => s.serialize_u64(n as u64),
+            Buffer::Auto { floor: 0 } => s.serialize_str("auto"),
+            Buffer::Auto { floor } => s.serialize_str(&format!("max(auto, {floor})")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Buffer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Buffer;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number of tiles or `auto`")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Buffer, E> {
+                match usize::try_from(v) {
+                    Ok(n) => Ok(Buffer::Tiles(n)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Buffer, E> {
+                match u64::try_from(v) {
+                    Ok(u) => self.visit_u64(u),
+                    Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Buffer, E> {
+                Buffer::parse_auto(v)
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// What `buffer: auto` resolved to for one split: `split_buffer.json` in its run directory.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoBuffer {
+    /// The buffer used, in tiles: the range rounded up, at least `floor`.
+    pub buffer: usize,
+    pub rule: String,
+    /// The fitted spherical range, in tiles.
+    pub range_tiles: f64,
+    /// The fitted partial sill (above the nugget) and nugget, in (ln emission)².
+    pub sill: f64,
+    pub nugget: f64,
+    /// The window-radius floor.
+    pub floor: usize,
+    /// The candidate training tiles the variogram was computed over.
+    pub samples: usize,
+    /// The last lag edge: half the largest distance between two of those tiles.
+    pub maxlag: f64,
+    /// Upper edges of the lag classes (tiles), their semivariances and pair counts.
+    pub bins: Vec<f64>,
+    pub semivariance: Vec<f64>,
+    pub pairs: Vec<u64>,
+}
+
+impl AutoBuffer {
+    pub const RULE: &'static str = "auto: spherical variogram range";
+
+    /// The autocorrelation range of `city`'s target over `candidates` (tile keys as
+    /// coordinates), at least `floor`.
+    pub fn resolve(city: &City, candidates: &[usize], floor: usize) -> Result<AutoBuffer> {
+        let coords: Vec<(f64, f64)> = candidates
+            .iter()
+            .map(|&i| (city.keys[i].x as f64, city.keys[i].y as f64))
+            .collect();
+        let values: Vec<f64> = candidates.iter().map(|&i| city.target(i)).collect();
+        let Some(fit) = super::variogram::fit_default(&coords, &values) else {
+            bail!(
+                "split.buffer: auto needs at least two candidate training tiles apart to fit a variogram ({} in city `{}`)",
+                candidates.len(),
+                city.name
+            );
+        };
+        let range = fit.model.range;
+        Ok(AutoBuffer {
+            buffer: (range.ceil() as usize).max(floor),
+            rule: Self::RULE.into(),
+            range_tiles: range,
+            sill: fit.model.sill,
+            nugget: fit.model.nugget,
+            floor,
+            samples: candidates.len(),
+            maxlag: fit.maxlag,
+            bins: fit.empirical.bins,
+            semivariance: fit.empirical.semivariance,
+            pairs: fit.empirical.counts,
+        })
+    }
 }
 
 /// A region of a city: set exactly one of `bbox` or `districts`.
@@ -213,9 +348,28 @@ impl SplitConfig {
     /// (network) or spatial lag (baselines) the experiment's variants read. A buffer narrower
     /// than that lets a training tile's window see test tiles: the leak the project measured
     /// (docs/conclusions.md).
+    ///
+    /// `auto` keeps its variogram rule and gets `radius` as its floor (the larger of the two if
+    /// it has one already): the range may be narrower than the window, the buffer never is.
     pub fn default_buffer(&mut self, radius: usize) {
         if let SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } = self {
-            buffer.get_or_insert(radius);
+            match *buffer {
+                None => *buffer = Some(Buffer::Tiles(radius)),
+                Some(Buffer::Auto { floor }) => {
+                    *buffer = Some(Buffer::Auto {
+                        floor: floor.max(radius),
+                    })
+                }
+                Some(Buffer::Tiles(_)) => {}
+            }
+        }
+    }
+
+    /// The buffer of a `spatial_cv` or `holdout` split (None: unset, or another kind).
+    pub fn buffer(&self) -> Option<Buffer> {
+        match self {
+            SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } => *buffer,
+            _ => None,
         }
     }
 
@@ -233,11 +387,15 @@ impl SplitConfig {
 
     /// The tiles between a test tile and the nearest training tile, when the split guarantees
     /// any: None for splits that can put a test tile's neighbour in training (random, random
-    /// CV, blocks, a file).
+    /// CV, blocks, a file). For `auto`, its floor: the range is only known once the data are.
     pub fn guaranteed_buffer(&self) -> Option<usize> {
         match self {
-            SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } => {
-                Some(buffer.unwrap_or(0))
+            SplitConfig::SpatialCv { .. } | SplitConfig::Holdout { .. } => {
+                Some(match self.buffer() {
+                    None => 0,
+                    Some(Buffer::Tiles(n)) => n,
+                    Some(Buffer::Auto { floor }) => floor,
+                })
             }
             _ => None,
         }
@@ -344,7 +502,18 @@ impl SplitConfig {
 
     /// Splits the samples of `city`; `run_seed` is used when the split names no seed.
     pub fn split(&self, city: &City, run_seed: u64) -> Result<Split> {
+        self.split_recorded(city, run_seed).map(|(split, _)| split)
+    }
+
+    /// As [`SplitConfig::split`], with what `buffer: auto` resolved to (None for any other
+    /// buffer), for the run directory's `split_buffer.json`.
+    pub fn split_recorded(
+        &self,
+        city: &City,
+        run_seed: u64,
+    ) -> Result<(Split, Option<AutoBuffer>)> {
         let samples = city.samples();
+        let mut auto = None;
         let split = match self {
             SplitConfig::Random { test, valid, seed } => {
                 let mut rng = ChaCha8Rng::seed_from_u64(seed.unwrap_or(run_seed));
@@ -392,7 +561,8 @@ impl SplitConfig {
                 }
                 let (test_set, rest): (Vec<usize>, Vec<usize>) =
                     samples.iter().partition(|&&i| test.contains(city, i));
-                let rest = outside_buffer(city, &rest, &test_set, buffer.unwrap_or(0));
+                let width = buffer_width(city, &rest, *buffer, &mut auto)?;
+                let rest = outside_buffer(city, &rest, &test_set, width);
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.unwrap_or(run_seed));
                 Split {
@@ -415,7 +585,8 @@ impl SplitConfig {
                 let mut dealt = deal_blocks(city, &samples, *block, *folds, seed);
                 let test_set = std::mem::take(&mut dealt[f]);
                 let rest: Vec<usize> = dealt.concat();
-                let rest = outside_buffer(city, &rest, &test_set, buffer.unwrap_or(0));
+                let width = buffer_width(city, &rest, *buffer, &mut auto)?;
+                let rest = outside_buffer(city, &rest, &test_set, width);
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
                 Split {
@@ -456,8 +627,12 @@ impl SplitConfig {
             ("test", &split.test),
         ] {
             if part.is_empty() {
-                let source = match self {
-                    SplitConfig::File { path } => format!(" (split file {})", path.display()),
+                let source = match (self, &auto) {
+                    (SplitConfig::File { path }, _) => format!(" (split file {})", path.display()),
+                    (_, Some(a)) => format!(
+                        " (`buffer: auto` is {} tiles here: the spherical variogram range of ln emission over the {} candidate training tiles is {:.2} tiles; set a number of tiles instead)",
+                        a.buffer, a.samples, a.range_tiles
+                    ),
                     _ => String::new(),
                 };
                 bail!(
@@ -467,8 +642,28 @@ impl SplitConfig {
                 );
             }
         }
-        Ok(split)
+        Ok((split, auto))
     }
+}
+
+/// The buffer in tiles around the test set: the raw field's [`Buffer`] (unset: 0); for `auto`,
+/// resolved over `candidates` (every sample outside the test set) and recorded in `auto`.
+fn buffer_width(
+    city: &City,
+    candidates: &[usize],
+    raw: Option<Buffer>,
+    auto: &mut Option<AutoBuffer>,
+) -> Result<usize> {
+    Ok(match raw {
+        None => 0,
+        Some(Buffer::Tiles(n)) => n,
+        Some(Buffer::Auto { floor }) => {
+            let resolved = AutoBuffer::resolve(city, candidates, floor)?;
+            let width = resolved.buffer;
+            *auto = Some(resolved);
+            width
+        }
+    })
 }
 
 /// More folds than this is a typo: a spec expands into one run per fold (and `usize::MAX` of
@@ -538,9 +733,23 @@ fn outside_buffer(city: &City, rest: &[usize], test: &[usize], buffer: usize) ->
     if buffer == 0 {
         return rest.to_vec();
     }
+    let r = buffer as i64;
+    // A wide buffer (`auto` can give tens of tiles): fewer test tiles than window cells.
+    if (2 * buffer + 1).saturating_mul(2 * buffer + 1) > test.len() {
+        let test_keys: Vec<TileKey> = test.iter().map(|&i| city.keys[i]).collect();
+        return rest
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let k = city.keys[i];
+                !test_keys
+                    .iter()
+                    .any(|t| (t.x - k.x).abs() <= r && (t.y - k.y).abs() <= r)
+            })
+            .collect();
+    }
     let test_keys: std::collections::HashSet<TileKey> =
         test.iter().map(|&i| city.keys[i]).collect();
-    let r = buffer as i64;
     rest.iter()
         .copied()
         .filter(|&i| {

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::runner::{self, resume};
+use crate::record::state as resume;
+use crate::runner;
 use crate::spec::Experiment;
 use crate::track::atomic;
 

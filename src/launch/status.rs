@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 
 use super::{read_manifest, slurm};
-use crate::runner::resume;
+use crate::record::state as resume;
 use crate::track::{lock, meta::RunMeta};
 
 #[derive(clap::Args)]

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::normalization::{self, Normalization};
-use crate::runner::{resume, TestMetrics};
+use crate::record::{state as resume, TestMetrics};
 use crate::spec::RunSpec;
 use crate::track::{atomic, RunMeta};
 

@@ -83,8 +83,8 @@ fn runs_of_variant(
         if spec.variant == variant
             && dataset.is_none_or(|d| d == label)
             && matches!(
-                crate::runner::resume::check(&dir, None),
-                crate::runner::resume::State::Done(_)
+                crate::record::state::check(&dir, None),
+                crate::record::state::State::Done(_)
             )
         {
             found.push((label, dir));

@@ -21,7 +21,7 @@ use crate::data::tile_reader::{self, TileReader};
 use crate::data::CityOptions;
 use crate::data::{odiac, union, City, TileKey};
 use crate::model::{InputShapes, OpenCarbon};
-use crate::runner::resume;
+use crate::record::state as resume;
 use crate::spec::{DatasetSpec, RunSpec};
 use crate::train::{self, Prepared};
 use normalization::Normalization;
@@ -36,7 +36,7 @@ pub struct TrainedRun {
 
 /// The resolved spec and test metrics of `dir`, which must be a finished run of a network (a
 /// baseline has no weights to map with or export).
-pub fn finished_network_run(dir: &Path) -> Result<(RunSpec, crate::runner::TestMetrics)> {
+pub fn finished_network_run(dir: &Path) -> Result<(RunSpec, crate::record::TestMetrics)> {
     let metrics = match resume::check(dir, None) {
         resume::State::Done(metrics) => metrics,
         resume::State::NotDone(why) | resume::State::Broken(why) => {

@@ -33,7 +33,7 @@ pub struct RunRow {
     /// For a cross-validation run, n_test / n_train of its split (from `split.csv`, else
     /// 1 / (folds − 1)): the Nadeau–Bengio correction of paired tests over folds.
     pub cv_test_train_ratio: Option<f64>,
-    /// done | failed | running | unknown | `broken: <why>` (see `runner::resume`)
+    /// done | failed | running | unknown | `broken: <why>` (see `record::state`)
     pub status: String,
     pub metrics: Option<TestMetrics>,
     /// `transfer.json` of a finished transfer run.

@@ -218,12 +218,13 @@ fn run_in(
         None => None,
     };
     let alone;
-    let (city, split) = match &transfer {
-        Some((_, cities)) => (&cities.union, cities.split.clone()),
+    // `buffer: auto` resolved (the transfer loader keeps only the split, so not for transfer).
+    let (city, split, auto_buffer) = match &transfer {
+        Some((_, cities)) => (&cities.union, cities.split.clone(), None),
         None => {
             alone = load_city(&spec.dataset, &CityOptions::default())?;
-            let split = spec.split.split(&alone, spec.seed)?;
-            (&alone, split)
+            let (split, auto_buffer) = spec.split.split_recorded(&alone, spec.seed)?;
+            (&alone, split, auto_buffer)
         }
     };
     // Hashed once loaded, so that a missing or bad file fails with the loader's message.
@@ -242,6 +243,9 @@ fn run_in(
         "split.csv",
         crate::data::split::to_csv(city, &split, &listed).as_bytes(),
     )?;
+    if let Some(auto_buffer) = &auto_buffer {
+        dir.write_json("split_buffer.json", auto_buffer)?;
+    }
     if let Some(baseline) = &spec.baseline {
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;

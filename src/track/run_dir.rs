@@ -1,7 +1,7 @@
 //! The run directory of DESIGN.md:
 //! `spec.resolved.yaml`, `meta.json`, `metrics.csv`, `tb/` (TensorBoard), `checkpoints/best.*`,
 //! `predictions.csv`, and `test_metrics.json`, whose existence marks the run as done (checked by
-//! `runner::resume` before it is trusted).
+//! `record::state` before it is trusted).
 
 use std::fs;
 use std::path::PathBuf;
