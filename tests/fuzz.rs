@@ -14,7 +14,7 @@ use std::path::Path;
 use opencarbon::data::canonical;
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
 use opencarbon::data::{odiac, City, SplitConfig};
-use opencarbon::runner::resume;
+use opencarbon::record::state as resume;
 use opencarbon::spec::RunSpec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -347,7 +347,10 @@ fn committed_specs() -> &'static [(String, String)] {
             }
         }
         files.sort();
-        assert!(files.len() >= 10, "the committed specs under experiments/: {files:?}");
+        assert!(
+            files.len() >= 10,
+            "the committed specs under experiments/: {files:?}"
+        );
         files
     })
 }
@@ -470,10 +473,20 @@ fn names_word(message: &str, word: &str) -> bool {
     })
 }
 
+/// How a key path was changed, for what its error may name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Changed {
+    /// Replaced or emptied in the file: the key itself.
+    Value,
+    /// Removed from the file: the key, or the key that held it.
+    Removed,
+    /// Set by `--set`, which creates the mappings on its way: the key or any above it.
+    Set,
+}
+
 /// Whether an error about a change at `path` names it: the key changed (a list entry: its
-/// list's key), or for `kind`, the tag of a section, and for a removed key, the key holding it. An `expect` line that
-/// does not parse is named by its text and line (results::expect).
-fn concerns(message: &str, path: &[Step], removed: bool) -> bool {
+/// list's key); for `kind`, the tag of a section, that section's key; see [`Changed`].
+fn concerns(message: &str, path: &[Step], how: Changed) -> bool {
     let keys: Vec<&str> = path
         .iter()
         .filter_map(|s| match s {
@@ -487,12 +500,11 @@ fn concerns(message: &str, path: &[Step], removed: bool) -> bool {
     if names_word(message, leaf) {
         return true;
     }
-    // A section's tag, or a removed key (the error can name only where it is missing).
-    let parent_will_do = leaf == "kind" || (removed && path.last() == Some(&Step::Key(leaf.into())));
-    if parent_will_do && keys.len() >= 2 && names_word(message, keys[keys.len() - 2]) {
+    let removed = how == Changed::Removed && path.last() == Some(&Step::Key(leaf.into()));
+    if (leaf == "kind" || removed) && keys.len() >= 2 && names_word(message, keys[keys.len() - 2]) {
         return true;
     }
-    false
+    how == Changed::Set && keys.iter().any(|k| names_word(message, k))
 }
 
 /// Parses `text` with `overrides` as `opencarbon run` does; an Err(String) for a panic.
@@ -553,7 +565,7 @@ fn check_structure(spec: usize, changes: &[(usize, Change)], via_set: bool) -> R
     let paths = key_paths(&base);
     let mut value = base.clone();
     let mut overrides = Vec::new();
-    let mut changed: Vec<(Vec<Step>, bool)> = Vec::new();
+    let mut changed: Vec<(Vec<Step>, Changed)> = Vec::new();
     for (at, change) in changes {
         // Paths of the changed value, so that a second change may land inside the first.
         let now = key_paths(&value);
@@ -566,21 +578,29 @@ fn check_structure(spec: usize, changes: &[(usize, Change)], via_set: bool) -> R
             Change::Set(v) if via_set => as_override(&path, v),
             _ => None,
         };
-        match set {
-            Some(o) => overrides.push(o),
-            None => {
-                if key_paths(&value).contains(&path) {
-                    change_at(&mut value, &path, change);
+        let how = match set {
+            Some(o) => {
+                overrides.push(o);
+                Changed::Set
+            }
+            None if key_paths(&value).contains(&path) => {
+                change_at(&mut value, &path, change);
+                if matches!(change, Change::Remove) {
+                    Changed::Removed
                 } else {
-                    continue;
+                    Changed::Value
                 }
             }
-        }
-        changed.push((path, matches!(change, Change::Remove)));
+            None => continue,
+        };
+        changed.push((path, how));
     }
     let mutated = serde_norway::to_string(&value).unwrap();
     let outcome = parse_catching(&mutated, origin, &overrides).map_err(|panic| {
-        format!("{origin}: panicked ({panic}) after changing {changed:?}{}:\n{mutated}", by_set(&overrides))
+        format!(
+            "{origin}: panicked ({panic}) after changing {changed:?}{}:\n{mutated}",
+            by_set(&overrides)
+        )
     })?;
     let Err(e) = outcome else { return Ok(()) };
     let message = format!("{e:#}");
@@ -596,7 +616,7 @@ fn check_structure(spec: usize, changes: &[(usize, Change)], via_set: bool) -> R
         .iter()
         .any(|(p, _)| p.first() == Some(&Step::Key("expect".into())))
         && message.contains("line ");
-    if !expect_line && !changed.iter().any(|(p, removed)| concerns(&message, p, *removed)) {
+    if !expect_line && !changed.iter().any(|(p, how)| concerns(&message, p, *how)) {
         let shown: Vec<String> = changed.iter().map(|(p, _)| show(p)).collect();
         return Err(format!(
             "{origin}: changing {}{} gives an error that names none of them: {message}",
@@ -614,9 +634,17 @@ fn spec_structure_every_key_path() {
     let changes: Vec<Change> = [Change::Remove, Change::Empty]
         .into_iter()
         .chain(
-            ["x", "-1", "18446744073709551615", "true", "~", "[1, x]", "{x: 1}"]
-                .iter()
-                .map(|t| Change::Set(serde_norway::from_str(t).unwrap())),
+            [
+                "x",
+                "-1",
+                "18446744073709551615",
+                "true",
+                "~",
+                "[1, x]",
+                "{x: 1}",
+            ]
+            .iter()
+            .map(|t| Change::Set(serde_norway::from_str(t).unwrap())),
         )
         .collect();
     let mut failures = Vec::new();
@@ -633,18 +661,36 @@ fn spec_structure_every_key_path() {
         }
         let (origin, _) = &committed_specs()[spec];
         for key in [
-            "variants", "datasets", "dataset", "seeds", "seed", "split", "model", "train",
-            "transfer", "baseline", "expect", "compare", "launcher", "name", "description",
+            "variants",
+            "datasets",
+            "dataset",
+            "seeds",
+            "seed",
+            "split",
+            "model",
+            "train",
+            "transfer",
+            "baseline",
+            "expect",
+            "compare",
+            "launcher",
+            "name",
+            "description",
         ] {
             for value in ["{}", "[]", "~", "x", "-1"] {
                 let set = [format!("{key}={value}")];
                 checked += 1;
                 match parse_catching(text, origin, &set) {
-                    Err(panic) => failures.push(format!("{origin} --set {}: panicked ({panic})", set[0])),
+                    Err(panic) => {
+                        failures.push(format!("{origin} --set {}: panicked ({panic})", set[0]))
+                    }
                     Ok(Err(e)) => {
                         let message = format!("{e:#}");
                         if !names_word(&message, key) && base_parses(spec) {
-                            failures.push(format!("{origin} --set {}: error does not name `{key}`: {message}", set[0]));
+                            failures.push(format!(
+                                "{origin} --set {}: error does not name `{key}`: {message}",
+                                set[0]
+                            ));
                         }
                     }
                     Ok(Ok(_)) => {}
@@ -673,7 +719,8 @@ fn structural_change() -> impl Strategy<Value = (usize, Change)> {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    // Ten times the byte fuzzers' cases: a structural case is a parse, about a millisecond.
+    #![proptest_config(ProptestConfig { cases: cases() * 10, ..config() })]
 
     /// Up to three changes at once, in the file or by `--set`, on a random committed spec.
     #[test]

@@ -195,7 +195,10 @@ const SYNTH: &str =
 #[test]
 fn empty_variants_datasets_or_seeds_are_errors_naming_the_key() {
     let e = experiment_error(&format!("name: e\ndataset: {SYNTH}\nvariants: {{}}\n"), &[]);
-    assert!(e.contains("`variants` is empty") && e.contains("e.yaml"), "{e}");
+    assert!(
+        e.contains("`variants` is empty") && e.contains("e.yaml"),
+        "{e}"
+    );
     let e = experiment_error("name: e\ndatasets: {}\n", &[]);
     assert!(e.contains("`datasets` is empty"), "{e}");
     let e = experiment_error(&format!("name: e\ndataset: {SYNTH}\nseeds: []\n"), &[]);
@@ -213,7 +216,8 @@ fn empty_variants_datasets_or_seeds_are_errors_naming_the_key() {
 /// not only by the section (serde loses the path inside such sections).
 #[test]
 fn errors_inside_tagged_sections_name_the_field() {
-    let e = error_of("name: t\ndataset: {kind: synthetic, preset: monocentric, width: x, height: 4}\n");
+    let e =
+        error_of("name: t\ndataset: {kind: synthetic, preset: monocentric, width: x, height: 4}\n");
     assert!(e.contains("key `dataset.width`"), "{e}");
     let e = error_of(&format!(
         "{BASE}split: {{kind: spatial_cv, folds: 5, block: -1}}\n"
@@ -227,7 +231,7 @@ fn errors_inside_tagged_sections_name_the_field() {
         "name: e\ndatasets: {a: {kind: synthetic, preset: monocentric, width: 4, height: 4, signal: {spill: [1]}}}\n",
         &[],
     );
-    assert!(e.contains("dataset.signal.spill") && e.contains("dataset `a`"), "{e}");
+    assert!(e.contains("key `datasets.a.signal.spill`"), "{e}");
     let e = experiment_error(
         &format!("name: e\ndataset: {SYNTH}\nlauncher: {{slurm: {{gpus: x}}}}\n"),
         &[],
@@ -238,7 +242,9 @@ fn errors_inside_tagged_sections_name_the_field() {
 /// Numbers too large for what they size: an error, not an overflow or an allocation panic.
 #[test]
 fn huge_windows_and_fold_counts_are_errors() {
-    let e = error_of(&format!("{BASE}model: {{neighbourhood: 18446744073709551615}}\n"));
+    let e = error_of(&format!(
+        "{BASE}model: {{neighbourhood: 18446744073709551615}}\n"
+    ));
     assert!(e.contains("model.neighbourhood"), "{e}");
     let e = experiment_error(
         &format!(
@@ -247,7 +253,9 @@ fn huge_windows_and_fold_counts_are_errors() {
         &[],
     );
     assert!(e.contains("split.folds"), "{e}");
-    let e = error_of(&format!("{BASE}split: {{kind: random_cv, folds: 1000000}}\n"));
+    let e = error_of(&format!(
+        "{BASE}split: {{kind: random_cv, folds: 1000000}}\n"
+    ));
     assert!(e.contains("split.folds"), "{e}");
 }
 
@@ -329,7 +337,10 @@ variants:
     assert!(network.contains("est. ≤ "), "{network}");
     assert!(network.trim_end().ends_with("todo"), "{network}");
     let mean = lines.iter().find(|l| l.contains("mean")).unwrap();
-    assert!(mean.contains("epochs —") && mean.trim_end().ends_with("todo"), "{mean}");
+    assert!(
+        mean.contains("epochs —") && mean.trim_end().ends_with("todo"),
+        "{mean}"
+    );
 }
 
 /// Rows `key | default` of `value` under `prefix`, nested mappings flattened (`train.early_stopping.rule`).
@@ -357,10 +368,17 @@ fn show_default(value: &serde_norway::Value) -> String {
         Value::Null => "unset".into(),
         Value::Sequence(items) => format!(
             "[{}]",
-            items.iter().map(show_default).collect::<Vec<_>>().join(", ")
+            items
+                .iter()
+                .map(show_default)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         Value::Mapping(m) if m.is_empty() => "{}".into(),
-        other => serde_norway::to_string(other).unwrap().trim_end().to_string(),
+        other => serde_norway::to_string(other)
+            .unwrap()
+            .trim_end()
+            .to_string(),
     }
 }
 
@@ -391,17 +409,24 @@ fn defaults_doc() -> String {
         "train.lr_schedule".into(),
         show_default(&to_value(&run.train.lr_schedule)),
     ));
-    sections.push(("Run", "", vec![
-        ("seed".into(), run.seed.to_string()),
-        ("seeds".into(), "unset: one run, of `seed`".into()),
-        ("variants".into(), "unset: one variant, `default`".into()),
-        ("datasets".into(), "unset: the one `dataset`".into()),
-        ("compare.reference".into(), "unset: the first variant".into()),
-        ("expect".into(), "[]".into()),
-    ]));
+    sections.push((
+        "Run",
+        "",
+        vec![
+            ("seed".into(), run.seed.to_string()),
+            ("seeds".into(), "unset: one run, of `seed`".into()),
+            ("variants".into(), "unset: one variant, `default`".into()),
+            ("datasets".into(), "unset: the one `dataset`".into()),
+            (
+                "compare.reference".into(),
+                "unset: the first variant".into(),
+            ),
+            ("expect".into(), "[]".into()),
+        ],
+    ));
     sections.push(("Model (`model:`)", "", model));
     sections.push(("Training (`train:`)", "", train));
-    let mut split = Vec::new();
+    let mut split: Vec<(String, String, Vec<&str>)> = Vec::new();
     for (kind, given) in [
         ("random", ""),
         ("blocks", "block: 8"),
@@ -410,7 +435,10 @@ fn defaults_doc() -> String {
         ("random_cv", "folds: 5"),
     ] {
         let text = |extra: &str| {
-            let parts: Vec<&str> = [given, extra].into_iter().filter(|p| !p.is_empty()).collect();
+            let parts: Vec<&str> = [given, extra]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
             format!("{{kind: {kind}, {}}}", parts.join(", ")).replace(", }", "}")
         };
         let config: opencarbon::data::SplitConfig = serde_norway::from_str(&text("")).unwrap();
@@ -423,27 +451,56 @@ fn defaults_doc() -> String {
         }
         // Optional keys left out of the written spec while unset.
         for key in ["seed", "buffer", "fold"] {
-            let accepted = serde_norway::from_str::<opencarbon::data::SplitConfig>(&text(&format!("{key}: null"))).is_ok();
+            let accepted = serde_norway::from_str::<opencarbon::data::SplitConfig>(&text(
+                &format!("{key}: null"),
+            ))
+            .is_ok();
             if accepted && m.get(key).is_none() {
                 m.insert(key.into(), Value::Null);
             }
         }
-        split.extend(rows(&format!("split ({kind})"), Value::Mapping(m)));
+        // One row per key and default, with the kinds that take it.
+        for (key, default) in rows("split", Value::Mapping(m)) {
+            match split
+                .iter_mut()
+                .find(|(k, d, _): &&mut (String, String, Vec<&str>)| *k == key && *d == default)
+            {
+                Some((_, _, kinds)) => kinds.push(kind),
+                None => split.push((key, default, vec![kind])),
+            }
+        }
     }
-    split.insert(0, ("split.kind".into(), show_default(&to_value(&run.split)["kind"])));
+    let mut split: Vec<(String, String)> = split
+        .into_iter()
+        .map(|(key, default, kinds)| (key, format!("{default} ({})", kinds.join(", "))))
+        .collect();
+    split.insert(
+        0,
+        (
+            "split".into(),
+            format!("{{kind: {}}}", show_default(&to_value(&run.split)["kind"])),
+        ),
+    );
     sections.push((
         "Split (`split:`)",
-        "`split.kind` left out is the first row's kind. An unset `seed` is the run's seed; an unset `fold` is every fold, one run each; an unset `buffer` is the widest window any variant reads.",
+        "Each default in brackets: the split kinds that take it (a kind's other keys are required). \
+         An unset `seed` is the run's seed; an unset `fold` is every fold, one run each; an unset \
+         `buffer` is the widest window any variant reads.",
         split,
     ));
     let synthetic: opencarbon::data::synthetic::SynthConfig =
         serde_norway::from_str("{preset: monocentric, width: 4, height: 4}").unwrap();
-    let mut dataset = rows("dataset (synthetic)", to_value(&synthetic));
-    dataset.retain(|(k, _)| !k.ends_with(".preset") && !k.ends_with(".width") && !k.ends_with(".height"));
-    dataset.extend(rows("dataset (synthetic).signal", to_value(&synthetic.signal)));
-    sections.push(("Synthetic city (`dataset: {kind: synthetic}`)", "", dataset));
-    let baseline: opencarbon::spec::BaselineSpec =
-        serde_norway::from_str("{kind: ridge}").unwrap();
+    let mut dataset = rows("dataset", to_value(&synthetic));
+    dataset.retain(|(k, _)| {
+        !["dataset.preset", "dataset.width", "dataset.height"].contains(&k.as_str())
+    });
+    dataset.extend(rows("dataset.signal", to_value(&synthetic.signal)));
+    sections.push((
+        "Synthetic city (`dataset: {kind: synthetic, preset, width, height}`)",
+        "",
+        dataset,
+    ));
+    let baseline: opencarbon::spec::BaselineSpec = serde_norway::from_str("{kind: ridge}").unwrap();
     let mut b = rows("baseline", to_value(&baseline));
     b.retain(|(k, _)| k != "baseline.kind");
     sections.push(("Baselines (`baseline:`)", "", b));

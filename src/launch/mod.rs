@@ -167,7 +167,7 @@ pub fn pending(experiment: &Experiment, out: &Path, only: &[(String, String)]) -
             let dir = out.join("runs").join(r.run_id());
             match resume::check(&dir, Some(r)) {
                 resume::State::Done(_) => crate::track::meta::data_changed(&dir).is_some(),
-                _ => runner::archived(out, r).is_none(),
+                _ => true,
             }
         })
         .map(|r| r.run_id())

@@ -128,11 +128,11 @@ pub fn parse_all(
                 .position(|l| l.contains(line.as_str()))
                 .map(|n| format!("{origin}: line {}", n + 1))
                 .unwrap_or_else(|| format!("{origin}: expect[{i}]"));
-            let e = Expectation::parse(line).map_err(|e| anyhow::anyhow!("{at}: `{line}`: {e}"))?;
+            let e = Expectation::parse(line).map_err(|e| anyhow::anyhow!("{at}: expect `{line}`: {e}"))?;
             for v in e.variants() {
                 if !variants.iter().any(|x| x == v) {
                     bail!(
-                        "{at}: `{line}`: `{v}` is not a variant (variants: {})",
+                        "{at}: expect `{line}`: `{v}` is not a variant (variants: {})",
                         variants.join(", ")
                     );
                 }

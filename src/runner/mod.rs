@@ -55,26 +55,6 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
     }
 }
 
-/// The test metrics of `spec`'s run if the experiment's record archive holds it finished, with
-/// this very resolved spec and data unchanged since (a fresh clone has records, not run
-/// directories: its runs are not trained again unless `--force`).
-pub fn archived(out: &Path, spec: &RunSpec) -> Option<TestMetrics> {
-    let id = spec.run_id();
-    let record = crate::record::archive::read(out)
-        .ok()?
-        .into_iter()
-        .find(|r| r.run_id == id)?;
-    if record.spec_yaml != spec.resolved_yaml() {
-        return None;
-    }
-    let meta: RunMeta = serde_json::from_str(&record.meta_json).ok()?;
-    if let Some(file) = crate::data::fingerprint::changed(&meta.data) {
-        eprintln!("run {id}: data changed since its archived record: {file}; running it again");
-        return None;
-    }
-    serde_json::from_str(&record.test_metrics_json).ok()
-}
-
 /// As [`run`], but waits for a run another process holds, then runs it unless that process
 /// finished it.
 pub fn run_waiting(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
@@ -109,11 +89,7 @@ fn run_locked(
             resume::State::Broken(why) => {
                 eprintln!("run {run_id}: not trusted as done ({why}); running it again")
             }
-            resume::State::NotDone(_) => {
-                if let Some(metrics) = archived(&options.out, spec) {
-                    return Ok((path, RunOutcome::Skipped(metrics)));
-                }
-            }
+            resume::State::NotDone(_) => {}
         }
     }
     // Under the lock, so no one else writes here: the done marker goes first, then what killed

@@ -10,15 +10,21 @@ pub fn deserialize_located<T: DeserializeOwned>(text: &str, origin: &str) -> Res
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let location = inner
-            .location()
-            .map(|l| format!(" line {}, column {}", l.line(), l.column()))
-            .unwrap_or_default();
         let message = strip_path(&strip_location(&inner.to_string()), &path);
         let keys = serde_norway::from_str::<Value>(text)
             .ok()
             .and_then(|root| locate::<T>(&root, &path, &message))
             .unwrap_or_else(|| vec![path.clone()]);
+        // Inside a `kind:`-tagged section serde has lost the place too and says line 1,
+        // column 1: then the line is the one line holding the key, if only one does.
+        let location = match inner.location() {
+            Some(l) if l.line() == 1 && l.column() == 1 && !key_prefix(&keys).is_empty() => {
+                line_of(text, &keys).map(|n| format!(" line {n}"))
+            }
+            Some(l) => Some(format!(" line {}, column {}", l.line(), l.column())),
+            None => None,
+        }
+        .unwrap_or_default();
         anyhow!(
             "{origin}:{location}: {}{}",
             key_prefix(&keys),
@@ -67,6 +73,28 @@ fn deserialize_under<T: DeserializeOwned>(value: Value, origin: &str, key: &str)
             .collect();
         anyhow!("{origin}: {}{}", key_prefix(&keys), describe(&message))
     })
+}
+
+/// The line of `text` that holds the last key of `paths` (`width` of `dataset.width`), when
+/// exactly one line does.
+fn line_of(text: &str, paths: &[String]) -> Option<usize> {
+    let [path] = paths else { return None };
+    let key = path
+        .rsplit(['.', '['])
+        .find(|k| !k.is_empty() && !k.ends_with(']'))?;
+    let is_name = |c: char| c.is_alphanumeric() || c == '_';
+    let holds = |line: &str| {
+        line.match_indices(key).any(|(i, _)| {
+            let before = line[..i].chars().next_back();
+            let after = line[i + key.len()..].trim_start().chars().next();
+            !before.is_some_and(is_name) && after == Some(':')
+        })
+    };
+    let mut lines = text.lines().enumerate().filter(|(_, l)| holds(l));
+    match (lines.next(), lines.next()) {
+        (Some((n, _)), None) => Some(n + 1),
+        _ => None,
+    }
 }
 
 fn key_prefix(paths: &[String]) -> String {
@@ -125,16 +153,51 @@ fn locate<T: DeserializeOwned>(root: &Value, path: &str, message: &str) -> Optio
             }
         });
     } else if fitting.len() > 1 {
+        // The culprit is what, changed, changes the error (an unknown key removed, a value
+        // replaced by one of another type); of those, the deepest (its ancestors change it too).
         let changed: Vec<Vec<Segment>> = fitting
             .iter()
             .filter(|below| {
                 let mut v = root.clone();
-                remove(&mut v, &full(below)) && error(v) != original
+                let path = full(below);
+                // An unknown key (field, or variant written as `{x: …}`) is removed.
+                let unknown_key = match &described {
+                    Described::UnknownField(name) | Described::UnknownVariant(name) => {
+                        below.last() == Some(&Segment::Key(Value::String(name.clone())))
+                            && get(root, &path).and_then(Value::as_str) != Some(name.as_str())
+                    }
+                    _ => false,
+                };
+                let done = if unknown_key {
+                    remove(&mut v, &path)
+                } else {
+                    match get_mut(&mut v, &path) {
+                        Some(slot) => {
+                            *slot = if slot.is_null() {
+                                Value::Sequence(vec![])
+                            } else {
+                                Value::Null
+                            };
+                            true
+                        }
+                        None => false,
+                    }
+                };
+                done && error(v) != original
             })
             .cloned()
             .collect();
-        if !changed.is_empty() {
-            fitting = changed;
+        let deepest: Vec<Vec<Segment>> = changed
+            .iter()
+            .filter(|a| {
+                !changed
+                    .iter()
+                    .any(|b| b.len() > a.len() && b.starts_with(a.as_slice()))
+            })
+            .cloned()
+            .collect();
+        if !deepest.is_empty() {
+            fitting = deepest;
         }
     }
     if fitting.is_empty() {
@@ -202,7 +265,8 @@ impl Described {
             // A string naming the variant, or a mapping's key (`{x: 1}` reads as variant `x`).
             Described::UnknownVariant(name) => {
                 return v.as_str() == Some(name.as_str())
-                    || segments.last() == Some(&Segment::Key(Value::String(name.clone())));
+                    || (segments.len() >= 2
+                        && segments.last() == Some(&Segment::Key(Value::String(name.clone()))));
             }
             Described::UnknownField(name) => {
                 return segments.len() >= 2

@@ -138,7 +138,7 @@ impl Experiment {
             Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
             None => vec![(None, None)],
         };
-        if datasets[0].0.is_none()
+        if datasets.iter().all(|(name, _)| name.is_none())
             && !map.contains_key("dataset")
             && variants.iter().any(|(_, p)| p.get("dataset").is_none())
         {
@@ -341,6 +341,9 @@ fn transfer_cities(
             .collect::<Result<Vec<_>>>()?,
         _ => bail!("{origin}: transfer.sources: list the training cities, e.g. [beijing] or [[beijing, shanghai]] to train on both"),
     };
+    if sources.iter().any(Vec::is_empty) {
+        bail!("{origin}: transfer.sources: an entry names no city, e.g. [[]]; give a dataset name or a list of names");
+    }
     let targets: Option<Vec<String>> = match t.remove("targets") {
         None => None,
         Some(Value::String(s)) if s == "all" => None,

@@ -17,11 +17,16 @@ use crate::runner::resume;
 use crate::spec::RunSpec;
 use crate::train::trainer::{evaluate, optimizer, train_step, Prepared};
 
-/// Optimisation steps timed per distinct network (after one untimed warm-up step).
-const TIMED_STEPS: usize = 2;
+/// Optimisation steps timed per distinct network (after one untimed warm-up step); the
+/// estimate takes their median.
+const TIMED_STEPS: usize = 3;
+/// Up to this many when a step takes less than a few tens of milliseconds.
+const MORE_STEPS: usize = 50;
 
 /// What a run trains on: its city (a transfer run's source and targets joined) and its split.
 struct Loaded {
+    /// Which city this is (runs on the same city share a step timing).
+    city_key: String,
     city: std::rc::Rc<City>,
     split: Split,
     /// Transfer runs: per target, its samples (for the fine-tuning estimate).
@@ -42,11 +47,17 @@ pub fn main(
     let mut timings: HashMap<String, Result<Timing, String>> = HashMap::new();
     for (run, data) in runs.iter().zip(&loaded) {
         let state = resume::check(&out.join("runs").join(run.run_id()), Some(run));
-        let done = matches!(state, resume::State::Done(_));
-        let (epochs, estimate) = match (&run.baseline, done) {
+        let (epochs, estimate) = match (&run.baseline, &state) {
+            // Done: what the run took, from its record.
+            (Some(_), resume::State::Done(m)) => {
+                ("—".to_string(), format!("took {}", human(m.train_seconds)))
+            }
+            (None, resume::State::Done(m)) => (
+                format!("{} of {}", m.epochs_run, run.train.epochs),
+                format!("took {}", human(m.train_seconds)),
+            ),
             (Some(_), _) => ("—".to_string(), "—".to_string()),
-            (None, true) => (run.train.epochs.to_string(), "—".to_string()),
-            (None, false) => {
+            (None, _) => {
                 let key = timing_key(run, data);
                 let timing = timings
                     .entry(key)
@@ -77,7 +88,7 @@ pub fn main(
             data.split.test.len()
         );
         println!(
-            "{:<10} {:<24} {:<20} seed {:<6} tiles {tiles:<14} epochs {epochs:<16} {estimate:<18} {state}",
+            "{:<16} {:<24} {:<20} seed {:<6} tiles {tiles:<14} epochs {epochs:<16} {estimate:<18} {state}",
             run.run_id(),
             run.dataset_label(),
             run.variant,
@@ -86,7 +97,7 @@ pub fn main(
     }
     // On stderr: stdout is one line per run (scripts read the run ids off it).
     eprintln!(
-        "tiles: train/valid/test; epochs: × optimisation steps per epoch; est.: {TIMED_STEPS} timed steps of each network on its own city ({choice}) × steps × epochs, + validations, test and fine-tuning (≤: early stopping may end a run sooner); baselines and done runs: —"
+        "tiles: train/valid/test; epochs: × optimisation steps per epoch; est.: median of {TIMED_STEPS} or more timed steps of each network on its own city ({choice}, under this machine's present load) × steps × epochs, + validations, test and fine-tuning (≤: early stopping may end a run sooner), baselines —; a done run: the epochs it ran and the training time it took"
     );
     Ok(())
 }
@@ -128,14 +139,18 @@ fn load_run(
     if let Some(t) = &run.transfer {
         // As the run loads them: source and targets joined, with the inputs the run reads (and
         // the source's split), once per distinct such load.
-        let key = serde_norway::to_string(&(
+        let city_key = serde_norway::to_string(&(
             &run.dataset,
-            t,
+            &t.targets,
+            &t.normalize,
             crate::transfer::modalities_read(run),
-            &run.split,
-            run.seed,
         ))
         .unwrap_or_default();
+        let key = format!(
+            "{city_key}|{}|{}",
+            serde_norway::to_string(&run.split).unwrap_or_default(),
+            run.seed
+        );
         let joined = transfers
             .entry(key)
             .or_insert_with(|| {
@@ -152,6 +167,7 @@ fn load_run(
                     })
                     .collect();
                 Ok(Loaded {
+                    city_key: city_key.clone(),
                     city: std::rc::Rc::new(joined.union),
                     split: joined.split,
                     target_samples,
@@ -160,6 +176,7 @@ fn load_run(
             .as_ref()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         return Ok(Loaded {
+            city_key: joined.city_key.clone(),
             city: joined.city.clone(),
             split: joined.split.clone(),
             target_samples: joined.target_samples.clone(),
@@ -167,7 +184,7 @@ fn load_run(
     }
     let key = serde_norway::to_string(&run.dataset).unwrap_or_default();
     let city = cities
-        .entry(key)
+        .entry(key.clone())
         .or_insert_with(|| {
             load_city(&run.dataset, &CityOptions::default())
                 .map(std::rc::Rc::new)
@@ -180,6 +197,7 @@ fn load_run(
         .split(&city, run.seed)
         .with_context(|| format!("dataset `{}`: split", run.dataset_label()))?;
     Ok(Loaded {
+        city_key: key,
         city,
         split,
         target_samples: vec![],
@@ -196,8 +214,8 @@ struct Timing {
 /// Runs whose networks cost the same per step share a timing: the same city, network and batch.
 fn timing_key(run: &RunSpec, data: &Loaded) -> String {
     format!(
-        "{:p}|{}|{}|{}|{}",
-        std::rc::Rc::as_ptr(&data.city),
+        "{}|{}|{}|{}|{}",
+        data.city_key,
         serde_norway::to_string(&run.model).unwrap_or_default(),
         run.train.batch_size,
         contrastive(run),
@@ -211,7 +229,7 @@ fn contrastive(run: &RunSpec) -> bool {
 }
 
 /// One untimed and [`TIMED_STEPS`] timed optimisation steps of the run's network on the first
-/// training batch of its split, and an evaluation of up to one evaluation batch.
+/// training batch of its split (the median), and an evaluation of up to one evaluation batch.
 fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Result<Timing> {
     let train = &data.split.train;
     let batch_size = run.train.batch_size.min(train.len());
@@ -228,12 +246,13 @@ fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Resul
         .init_seeded(&data.city.shapes(), &autodiff, run.seed)?;
     let mut optim = optimizer(&run.train);
     let batch = &train[..batch_size];
-    let mut started = Instant::now();
-    for step in 0..=TIMED_STEPS {
-        if step == 1 {
-            device.sync().ok();
-            started = Instant::now();
-        }
+    let mut seconds = Vec::new();
+    let mut step = 0;
+    // At least TIMED_STEPS; fast steps (a small network) more, for a steadier median.
+    while step <= TIMED_STEPS || (seconds.iter().sum::<f64>() < 0.25 && step <= MORE_STEPS) {
+        step += 1;
+        device.sync().ok();
+        let started = Instant::now();
         let (next, l1, _) = train_step(
             model,
             &mut optim,
@@ -246,9 +265,13 @@ fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Resul
         model = next;
         // Reading the loss waits for the device.
         let _ = l1.into_scalar::<f32>();
+        // The first step allocates and warms up; it is not timed.
+        if step > 1 {
+            seconds.push(started.elapsed().as_secs_f64());
+        }
     }
-    let step = started.elapsed().as_secs_f64() / TIMED_STEPS as f64
-        * (run.train.batch_size as f64 / batch_size as f64);
+    seconds.sort_by(f64::total_cmp);
+    let step = seconds[seconds.len() / 2] * (run.train.batch_size as f64 / batch_size as f64);
     let eval_model = model.valid();
     let samples: Vec<usize> = data
         .split
@@ -261,6 +284,8 @@ fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Resul
     let eval_per_sample = if samples.is_empty() {
         0.0
     } else {
+        // The second of two evaluations (the first warms up).
+        evaluate(&eval_model, &prepared, &samples, run.train.eval_batch_size);
         let started = Instant::now();
         evaluate(&eval_model, &prepared, &samples, run.train.eval_batch_size);
         started.elapsed().as_secs_f64() / samples.len() as f64
