@@ -2,6 +2,7 @@
 //! per run, its learning curve (`metrics.csv`), test predictions (`predictions.csv`) and split
 //! (`split.csv`). A file that is there but does not parse is an error naming it and its line.
 
+use crate::record::state;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -62,8 +63,23 @@ impl Inputs {
         let options = TableOptions::read(dir)?;
         let rows = results::collect(dir)?;
         let mut runs = Vec::new();
+        // A run counted from its archived record (`records/`) whose directory is missing or no
+        // longer whole is in the tables, but its figures need the directory's files.
+        let mut unreadable = Vec::new();
         for row in rows.iter().filter(|r| r.metrics.is_some()) {
             let run_dir = dir.join("runs").join(&row.run_id);
+            let why = match state::check_records(&run_dir) {
+                state::State::Done(_) => None,
+                state::State::NotDone(status) => Some(format!("its run directory is {status}")),
+                state::State::Broken(why) => Some(format!("its run directory is broken: {why}")),
+            };
+            if let Some(why) = why {
+                unreadable.push(format!(
+                    "run {} ({} on {}, seed {}) left out of the figures: {why} (its archived record still counts in the tables)",
+                    row.run_id, row.variant, row.dataset, row.seed
+                ));
+                continue;
+            }
             let (train_loss, valid_r2) = read_curves(&run_dir.join("metrics.csv"))?;
             runs.push(Run {
                 row: row.clone(),
@@ -92,7 +108,7 @@ impl Inputs {
         let mut datasets: Vec<String> = runs.iter().map(|r| r.row.dataset.clone()).collect();
         datasets.sort();
         datasets.dedup();
-        let left_out = rows
+        let mut left_out: Vec<String> = rows
             .iter()
             .filter(|r| r.metrics.is_none())
             .map(|r| {
@@ -102,6 +118,7 @@ impl Inputs {
                 )
             })
             .collect();
+        left_out.extend(unreadable);
         Ok(Self {
             comparison: OnceLock::new(),
             left_out,
