@@ -456,7 +456,8 @@ pub fn run_sweep(
 /// ones built from fewer runs (see `results::write_summary_with`).
 pub fn write_tables(experiment: &crate::spec::Experiment, out: &Path) -> Result<String> {
     let summary = crate::results::write_summary_with(out, &table_options(experiment), false)?;
-    crate::record::archive::export(out)?;
+    crate::record::archive::export(out)
+        .context("the tables are written, but archiving the run records (records/) failed")?;
     Ok(summary)
 }
 
