@@ -132,10 +132,14 @@ fn summary_is_mean_and_std_over_seeds() {
         force: false,
     };
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
-    common::sweep(&e, &options, &[
+    common::sweep(
+        &e,
+        &options,
+        &[
             ("variant".into(), "lag".into()),
             ("dataset".into(), "mono".into()),
-        ]);
+        ],
+    );
     let rows = results::collect(out.path()).unwrap();
     let r2: Vec<f64> = rows
         .iter()

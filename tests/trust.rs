@@ -65,7 +65,13 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     assert!(archive::exists(&out), "the sweep archives its records");
     assert_eq!(archive::read(&out).unwrap().len(), 18);
     let before = snapshot(&out);
-    for table in ["summary.csv", "summary.parquet", "summary.md", "comparison.csv", "comparison.md"] {
+    for table in [
+        "summary.csv",
+        "summary.parquet",
+        "summary.md",
+        "comparison.csv",
+        "comparison.md",
+    ] {
         assert!(before.contains_key(Path::new(table)), "{table}");
     }
 
@@ -86,7 +92,10 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     std::fs::rename(out.join("records"), &records).unwrap();
     let refused = results::write_summary(&out, false).unwrap_err();
     let why = format!("{refused:#}");
-    assert!(why.contains("fewer runs") && why.contains("ridge_lag: 6 → 0 runs"), "{why}");
+    assert!(
+        why.contains("fewer runs") && why.contains("ridge_lag: 6 → 0 runs"),
+        "{why}"
+    );
     let mut without_records = before.clone();
     without_records.retain(|p, _| !p.starts_with("records"));
     assert_eq!(snapshot(&out), without_records, "nothing written");
@@ -95,7 +104,11 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     let cli = Command::new(BIN).arg("results").arg(&out).output().unwrap();
     assert!(!cli.status.success());
     assert!(String::from_utf8_lossy(&cli.stderr).contains("refusing"));
-    assert_eq!(snapshot(&out), without_records, "nothing written by the CLI");
+    assert_eq!(
+        snapshot(&out),
+        without_records,
+        "nothing written by the CLI"
+    );
     std::fs::rename(&records, out.join("records")).unwrap();
 
     // A later version of the spec (another variant definition) makes the old runs stale: they
@@ -104,7 +117,11 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     let e2 = Experiment::parse(&changed, "trust.yaml", &[]).unwrap();
     let refused = runner::write_tables(&e2, &out).unwrap_err();
     assert!(format!("{refused:#}").contains("stale"), "{refused:#}");
-    assert_eq!(snapshot(&out), before, "a refused rebuild changes no file, experiment.json included");
+    assert_eq!(
+        snapshot(&out),
+        before,
+        "a refused rebuild changes no file, experiment.json included"
+    );
     let options = results::TableOptions {
         runs: e2.runs.iter().map(|r| r.run_id()).collect(),
         ..results::TableOptions::read(&out).unwrap()
@@ -148,7 +165,10 @@ fn a_failed_sweep_and_an_empty_only_change_no_committed_file() {
     assert!(stderr.contains("tables not written"), "{stderr}");
     let mut after = snapshot(&out);
     after.retain(|p, _| !p.starts_with("launch"));
-    assert_eq!(after, before, "a failed sweep changes no table, record or experiment.json");
+    assert_eq!(
+        after, before,
+        "a failed sweep changes no table, record or experiment.json"
+    );
 
     // An --only that matches nothing is an error listing the valid values, and runs nothing.
     std::fs::remove_dir_all(out.join("runs")).unwrap();
@@ -172,14 +192,20 @@ fn gates_on_leak_prone_comparisons_are_refused_unless_allowed() {
         "split: {kind: spatial_cv, folds: 3, block: 3}",
         "split: {kind: random_cv, folds: 3}",
     );
-    let err = format!("{:#}", Experiment::parse(&random, "leaky.yaml", &[]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        Experiment::parse(&random, "leaky.yaml", &[]).unwrap_err()
+    );
     assert!(
         err.contains("leak-prone") && err.contains("ridge_lag") && err.contains("spatial_cv"),
         "{err}"
     );
     // A buffer narrower than the window is leak-prone too.
     let narrow = SPEC.replace("block: 3}", "block: 3, buffer: 0}");
-    let err = format!("{:#}", Experiment::parse(&narrow, "narrow.yaml", &[]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        Experiment::parse(&narrow, "narrow.yaml", &[]).unwrap_err()
+    );
     assert!(err.contains("buffer is 0"), "{err}");
     // Stated on purpose: parsed, and the comparison table still says leak-prone.
     let allowed = format!("{random}allow_leaky: \"measures the leak\"\n");
@@ -191,17 +217,26 @@ fn gates_on_leak_prone_comparisons_are_refused_unless_allowed() {
     let rows = results::collect(tmp.path()).unwrap();
     let order: Vec<String> = ["ridge_lag", "ridge", "mean"].map(String::from).to_vec();
     let table = results::comparison::compare(&rows, "ridge_lag", &order);
-    assert!(table.iter().all(|r| r.leak.is_some()), "every row involves ridge_lag's window");
+    assert!(
+        table.iter().all(|r| r.leak.is_some()),
+        "every row involves ridge_lag's window"
+    );
     // A holdout gets a buffer too.
     let holdout = SPEC.replace(
         "split: {kind: spatial_cv, folds: 3, block: 3}",
         "split: {kind: holdout, test: {bbox: {x: [0, 3], y: [0, 11]}}, block: 3}",
     );
     let e = Experiment::parse(&holdout, "holdout.yaml", &[]).unwrap();
-    assert!(e.runs.iter().all(|r| r.split.guaranteed_buffer() == Some(1)));
+    assert!(e
+        .runs
+        .iter()
+        .all(|r| r.split.guaranteed_buffer() == Some(1)));
     // A paired gate names the reference: that is the table row it is judged on.
     let off = SPEC.replace("ridge_lag > mean", "ridge > mean");
-    let err = format!("{:#}", Experiment::parse(&off, "off.yaml", &[]).unwrap_err());
+    let err = format!(
+        "{:#}",
+        Experiment::parse(&off, "off.yaml", &[]).unwrap_err()
+    );
     assert!(err.contains("reference `ridge_lag`"), "{err}");
 }
 
@@ -221,9 +256,15 @@ fn gates_judge_on_the_holm_adjusted_p_of_the_comparison_table() {
         .unwrap();
     // ridge_lag − mean = −(mean − ridge_lag): the gate passes exactly when the table says the
     // reference is better than `mean` at α = 0.05, by the same adjusted p.
-    assert_eq!(outcome.passed, row.verdict == "worse", "{outcome:?} {row:?}");
+    assert_eq!(
+        outcome.passed,
+        row.verdict == "worse",
+        "{outcome:?} {row:?}"
+    );
     assert!(
-        outcome.evidence.contains(&format!("Holm-adjusted p = {:.4}", row.p_t_holm)),
+        outcome
+            .evidence
+            .contains(&format!("Holm-adjusted p = {:.4}", row.p_t_holm)),
         "{}",
         outcome.evidence
     );
@@ -266,7 +307,10 @@ fn committed_tables_rebuild_byte_identically_from_committed_records() {
             );
             continue;
         }
-        assert!(!listed.contains_key(&name), "results/{name} has records: remove it from results/UNRECORDED");
+        assert!(
+            !listed.contains_key(&name),
+            "results/{name} has records: remove it from results/UNRECORDED"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let copy = tmp.path().join(&name);
         std::fs::create_dir_all(copy.join("records")).unwrap();
@@ -282,8 +326,12 @@ fn committed_tables_rebuild_byte_identically_from_committed_records() {
                 continue;
             }
             let file = table.file_name().unwrap();
-            let committed = std::fs::read(dir.join(file))
-                .unwrap_or_else(|_| panic!("results/{name}/{} is rebuilt but not committed", file.to_string_lossy()));
+            let committed = std::fs::read(dir.join(file)).unwrap_or_else(|_| {
+                panic!(
+                    "results/{name}/{} is rebuilt but not committed",
+                    file.to_string_lossy()
+                )
+            });
             assert!(
                 std::fs::read(&table).unwrap() == committed,
                 "results/{name}/{} does not rebuild byte for byte from its records",
@@ -292,5 +340,8 @@ fn committed_tables_rebuild_byte_identically_from_committed_records() {
         }
         checked += 1;
     }
-    eprintln!("{checked} committed experiments rebuilt from their records; {} listed without", listed.len());
+    eprintln!(
+        "{checked} committed experiments rebuilt from their records; {} listed without",
+        listed.len()
+    );
 }

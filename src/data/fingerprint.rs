@@ -21,8 +21,19 @@ const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 /// (hex); an image folder → one hash over its images; a synthetic city → the hash of the labels
 /// it generates (content-derived too, though no file holds them). Paths as the spec gives them.
 pub fn of_run(spec: &RunSpec) -> Result<BTreeMap<String, String>> {
+    of_run_loaded(spec, None)
+}
+
+/// As [`of_run`], given the run's own city if it is already loaded: a synthetic city is then
+/// hashed as loaded instead of generated a second time.
+pub fn of_run_loaded(spec: &RunSpec, loaded: Option<&City>) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    add(&spec.dataset, &spec.dataset_label(), &mut out)?;
+    match (&spec.dataset, loaded) {
+        (DatasetSpec::Synthetic(_), Some(city)) => {
+            out.insert(format!("{SYNTHETIC}{}", spec.dataset_label()), labels(city));
+        }
+        (dataset, _) => add(dataset, &spec.dataset_label(), &mut out)?,
+    }
     for target in spec.transfer.iter().flat_map(|t| &t.targets) {
         add(&target.dataset, &target.name, &mut out)?;
     }
@@ -102,7 +113,7 @@ pub fn hash_path(path: &Path) -> Result<String> {
     Ok(hex(hasher))
 }
 
-fn hex(hasher: Sha256) -> String {
+pub(crate) fn hex(hasher: Sha256) -> String {
     hasher
         .finalize()
         .iter()

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use polars::df;
 use polars::prelude::{
-    BooleanChunked, ChunkCompareEq, DataFrame, DataType, ParquetReader, ParquetWriter,
-    SerReader, SortMultipleOptions,
+    BooleanChunked, ChunkCompareEq, DataFrame, DataType, ParquetReader, ParquetWriter, SerReader,
+    SortMultipleOptions,
 };
 use sha2::{Digest, Sha256};
 
@@ -99,9 +99,8 @@ pub fn read(experiment_dir: &Path) -> Result<Vec<RunRecord>> {
     let mut out = Vec::with_capacity(ids.len());
     for i in 0..ids.len() {
         let required = |v: &Option<String>, what: &str| -> Result<String> {
-            v.clone().with_context(|| {
-                format!("{}: row {} has no `{what}`", path.display(), i + 1)
-            })
+            v.clone()
+                .with_context(|| format!("{}: row {} has no `{what}`", path.display(), i + 1))
         };
         let split = match (train[i], valid[i], test[i], unused[i]) {
             (Some(train), Some(valid), Some(test), Some(unused)) => Some(SplitCounts {
@@ -165,10 +164,7 @@ pub fn count_split(text: &[u8]) -> SplitCounts {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::data::fingerprint::hex(Sha256::new_with_prefix(bytes))
 }
 
 /// Archives every finished run under `experiment_dir/runs/` into `experiment_dir/records/`,
@@ -189,8 +185,7 @@ pub fn export(experiment_dir: &Path) -> Result<usize> {
         return Ok(records.len());
     }
     let archive = experiment_dir.join(DIR);
-    std::fs::create_dir_all(&archive)
-        .with_context(|| format!("creating {}", archive.display()))?;
+    std::fs::create_dir_all(&archive).with_context(|| format!("creating {}", archive.display()))?;
     let replaced: Vec<&str> = fresh.iter().map(|(id, _)| id.as_str()).collect();
     let mut epochs = merge(
         &archive.join(EPOCHS),
@@ -324,7 +319,11 @@ fn csv_rows(path: &Path, header: &str) -> Result<Vec<(usize, Vec<String>)>> {
         .map(|(i, line)| {
             let fields: Vec<String> = line.split(',').map(String::from).collect();
             if fields.len() != width {
-                bail!("{} line {}: `{line}` is not a row of {header}", path.display(), i + 2);
+                bail!(
+                    "{} line {}: `{line}` is not a row of {header}",
+                    path.display(),
+                    i + 2
+                );
             }
             Ok((i + 2, fields))
         })
@@ -355,7 +354,10 @@ fn merge(path: &Path, replaced: &[&str], fresh: Vec<DataFrame>) -> Result<DataFr
     let mut all = parts.next().context("no rows to archive")?;
     for part in parts {
         all.vstack_mut(&part).with_context(|| {
-            format!("{}: the archive's columns differ from this version's", path.display())
+            format!(
+                "{}: the archive's columns differ from this version's",
+                path.display()
+            )
         })?;
     }
     all.rechunk_mut();
@@ -367,8 +369,7 @@ fn merge(path: &Path, replaced: &[&str], fresh: Vec<DataFrame>) -> Result<DataFr
 }
 
 fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     ParquetReader::new(file)
         .finish()
         .with_context(|| format!("reading {}", path.display()))

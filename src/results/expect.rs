@@ -128,7 +128,8 @@ pub fn parse_all(
                 .position(|l| l.contains(line.as_str()))
                 .map(|n| format!("{origin}: line {}", n + 1))
                 .unwrap_or_else(|| format!("{origin}: expect[{i}]"));
-            let e = Expectation::parse(line).map_err(|e| anyhow::anyhow!("{at}: expect `{line}`: {e}"))?;
+            let e = Expectation::parse(line)
+                .map_err(|e| anyhow::anyhow!("{at}: expect `{line}`: {e}"))?;
             for v in e.variants() {
                 if !variants.iter().any(|x| x == v) {
                     bail!(
@@ -220,7 +221,10 @@ pub fn check(
                 passed &= ok;
                 let table_says = match row.verdict.as_str() {
                     v @ ("better" | "worse") => {
-                        format!("comparison.md: `{}` {v} than `{}`", row.variant, row.reference)
+                        format!(
+                            "comparison.md: `{}` {v} than `{}`",
+                            row.variant, row.reference
+                        )
                     }
                     v => format!("comparison.md: {v}"),
                 };

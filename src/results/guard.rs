@@ -15,7 +15,8 @@ use super::RunRow;
 pub fn check(dir: &Path, rows: &[RunRow], force: bool) -> Result<()> {
     let mut now: BTreeMap<(String, String), usize> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.metrics.is_some()) {
-        *now.entry((r.dataset.clone(), r.variant.clone())).or_default() += 1;
+        *now.entry((r.dataset.clone(), r.variant.clone()))
+            .or_default() += 1;
     }
     let before = counted(dir)?;
     if now.is_empty() && before.is_empty() {
@@ -37,7 +38,12 @@ pub fn check(dir: &Path, rows: &[RunRow], force: bool) -> Result<()> {
     let mut unfinished: Vec<String> = rows
         .iter()
         .filter(|r| r.metrics.is_none())
-        .map(|r| format!("{} ({} / {} / seed {}): {}", r.run_id, r.dataset, r.variant, r.seed, r.status))
+        .map(|r| {
+            format!(
+                "{} ({} / {} / seed {}): {}",
+                r.run_id, r.dataset, r.variant, r.seed, r.status
+            )
+        })
         .collect();
     let more = unfinished.len().saturating_sub(20);
     unfinished.truncate(20);

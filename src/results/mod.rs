@@ -88,11 +88,14 @@ pub fn collect_with(experiment_dir: &Path, options: &TableOptions) -> Result<Vec
     }
     let origin = experiment_dir.join(archive::DIR);
     for record in archive::read(experiment_dir)? {
-        if rows.get(&record.run_id).is_some_and(|r| r.metrics.is_some()) {
+        if rows
+            .get(&record.run_id)
+            .is_some_and(|r| r.metrics.is_some())
+        {
             continue;
         }
-        let metrics: TestMetrics = serde_json::from_str(&record.test_metrics_json)
-            .with_context(|| {
+        let metrics: TestMetrics =
+            serde_json::from_str(&record.test_metrics_json).with_context(|| {
                 format!("{}: run {}: test_metrics", origin.display(), record.run_id)
             })?;
         let read = RunFiles {
@@ -405,7 +408,11 @@ pub fn write_summary_with(
             "\nStale runs, left out of every table (not runs of the spec as it now is: an earlier variant or setting):"
         )?;
         for r in stale {
-            writeln!(md, "- {} / {} / seed {}: `{}`", r.dataset, r.variant, r.seed, r.run_id)?;
+            writeln!(
+                md,
+                "- {} / {} / seed {}: `{}`",
+                r.dataset, r.variant, r.seed, r.run_id
+            )?;
         }
     }
     atomic::write(&experiment_dir.join("summary.md"), md.as_bytes())?;

@@ -38,9 +38,9 @@ impl Provenance {
             ),
             None => "unknown".into(),
         };
-        let device = s("gpu").or_else(|| s("cpu")).unwrap_or_else(|| {
-            s("device").unwrap_or_else(|| "unknown".into())
-        });
+        let device = s("gpu")
+            .or_else(|| s("cpu"))
+            .unwrap_or_else(|| s("device").unwrap_or_else(|| "unknown".into()));
         let machine = match meta.get("threads").and_then(Value::as_u64) {
             Some(t) => format!("{device}, {t} threads"),
             None => device,
@@ -90,7 +90,10 @@ pub fn footer(rows: &[RunRow]) -> String {
             machine: "unknown".into(),
             numerics: "unrecorded".into(),
         });
-        for (i, value) in [p.code, p.backend, p.machine, p.numerics].into_iter().enumerate() {
+        for (i, value) in [p.code, p.backend, p.machine, p.numerics]
+            .into_iter()
+            .enumerate()
+        {
             *fields[i].1.entry(value).or_default() += 1;
         }
     }
@@ -99,12 +102,18 @@ pub fn footer(rows: &[RunRow]) -> String {
         .filter(|(_, values)| values.len() > 1)
         .map(|(name, _)| *name)
         .collect();
-    let mut out = format!("\nProvenance of the {} runs counted (meta.json):", counted.len());
+    let mut out = format!(
+        "\nProvenance of the {} runs counted (meta.json):",
+        counted.len()
+    );
     for (name, values) in &fields {
         let listed: Vec<String> = if values.len() == 1 {
             values.keys().cloned().collect()
         } else {
-            values.iter().map(|(v, n)| format!("{v} ({n} runs)")).collect()
+            values
+                .iter()
+                .map(|(v, n)| format!("{v} ({n} runs)"))
+                .collect()
         };
         let _ = write!(out, " {name} {};", listed.join(", "));
     }

@@ -144,7 +144,13 @@ pub fn main(args: RunArgs) -> Result<()> {
         skipped: report.skipped,
         failed: report.failed,
     };
-    launch::finish(&experiment, &out, tally, !args.no_report, args.junit.as_deref())
+    launch::finish(
+        &experiment,
+        &out,
+        tally,
+        !args.no_report,
+        args.junit.as_deref(),
+    )
 }
 
 /// An `--only` that selects no run is a typo, not an empty sweep: list what it could be.

@@ -204,7 +204,8 @@ fn run_in(
         }
     };
     // Hashed once loaded, so that a missing or bad file fails with the loader's message.
-    run_meta.data = crate::data::fingerprint::of_run(spec)?;
+    let own_city = transfer.is_none().then_some(city);
+    run_meta.data = crate::data::fingerprint::of_run_loaded(spec, own_city)?;
     dir.write_json("meta.json", run_meta)?;
     // Every run records its split; a transfer run its source's (the part it trains on).
     let listed: Vec<usize> = match &transfer {

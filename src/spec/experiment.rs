@@ -224,9 +224,19 @@ impl Experiment {
         }
         let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
         let gates = crate::results::expect::parse_all(&expect, &names, origin, text)?;
-        let reference_name = reference.clone().or_else(|| names.first().cloned()).unwrap_or_default();
+        let reference_name = reference
+            .clone()
+            .or_else(|| names.first().cloned())
+            .unwrap_or_default();
         for (line, gate) in expect.iter().zip(&gates) {
-            check_gate(line, gate, &reference_name, &runs, allow_leaky.is_some(), origin)?;
+            check_gate(
+                line,
+                gate,
+                &reference_name,
+                &runs,
+                allow_leaky.is_some(),
+                origin,
+            )?;
         }
         Ok(Self {
             name: runs[0].name.clone(),
