@@ -22,3 +22,4 @@ pub mod stats;
 pub mod track;
 pub mod train;
 pub mod transfer;
+pub mod yaml;

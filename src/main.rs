@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use opencarbon::backend::{self, DeviceChoice};
-use opencarbon::baselines::{self, Baseline};
+use opencarbon::baselines::{self, BaselineKind, BaselineSpec};
 use opencarbon::data::canonical;
 use opencarbon::data::synthetic::{self, Preset, SynthConfig};
 use opencarbon::data::{odiac, preview};
@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train and test the runs a spec describes; skips runs that are done.
-    Run(opencarbon::runner::cli::RunArgs),
+    Run(opencarbon::launch::cli::RunArgs),
     /// Map every tile of an area (labelled or not) with trained runs: table, GeoTIFF, GeoJSON, PNG.
     Predict(opencarbon::predict::cli::PredictArgs),
     /// Package a finished run as a portable model bundle (weights, normalisation, spec, model card).
@@ -48,9 +48,8 @@ enum Command {
     /// Score a non-neural baseline on a spec's city and split (test metrics, nothing written).
     Baseline {
         spec: PathBuf,
-        /// mean, ridge, gbt or neighbour_mean
-        #[arg(long, default_value = "ridge")]
-        kind: String,
+        #[arg(long, value_enum, default_value = "ridge")]
+        kind: BaselineKind,
         /// Features for ridge / gbt (comma-separated; covariates or poi:<category> / poi:*)
         #[arg(long, default_value = "ln_population")]
         columns: String,
@@ -135,7 +134,7 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => opencarbon::runner::cli::main(args),
+        Command::Run(args) => opencarbon::launch::cli::main(args),
         Command::Predict(args) => opencarbon::predict::cli::main(args),
         Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
         Command::Results(args) => opencarbon::results::cli::main(args),
@@ -151,24 +150,20 @@ fn real_main() -> Result<()> {
             overrides,
         } => {
             let spec = RunSpec::load(&spec, &overrides)?;
-            let baseline = match kind.as_str() {
-                "mean" => Baseline::Mean,
-                "neighbour_mean" => Baseline::NeighbourMean,
-                "ridge" => Baseline::Ridge {
-                    columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
-                    lambda,
-                },
-                "gbt" => Baseline::Gbt {
-                    columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
-                    params: Default::default(),
-                },
-                other => {
-                    anyhow::bail!("--kind `{other}`: expected mean, ridge, gbt or neighbour_mean")
-                }
+            let baseline = BaselineSpec {
+                kind,
+                columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
+                lambda,
             };
+            let problems = baseline.check();
+            if !problems.is_empty() {
+                anyhow::bail!("{}", problems.join("\n").replace("baseline.", "--"));
+            }
             let city = opencarbon::data::load_city(&spec.dataset, &Default::default())?;
             let split = spec.split.split(&city, spec.seed)?;
-            let (m, _) = baselines::evaluate(&baseline, &city, &split)?;
+            let (m, _) = baselines::evaluate(&baseline.baseline(), &city, &split)?;
+            let kind = clap::ValueEnum::to_possible_value(&kind)
+                .map_or(String::new(), |v| v.get_name().to_string());
             println!(
                 "{} on {} ({} train / {} valid / {} test): R² {:.4}  RMSE {:.4}  MAE {:.4}  MAPE {:.4}",
                 kind, city.name, split.train.len(), split.valid.len(), split.test.len(), m.r2, m.rmse, m.mae, m.mape

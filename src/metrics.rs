@@ -6,6 +6,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Every metric by name, and whether higher is better.
+pub const METRICS: [(&str, bool); 4] = [
+    ("r2", true),
+    ("rmse", false),
+    ("mae", false),
+    ("mape", false),
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
     pub r2: f64,

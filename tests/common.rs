@@ -24,9 +24,9 @@ pub fn sweep(
     experiment: &opencarbon::spec::Experiment,
     options: &opencarbon::runner::RunOptions,
     only: &[(String, String)],
-) -> (opencarbon::runner::SweepReport, String) {
-    let report = opencarbon::runner::run_sweep(experiment, options, only).unwrap();
-    let md = match opencarbon::runner::write_tables(experiment, &options.out) {
+) -> (opencarbon::launch::Tally, String) {
+    let report = opencarbon::launch::run_sweep(experiment, options, only).unwrap();
+    let md = match opencarbon::launch::write_tables(experiment, &options.out) {
         Ok(md) => md,
         Err(e) => format!("{e:#}"),
     };

@@ -15,6 +15,7 @@ mod fuzz;
 mod gbt_reference;
 mod kernels;
 mod launch;
+mod layers;
 mod opencarbon_release;
 mod parity;
 mod predict;

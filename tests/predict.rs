@@ -335,7 +335,7 @@ print("rasterio ok", len(rows))
 #[test]
 fn area_of_applicability_flags_inputs_unlike_the_training_tiles() {
     use opencarbon::model::Modality;
-    use opencarbon::predict::aoa::Applicability;
+    use opencarbon::stats::aoa::Applicability;
     let city = common::tiny_city(4);
     let modalities = [Modality::Poi, Modality::Tabular];
     let train: Vec<usize> = (0..city.len()).filter(|i| i % 3 != 0).collect();

@@ -137,12 +137,12 @@ fn a_synthetic_city_is_fingerprinted_by_its_generated_labels() {
         );
         RunSpec::parse(&text, "s.yaml", &[]).unwrap()
     };
-    let a = fingerprint::of_run(&spec(1)).unwrap();
+    let a = spec(1).data_fingerprint(None).unwrap();
     let key = format!("{}{}", fingerprint::SYNTHETIC, spec(1).dataset_label());
     assert_eq!(a.keys().collect::<Vec<_>>(), [&key]);
     assert!(is_sha256(&serde_json::json!(a[&key])));
-    assert_eq!(a, fingerprint::of_run(&spec(1)).unwrap(), "deterministic");
-    assert_ne!(a, fingerprint::of_run(&spec(2)).unwrap(), "another city");
+    assert_eq!(a, spec(1).data_fingerprint(None).unwrap(), "deterministic");
+    assert_ne!(a, spec(2).data_fingerprint(None).unwrap(), "another city");
     // Not regenerated to decide staleness: the spec (in the run id) fixes it.
     assert_eq!(fingerprint::changed(&a), None);
 }

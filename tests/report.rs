@@ -315,7 +315,7 @@ variants:
     assert!(!dead.exists(), "a dead writer's scratch file stayed");
     assert!(live.exists());
     let run = out.join("runs").join(e.runs[0].run_id());
-    // A damaged predictions.csv makes the run untrusted (runner::resume): the report is still
+    // A damaged predictions.csv makes the run untrusted (record::state): the report is still
     // written, and says which run it left out and why.
     let predictions = run.join("predictions.csv");
     let text = std::fs::read_to_string(&predictions).unwrap();

@@ -8,7 +8,6 @@ use std::process::Command;
 use crate::common;
 use opencarbon::record::archive;
 use opencarbon::results;
-use opencarbon::runner;
 use opencarbon::spec::Experiment;
 
 const BIN: &str = env!("CARGO_BIN_EXE_opencarbon");
@@ -115,7 +114,7 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     // leave the tables, which is fewer runs, so it is refused until --force.
     let changed = SPEC.replace("columns: [ln_population, ln_gdp]}", "columns: [ln_gdp]}");
     let e2 = Experiment::parse(&changed, "trust.yaml", &[]).unwrap();
-    let refused = runner::write_tables(&e2, &out).unwrap_err();
+    let refused = opencarbon::launch::write_tables(&e2, &out).unwrap_err();
     assert!(format!("{refused:#}").contains("stale"), "{refused:#}");
     assert_eq!(
         snapshot(&out),

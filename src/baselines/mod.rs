@@ -1,10 +1,13 @@
 //! Non-neural baselines behind the same contract as the network: fit on the training tiles,
 //! predict ln(emission) for any tiles, scored with the same metrics on the same split.
 
+pub mod config;
 pub mod gbt;
 pub mod ridge;
 
 use anyhow::{bail, Result};
+
+pub use config::{BaselineKind, BaselineSpec};
 
 use crate::data::{City, NeighbourIndex, Split};
 use crate::metrics::Metrics;

@@ -99,7 +99,7 @@ pub fn read_manifest(dir: &Path) -> Result<CityManifest> {
             dir.display()
         )
     })?;
-    crate::spec::errors::deserialize_located(&text, &manifest_path.display().to_string())
+    crate::yaml::deserialize_located(&text, &manifest_path.display().to_string())
 }
 
 /// `tiles.csv` of a canonical city: keys, targets, covariates and districts, without the images

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::{canonical, synthetic, City};
-use crate::spec::{DatasetSpec, RunSpec};
+use super::{DatasetSpec, NamedDataset};
 
 /// Prefix of the entry of a generated city: `synthetic:<dataset name>` → hash of its labels.
 pub const SYNTHETIC: &str = "synthetic:";
@@ -17,24 +17,25 @@ pub const SYNTHETIC: &str = "synthetic:";
 /// Image files a canonical city's loader reads (`canonical::load_images`).
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
-/// Every dataset a run reads (its own and its transfer targets'): each file read → its SHA-256
-/// (hex); an image folder → one hash over its images; a synthetic city → the hash of the labels
-/// it generates (content-derived too, though no file holds them). Paths as the spec gives them.
-pub fn of_run(spec: &RunSpec) -> Result<BTreeMap<String, String>> {
-    of_run_loaded(spec, None)
-}
-
-/// As [`of_run`], given the run's own city if it is already loaded: a synthetic city is then
-/// hashed as loaded instead of generated a second time.
-pub fn of_run_loaded(spec: &RunSpec, loaded: Option<&City>) -> Result<BTreeMap<String, String>> {
+/// Every dataset a run reads (its own, named `label`, and its transfer targets'): each file read
+/// → its SHA-256 (hex); an image folder → one hash over its images; a synthetic city → the hash
+/// of the labels it generates (content-derived too, though no file holds them), taken from
+/// `loaded` (the run's own city) when given instead of generating it a second time. Paths as the
+/// spec gives them.
+pub fn of_datasets(
+    label: &str,
+    dataset: &DatasetSpec,
+    targets: &[NamedDataset],
+    loaded: Option<&City>,
+) -> Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
-    match (&spec.dataset, loaded) {
+    match (dataset, loaded) {
         (DatasetSpec::Synthetic(_), Some(city)) => {
-            out.insert(format!("{SYNTHETIC}{}", spec.dataset_label()), labels(city));
+            out.insert(format!("{SYNTHETIC}{label}"), labels(city));
         }
-        (dataset, _) => add(dataset, &spec.dataset_label(), &mut out)?,
+        (dataset, _) => add(dataset, label, &mut out)?,
     }
-    for target in spec.transfer.iter().flat_map(|t| &t.targets) {
+    for target in targets {
         add(&target.dataset, &target.name, &mut out)?;
     }
     Ok(out)

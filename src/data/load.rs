@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 
+use super::DatasetSpec;
 use super::{canonical, normalize, odiac, synthetic, union, City};
 use crate::model::Modality;
-use crate::spec::DatasetSpec;
 
 /// How a city is loaded: which inputs to keep, and whether to normalise them per city.
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@ pub mod batch;
 pub mod canonical;
 pub mod city;
 pub mod csv;
+pub mod dataset;
 pub mod fingerprint;
 pub mod load;
 pub mod neighbourhood;
@@ -18,6 +19,7 @@ pub mod variogram;
 
 pub use batch::{BatchPlan, DeviceTiles, Standardizer};
 pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};
+pub use dataset::{DatasetSpec, NamedDataset};
 pub use load::{load_city, CityOptions};
 pub use neighbourhood::NeighbourIndex;
 pub use split::{Split, SplitConfig};

@@ -55,16 +55,7 @@ impl Sweep<'_> {
     fn label(&self, id: &str) -> (String, usize) {
         match self.experiment.runs.iter().find(|r| r.run_id() == id) {
             Some(r) => (
-                format!(
-                    "{} / {} / seed {}{}",
-                    r.dataset_label(),
-                    r.variant,
-                    r.seed,
-                    r.split
-                        .fold()
-                        .map(|f| format!(" / fold {f}"))
-                        .unwrap_or_default()
-                ),
+                r.label(),
                 if r.baseline.is_some() {
                     0
                 } else {
@@ -99,7 +90,7 @@ impl Sweep<'_> {
             .experiment
             .runs
             .iter()
-            .filter(|r| runner::matches(r, &self.only))
+            .filter(|r| r.matches(&self.only))
             .count();
         println!("{} runs, {} to run, {jobs} at a time", total, work.len());
         let outcome = local::run(&self.invocation, &manifest, work, jobs, self.progress)?;
@@ -123,7 +114,7 @@ impl Sweep<'_> {
         let ids = pending(self.experiment, out, &self.only);
         // The tables' options (variant order, reference, expectations, run ids) for the
         // finishing job, which runs `opencarbon results`.
-        runner::table_options(self.experiment).write(out)?;
+        table_options(self.experiment).write(out)?;
         if ids.is_empty() {
             println!(
                 "{}: every run is done; nothing to submit",
@@ -166,6 +157,7 @@ impl Sweep<'_> {
 }
 
 /// What a sweep did: runs finished now, found finished, and failed (label, why).
+#[derive(Debug, Default)]
 pub struct Tally {
     pub done: usize,
     pub skipped: usize,
@@ -182,7 +174,7 @@ pub fn finish(
     report: bool,
     junit: Option<&Path>,
 ) -> Result<()> {
-    let tables = runner::write_tables(experiment, out);
+    let tables = write_tables(experiment, out);
     match &tables {
         Ok(summary) => println!("{summary}"),
         Err(e) => eprintln!("tables not written: {e:#}"),
@@ -207,4 +199,34 @@ pub fn finish(
         crate::results::cli::check_expectations(out, junit)?;
     }
     Ok(())
+}
+
+/// Rebuilds an experiment's tables from its finished runs (variants in the spec's order, its
+/// reference, expectations and run ids saved beside them), then archives the runs' records
+/// (`records/`); returns the Markdown summary. Refuses, writing nothing, to replace tables with
+/// ones built from fewer runs (see `results::write_summary_with`).
+pub fn write_tables(experiment: &Experiment, out: &Path) -> Result<String> {
+    let summary = crate::results::write_summary_with(out, &table_options(experiment), false)?;
+    crate::record::archive::export(out)
+        .context("the tables are written, but archiving the run records (records/) failed")?;
+    Ok(summary)
+}
+
+/// What the tables of `experiment` are built with.
+pub fn table_options(experiment: &Experiment) -> crate::results::TableOptions {
+    let mut order: Vec<String> = Vec::new();
+    for r in &experiment.runs {
+        if !order.contains(&r.variant) {
+            order.push(r.variant.clone());
+        }
+    }
+    let mut runs: Vec<String> = experiment.runs.iter().map(|r| r.run_id()).collect();
+    runs.sort();
+    runs.dedup();
+    crate::results::TableOptions {
+        variants: order,
+        reference: experiment.reference.clone(),
+        expect: experiment.expect.clone(),
+        runs,
+    }
 }

@@ -2,7 +2,6 @@
 //! one variant) predict every tile of an area, labelled or not, and write the table, a GeoTIFF,
 //! GeoJSON and a map.
 
-pub mod aoa;
 pub mod bundle;
 pub mod chunk;
 pub mod cli;
@@ -123,7 +122,7 @@ pub fn load_area(source: &Path) -> Result<Area> {
         (odiac::import(source)?.0, Some(850.0))
     } else if is("yaml") || is("yml") {
         let text = std::fs::read_to_string(source).with_context(|| format!("reading {name}"))?;
-        let dataset: DatasetSpec = crate::spec::errors::deserialize_located(&text, &name)?;
+        let dataset: DatasetSpec = crate::yaml::deserialize_located(&text, &name)?;
         let nested = match &dataset {
             DatasetSpec::Dir { path } => Some(load_area(path)?),
             DatasetSpec::OdiacTiles { labels } => Some(load_area(labels)?),

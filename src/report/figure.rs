@@ -114,7 +114,7 @@ pub fn series_colour(i: usize) -> RGBColor {
 
 /// Viridis for magnitudes (t in [0, 1]).
 pub fn viridis(t: f64) -> RGBColor {
-    let [r, g, b] = crate::predict::map::viridis(t);
+    let [r, g, b] = super::colormap::viridis(t);
     RGBColor(r, g, b)
 }
 

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 pub mod bars;
 pub mod cd;
 pub mod cli;
+pub mod colormap;
 pub mod curves;
 pub mod figure;
 pub mod inputs;

@@ -204,12 +204,7 @@ pub(crate) fn metric_value(row: &RunRow, metric: &str) -> f64 {
     }
 }
 
-pub(crate) const METRICS: [(&str, bool); 4] = [
-    ("r2", true),
-    ("rmse", false),
-    ("mae", false),
-    ("mape", false),
-];
+pub(crate) use crate::metrics::METRICS;
 
 /// Builds the per-run DataFrame (finished runs only).
 pub fn runs_frame(rows: &[RunRow]) -> Result<DataFrame> {

@@ -2,7 +2,7 @@
 //! *how* (seed, device, directories, logging, resume); the model and trainer own *what*.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
@@ -16,9 +16,7 @@ use crate::track::{
 use crate::train::{self, Hooks};
 use crate::transfer;
 
-pub mod cli;
-/// The run record's state lives in `record`; this name stays for the callers that resume.
-pub use crate::record::state as resume;
+use crate::record::state as resume;
 pub use crate::record::TestMetrics;
 
 /// What became of one run.
@@ -190,7 +188,7 @@ fn run_in(
 ) -> Result<TestMetrics> {
     // Every city is loaded and checked before anything is fitted.
     let transfer = match &spec.transfer {
-        Some(t) => Some((t, transfer::load(spec, t)?)),
+        Some(t) => Some((t, transfer::load(spec.transfer_source(), t)?)),
         None => None,
     };
     let alone;
@@ -205,7 +203,7 @@ fn run_in(
     };
     // Hashed once loaded, so that a missing or bad file fails with the loader's message.
     let own_city = transfer.is_none().then_some(city);
-    run_meta.data = crate::data::fingerprint::of_run_loaded(spec, own_city)?;
+    run_meta.data = spec.data_fingerprint(own_city)?;
     dir.write_json("meta.json", run_meta)?;
     // Every run records its split; a transfer run its source's (the part it trains on).
     let listed: Vec<usize> = match &transfer {
@@ -227,7 +225,7 @@ fn run_in(
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;
         if let Some((config, cities)) = &transfer {
-            let modalities = transfer::modalities_read(spec);
+            let modalities = spec.modalities_read();
             let (rows, predictions) =
                 transfer::baseline_rows(&baseline, &modalities, cities, config, spec.seed)?;
             write_transfer(dir, &rows, predictions)?;
@@ -246,13 +244,13 @@ fn run_in(
         )
     });
     let mut data = train::Prepared::new(city, &split, &spec.model, &spec.train, device);
-    let normalization = crate::predict::normalization::Normalization::of(
+    let normalization = crate::train::normalization::Normalization::of(
         &data,
         &spec.model.modalities,
         &split.train,
         spec.seed,
     );
-    dir.write_json(crate::predict::normalization::FILE, &normalization)?;
+    dir.write_json(crate::train::normalization::FILE, &normalization)?;
     let (report, best_model) = train::fit(
         &data,
         &split,
@@ -354,133 +352,6 @@ fn run_baseline(
     })
 }
 
-/// Filters of `--only key=value`: variant, dataset, seed or fold.
-pub fn matches(spec: &RunSpec, only: &[(String, String)]) -> bool {
-    only.iter().all(|(k, v)| match k.as_str() {
-        "variant" => &spec.variant == v,
-        "dataset" => &spec.dataset_label() == v,
-        "seed" => spec.seed.to_string() == *v,
-        "fold" => spec.split.fold().map(|f| f.to_string()).as_ref() == Some(v),
-        _ => false,
-    })
-}
-
-/// What a sweep did.
-#[derive(Debug, Default)]
-pub struct SweepReport {
-    pub done: usize,
-    pub skipped: usize,
-    pub failed: Vec<(String, String)>,
-}
-
-impl SweepReport {
-    fn record(&mut self, label: &str, outcome: Result<(PathBuf, RunOutcome)>) {
-        match outcome {
-            Ok((_, RunOutcome::Done(_))) => self.done += 1,
-            Ok((_, RunOutcome::Skipped(_))) => self.skipped += 1,
-            Ok((_, RunOutcome::Busy(holder))) => self
-                .failed
-                .push((label.into(), format!("still held by {holder}"))),
-            Err(e) => {
-                eprintln!("run {label} failed: {e:#}");
-                self.failed.push((label.into(), format!("{e:#}")));
-            }
-        }
-    }
-}
-
-fn run_label(spec: &RunSpec) -> String {
-    format!(
-        "{} / {} / seed {}",
-        spec.dataset_label(),
-        spec.variant,
-        spec.seed
-    )
-}
-
-/// Runs every run of an experiment (skipping finished ones), records failures and goes on.
-/// The tables are the caller's (`launch::finish`).
-pub fn run_sweep(
-    experiment: &crate::spec::Experiment,
-    options: &RunOptions,
-    only: &[(String, String)],
-) -> Result<SweepReport> {
-    let runs: Vec<&RunSpec> = experiment
-        .runs
-        .iter()
-        .filter(|r| matches(r, only))
-        .collect();
-    let sweep_bar = options.progress.then(|| {
-        let bar = indicatif::ProgressBar::new(runs.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("sweep {pos}/{len} [{bar:30}] {msg}")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        bar
-    });
-    let mut report = SweepReport::default();
-    let mut busy = Vec::new();
-    for spec in runs {
-        let label = run_label(spec);
-        if let Some(bar) = &sweep_bar {
-            bar.set_message(label.clone());
-        }
-        match run(spec, options) {
-            Ok((_, RunOutcome::Busy(holder))) => {
-                eprintln!("run {label}: {holder} is running it; coming back to it at the end");
-                busy.push(spec);
-                continue;
-            }
-            outcome => report.record(&label, outcome),
-        }
-        if let Some(bar) = &sweep_bar {
-            bar.inc(1);
-        }
-    }
-    // Runs another process held: wait for each, then run it unless that process finished it.
-    for spec in busy {
-        report.record(&run_label(spec), run_waiting(spec, options));
-        if let Some(bar) = &sweep_bar {
-            bar.inc(1);
-        }
-    }
-    if let Some(bar) = sweep_bar {
-        bar.finish_and_clear();
-    }
-    Ok(report)
-}
-
-/// Rebuilds an experiment's tables from its finished runs (variants in the spec's order, its
-/// reference, expectations and run ids saved beside them), then archives the runs' records
-/// (`records/`); returns the Markdown summary. Refuses, writing nothing, to replace tables with
-/// ones built from fewer runs (see `results::write_summary_with`).
-pub fn write_tables(experiment: &crate::spec::Experiment, out: &Path) -> Result<String> {
-    let summary = crate::results::write_summary_with(out, &table_options(experiment), false)?;
-    crate::record::archive::export(out)
-        .context("the tables are written, but archiving the run records (records/) failed")?;
-    Ok(summary)
-}
-
-/// What the tables of `experiment` are built with.
-pub fn table_options(experiment: &crate::spec::Experiment) -> crate::results::TableOptions {
-    let mut order: Vec<String> = Vec::new();
-    for r in &experiment.runs {
-        if !order.contains(&r.variant) {
-            order.push(r.variant.clone());
-        }
-    }
-    let mut runs: Vec<String> = experiment.runs.iter().map(|r| r.run_id()).collect();
-    runs.sort();
-    runs.dedup();
-    crate::results::TableOptions {
-        variants: order,
-        reference: experiment.reference.clone(),
-        expect: experiment.expect.clone(),
-        runs,
-    }
-}
-
 fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> Result<()> {
     let mut text = String::from("x,y,target,prediction\n");
     for &(i, target, predicted) in rows {
@@ -488,9 +359,4 @@ fn write_predictions(dir: &RunDir, city: &City, rows: &[(usize, f64, f64)]) -> R
         writeln!(text, "{},{},{target},{predicted}", k.x, k.y)?;
     }
     dir.write_atomic("predictions.csv", text.as_bytes())
-}
-
-/// The default experiment directory of a spec: `results/<name>`.
-pub fn default_out(spec: &RunSpec) -> PathBuf {
-    Path::new("results").join(&spec.name)
 }

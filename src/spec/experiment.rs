@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
-use super::errors;
 use super::{apply_override, RunSpec};
+use crate::yaml as errors;
 
 /// Top-level keys of an experiment file (nested keys are checked per run).
 #[derive(Deserialize)]
@@ -31,7 +31,7 @@ struct ExperimentKeys {
     compare: Option<CompareConfig>,
     expect: Option<Vec<String>>,
     allow_leaky: Option<String>,
-    launcher: Option<crate::launch::LauncherConfig>,
+    launcher: Option<super::launcher::LauncherConfig>,
 }
 
 /// `compare:` — which variant the comparison tables test the others against.
@@ -53,7 +53,7 @@ pub struct Experiment {
     /// `allow_leaky: "<reason>"`: gate on leak-prone comparisons anyway (see [`check_leaks`]).
     pub allow_leaky: Option<String>,
     /// `launcher:` — how the runs are run (local, parallel, Slurm); the command line overrides.
-    pub launcher: crate::launch::LauncherConfig,
+    pub launcher: super::launcher::LauncherConfig,
 }
 
 impl Experiment {
@@ -77,7 +77,7 @@ impl Experiment {
         // `--set "expect=[]"`), so their values come from the overridden mapping.
         let _ = (keys.compare, keys.expect, keys.launcher);
         let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
-        let launcher: crate::launch::LauncherConfig = match take("launcher") {
+        let launcher: super::launcher::LauncherConfig = match take("launcher") {
             Some(v) => errors::deserialize_section(v, origin, "launcher")?,
             None => Default::default(),
         };
@@ -223,7 +223,7 @@ impl Experiment {
             run.split.default_buffer(radius);
         }
         let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
-        let gates = crate::results::expect::parse_all(&expect, &names, origin, text)?;
+        let gates = super::expect::parse_all(&expect, &names, origin, text)?;
         let reference_name = reference
             .clone()
             .or_else(|| names.first().cloned())
@@ -255,13 +255,13 @@ impl Experiment {
 /// [`RunSpec::leak`]) is refused unless the spec gives `allow_leaky: "<reason>"`.
 fn check_gate(
     line: &str,
-    gate: &crate::results::expect::Expectation,
+    gate: &super::expect::Expectation,
     reference: &str,
     runs: &[RunSpec],
     allow_leaky: bool,
     origin: &str,
 ) -> Result<()> {
-    use crate::results::expect::Expectation;
+    use super::expect::Expectation;
     let variants: Vec<&str> = match gate {
         Expectation::Paired { a, b, .. } => {
             if a != reference && b != reference {

@@ -1,8 +1,9 @@
 //! The run spec: YAML → typed, checked spec. Precedence: built-in defaults → spec file →
 //! `--set key.path=value` overrides. Unknown keys are errors, with a did-you-mean.
 
-pub(crate) mod errors;
+pub mod expect;
 pub mod experiment;
+pub mod launcher;
 mod overrides;
 
 use std::path::Path;
@@ -12,28 +13,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::data::split::SplitConfig;
-use crate::data::synthetic::SynthConfig;
 use crate::model::ModelConfig;
 use crate::train::TrainConfig;
 
+pub use crate::baselines::{BaselineKind, BaselineSpec};
+pub use crate::data::DatasetSpec;
 pub use experiment::Experiment;
 pub use overrides::apply_override;
-
-/// Where a run's city comes from: `dataset: {kind: synthetic, preset: …}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum DatasetSpec {
-    /// A synthetic city generated on the fly (deterministic per its seed).
-    Synthetic(SynthConfig),
-    /// A canonical city directory (datasets/README.md).
-    Dir { path: std::path::PathBuf },
-    /// A real ODIAC labels table (`odiac-tiles/labels/<City>.csv`), imported in memory.
-    OdiacTiles { labels: std::path::PathBuf },
-    /// Several cities as one (training on more than one city); see `data::union`.
-    Union {
-        parts: Vec<crate::transfer::NamedDataset>,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,45 +51,6 @@ pub struct RunSpec {
     pub transfer: Option<crate::transfer::TransferConfig>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BaselineKind {
-    Mean,
-    Ridge,
-    Gbt,
-    NeighbourMean,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BaselineSpec {
-    pub kind: BaselineKind,
-    /// Features for ridge and gbt: covariate names, `poi:<category>` or `poi:*` (POI totals).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub columns: Vec<String>,
-    /// Ridge penalty.
-    #[serde(default)]
-    pub lambda: f64,
-}
-
-impl BaselineSpec {
-    pub fn baseline(&self) -> crate::baselines::Baseline {
-        use crate::baselines::Baseline;
-        match self.kind {
-            BaselineKind::Mean => Baseline::Mean,
-            BaselineKind::NeighbourMean => Baseline::NeighbourMean,
-            BaselineKind::Ridge => Baseline::Ridge {
-                columns: self.columns.clone(),
-                lambda: self.lambda,
-            },
-            BaselineKind::Gbt => Baseline::Gbt {
-                columns: self.columns.clone(),
-                params: Default::default(),
-            },
-        }
-    }
-}
-
 fn default_seed() -> u64 {
     42
 }
@@ -118,23 +65,59 @@ impl RunSpec {
         if let Some(name) = &self.dataset_name {
             return name.clone();
         }
-        match &self.dataset {
-            DatasetSpec::Synthetic(s) => format!(
-                "synthetic-{}",
-                crate::data::synthetic::preset_name(s.preset)
-            ),
-            DatasetSpec::Dir { path } => path
-                .file_name()
-                .map_or("dir".into(), |n| n.to_string_lossy().into_owned()),
-            DatasetSpec::OdiacTiles { labels } => labels
-                .file_stem()
-                .map_or("odiac".into(), |n| n.to_string_lossy().to_lowercase()),
-            DatasetSpec::Union { parts } => parts
-                .iter()
-                .map(|p| p.name.as_str())
-                .collect::<Vec<_>>()
-                .join("+"),
+        self.dataset.default_label()
+    }
+
+    /// How a run is named in progress and failure lines: dataset / variant / seed [/ fold].
+    pub fn label(&self) -> String {
+        let fold = self.split.fold().map(|f| format!(" / fold {f}"));
+        format!(
+            "{} / {} / seed {}{}",
+            self.dataset_label(),
+            self.variant,
+            self.seed,
+            fold.unwrap_or_default()
+        )
+    }
+
+    /// Whether the run passes every `--only key=value` filter (variant, dataset, seed, fold).
+    pub fn matches(&self, only: &[(String, String)]) -> bool {
+        only.iter().all(|(k, v)| match k.as_str() {
+            "variant" => &self.variant == v,
+            "dataset" => &self.dataset_label() == v,
+            "seed" => self.seed.to_string() == *v,
+            "fold" => self.split.fold().map(|f| f.to_string()).as_ref() == Some(v),
+            _ => false,
+        })
+    }
+
+    /// The modalities a run reads: the network's, or those a baseline's features name.
+    pub fn modalities_read(&self) -> Vec<crate::model::Modality> {
+        match &self.baseline {
+            None => self.model.modalities.clone(),
+            Some(b) => b.modalities(),
         }
+    }
+
+    /// The city a transfer run trains on (`transfer::load`).
+    pub fn transfer_source(&self) -> crate::transfer::Source<'_> {
+        crate::transfer::Source {
+            name: self.dataset_label(),
+            dataset: &self.dataset,
+            split: &self.split,
+            seed: self.seed,
+            modalities: self.modalities_read(),
+        }
+    }
+
+    /// Content hashes of every dataset this run reads (`data::fingerprint`); `loaded` is the
+    /// run's own city when it is already in memory.
+    pub fn data_fingerprint(
+        &self,
+        loaded: Option<&crate::data::City>,
+    ) -> Result<std::collections::BTreeMap<String, String>> {
+        let targets = self.transfer.as_ref().map_or(&[][..], |t| &t.targets[..]);
+        crate::data::fingerprint::of_datasets(&self.dataset_label(), &self.dataset, targets, loaded)
     }
 }
 
@@ -145,16 +128,7 @@ impl RunSpec {
     pub fn window_radius(&self) -> usize {
         match &self.baseline {
             None => self.model.neighbourhood,
-            Some(b) => match b.kind {
-                BaselineKind::Mean => 0,
-                BaselineKind::NeighbourMean => 1,
-                BaselineKind::Ridge | BaselineKind::Gbt => b
-                    .columns
-                    .iter()
-                    .filter_map(|c| crate::baselines::split_lag(c).ok().and_then(|(k, _)| k))
-                    .max()
-                    .unwrap_or(0),
-            },
+            Some(b) => b.window_radius(),
         }
     }
 
@@ -193,14 +167,15 @@ impl RunSpec {
     /// Parses spec text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let spec: RunSpec = if overrides.is_empty() {
-            errors::deserialize_located(text, origin)?
+            crate::yaml::deserialize_located(text, origin)?
         } else {
-            let mut value: serde_norway::Value = serde_norway::from_str(text)
-                .map_err(|e| anyhow::anyhow!("{origin}: {}", errors::describe(&e.to_string())))?;
+            let mut value: serde_norway::Value = serde_norway::from_str(text).map_err(|e| {
+                anyhow::anyhow!("{origin}: {}", crate::yaml::describe(&e.to_string()))
+            })?;
             for o in overrides {
                 apply_override(&mut value, o).with_context(|| format!("--set {o}"))?;
             }
-            errors::deserialize_value(value, &format!("{origin} (after --set)"))?
+            crate::yaml::deserialize_value(value, &format!("{origin} (after --set)"))?
         };
         let mut spec = spec;
         let radius = spec.window_radius();
@@ -220,41 +195,12 @@ impl RunSpec {
         problems.extend(self.train.check(&self.model.modalities));
         problems.extend(self.split.check());
         if let Some(b) = &self.baseline {
-            if matches!(b.kind, BaselineKind::Ridge | BaselineKind::Gbt) && b.columns.is_empty() {
-                problems.push("baseline.columns: ridge and gbt need at least one feature".into());
-            }
-            if !(b.lambda >= 0.0 && b.lambda.is_finite()) {
-                problems.push(format!("baseline.lambda: {} must be ≥ 0", b.lambda));
-            }
+            problems.extend(b.check());
         }
         if let Some(t) = &self.transfer {
             problems.extend(t.check(self.train.standardize_target));
         }
-        match &self.dataset {
-            DatasetSpec::Dir { .. } | DatasetSpec::OdiacTiles { .. } => {}
-            DatasetSpec::Union { parts } => {
-                if parts.len() < 2 {
-                    problems.push("dataset.parts: a union needs at least two cities".into());
-                }
-            }
-            DatasetSpec::Synthetic(s) => {
-                if s.width == 0 || s.height == 0 {
-                    problems.push("dataset.width/height: must be at least 1".into());
-                }
-                if s.tile_side < 8 {
-                    problems.push(format!(
-                        "dataset.tile_side: {} is below the minimum of 8",
-                        s.tile_side
-                    ));
-                }
-                if s.poi_categories == 0 || s.poi_categories > 15 {
-                    problems.push(format!(
-                        "dataset.poi_categories: {} must be 1..=15",
-                        s.poi_categories
-                    ));
-                }
-            }
-        }
+        problems.extend(self.dataset.check());
         if !problems.is_empty() {
             bail!("{}", problems.join("\n"));
         }

@@ -2,6 +2,7 @@
 //! corrections, power, and ranks over datasets. Every function is pinned to SciPy's value on fixed
 //! inputs in `tests/stats.rs`.
 
+pub mod aoa;
 pub mod paired;
 pub mod ranks;
 pub mod special;

@@ -3,6 +3,7 @@
 pub mod adam;
 pub mod config;
 pub mod loss;
+pub mod normalization;
 pub mod order;
 pub mod trainer;
 

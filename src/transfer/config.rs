@@ -3,15 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::DatasetSpec;
-
-/// A city with its name in the experiment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NamedDataset {
-    pub name: String,
-    pub dataset: DatasetSpec,
-}
+pub use crate::data::NamedDataset;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -11,14 +11,13 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::{self, Baseline};
-use crate::data::split::nested_blocks;
+use crate::data::split::{nested_blocks, SplitConfig};
 use crate::data::union::{self, Part};
-use crate::data::{load_city, CityOptions};
+use crate::data::{load_city, CityOptions, DatasetSpec};
 use crate::data::{City, Split};
 use crate::metrics::Metrics;
 use crate::model::{Modality, OpenCarbon};
-use crate::predict::aoa::Applicability;
-use crate::spec::{BaselineSpec, RunSpec};
+use crate::stats::aoa::Applicability;
 use crate::track::MetricSink;
 use crate::train::{self, Prepared, TrainConfig};
 
@@ -36,7 +35,7 @@ pub struct TransferRow {
     pub fine_tune_tiles: usize,
     pub metrics: Metrics,
     /// Zero-shot rows: the fraction of the target's samples inside the area of applicability of
-    /// the source's training tiles (`predict::aoa`). Absent in older runs.
+    /// the source's training tiles (`stats::aoa`). Absent in older runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aoa_inside: Option<f64>,
 }
@@ -52,39 +51,27 @@ pub struct TransferCities {
     pub split: Split,
 }
 
-/// The modalities a run reads: the network's, or those a baseline's features name.
-pub fn modalities_read(spec: &RunSpec) -> Vec<Modality> {
-    match &spec.baseline {
-        None => spec.model.modalities.clone(),
-        Some(BaselineSpec { columns, .. }) => {
-            let base = |c: &String| {
-                baselines::split_lag(c)
-                    .map(|(_, b)| b.to_string())
-                    .unwrap_or_else(|_| c.clone())
-            };
-            let mut m = Vec::new();
-            if columns.iter().any(|c| base(c).starts_with("poi:")) {
-                m.push(Modality::Poi);
-            }
-            if columns.iter().any(|c| !base(c).starts_with("poi:")) {
-                m.push(Modality::Tabular);
-            }
-            m
-        }
-    }
+/// The city a transfer run trains on, as its run's spec gives it.
+pub struct Source<'a> {
+    pub name: String,
+    pub dataset: &'a DatasetSpec,
+    pub split: &'a SplitConfig,
+    pub seed: u64,
+    /// The inputs the run reads (a baseline's features may need fewer than the network).
+    pub modalities: Vec<Modality>,
 }
 
 /// Loads the source and every target, checks that they carry the same inputs, and joins them.
 /// Runs before any training, so a mismatched target fails the run at once.
-pub fn load(spec: &RunSpec, transfer: &TransferConfig) -> Result<TransferCities> {
+pub fn load(source: Source, transfer: &TransferConfig) -> Result<TransferCities> {
     let options = CityOptions {
         per_city_inputs: transfer.normalize.inputs == InputNormalization::PerCity,
-        modalities: modalities_read(spec),
+        modalities: source.modalities,
     };
-    let mut source = load_city(&spec.dataset, &options)?;
-    source.name = spec.dataset_label();
-    let split = spec.split.split(&source, spec.seed)?;
-    let mut cities = vec![source];
+    let mut city = load_city(source.dataset, &options)?;
+    city.name = source.name;
+    let split = source.split.split(&city, source.seed)?;
+    let mut cities = vec![city];
     for target in &transfer.targets {
         let mut city = load_city(&target.dataset, &options)
             .with_context(|| format!("transfer target `{}`", target.name))?;

@@ -1,4 +1,5 @@
-//! Spec errors that name the file, the line, the key path, and what was allowed.
+//! YAML into typed values, with errors that name the file, the line, the key path and what was
+//! allowed: specs, dataset manifests and `--set` overrides all read through here.
 
 use anyhow::{anyhow, Result};
 use serde::de::DeserializeOwned;

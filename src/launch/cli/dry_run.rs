@@ -13,7 +13,7 @@ use burn::module::Module;
 
 use crate::backend::{self, DeviceChoice};
 use crate::data::{load_city, City, CityOptions, Split};
-use crate::runner::resume;
+use crate::record::state as resume;
 use crate::spec::RunSpec;
 use crate::train::trainer::{evaluate, optimizer, train_step, Prepared};
 
@@ -143,7 +143,7 @@ fn load_run(
             &run.dataset,
             &t.targets,
             &t.normalize,
-            crate::transfer::modalities_read(run),
+            run.modalities_read(),
         ))
         .unwrap_or_default();
         let key = format!(
@@ -154,7 +154,7 @@ fn load_run(
         let joined = transfers
             .entry(key)
             .or_insert_with(|| {
-                let joined = crate::transfer::load(run, t)
+                let joined = crate::transfer::load(run.transfer_source(), t)
                     .with_context(|| format!("transfer run from `{}`", run.dataset_label()))
                     .map_err(|e| format!("{e:#}"))?;
                 let target_samples = joined.parts[1..]

@@ -1,11 +1,11 @@
-//! The `opencarbon run` subcommand: its arguments, and what it prints.
+//! The `opencarbon run` subcommand: its arguments, which launcher runs the sweep, and what it prints.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super as launch;
 use crate::backend::{self, DeviceChoice};
-use crate::launch;
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::spec::Experiment;
 
@@ -49,7 +49,7 @@ pub struct RunArgs {
     /// local (this machine) or slurm (a job array; see docs/launchers.md). Default: the spec's
     /// `launcher.kind`, else local
     #[arg(long, value_enum)]
-    launcher: Option<crate::launch::LauncherKind>,
+    launcher: Option<launch::LauncherKind>,
     /// Local launcher: this many runs at once, each in its own process (default: the spec's
     /// `launcher.jobs`, else 1: one after another in this process)
     #[arg(long)]
@@ -76,7 +76,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         let runs: Vec<&crate::spec::RunSpec> = experiment
             .runs
             .iter()
-            .filter(|r| runner::matches(r, &only))
+            .filter(|r| r.matches(&only))
             .collect();
         return dry_run::main(&runs, &out, &args.device, args.precision);
     }
@@ -138,12 +138,7 @@ pub fn main(args: RunArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let report = runner::run_sweep(&experiment, &options, &only)?;
-    let tally = launch::Tally {
-        done: report.done,
-        skipped: report.skipped,
-        failed: report.failed,
-    };
+    let tally = launch::run_sweep(&experiment, &options, &only)?;
     launch::finish(
         &experiment,
         &out,
@@ -155,7 +150,7 @@ pub fn main(args: RunArgs) -> Result<()> {
 
 /// An `--only` that selects no run is a typo, not an empty sweep: list what it could be.
 fn check_only_matches(experiment: &Experiment, only: &[(String, String)]) -> Result<()> {
-    if only.is_empty() || experiment.runs.iter().any(|r| runner::matches(r, only)) {
+    if only.is_empty() || experiment.runs.iter().any(|r| r.matches(only)) {
         return Ok(());
     }
     let mut valid = String::new();
