@@ -43,7 +43,9 @@ if ! command -v chromium >/dev/null 2>&1; then
         { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
 fi
 export OPENCARBON_CHROMIUM="$(command -v chromium)"
-export OPENCARBON_REQUIRE_CHROMIUM=1
+# Every test runs here: a missing reader (this Python and its modules, Chromium) or the
+# real data (OPENCARBON_DATA, default ../shared/data) fails its test instead of skipping it.
+export OPENCARBON_REQUIRE_TOOLS=1
 
 step() { echo "== $1 ($(date -u +%H:%M:%S))" >&2; }
 

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod baselines;
 pub mod bench;
+pub mod checked;
 pub mod data;
 pub mod fault;
 pub mod launch;

@@ -155,10 +155,8 @@ fn real_main() -> Result<()> {
                 columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
                 lambda,
             };
-            let problems = baseline.check();
-            if !problems.is_empty() {
-                anyhow::bail!("{}", problems.join("\n").replace("baseline.", "--"));
-            }
+            let baseline = opencarbon::checked::Params::checked(baseline)
+                .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("baseline.", "--")))?;
             let city = opencarbon::data::load_city(&spec.dataset, &Default::default())?;
             let split = spec.split.split(&city, spec.seed)?;
             let (m, _) = baselines::evaluate(&baseline.baseline(), &city, &split)?;

@@ -3,6 +3,7 @@
 use crate::common;
 
 use burn::tensor::{Int, Tensor, TensorData};
+use opencarbon::checked::Params;
 use opencarbon::data::{BatchPlan, NeighbourIndex};
 use opencarbon::model::aggregate_attention::AggregateAttention;
 use opencarbon::model::config::{
@@ -151,7 +152,7 @@ fn full_network_forward_shapes_for_every_ablation() {
             encoder_batching: batching,
             ..Default::default()
         };
-        let model = config.init(&city.shapes(), &d).unwrap();
+        let model = config.checked().unwrap().init(&city.shapes(), &d).unwrap();
         let index = (radius > 0).then(|| NeighbourIndex::new(&city, radius));
         let plan = BatchPlan::new(&samples, index.as_ref(), batching, MissingNeighbour::Mask);
         let out = model.forward(tiles.gather(&plan.tiles, false), &plan.layout(&d));
@@ -350,7 +351,9 @@ fn whole_city_inference_equals_batch_forward() {
     let config = ModelConfig {
         modalities: vec![Modality::Image, Modality::Poi, Modality::Tabular],
         ..Default::default()
-    };
+    }
+    .checked()
+    .unwrap();
     let model = config.init_seeded(&city.shapes(), &d, 7).unwrap();
     let data = Prepared::new(&city, &split, &config, &TrainConfig::default(), &d);
     let samples = city.samples();

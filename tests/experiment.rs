@@ -2,7 +2,6 @@
 //! are recorded without stopping the sweep, and summaries with each run once.
 
 use crate::common;
-use opencarbon::backend::DeviceChoice;
 use opencarbon::model::Modality;
 use opencarbon::results;
 use opencarbon::runner::RunOptions;
@@ -73,13 +72,7 @@ fn variant_mistakes_name_the_variant() {
 #[test]
 fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
     let out = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.path().to_path_buf(),
-        progress: false,
-        force: false,
-    };
+    let options = common::run_options(out.path());
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
     // First only the mono dataset, as if the sweep were killed half-way.
     let (first, _) = common::sweep(&e, &options, &[("dataset".into(), "mono".into())]);
@@ -124,13 +117,7 @@ fn resume_skips_exactly_the_done_runs_and_failures_do_not_stop_the_sweep() {
 #[test]
 fn summary_is_mean_and_std_over_seeds() {
     let out = tempfile::tempdir().unwrap();
-    let options = RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.path().to_path_buf(),
-        progress: false,
-        force: false,
-    };
+    let options = common::run_options(out.path());
     let e = Experiment::parse(SWEEP, "sweep.yaml", &[]).unwrap();
     common::sweep(
         &e,

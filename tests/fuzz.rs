@@ -283,7 +283,7 @@ proptest! {
 /// A fresh small network (eval mode, as checkpoints are loaded).
 fn network() -> opencarbon::model::OpenCarbon {
     let spec = RunSpec::parse(SPEC, "fuzz.yaml", &[]).unwrap();
-    spec.model
+    spec.model_params()
         .init(&small_city().shapes(), &common::device())
         .unwrap()
 }

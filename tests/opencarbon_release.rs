@@ -6,6 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::common;
+
 use opencarbon::data::canonical;
 use opencarbon::data::TileKey;
 
@@ -32,12 +34,9 @@ for name, part in [("demo_train", [(10, 20)]), ("demo_valid", [(10, 21)]), ("dem
 np.save(src / "expected_poi.npy", np.stack([poi[t].transpose(2, 0, 1) for t in sorted(tiles)]))
 "#;
 
+/// OPENCARBON_PYTHON with numpy and pillow, or None (skipped; OPENCARBON_REQUIRE_TOOLS=1: fails).
 fn python() -> Option<String> {
-    let p = std::env::var("OPENCARBON_PYTHON").ok();
-    if p.is_none() {
-        eprintln!("OPENCARBON_PYTHON unset: the OpenCarbon-release converter test is skipped (scripts/test.sh runs it)");
-    }
-    p
+    common::python(&["numpy", "PIL"])
 }
 
 fn write_fixture(python: &str, src: &Path) {

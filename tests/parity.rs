@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{ModuleSnapshot, PytorchStore};
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use opencarbon::checked::Params;
 use opencarbon::model::aggregate_attention::AggregateAttention;
 use opencarbon::model::batch_norm::BatchNorm;
 use opencarbon::model::config::{ChannelOrder, ImageEncoderConfig};
@@ -234,7 +235,12 @@ fn pretrained_from_the_spec_loads_into_the_network() {
         poi: Some((3, 64)),
         tabular: None,
     };
-    let model = config.init_seeded(&shapes, &d, 1).unwrap();
+    let model = config
+        .clone()
+        .checked()
+        .unwrap()
+        .init_seeded(&shapes, &d, 1)
+        .unwrap();
     let mut reference = ImageEncoder::new(32, Default::default(), &d);
     reference
         .load_torchvision(&fixture("resnet18.pth"))
@@ -244,7 +250,7 @@ fn pretrained_from_the_spec_loads_into_the_network() {
 
     // A missing file is refused before anything is built, naming the key.
     config.image_encoder.pretrained = Some("no/such/resnet18.pth".into());
-    let problems = config.check().join("\n");
+    let problems = config.problems().join("\n");
     assert!(
         problems.contains("model.image_encoder.pretrained")
             && problems.contains("no/such/resnet18.pth"),
@@ -515,7 +521,9 @@ fn initial_weights_load_the_whole_network() {
     let config = ModelConfig {
         initial_weights: Some(fixture("network.pt")),
         ..config
-    };
+    }
+    .checked()
+    .unwrap();
     for seed in [1, 2] {
         let model = config.init_seeded(&shapes, &d, seed).unwrap();
         let (tiles, layout) = network_inputs(&f, &d);
@@ -527,8 +535,10 @@ fn initial_weights_load_the_whole_network() {
     }
     let wrong = ModelConfig {
         initial_weights: Some(fixture("regressor.pt")),
-        ..config
-    };
+        ..config.into_inner()
+    }
+    .checked()
+    .unwrap();
     let e = format!("{:#}", wrong.init_seeded(&shapes, &d, 1).err().unwrap());
     assert!(
         e.contains("regressor.pt") && e.contains("initial_weights"),
@@ -543,6 +553,7 @@ fn full_network_forward_and_one_adam_step() {
     let d = device();
     let f = Fixture::read("network");
     let (config, shapes) = network_config();
+    let config = config.checked().unwrap();
     let mut model = config.init(&shapes, &d).unwrap();
     load(&mut model, "network.pt");
     let (tiles, layout) = network_inputs(&f, &d);

@@ -5,6 +5,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
+use opencarbon::checked::Checked;
 use opencarbon::data::{canonical, TileKey};
 use opencarbon::predict::{self, geo};
 use opencarbon::runner::{self, RunOutcome};
@@ -12,12 +13,12 @@ use opencarbon::spec::RunSpec;
 
 const DATASET: &str = "{kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 32, poi_categories: 4, seed: 2}";
 
-fn spec(seed: u64) -> RunSpec {
+fn spec(seed: u64) -> Checked<RunSpec> {
     spec_named(seed, None)
 }
 
 /// `dataset_name` as a sweep over `datasets:` sets it.
-fn spec_named(seed: u64, dataset_name: Option<&str>) -> RunSpec {
+fn spec_named(seed: u64, dataset_name: Option<&str>) -> Checked<RunSpec> {
     let name = dataset_name
         .map(|n| format!("dataset_name: {n}\n"))
         .unwrap_or_default();
@@ -32,7 +33,7 @@ fn train(out: &Path, seed: u64) -> PathBuf {
     train_spec(out, &spec(seed))
 }
 
-fn train_spec(out: &Path, spec: &RunSpec) -> PathBuf {
+fn train_spec(out: &Path, spec: &Checked<RunSpec>) -> PathBuf {
     let options = common::run_options(out);
     let (dir, outcome) = runner::run(spec, &options).unwrap();
     assert!(matches!(outcome, RunOutcome::Done(_)));
@@ -295,10 +296,10 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
 }
 
 /// rasterio (GDAL) reads the GeoTIFF with its CRS, transform and nodata, and a tile's pixel holds
-/// its predicted emission. The test command installs rasterio; a bare `cargo test` skips this.
+/// its predicted emission. The test command installs rasterio; a bare `cargo test` skips this
+/// (OPENCARBON_REQUIRE_TOOLS=1: fails).
 fn check_with_rasterio(out: &Path) {
-    let Ok(python) = std::env::var("OPENCARBON_PYTHON") else {
-        eprintln!("OPENCARBON_PYTHON unset: rasterio read-back skipped (scripts/test.sh runs it)");
+    let Some(python) = common::python(&["rasterio", "numpy"]) else {
         return;
     };
     let script = r#"

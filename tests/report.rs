@@ -193,20 +193,13 @@ fn the_transfer_heat_map_colours_each_cell_by_its_r2() {
 
 /// Renders index.html in headless Chromium: a screenshot that is not blank, and (through a
 /// harness page that opens it in a frame) every image complete with a non-zero natural width.
-/// The test command installs Debian's chromium and sets OPENCARBON_REQUIRE_CHROMIUM=1, so there
+/// The test command installs Debian's chromium and sets OPENCARBON_REQUIRE_TOOLS=1, so there
 /// it cannot be skipped.
 #[test]
 fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
-    let chromium =
-        std::env::var("OPENCARBON_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        assert!(
-            std::env::var("OPENCARBON_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
-            "chromium not found at {chromium}"
-        );
-        eprintln!("skipped: no chromium at {chromium} (scripts/test.sh installs it)");
+    let Some(chromium) = common::chromium() else {
         return;
-    }
+    };
     let dir = experiment().join("report");
     let profile = tempfile::tempdir().unwrap();
     let flags = |extra: &[&str]| {

@@ -3,10 +3,10 @@
 
 use crate::common;
 
-use opencarbon::backend::DeviceChoice;
+use opencarbon::checked::Params;
 use opencarbon::data::SplitConfig;
 use opencarbon::model::{Modality, ModelConfig};
-use opencarbon::runner::{self, RunOptions, RunOutcome};
+use opencarbon::runner::{self, RunOutcome};
 use opencarbon::spec::RunSpec;
 use opencarbon::track::MemorySink;
 use opencarbon::train::config::{EarlyStopping, Schedule, StoppingRule};
@@ -37,11 +37,13 @@ fn train_logged(
     seed: u64,
 ) -> (anyhow::Result<train::TrainReport>, MemorySink) {
     let mut sink = MemorySink::default();
+    let model = model.clone().checked().unwrap();
+    let config = config.clone().checked().unwrap();
     let report = train::train(
         city,
         split,
-        model,
-        config,
+        &model,
+        &config,
         seed,
         &common::device(),
         Hooks {
@@ -116,13 +118,7 @@ train:
 fn run_writes_the_run_directory_and_resumes() {
     let out = tempfile::tempdir().unwrap();
     let spec = RunSpec::parse(TINY_SPEC, "tiny.yaml", &[]).unwrap();
-    let options = RunOptions {
-        precision: Default::default(),
-        device: DeviceChoice::Cpu,
-        out: out.path().to_path_buf(),
-        progress: false,
-        force: false,
-    };
+    let options = common::run_options(out.path());
     let (dir, outcome) = runner::run(&spec, &options).unwrap();
     let RunOutcome::Done(metrics) = outcome else {
         panic!("first run should train")
@@ -154,10 +150,10 @@ fn run_writes_the_run_directory_and_resumes() {
     let city = opencarbon::data::load_city(&spec.dataset, &Default::default()).unwrap();
     let split = spec.split.split(&city, spec.seed).unwrap();
     let device = common::device();
-    let fresh = spec.model.init(&city.shapes(), &device).unwrap();
+    let fresh = spec.model_params().init(&city.shapes(), &device).unwrap();
     let model =
         train::trainer::load_checkpoint(fresh, &dir.join("checkpoints/best.safetensors")).unwrap();
-    let data = train::Prepared::new(&city, &split, &spec.model, &spec.train, &device);
+    let data = train::Prepared::new(&city, &split, spec.model_params(), &spec.train, &device);
     let (test, _) = train::evaluate(&model, &data, &split.test, 64);
     assert!(
         (test.r2 - metrics.r2).abs() < 1e-6,
@@ -175,12 +171,10 @@ fn run_writes_the_run_directory_and_resumes() {
 
 /// Reads the event file with TensorBoard's own reader (Python `tensorboard` package) and
 /// compares every scalar with metrics.csv. `scripts/test.sh` (the README's test command) installs
-/// the package and sets OPENCARBON_PYTHON; a bare `cargo test` without it says so and skips.
+/// the package and sets OPENCARBON_PYTHON; a bare `cargo test` without it says so and skips
+/// (OPENCARBON_REQUIRE_TOOLS=1: fails).
 fn check_tensorboard_against_csv(dir: &std::path::Path) {
-    let Ok(python) = std::env::var("OPENCARBON_PYTHON") else {
-        eprintln!(
-            "OPENCARBON_PYTHON unset: TensorBoard read-back skipped (scripts/test.sh runs it)"
-        );
+    let Some(python) = common::python(&["tensorboard"]) else {
         return;
     };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/check_tensorboard.py");
@@ -338,7 +332,9 @@ fn clipped_covariates_bound_predictions_outside_the_training_range() {
             neighbourhood: 0,
             clip_covariates: clip,
             ..Default::default()
-        };
+        }
+        .checked()
+        .unwrap();
         let data = train::Prepared::new(&city, &split, &model, &config, &common::device());
         let mut sink = MemorySink::default();
         let hooks = Hooks {
@@ -346,7 +342,8 @@ fn clipped_covariates_bound_predictions_outside_the_training_range() {
             progress: None,
             checkpoint: None,
         };
-        let (_, trained) = train::fit(&data, &split, &config, 1, hooks).unwrap();
+        let (_, trained) =
+            train::fit(&data, &split, &config.clone().checked().unwrap(), 1, hooks).unwrap();
         let tabular = city.tabular.as_ref().unwrap();
         let f = tabular.columns.len();
         // Every covariate of every tile 50 units above the largest training value; and at it.

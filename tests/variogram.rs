@@ -16,27 +16,11 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/variogram_beijing.json"
 );
-const LABELS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/odiac-tiles/labels"
-);
-
-/// The real city `name` through the project's loader, or None (printing why) when the data
-/// beside the repository are missing; OPENCARBON_REQUIRE_TOOLS=1 makes that a failure.
+/// The real city `name` through the project's loader, or None (printing why) when the real data
+/// (OPENCARBON_DATA, default ../shared/data) are missing; OPENCARBON_REQUIRE_TOOLS=1 makes that
+/// a failure.
 fn real_city(name: &str) -> Option<City> {
-    let path = Path::new(LABELS).join(format!("{name}.csv"));
-    if !path.is_file() {
-        let why = format!(
-            "no {} (the real-data extract beside the repository, ../shared/data/README.md)",
-            path.display()
-        );
-        assert!(
-            std::env::var("OPENCARBON_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{why}; OPENCARBON_REQUIRE_TOOLS=1 requires it"
-        );
-        eprintln!("skipped: {why}");
-        return None;
-    }
+    let path = common::shared_data_file(&format!("odiac-tiles/labels/{name}.csv"))?;
     Some(odiac::import(&path).unwrap().0)
 }
 

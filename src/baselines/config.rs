@@ -44,18 +44,6 @@ impl BaselineSpec {
         }
     }
 
-    /// Values serde cannot check, each problem naming its key under `baseline`.
-    pub fn check(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if matches!(self.kind, BaselineKind::Ridge | BaselineKind::Gbt) && self.columns.is_empty() {
-            problems.push("baseline.columns: ridge and gbt need at least one feature".into());
-        }
-        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
-            problems.push(format!("baseline.lambda: {} must be ≥ 0", self.lambda));
-        }
-        problems
-    }
-
     /// How far around a tile (tiles, Chebyshev) it reads: 1 for the neighbour mean (its
     /// neighbours' targets), the widest spatial lag of its features, else 0.
     pub fn window_radius(&self) -> usize {
@@ -86,5 +74,19 @@ impl BaselineSpec {
             m.push(Modality::Tabular);
         }
         m
+    }
+}
+
+impl crate::checked::Params for BaselineSpec {
+    /// Values serde cannot check, each problem naming its key under `baseline`.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if matches!(self.kind, BaselineKind::Ridge | BaselineKind::Gbt) && self.columns.is_empty() {
+            problems.push("baseline.columns: ridge and gbt need at least one feature".into());
+        }
+        if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
+            problems.push(format!("baseline.lambda: {} must be ≥ 0", self.lambda));
+        }
+        problems
     }
 }

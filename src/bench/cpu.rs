@@ -13,6 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::table::Table;
 use super::{BenchConfig, BenchRow, DataPath};
 use crate::backend::DeviceChoice;
 
@@ -266,28 +267,34 @@ fn reference_rows(others: &Others, config: &BenchConfig) -> Result<Vec<Reference
 
 /// A Markdown table of the comparison.
 pub fn table(rows: &[CpuRow]) -> String {
-    let mut out = String::from(
-        "| program | path | tiles | side | batch | train samples/s | s/epoch | epoch ÷ PyTorch | inference tiles/s |\n|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut table = Table::new(&[
+        "program",
+        "path",
+        "tiles",
+        "side",
+        "batch",
+        "train samples/s",
+        "s/epoch",
+        "epoch ÷ PyTorch",
+        "inference tiles/s",
+    ]);
     for r in rows {
-        let ratio = r
-            .epoch_vs_pytorch
-            .map_or("–".into(), |x| format!("{x:.2}×"));
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {:.0} |\n",
-            r.program,
+        table.row(vec![
+            r.program.clone(),
             match r.path {
                 DataPath::Ours => "ours (distinct tiles)",
                 DataPath::Authors => "authors (9 chunks, tile 0)",
-            },
-            r.tiles,
-            r.side,
-            r.batch,
-            r.train_tiles_per_s,
-            r.epoch_seconds,
-            ratio,
-            r.inference_tiles_per_s
-        ));
+            }
+            .into(),
+            r.tiles.to_string(),
+            r.side.to_string(),
+            r.batch.to_string(),
+            format!("{:.1}", r.train_tiles_per_s),
+            format!("{:.2}", r.epoch_seconds),
+            r.epoch_vs_pytorch
+                .map_or("–".into(), |x| format!("{x:.2}×")),
+            format!("{:.0}", r.inference_tiles_per_s),
+        ]);
     }
-    out
+    table.markdown()
 }

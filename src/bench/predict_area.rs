@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use super::table::Table;
 use crate::backend::DeviceChoice;
 use crate::data::synthetic::{self, Preset, SynthConfig};
 use crate::runner::{self, RunOptions, RunOutcome};
@@ -236,24 +237,34 @@ fn compare(a: &[(String, f64)], b: &[(String, f64)]) -> Result<f64> {
         .fold(0.0, f64::max))
 }
 
+/// The rows as plain text in aligned columns.
 pub fn table(rows: &[Row]) -> String {
-    let mut out = String::from(
-        "mode     chunk   tiles  side  poi  device  wall s  tiles/s  peak RSS MiB  max |Δ| vs whole\n",
-    );
+    let mut table = Table::new(&[
+        "mode",
+        "chunk",
+        "tiles",
+        "side",
+        "poi",
+        "device",
+        "wall s",
+        "tiles/s",
+        "peak RSS MiB",
+        "max |Δ| vs whole",
+    ])
+    .right([1, 2, 3, 4, 6, 7, 8]);
     for r in rows {
-        out.push_str(&format!(
-            "{:<8} {:>5} {:>7} {:>5} {:>4}  {:<6} {:>7.1} {:>8.1} {:>13.1}  {:.2e}\n",
-            r.mode,
-            r.chunk,
-            r.tiles,
-            r.side,
-            r.poi_categories,
-            r.device,
-            r.wall_seconds,
-            r.tiles_per_s,
-            r.peak_rss_mib,
-            r.max_abs_diff
-        ));
+        table.row(vec![
+            r.mode.clone(),
+            r.chunk.to_string(),
+            r.tiles.to_string(),
+            r.side.to_string(),
+            r.poi_categories.to_string(),
+            r.device.clone(),
+            format!("{:.1}", r.wall_seconds),
+            format!("{:.1}", r.tiles_per_s),
+            format!("{:.1}", r.peak_rss_mib),
+            format!("{:.2e}", r.max_abs_diff),
+        ]);
     }
-    out
+    table.text()
 }

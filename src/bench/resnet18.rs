@@ -11,6 +11,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use serde::Serialize;
 
+use super::table::Table;
 use super::trace;
 use crate::backend::{self, DeviceChoice};
 use crate::model::config::{ChannelOrder, ImageEncoderConfig};
@@ -137,25 +138,35 @@ pub fn run(
     })
 }
 
+/// The rows as a Markdown table.
 pub fn table(rows: &[ResnetStepRow]) -> String {
-    let mut out = String::from(
-        "| backend | device | kernels | adam | precision | batch | side | forward ms | backward ms | Adam ms | total ms |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
-    );
+    let mut table = Table::new(&[
+        "backend",
+        "device",
+        "kernels",
+        "adam",
+        "precision",
+        "batch",
+        "side",
+        "forward ms",
+        "backward ms",
+        "Adam ms",
+        "total ms",
+    ]);
     for r in rows {
-        out.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
-            r.backend,
-            r.device,
-            r.kernels,
-            r.adam,
-            r.precision,
-            r.batch,
-            r.side,
-            r.forward_ms,
-            r.backward_ms,
-            r.optimizer_ms,
-            r.total_ms
-        ));
+        table.row(vec![
+            r.backend.clone(),
+            r.device.clone(),
+            r.kernels.clone(),
+            r.adam.clone(),
+            r.precision.to_string(),
+            r.batch.to_string(),
+            r.side.to_string(),
+            format!("{:.1}", r.forward_ms),
+            format!("{:.1}", r.backward_ms),
+            format!("{:.1}", r.optimizer_ms),
+            format!("{:.1}", r.total_ms),
+        ]);
     }
-    out
+    table.markdown()
 }

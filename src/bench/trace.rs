@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
+use super::table::Table;
 use crate::backend::{self, DeviceChoice};
 
 /// Training steps recorded per profile (after the timed ones, so the profiler's overhead does
@@ -210,22 +211,23 @@ pub fn table(summary: &TraceSummary, top: usize) -> String {
         }
         let total: f64 = ops.iter().map(|o| o.ms_per_step).sum();
         out.push_str(&format!(
-            "{title} ({:.1} ms per step over {} steps)\n\n| op | calls per step | ms per step | share |\n|---|---|---|---|\n",
+            "{title} ({:.1} ms per step over {} steps)\n\n",
             total, summary.steps
         ));
+        let mut table = Table::new(&["op", "calls per step", "ms per step", "share"]);
         for op in ops.iter().take(top) {
             let mut name = op.name.clone();
             if name.chars().count() > 90 {
                 name = name.chars().take(87).collect::<String>() + "...";
             }
-            out.push_str(&format!(
-                "| `{}` | {:.1} | {:.2} | {:.1} % |\n",
-                name.replace('|', "\\|"),
-                op.calls as f64 / summary.steps as f64,
-                op.ms_per_step,
-                100.0 * op.ms_per_step / total.max(1e-12)
-            ));
+            table.row(vec![
+                format!("`{name}`"),
+                format!("{:.1}", op.calls as f64 / summary.steps as f64),
+                format!("{:.2}", op.ms_per_step),
+                format!("{:.1} %", 100.0 * op.ms_per_step / total.max(1e-12)),
+            ]);
         }
+        out.push_str(&table.markdown());
         out.push('\n');
     }
     out

@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
-use super::{canonical, synthetic, City};
+use super::{canonical, root, synthetic, City};
 use super::{DatasetSpec, NamedDataset};
 
 /// Prefix of the entry of a generated city: `synthetic:<dataset name>` → hash of its labels.
@@ -50,7 +50,7 @@ fn add(dataset: &DatasetSpec, name: &str, out: &mut BTreeMap<String, String>) ->
         }
         DatasetSpec::OdiacTiles { labels } => add_file(labels, out)?,
         DatasetSpec::Dir { path } => {
-            let manifest = canonical::read_manifest(path)?;
+            let manifest = canonical::read_manifest(&root::locate(path)?)?;
             add_file(&path.join("city.yaml"), out)?;
             add_file(&path.join("tiles.csv"), out)?;
             if let Some(poi) = &manifest.poi {
@@ -69,8 +69,11 @@ fn add(dataset: &DatasetSpec, name: &str, out: &mut BTreeMap<String, String>) ->
     Ok(())
 }
 
+/// Records `path` as the spec gives it, hashing the file it names (relocated by OPENCARBON_DATA,
+/// `data::root`) so that the record reads the same whichever copy of the data was read.
 fn add_file(path: &Path, out: &mut BTreeMap<String, String>) -> Result<()> {
-    out.insert(path.display().to_string(), hash_path(path)?);
+    let hash = hash_path(&root::locate(path)?)?;
+    out.insert(path.display().to_string(), hash);
     Ok(())
 }
 
@@ -125,11 +128,13 @@ pub(crate) fn hex(hasher: Sha256) -> String {
 /// The first recorded file whose content is not what it was: a done run trained on other data.
 /// Synthetic entries are not regenerated (the spec fixes the generator's input, the build commit
 /// its code), and a missing file is no change: re-running could only fail, and would discard the
-/// run's record first.
+/// run's record first. Recorded paths are read where OPENCARBON_DATA puts them, as when hashed.
 pub fn changed(recorded: &BTreeMap<String, String>) -> Option<String> {
     recorded
         .iter()
-        .filter(|(key, _)| !key.starts_with(SYNTHETIC) && Path::new(key).exists())
-        .find(|(path, hash)| hash_path(Path::new(path)).is_ok_and(|now| &now != *hash))
-        .map(|(path, _)| path.clone())
+        .filter(|(key, _)| !key.starts_with(SYNTHETIC))
+        .map(|(path, hash)| (path, hash, root::resolve(Path::new(path))))
+        .filter(|(_, _, file)| file.exists())
+        .find(|(_, hash, file)| hash_path(file).is_ok_and(|now| &now != *hash))
+        .map(|(path, ..)| path.clone())
 }

@@ -1,10 +1,12 @@
 //! Builds the city a spec's `dataset:` names: synthetic, a canonical directory, ODIAC tiles or a
 //! union of parts. Runner, transfer, predict and report all load cities here.
 
+use std::path::Path;
+
 use anyhow::{Context, Result};
 
 use super::DatasetSpec;
-use super::{canonical, normalize, odiac, synthetic, union, City};
+use super::{canonical, normalize, odiac, root, synthetic, union, City};
 use crate::model::Modality;
 
 /// How a city is loaded: which inputs to keep, and whether to normalise them per city.
@@ -29,8 +31,15 @@ impl Default for CityOptions {
 pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
     let mut city = match dataset {
         DatasetSpec::Synthetic(config) => synthetic::generate(config)?,
-        DatasetSpec::Dir { path } => canonical::load(path)?,
-        DatasetSpec::OdiacTiles { labels } => odiac::import(labels)?.0,
+        // Paths as the spec gives them, read where OPENCARBON_DATA puts them (`data::root`).
+        DatasetSpec::Dir { path } => {
+            let dir = root::locate(path)?;
+            relocated(canonical::load(&dir), path, &dir)?
+        }
+        DatasetSpec::OdiacTiles { labels } => {
+            let file = root::locate(labels)?;
+            relocated(odiac::import(&file), labels, &file)?.0
+        }
         DatasetSpec::Union { parts } => {
             let cities = parts
                 .iter()
@@ -50,4 +59,13 @@ pub fn load_city(dataset: &DatasetSpec, options: &CityOptions) -> Result<City> {
         normalize::per_city_inputs(&mut city);
     }
     Ok(city)
+}
+
+/// An error reading `file`, the spec's `path` relocated, also names the spec's path (as is when
+/// not relocated: the loader's error names it).
+fn relocated<T>(result: Result<T>, path: &Path, file: &Path) -> Result<T> {
+    if path == file {
+        return result;
+    }
+    result.with_context(|| format!("dataset {} (read at {})", path.display(), file.display()))
 }

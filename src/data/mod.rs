@@ -11,6 +11,7 @@ pub mod neighbourhood;
 pub mod normalize;
 pub mod odiac;
 pub mod preview;
+pub mod root;
 pub mod split;
 pub mod synthetic;
 pub mod tile_reader;

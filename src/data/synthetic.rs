@@ -251,7 +251,6 @@ struct TileFacts {
     density: f32,
 }
 
-/// Generates a synthetic city, deterministic per `config`.
 /// `WIDTHxHEIGHT` in tiles, e.g. `40x40`.
 pub fn parse_size(size: &str) -> Result<(usize, usize)> {
     size.split_once('x')
@@ -284,46 +283,98 @@ pub fn write_canonical(city: &City, config: &SynthConfig, out: &std::path::Path)
     super::canonical::write(city, out, &manifest)
 }
 
+/// Generates a synthetic city, deterministic per `config`: the latent landscape from the seed's
+/// stream, each tile rendered from it (image and POIs), then the emission and the covariates.
 pub fn generate(config: &SynthConfig) -> Result<City> {
+    check_config(config)?;
+    let land = Landscape::draw(config);
+    let tiles: Vec<Tile> = (0..config.width * config.height)
+        .into_par_iter()
+        .map(|t| render_tile(&land, config, t))
+        .collect();
+    let normals = tile_normals(config.seed, tiles.len());
+    let emission = emissions(config, &land.layout, &tiles, &normals);
+    let tabular = covariates(&tiles, &normals);
+    let city = assemble(config, tiles, emission, tabular);
+    city.validate()?;
+    Ok(city)
+}
+
+/// Rejects a config the generator cannot honour, before anything is drawn.
+fn check_config(config: &SynthConfig) -> Result<()> {
     let SynthConfig {
-        preset,
         width,
         height,
         tile_side: side,
         poi_categories,
-        seed,
         signal,
-    } = config.clone();
+        ..
+    } = config;
     signal.check()?;
-    if width == 0 || height == 0 || side < 8 {
+    if *width == 0 || *height == 0 || *side < 8 {
         bail!("synthetic city: size {width}x{height} with tile side {side} is too small (need ≥ 1×1 tiles of ≥ 8 px)");
     }
-    if poi_categories == 0 || poi_categories > CATEGORIES.len() {
+    if *poi_categories == 0 || *poi_categories > CATEGORIES.len() {
         bail!(
             "synthetic city: poi_categories must be 1..={}, got {poi_categories}",
             CATEGORIES.len()
         );
     }
-    let lay = layout(preset);
-    let s = side as f32;
-    let (ext_x, ext_y) = (width as f32 * s, height as f32 * s);
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mk = |rng: &mut ChaCha8Rng, cell: f32| ValueNoise::new(rng, ext_x, ext_y, cell);
-    let fields = Fields {
-        land: std::array::from_fn(|_| mk(&mut rng, lay.patch * s)),
-        detail: std::array::from_fn(|_| mk(&mut rng, lay.patch * s / 3.0)),
-        lakes: mk(&mut rng, 2.5 * s),
-        activity: mk(&mut rng, 2.0 * s),
-        density: mk(&mut rng, 1.5 * s),
-    };
-    let river_phase = rng.random::<f32>() * std::f32::consts::TAU;
-    let river_y = 0.3 + 0.4 * rng.random::<f32>();
-    let diagonal = (ext_x * ext_x + ext_y * ext_y).sqrt();
+    Ok(())
+}
 
-    let classify = |px: f32, py: f32| -> usize {
+/// The latent fields of a city and where its river runs: all that the seed's own stream draws.
+struct Landscape {
+    layout: Layout,
+    fields: Fields,
+    river_phase: f32,
+    river_y: f32,
+    /// Pixels per tile side, and the city's extent and diagonal in pixels.
+    side: f32,
+    ext_x: f32,
+    ext_y: f32,
+    diagonal: f32,
+}
+
+impl Landscape {
+    /// Draws the noise fields (land use, detail, lakes, activity, density) and then the river,
+    /// in this order from the seed's stream: the order fixes every city of a seed.
+    fn draw(config: &SynthConfig) -> Self {
+        let layout = layout(config.preset);
+        let s = config.tile_side as f32;
+        let (ext_x, ext_y) = (config.width as f32 * s, config.height as f32 * s);
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+        let mk = |rng: &mut ChaCha8Rng, cell: f32| ValueNoise::new(rng, ext_x, ext_y, cell);
+        let fields = Fields {
+            land: std::array::from_fn(|_| mk(&mut rng, layout.patch * s)),
+            detail: std::array::from_fn(|_| mk(&mut rng, layout.patch * s / 3.0)),
+            lakes: mk(&mut rng, 2.5 * s),
+            activity: mk(&mut rng, 2.0 * s),
+            density: mk(&mut rng, 1.5 * s),
+        };
+        let river_phase = rng.random::<f32>() * std::f32::consts::TAU;
+        let river_y = 0.3 + 0.4 * rng.random::<f32>();
+        Self {
+            layout,
+            fields,
+            river_phase,
+            river_y,
+            side: s,
+            ext_x,
+            ext_y,
+            diagonal: (ext_x * ext_x + ext_y * ext_y).sqrt(),
+        }
+    }
+
+    /// The land use of the pixel at (px, py): water on the river or a lake, else the best score
+    /// of noise plus each class's pull towards (or away from) the urban centres.
+    fn classify(&self, px: f32, py: f32) -> usize {
+        let (lay, fields) = (&self.layout, &self.fields);
+        let (ext_x, ext_y) = (self.ext_x, self.ext_y);
         if lay.river {
-            let centre_y = ext_y * river_y + 0.08 * ext_y * (px / ext_x * 6.0 + river_phase).sin();
-            if (py - centre_y).abs() < 0.25 * s {
+            let centre_y =
+                ext_y * self.river_y + 0.08 * ext_y * (px / ext_x * 6.0 + self.river_phase).sin();
+            if (py - centre_y).abs() < 0.25 * self.side {
                 return WAT;
             }
         }
@@ -335,7 +386,7 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
             .iter()
             .map(|&(cx, cy, strength, spread)| {
                 let (dx, dy) = (px - cx * ext_x, py - cy * ext_y);
-                let sigma = spread * diagonal;
+                let sigma = spread * self.diagonal;
                 strength * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp()
             })
             .fold(0.0f32, f32::max);
@@ -349,183 +400,270 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
         (0..4)
             .max_by(|&a, &b| scores[a].total_cmp(&scores[b]))
             .unwrap_or(VEG)
+    }
+}
+
+/// One rendered tile: its image, its POI raster, and what its pixels add up to.
+struct Tile {
+    image: Vec<u8>,
+    poi: Vec<u8>,
+    facts: TileFacts,
+}
+
+/// Renders tile `t` (row-major): its pixels from the landscape, then its POIs, with the hidden
+/// activity and density read at its centre.
+fn render_tile(land: &Landscape, config: &SynthConfig, t: usize) -> Tile {
+    let s = land.side;
+    let (tx, ty) = ((t % config.width) as f32, (t / config.width) as f32);
+    let centre = (tx * s + s / 2.0, ty * s + s / 2.0);
+    let activity = land.fields.activity.at(centre.0, centre.1);
+    let density = land.fields.density.at(centre.0, centre.1);
+    let painted = paint_tile(land, config, (tx, ty), density);
+    let poi = scatter_pois(config, t, &painted, activity);
+    Tile {
+        image: painted.image,
+        poi,
+        facts: TileFacts {
+            fractions: painted.fractions,
+            roads: painted.roads,
+            activity,
+            density,
+        },
+    }
+}
+
+/// A tile's pixels: the image, each pixel's land use, and the land-use and road fractions.
+struct Painted {
+    image: Vec<u8>,
+    class_map: Vec<u8>,
+    fractions: [f32; 5],
+    roads: f32,
+}
+
+/// Paints a tile pixel by pixel: land use, roads, and colour, with roofs darkened by `density`
+/// (the image-only signal).
+fn paint_tile(
+    land: &Landscape,
+    config: &SynthConfig,
+    (tx, ty): (f32, f32),
+    density: f32,
+) -> Painted {
+    let (side, s) = (config.tile_side, land.side);
+    let road_width = (side / 64).max(1);
+    let mut image = vec![0u8; 3 * side * side];
+    let mut class_map = vec![0u8; side * side];
+    let mut counts = [0usize; 5];
+    let mut road_pixels = 0usize;
+    for py in 0..side {
+        for px in 0..side {
+            let (gx, gy) = (tx * s + px as f32, ty * s + py as f32);
+            let class = land.classify(gx, gy);
+            counts[class] += 1;
+            class_map[py * side + px] = class as u8;
+            let (ux, uy) = (gx as usize, gy as usize);
+            let road = on_road(class, ux, uy, side, road_width);
+            road_pixels += road as usize;
+            let jitter = hash01(config.seed, ux as u64, uy as u64);
+            for (c, v) in pixel_colour(class, road, jitter, density)
+                .into_iter()
+                .enumerate()
+            {
+                image[c * side * side + py * side + px] = v;
+            }
+        }
+    }
+    let total = (side * side) as f32;
+    Painted {
+        image,
+        class_map,
+        fractions: counts.map(|c| c as f32 / total),
+        roads: road_pixels as f32 / total,
+    }
+}
+
+/// Whether the pixel at (ux, uy) is road: a major grid every two tiles (not over water), and a
+/// minor grid, densest on commercial land, then residential, then industrial.
+fn on_road(class: usize, ux: usize, uy: usize, side: usize, road_width: usize) -> bool {
+    let spacing = match class {
+        COM => side / 4,
+        RES => side / 3,
+        IND => side / 2,
+        _ => usize::MAX,
     };
+    let major =
+        class != WAT && ((ux % (2 * side)) < 2 * road_width || (uy % (2 * side)) < 2 * road_width);
+    let minor = spacing != usize::MAX && (ux % spacing < road_width || uy % spacing < road_width);
+    major || minor
+}
 
-    let categories = &CATEGORIES[..poi_categories];
-    let n_tiles = width * height;
+/// A pixel's colour: road grey, or its land use's colour with built roofs darkened where the
+/// hashed `jitter` falls under 0.45·density; then ±12 of that jitter as texture.
+fn pixel_colour(class: usize, road: bool, jitter: f32, density: f32) -> [u8; 3] {
+    let mut rgb: [f32; 3] = match class {
+        RES => [182.0, 168.0, 152.0],
+        COM => [204.0, 204.0, 214.0],
+        IND => [150.0, 128.0, 104.0],
+        VEG => [62.0, 118.0, 52.0],
+        _ => [38.0, 68.0, 128.0],
+    };
+    if road {
+        rgb = [88.0, 88.0, 92.0];
+    } else if class <= IND && jitter < 0.45 * density {
+        // Roofs: denser built form darkens more pixels (visible only in images).
+        rgb = rgb.map(|v| v * 0.62);
+    }
+    let noise = (jitter - 0.5) * 24.0;
+    rgb.map(|v| (v + noise).clamp(0.0, 255.0) as u8)
+}
+
+/// A tile's POI raster: per category a Poisson count from its land use and `activity` (the
+/// POI-only signal), each point a bump placed where that category's land use is; drawn from the
+/// tile's own stream, so tiles render in any order.
+fn scatter_pois(config: &SynthConfig, t: usize, painted: &Painted, activity: f32) -> Vec<u8> {
+    let side = config.tile_side;
+    let categories = &CATEGORIES[..config.poi_categories];
     let bump = (side / 32).max(1) as i64;
-    let tiles: Vec<(Vec<u8>, Vec<u8>, TileFacts)> = (0..n_tiles)
-        .into_par_iter()
-        .map(|t| {
-            let (tx, ty) = ((t % width) as f32, (t / width) as f32);
-            let mut image = vec![0u8; 3 * side * side];
-            let mut class_map = vec![0u8; side * side];
-            let mut counts = [0usize; 5];
-            let mut road_pixels = 0usize;
-            let centre = (tx * s + s / 2.0, ty * s + s / 2.0);
-            let activity = fields.activity.at(centre.0, centre.1);
-            let density = fields.density.at(centre.0, centre.1);
-            let road_width = (side / 64).max(1);
-            for py in 0..side {
-                for px in 0..side {
-                    let (gx, gy) = (tx * s + px as f32, ty * s + py as f32);
-                    let class = classify(gx, gy);
-                    counts[class] += 1;
-                    class_map[py * side + px] = class as u8;
-                    let spacing = match class {
-                        COM => side / 4,
-                        RES => side / 3,
-                        IND => side / 2,
-                        _ => usize::MAX,
-                    };
-                    let (ux, uy) = (gx as usize, gy as usize);
-                    let major = class != WAT
-                        && ((ux % (2 * side)) < 2 * road_width
-                            || (uy % (2 * side)) < 2 * road_width);
-                    let minor = spacing != usize::MAX
-                        && (ux % spacing < road_width || uy % spacing < road_width);
-                    let jitter = hash01(seed, ux as u64, uy as u64);
-                    let mut rgb = match class {
-                        RES => [182.0, 168.0, 152.0],
-                        COM => [204.0, 204.0, 214.0],
-                        IND => [150.0, 128.0, 104.0],
-                        VEG => [62.0, 118.0, 52.0],
-                        _ => [38.0, 68.0, 128.0],
-                    };
-                    if major || minor {
-                        road_pixels += 1;
-                        rgb = [88.0, 88.0, 92.0];
-                    } else if class <= IND && jitter < 0.45 * density {
-                        // Roofs: denser built form darkens more pixels (visible only in images).
-                        rgb = rgb.map(|v| v * 0.62);
-                    }
-                    let noise = (jitter - 0.5) * 24.0;
-                    for (c, v) in rgb.iter().enumerate() {
-                        image[c * side * side + py * side + px] =
-                            (v + noise).clamp(0.0, 255.0) as u8;
-                    }
-                }
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ (0xA5A5_0000_0000 + t as u64));
+    let mut raster = vec![0f32; categories.len() * side * side];
+    for (c, (_, affinity)) in categories.iter().enumerate() {
+        let expected: f32 = (0..5)
+            .map(|k| painted.fractions[k] * affinity[k])
+            .sum::<f32>()
+            * 12.0
+            * (1.6 * (activity - 0.5)).exp();
+        let channel = &mut raster[c * side * side..(c + 1) * side * side];
+        for _ in 0..poisson(&mut rng, expected) {
+            if let Some((px, py)) = place_poi(&mut rng, &painted.class_map, side, affinity) {
+                splat(channel, side, px as i64, py as i64, bump);
             }
-            let total = (side * side) as f32;
-            let fractions = counts.map(|c| c as f32 / total);
+        }
+    }
+    raster
+        .iter()
+        .map(|v| (v * POI_STEPS).round().min(255.0) as u8)
+        .collect()
+}
 
-            // POIs: counts from land use and activity, placed where their land use is.
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0xA5A5_0000_0000 + t as u64));
-            let mut raster = vec![0f32; categories.len() * side * side];
-            for (c, (_, affinity)) in categories.iter().enumerate() {
-                let expected: f32 = (0..5).map(|k| fractions[k] * affinity[k]).sum::<f32>()
-                    * 12.0
-                    * (1.6 * (activity - 0.5)).exp();
-                let max_aff = affinity.iter().cloned().fold(0.0f32, f32::max).max(1e-6);
-                for _ in 0..poisson(&mut rng, expected) {
-                    for _try in 0..64 {
-                        let (px, py) = (rng.random_range(0..side), rng.random_range(0..side));
-                        let k = class_map[py * side + px] as usize;
-                        if rng.random::<f32>() * max_aff <= affinity[k] {
-                            splat(
-                                &mut raster[c * side * side..(c + 1) * side * side],
-                                side,
-                                px as i64,
-                                py as i64,
-                                bump,
-                            );
-                            break;
-                        }
-                    }
-                }
-            }
-            let poi = raster
-                .iter()
-                .map(|v| (v * POI_STEPS).round().min(255.0) as u8)
-                .collect();
-            (
-                image,
-                poi,
-                TileFacts {
-                    fractions,
-                    roads: road_pixels as f32 / total,
-                    activity,
-                    density,
-                },
-            )
+/// A pixel for one POI by rejection (at most 64 tries): uniform, kept with probability its land
+/// use's affinity over the category's largest.
+fn place_poi(
+    rng: &mut ChaCha8Rng,
+    class_map: &[u8],
+    side: usize,
+    affinity: &[f32; 5],
+) -> Option<(usize, usize)> {
+    let max_aff = affinity.iter().cloned().fold(0.0f32, f32::max).max(1e-6);
+    for _try in 0..64 {
+        let (px, py) = (rng.random_range(0..side), rng.random_range(0..side));
+        let k = class_map[py * side + px] as usize;
+        if rng.random::<f32>() * max_aff <= affinity[k] {
+            return Some((px, py));
+        }
+    }
+    None
+}
+
+/// Three standard normals per tile, in tile order, from one stream: the emission's noise, then
+/// the population's and the economy's (drawn interleaved: this order fixes every city of a seed).
+fn tile_normals(seed: u64, n_tiles: usize) -> Vec<[f64; 3]> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0FE1_5510);
+    (0..n_tiles)
+        .map(|_| {
+            [
+                standard_normal(&mut rng),
+                standard_normal(&mut rng),
+                standard_normal(&mut rng),
+            ]
+        })
+        .collect()
+}
+
+/// The law's local term of a tile (see the module doc): land use, mixed use, industry on roads,
+/// and the planted activity (POI-only) and density (image-only) effects.
+fn local_emission(facts: &TileFacts, signal: &Signal) -> f64 {
+    let [res, com, ind, veg, _] = facts.fractions.map(|v| v as f64);
+    let built = res + com + ind;
+    2.0 * ind + 1.2 * com + 0.8 * res - 1.0 * veg
+        + 4.0 * com * res
+        + 3.0 * ind * facts.roads as f64
+        + signal.activity * (facts.activity as f64 - 0.5)
+        + signal.density * (facts.density as f64 - 0.5) * built
+}
+
+/// The mean local term of tile `t`'s neighbours (up to 8, fewer on the edge): the spill-over.
+fn neighbour_mean(local: &[f64], width: usize, height: usize, t: usize) -> f64 {
+    let (x, y) = ((t % width) as i64, (t / width) as i64);
+    let neighbours: Vec<f64> = (-1..=1i64)
+        .flat_map(|dy| (-1..=1i64).map(move |dx| (dx, dy)))
+        .filter(|&(dx, dy)| (dx, dy) != (0, 0))
+        .filter_map(|(dx, dy)| {
+            let (nx, ny) = (x + dx, y + dy);
+            (nx >= 0 && ny >= 0 && nx < width as i64 && ny < height as i64)
+                .then(|| local[(ny as usize) * width + nx as usize])
         })
         .collect();
+    if neighbours.is_empty() {
+        0.0
+    } else {
+        neighbours.iter().sum::<f64>() / neighbours.len() as f64
+    }
+}
 
-    // Ground truth with spill-over from the 8 neighbours.
+/// Each tile's emission: ln E = offset + local + spill · neighbours' mean + 0.1 · its first
+/// normal, and E = 0 where water covers more than 85 % of the tile.
+fn emissions(config: &SynthConfig, lay: &Layout, tiles: &[Tile], normals: &[[f64; 3]]) -> Vec<f64> {
+    let signal = &config.signal;
     let local: Vec<f64> = tiles
         .iter()
-        .map(|(_, _, f)| {
-            let [res, com, ind, veg, _] = f.fractions.map(|v| v as f64);
-            let built = res + com + ind;
-            2.0 * ind + 1.2 * com + 0.8 * res - 1.0 * veg
-                + 4.0 * com * res
-                + 3.0 * ind * f.roads as f64
-                + signal.activity * (f.activity as f64 - 0.5)
-                + signal.density * (f.density as f64 - 0.5) * built
-        })
+        .map(|tile| local_emission(&tile.facts, signal))
         .collect();
-    let mut noise_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_0FE1_5510);
-    let mut emission = Vec::with_capacity(n_tiles);
-    let mut population = Vec::with_capacity(n_tiles);
-    let mut economy = Vec::with_capacity(n_tiles);
-    for t in 0..n_tiles {
-        let (x, y) = ((t % width) as i64, (t / width) as i64);
-        let neighbours: Vec<f64> = (-1..=1i64)
-            .flat_map(|dy| (-1..=1i64).map(move |dx| (dx, dy)))
-            .filter(|&(dx, dy)| (dx, dy) != (0, 0))
-            .filter_map(|(dx, dy)| {
-                let (nx, ny) = (x + dx, y + dy);
-                (nx >= 0 && ny >= 0 && nx < width as i64 && ny < height as i64)
-                    .then(|| local[(ny as usize) * width + nx as usize])
-            })
-            .collect();
-        let spill = if neighbours.is_empty() {
-            0.0
-        } else {
-            neighbours.iter().sum::<f64>() / neighbours.len() as f64
-        };
-        let ln_e =
-            lay.offset + local[t] + signal.spill * spill + 0.1 * standard_normal(&mut noise_rng);
-        let facts = &tiles[t].2;
-        emission.push(if facts.fractions[WAT] > 0.85 {
-            0.0
-        } else {
-            ln_e.exp()
-        });
-        // Covariates as a census would see them: people live in residential land, output is
-        // commercial and industrial; both noisy.
+    (0..tiles.len())
+        .map(|t| {
+            let spill = neighbour_mean(&local, config.width, config.height, t);
+            let ln_e = lay.offset + local[t] + signal.spill * spill + 0.1 * normals[t][0];
+            if tiles[t].facts.fractions[WAT] > 0.85 {
+                0.0
+            } else {
+                ln_e.exp()
+            }
+        })
+        .collect()
+}
+
+/// Covariates as a census would see them, ln(1 + population) and ln(1 + GDP): people live in
+/// residential land, output is commercial and industrial; both noisy (the second and third normals).
+fn covariates(tiles: &[Tile], normals: &[[f64; 3]]) -> Tabular {
+    let mut values = Vec::with_capacity(2 * tiles.len());
+    for (tile, [_, pop_noise, gdp_noise]) in tiles.iter().zip(normals) {
+        let facts = &tile.facts;
         let [res, com, ind, _, _] = facts.fractions;
-        let pop = 4000.0
-            * (res + 0.3 * com)
-            * (0.5 + facts.density)
-            * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
+        let pop =
+            4000.0 * (res + 0.3 * com) * (0.5 + facts.density) * (0.3 * pop_noise).exp() as f32;
         let gdp = 9000.0
             * (com + 0.6 * ind + 0.1 * res)
             * (0.5 + facts.activity)
-            * (0.3 * standard_normal(&mut noise_rng)).exp() as f32;
-        population.push((1.0 + pop).ln());
-        economy.push((1.0 + gdp).ln());
+            * (0.3 * gdp_noise).exp() as f32;
+        values.extend([(1.0 + pop).ln(), (1.0 + gdp).ln()]);
     }
+    Tabular {
+        columns: vec!["ln_population".into(), "ln_gdp".into()],
+        values,
+    }
+}
 
-    let mut images = Vec::with_capacity(n_tiles * 3 * side * side);
-    let mut poi = Vec::with_capacity(n_tiles * categories.len() * side * side);
-    for (image, raster, _) in tiles {
-        images.extend_from_slice(&image);
-        poi.extend_from_slice(&raster);
+/// The city: keys row-major, the tiles' images and POI rasters stacked in tile order.
+fn assemble(config: &SynthConfig, tiles: Vec<Tile>, emission: Vec<f64>, tabular: Tabular) -> City {
+    let (side, width) = (config.tile_side, config.width);
+    let categories = &CATEGORIES[..config.poi_categories];
+    let mut images = Vec::with_capacity(tiles.len() * 3 * side * side);
+    let mut poi = Vec::with_capacity(tiles.len() * categories.len() * side * side);
+    for tile in &tiles {
+        images.extend_from_slice(&tile.image);
+        poi.extend_from_slice(&tile.poi);
     }
-    let city = City {
-        name: format!(
-            "synthetic-{}-{}x{}-s{seed}{}",
-            preset_name(preset),
-            width,
-            height,
-            if signal.is_default() {
-                String::new()
-            } else {
-                format!("-a{}d{}s{}", signal.activity, signal.density, signal.spill)
-            }
-        ),
-        keys: (0..n_tiles)
+    City {
+        name: city_name(config),
+        keys: (0..tiles.len())
             .map(|t| TileKey {
                 x: (t % width) as i64,
                 y: (t / width) as i64,
@@ -539,18 +677,27 @@ pub fn generate(config: &SynthConfig) -> Result<City> {
             data: poi,
             scale: vec![1.0 / POI_STEPS; categories.len()],
         }),
-        tabular: Some(Tabular {
-            columns: vec!["ln_population".into(), "ln_gdp".into()],
-            values: population
-                .iter()
-                .zip(&economy)
-                .flat_map(|(p, g)| [*p, *g])
-                .collect(),
-        }),
+        tabular: Some(tabular),
         district: None,
-    };
-    city.validate()?;
-    Ok(city)
+    }
+}
+
+/// `synthetic-<preset>-<W>x<H>-s<seed>`, with `-a<activity>d<density>s<spill>` for a signal
+/// other than the default.
+fn city_name(config: &SynthConfig) -> String {
+    let signal = &config.signal;
+    format!(
+        "synthetic-{}-{}x{}-s{}{}",
+        preset_name(config.preset),
+        config.width,
+        config.height,
+        config.seed,
+        if signal.is_default() {
+            String::new()
+        } else {
+            format!("-a{}d{}s{}", signal.activity, signal.density, signal.spill)
+        }
+    )
 }
 
 /// POI densities are stored as u8 steps of 1/32 (saturating at ≈ 8 overlapping points).

@@ -73,7 +73,7 @@ pub fn main(args: RunArgs) -> Result<()> {
     let only = parse_only(&args.only)?;
     check_only_matches(&experiment, &only)?;
     if args.dry_run {
-        let runs: Vec<&crate::spec::RunSpec> = experiment
+        let runs: Vec<&crate::checked::Checked<crate::spec::RunSpec>> = experiment
             .runs
             .iter()
             .filter(|r| r.matches(&only))

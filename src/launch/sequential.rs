@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::Tally;
+use crate::checked::Checked;
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::spec::{Experiment, RunSpec};
 
@@ -32,7 +33,7 @@ pub fn run_sweep(
     options: &RunOptions,
     only: &[(String, String)],
 ) -> Result<Tally> {
-    let runs: Vec<&RunSpec> = experiment.runs.iter().filter(|r| r.matches(only)).collect();
+    let runs: Vec<&Checked<RunSpec>> = experiment.runs.iter().filter(|r| r.matches(only)).collect();
     let sweep_bar = options.progress.then(|| {
         let bar = indicatif::ProgressBar::new(runs.len() as u64);
         bar.set_style(

@@ -172,9 +172,11 @@ impl ModelConfig {
     pub fn uses(&self, modality: Modality) -> bool {
         self.modalities.contains(&modality)
     }
+}
 
-    /// Checks the values that do not depend on the data; returns `key: problem` messages.
-    pub fn check(&self) -> Vec<String> {
+impl crate::checked::Params for ModelConfig {
+    /// The values that do not depend on the data; `key: problem` messages.
+    fn problems(&self) -> Vec<String> {
         let mut errors = Vec::new();
         if self.embedding_dim == 0 {
             errors.push("model.embedding_dim: must be at least 1".to_string());

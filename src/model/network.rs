@@ -17,6 +17,7 @@ use super::poi_encoder::PoiEncoder;
 use super::regressor::Regressor;
 use super::tabular_encoder::TabularEncoder;
 use super::token_attention::TokenAttention;
+use crate::checked::Checked;
 
 /// Inputs of the U tiles a batch encodes, rows in the same order for every modality.
 #[derive(Debug, Clone)]
@@ -101,7 +102,7 @@ impl burn::module::ModuleVisitor for Materialize {
     }
 }
 
-impl ModelConfig {
+impl Checked<ModelConfig> {
     /// Builds the network with weights drawn from `seed`: the same seed gives the same weights.
     pub fn init_seeded(
         &self,
@@ -125,12 +126,9 @@ impl ModelConfig {
         Ok(model)
     }
 
-    /// Builds the network for inputs of the given shapes; fails when a modality is missing.
+    /// Builds the network for inputs of the given shapes; fails when the dataset lacks a
+    /// modality the configuration names (its own values were checked when it was made).
     pub fn init(&self, shapes: &InputShapes, device: &Device) -> Result<OpenCarbon> {
-        let problems = self.check();
-        if !problems.is_empty() {
-            bail!("invalid model configuration:\n  {}", problems.join("\n  "));
-        }
         let d = self.embedding_dim;
         let (mut image, mut poi, mut tabular) = (None, None, None);
         for &modality in &self.modalities {

@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::normalization::{self, Normalization};
+use crate::checked::Checked;
 use crate::record::{state as resume, TestMetrics};
 use crate::spec::RunSpec;
 use crate::track::{atomic, RunMeta};
@@ -113,7 +114,7 @@ pub fn export(run: &Path, out: &Path) -> Result<BundleManifest> {
 }
 
 /// A bundle's spec, normalisation and weights file, checked.
-pub fn open(dir: &Path) -> Result<(RunSpec, Normalization, PathBuf)> {
+pub fn open(dir: &Path) -> Result<(Checked<RunSpec>, Normalization, PathBuf)> {
     let manifest: BundleManifest = read_json(&dir.join(MANIFEST))?;
     if manifest.format != FORMAT || manifest.version > VERSION {
         bail!(

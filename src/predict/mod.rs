@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::checked::Checked;
 use crate::data::canonical;
 use crate::data::tile_reader::{self, TileReader};
 use crate::data::CityOptions;
@@ -28,14 +29,14 @@ use normalization::Normalization;
 /// A finished network run, loaded for prediction.
 pub struct TrainedRun {
     pub dir: PathBuf,
-    pub spec: RunSpec,
+    pub spec: Checked<RunSpec>,
     pub normalization: Normalization,
     pub model: OpenCarbon,
 }
 
 /// The resolved spec and test metrics of `dir`, which must be a finished run of a network (a
 /// baseline has no weights to map with or export).
-pub fn finished_network_run(dir: &Path) -> Result<(RunSpec, crate::record::TestMetrics)> {
+pub fn finished_network_run(dir: &Path) -> Result<(Checked<RunSpec>, crate::record::TestMetrics)> {
     let metrics = match resume::check(dir, None) {
         resume::State::Done(metrics) => metrics,
         resume::State::NotDone(why) | resume::State::Broken(why) => {
@@ -76,7 +77,7 @@ pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRu
         tabular: s.covariates.as_ref().map(Vec::len),
     };
     let fresh = spec
-        .model
+        .model_params()
         .init(&shapes, device)
         .with_context(|| format!("rebuilding the network of {}", dir.display()))?;
     let model = train::trainer::load_checkpoint(fresh, &weights)?;
@@ -248,7 +249,7 @@ pub fn predict_area(
                 n.covariates.clone(),
                 n.target_shift,
                 n.target_scale,
-                &run.spec.model,
+                run.spec.model_params(),
                 device,
             );
             let values = train::predict(&run.model, &data, &samples, batch_size);

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use crate::backend::{self, DeviceChoice};
+use crate::checked::Checked;
 use crate::data::{load_city, City, CityOptions};
 use crate::spec::RunSpec;
 use crate::track::lock::{Attempt, RunLock};
@@ -42,7 +43,7 @@ pub struct RunOptions {
 
 /// Runs one spec end to end unless it is done, or another process is running it
 /// ([`RunOutcome::Busy`]); returns its run directory and outcome.
-pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
+pub fn run(spec: &Checked<RunSpec>, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
     let path = options.out.join("runs").join(spec.run_id());
     // An unusable device is an error even when the run is already done.
     let device = backend::device(&options.device)?;
@@ -55,7 +56,7 @@ pub fn run(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)
 
 /// As [`run`], but waits for a run another process holds, then runs it unless that process
 /// finished it.
-pub fn run_waiting(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
+pub fn run_waiting(spec: &Checked<RunSpec>, options: &RunOptions) -> Result<(PathBuf, RunOutcome)> {
     match run(spec, options)? {
         (path, RunOutcome::Busy(holder)) => {
             eprintln!("run {}: waiting for {holder}", spec.run_id());
@@ -67,7 +68,7 @@ pub fn run_waiting(spec: &RunSpec, options: &RunOptions) -> Result<(PathBuf, Run
 }
 
 fn run_locked(
-    spec: &RunSpec,
+    spec: &Checked<RunSpec>,
     options: &RunOptions,
     device: &crate::backend::Device,
     _lock: RunLock,
@@ -180,7 +181,7 @@ fn check_finite(m: &TestMetrics) -> Result<()> {
 }
 
 fn run_in(
-    spec: &RunSpec,
+    spec: &Checked<RunSpec>,
     dir: &RunDir,
     device: &crate::backend::Device,
     options: &RunOptions,
@@ -232,7 +233,6 @@ fn run_in(
         }
         return Ok(metrics);
     }
-    train::check_configs(&spec.model, &spec.train)?;
     let mut sinks = Sinks(vec![
         Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
         Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
@@ -243,7 +243,7 @@ fn run_in(
             &format!("{} {}", spec.name, spec.run_id()),
         )
     });
-    let mut data = train::Prepared::new(city, &split, &spec.model, &spec.train, device);
+    let mut data = train::Prepared::new(city, &split, spec.model_params(), &spec.train, device);
     let normalization = crate::train::normalization::Normalization::of(
         &data,
         &spec.model.modalities,
@@ -254,7 +254,7 @@ fn run_in(
     let (report, best_model) = train::fit(
         &data,
         &split,
-        &spec.train,
+        spec.train_params(),
         spec.seed,
         Hooks {
             sink: &mut sinks,

@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
+use super::launcher::LauncherConfig;
 use super::{apply_override, RunSpec};
+use crate::checked::{Checked, Params};
 use crate::yaml as errors;
 
 /// Top-level keys of an experiment file (nested keys are checked per run).
@@ -31,7 +33,7 @@ struct ExperimentKeys {
     compare: Option<CompareConfig>,
     expect: Option<Vec<String>>,
     allow_leaky: Option<String>,
-    launcher: Option<super::launcher::LauncherConfig>,
+    launcher: Option<LauncherConfig>,
 }
 
 /// `compare:` — which variant the comparison tables test the others against.
@@ -45,7 +47,7 @@ pub struct CompareConfig {
 #[derive(Debug, Clone)]
 pub struct Experiment {
     pub name: String,
-    pub runs: Vec<RunSpec>,
+    pub runs: Vec<Checked<RunSpec>>,
     /// The reference variant of the comparison tables (`compare.reference`).
     pub reference: Option<String>,
     /// `expect:` lines, checked at the end of `run` and by `results --check`.
@@ -53,7 +55,7 @@ pub struct Experiment {
     /// `allow_leaky: "<reason>"`: gate on leak-prone comparisons anyway (see [`check_leaks`]).
     pub allow_leaky: Option<String>,
     /// `launcher:` — how the runs are run (local, parallel, Slurm); the command line overrides.
-    pub launcher: super::launcher::LauncherConfig,
+    pub launcher: LauncherConfig,
 }
 
 impl Experiment {
@@ -63,6 +65,8 @@ impl Experiment {
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
+    /// Parses an experiment: its own sections, then one run per dataset × variant × seed (×
+    /// fold), each checked into a [`Checked`] run spec, then its gates against those runs.
     pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
         let keys: ExperimentKeys = errors::deserialize_located(text, origin)?;
         let mut root: Value =
@@ -76,8 +80,89 @@ impl Experiment {
         // The file's keys were checked (with line numbers) above; `--set` may replace them (e.g.
         // `--set "expect=[]"`), so their values come from the overridden mapping.
         let _ = (keys.compare, keys.expect, keys.launcher);
+        let own = OwnSections::take(map, origin)?;
+        let variants = map.remove("variants");
+        let datasets = map.remove("datasets");
+        let seeds = map.remove("seeds");
+        let transfer = map.remove("transfer");
+        if variants.is_none()
+            && datasets.is_none()
+            && seeds.is_none()
+            && transfer.is_none()
+            && own.reference.is_none()
+            && own.expect.is_empty()
+            && !text_has_key(text, "launcher")
+        {
+            let run = RunSpec::parse(text, origin, overrides)?;
+            return Ok(Self {
+                name: run.name.clone(),
+                runs: run.expand_folds()?,
+                reference: None,
+                expect: vec![],
+                allow_leaky: own.allow_leaky,
+                launcher: own.launcher,
+            });
+        }
+        let variants = variant_list(variants, origin)?;
+        let datasets = dataset_list(datasets, map, &variants, origin)?;
+        // With `transfer`, each source (one dataset or several) is a training city and the
+        // other datasets its targets; without it, each dataset is trained and tested alone.
+        let cities: Vec<RunCity> = match transfer {
+            Some(t) => transfer_cities(t, &datasets, origin)?,
+            None => datasets.into_iter().map(|(n, d)| (n, d, None)).collect(),
+        };
+        let seeds = seed_list(seeds, origin)?;
+        let runs = expand_runs(&root, &cities, &variants, &seeds, origin)?;
+        if let Some(r) = &own.reference {
+            if !variants.iter().any(|(v, _)| v == r) {
+                let names: Vec<&str> = variants.iter().map(|(v, _)| v.as_str()).collect();
+                bail!(
+                    "{origin}: compare.reference: `{r}` is not a variant (variants: {})",
+                    names.join(", ")
+                );
+            }
+        }
+        let runs = check_runs(runs)?;
+        let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
+        let gates = super::expect::parse_all(&own.expect, &names, origin, text)?;
+        let reference_name = own
+            .reference
+            .clone()
+            .or_else(|| names.first().cloned())
+            .unwrap_or_default();
+        for (line, gate) in own.expect.iter().zip(&gates) {
+            check_gate(
+                line,
+                gate,
+                &reference_name,
+                &runs,
+                own.allow_leaky.is_some(),
+                origin,
+            )?;
+        }
+        Ok(Self {
+            name: runs[0].name.clone(),
+            runs,
+            reference: own.reference,
+            expect: own.expect,
+            allow_leaky: own.allow_leaky,
+            launcher: own.launcher,
+        })
+    }
+}
+
+/// The experiment's own sections (not a run's), taken out of the spec's mapping.
+struct OwnSections {
+    launcher: LauncherConfig,
+    reference: Option<String>,
+    expect: Vec<String>,
+    allow_leaky: Option<String>,
+}
+
+impl OwnSections {
+    fn take(map: &mut Mapping, origin: &str) -> Result<Self> {
         let mut take = |key: &str| map.remove(key).filter(|v| !v.is_null());
-        let launcher: super::launcher::LauncherConfig = match take("launcher") {
+        let launcher: LauncherConfig = match take("launcher") {
             Some(v) => errors::deserialize_section(v, origin, "launcher")?,
             None => Default::default(),
         };
@@ -98,155 +183,143 @@ impl Experiment {
             Some(_) => bail!("{origin}: allow_leaky: give the reason as a non-empty string, e.g. allow_leaky: \"measures the leak itself\""),
             None => None,
         };
-        let variants = map.remove("variants");
-        let datasets = map.remove("datasets");
-        let seeds = map.remove("seeds");
-        let transfer = map.remove("transfer");
-        if variants.is_none()
-            && datasets.is_none()
-            && seeds.is_none()
-            && transfer.is_none()
-            && reference.is_none()
-            && expect.is_empty()
-            && !text_has_key(text, "launcher")
-        {
-            let run = RunSpec::parse(text, origin, overrides)?;
-            return Ok(Self {
-                name: run.name.clone(),
-                runs: run.expand_folds(),
-                reference: None,
-                expect: vec![],
-                allow_leaky,
-                launcher,
-            });
-        }
-        let variants: Vec<(String, Value)> = match variants {
-            Some(Value::Mapping(m)) => variant_patches(m, origin)?,
-            Some(_) => bail!("{origin}: `variants` must map names to patches"),
-            None => vec![("default".into(), Value::Mapping(Mapping::new()))],
-        };
-        let datasets: Vec<(Option<String>, Option<Value>)> = match datasets {
-            Some(Value::Mapping(m)) => {
-                if map.contains_key("dataset") {
-                    bail!("{origin}: give either `dataset` or `datasets`, not both");
-                }
-                named_datasets(m, origin)?
-                    .into_iter()
-                    .map(|(n, v)| (Some(n), Some(v)))
-                    .collect()
-            }
-            Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
-            None => vec![(None, None)],
-        };
-        if datasets.iter().all(|(name, _)| name.is_none())
-            && !map.contains_key("dataset")
-            && variants.iter().any(|(_, p)| p.get("dataset").is_none())
-        {
-            bail!("{origin}: no city: give one `dataset:`, or name cities under `datasets:`");
-        }
-        // With `transfer`, each source (one dataset or several) is a training city and the
-        // other datasets its targets; without it, each dataset is trained and tested alone.
-        let cities: Vec<RunCity> = match transfer {
-            Some(t) => transfer_cities(t, &datasets, origin)?,
-            None => datasets.into_iter().map(|(n, d)| (n, d, None)).collect(),
-        };
-        let seeds: Vec<Option<u64>> = match seeds {
-            Some(v) => {
-                let s: Vec<u64> = serde_norway::from_value(v)
-                    .map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
-                if s.is_empty() {
-                    bail!("{origin}: `seeds` is empty: list at least one seed, e.g. `seeds: [1]`, or leave the key out for the one `seed`");
-                }
-                s.into_iter().map(Some).collect()
-            }
-            None => vec![None],
-        };
-        let mut runs = Vec::new();
-        for (dataset_name, dataset, transfer) in &cities {
-            for (variant, patch) in &variants {
-                for seed in &seeds {
-                    let mut v = root.clone();
-                    merge(&mut v, patch.clone());
-                    let Some(m) = v.as_mapping_mut() else {
-                        bail!("{origin}: variant `{variant}` must be a mapping of spec keys (a patch over the base spec)");
-                    };
-                    if let Some(t) = transfer {
-                        // The variant may patch transfer settings (not its cities).
-                        let mut t = t.clone();
-                        if let Some(p) = m.remove("transfer") {
-                            for key in ["sources", "targets"] {
-                                if p.get(key).is_some() {
-                                    bail!("{origin}: variant `{variant}` sets transfer.{key}; cities are chosen once, at the top level");
-                                }
-                            }
-                            merge(&mut t, p);
-                        }
-                        m.insert("transfer".into(), t);
-                    }
-                    if let Some(d) = dataset {
-                        m.insert("dataset".into(), d.clone());
-                        m.insert(
-                            "dataset_name".into(),
-                            Value::String(dataset_name.clone().unwrap_or_default()),
-                        );
-                    }
-                    if let Some(s) = seed {
-                        m.insert("seed".into(), Value::Number((*s).into()));
-                    }
-                    m.insert("variant".into(), Value::String(variant.clone()));
-                    let at = format!(
-                        "{origin} (variant `{variant}`{})",
-                        dataset_name
-                            .as_ref()
-                            .map(|d| format!(", dataset `{d}`"))
-                            .unwrap_or_default()
-                    );
-                    let run: RunSpec = errors::deserialize_value(v, &at)?;
-                    run.check().with_context(|| format!("{at}: invalid spec"))?;
-                    runs.extend(run.expand_folds());
-                }
-            }
-        }
-        if let Some(r) = &reference {
-            if !variants.iter().any(|(v, _)| v == r) {
-                let names: Vec<&str> = variants.iter().map(|(v, _)| v.as_str()).collect();
-                bail!(
-                    "{origin}: compare.reference: `{r}` is not a variant (variants: {})",
-                    names.join(", ")
-                );
-            }
-        }
-        // One buffer for every variant (the widest window any reads), so that all variants
-        // train on the same tiles and their pairs compare like with like.
-        let radius = runs.iter().map(RunSpec::window_radius).max().unwrap_or(0);
-        for run in &mut runs {
-            run.split.default_buffer(radius);
-        }
-        let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
-        let gates = super::expect::parse_all(&expect, &names, origin, text)?;
-        let reference_name = reference
-            .clone()
-            .or_else(|| names.first().cloned())
-            .unwrap_or_default();
-        for (line, gate) in expect.iter().zip(&gates) {
-            check_gate(
-                line,
-                gate,
-                &reference_name,
-                &runs,
-                allow_leaky.is_some(),
-                origin,
-            )?;
-        }
         Ok(Self {
-            name: runs[0].name.clone(),
-            runs,
+            launcher,
             reference,
             expect,
             allow_leaky,
-            launcher,
         })
     }
+}
+
+/// `variants:` as (name, patch) in the file's order; one empty `default` patch without it.
+fn variant_list(variants: Option<Value>, origin: &str) -> Result<Vec<(String, Value)>> {
+    match variants {
+        Some(Value::Mapping(m)) => variant_patches(m, origin),
+        Some(_) => bail!("{origin}: `variants` must map names to patches"),
+        None => Ok(vec![("default".into(), Value::Mapping(Mapping::new()))]),
+    }
+}
+
+/// `datasets:` as (name, dataset); one unnamed entry (the base `dataset:`) without it.
+fn dataset_list(
+    datasets: Option<Value>,
+    map: &Mapping,
+    variants: &[(String, Value)],
+    origin: &str,
+) -> Result<Vec<(Option<String>, Option<Value>)>> {
+    let datasets: Vec<(Option<String>, Option<Value>)> = match datasets {
+        Some(Value::Mapping(m)) => {
+            if map.contains_key("dataset") {
+                bail!("{origin}: give either `dataset` or `datasets`, not both");
+            }
+            named_datasets(m, origin)?
+                .into_iter()
+                .map(|(n, v)| (Some(n), Some(v)))
+                .collect()
+        }
+        Some(_) => bail!("{origin}: `datasets` must map names to datasets"),
+        None => vec![(None, None)],
+    };
+    if datasets.iter().all(|(name, _)| name.is_none())
+        && !map.contains_key("dataset")
+        && variants.iter().any(|(_, p)| p.get("dataset").is_none())
+    {
+        bail!("{origin}: no city: give one `dataset:`, or name cities under `datasets:`");
+    }
+    Ok(datasets)
+}
+
+/// `seeds:`, or one entry (the base `seed`) without it.
+fn seed_list(seeds: Option<Value>, origin: &str) -> Result<Vec<Option<u64>>> {
+    let Some(v) = seeds else {
+        return Ok(vec![None]);
+    };
+    let s: Vec<u64> =
+        serde_norway::from_value(v).map_err(|e| anyhow::anyhow!("{origin}: key `seeds`: {e}"))?;
+    if s.is_empty() {
+        bail!("{origin}: `seeds` is empty: list at least one seed, e.g. `seeds: [1]`, or leave the key out for the one `seed`");
+    }
+    Ok(s.into_iter().map(Some).collect())
+}
+
+/// Every run (city × variant × seed) as its base spec with the variant's patch, not yet checked
+/// nor expanded into folds, each with where it comes from (for errors).
+fn expand_runs(
+    root: &Value,
+    cities: &[RunCity],
+    variants: &[(String, Value)],
+    seeds: &[Option<u64>],
+    origin: &str,
+) -> Result<Vec<(String, RunSpec)>> {
+    let mut runs = Vec::new();
+    for (dataset_name, dataset, transfer) in cities {
+        for (variant, patch) in variants {
+            for seed in seeds {
+                let mut v = root.clone();
+                merge(&mut v, patch.clone());
+                let Some(m) = v.as_mapping_mut() else {
+                    bail!("{origin}: variant `{variant}` must be a mapping of spec keys (a patch over the base spec)");
+                };
+                if let Some(t) = transfer {
+                    // The variant may patch transfer settings (not its cities).
+                    let mut t = t.clone();
+                    if let Some(p) = m.remove("transfer") {
+                        for key in ["sources", "targets"] {
+                            if p.get(key).is_some() {
+                                bail!("{origin}: variant `{variant}` sets transfer.{key}; cities are chosen once, at the top level");
+                            }
+                        }
+                        merge(&mut t, p);
+                    }
+                    m.insert("transfer".into(), t);
+                }
+                if let Some(d) = dataset {
+                    m.insert("dataset".into(), d.clone());
+                    m.insert(
+                        "dataset_name".into(),
+                        Value::String(dataset_name.clone().unwrap_or_default()),
+                    );
+                }
+                if let Some(s) = seed {
+                    m.insert("seed".into(), Value::Number((*s).into()));
+                }
+                m.insert("variant".into(), Value::String(variant.clone()));
+                let at = format!(
+                    "{origin} (variant `{variant}`{})",
+                    dataset_name
+                        .as_ref()
+                        .map(|d| format!(", dataset `{d}`"))
+                        .unwrap_or_default()
+                );
+                let run: RunSpec = errors::deserialize_value(v, &at)?;
+                runs.push((at, run));
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// Gives every run one buffer (the widest window any variant reads, so that all variants train
+/// on the same tiles and their pairs compare like with like), checks each run, then expands it
+/// into one run per cross-validation fold.
+fn check_runs(mut runs: Vec<(String, RunSpec)>) -> Result<Vec<Checked<RunSpec>>> {
+    let radius = runs
+        .iter()
+        .map(|(_, r)| r.window_radius())
+        .max()
+        .unwrap_or(0);
+    for (_, run) in &mut runs {
+        run.split.default_buffer(radius);
+    }
+    let mut checked = Vec::new();
+    for (at, run) in runs {
+        let run = run
+            .checked()
+            .with_context(|| format!("{at}: invalid spec"))?;
+        checked.extend(run.expand_folds()?);
+    }
+    Ok(checked)
 }
 
 /// A gate must mean what the tables say. A paired gate is judged on the comparison table's row
@@ -257,7 +330,7 @@ fn check_gate(
     line: &str,
     gate: &super::expect::Expectation,
     reference: &str,
-    runs: &[RunSpec],
+    runs: &[Checked<RunSpec>],
     allow_leaky: bool,
     origin: &str,
 ) -> Result<()> {
@@ -279,7 +352,7 @@ fn check_gate(
     let mut reasons: Vec<String> = runs
         .iter()
         .filter(|r| variants.contains(&r.variant.as_str()))
-        .filter_map(RunSpec::leak)
+        .filter_map(|r| r.leak())
         .collect();
     reasons.sort();
     reasons.dedup();

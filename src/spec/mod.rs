@@ -8,10 +8,11 @@ mod overrides;
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::checked::{Checked, Params};
 use crate::data::split::SplitConfig;
 use crate::model::ModelConfig;
 use crate::train::TrainConfig;
@@ -158,14 +159,14 @@ impl RunSpec {
 
 impl RunSpec {
     /// Reads `path`, applies `overrides` (`key.path=value`, value in YAML syntax), and checks it.
-    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Checked<Self>> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading spec {}", path.display()))?;
         Self::parse(&text, &path.display().to_string(), overrides)
     }
 
     /// Parses spec text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Self> {
+    pub fn parse(text: &str, origin: &str, overrides: &[String]) -> Result<Checked<Self>> {
         let spec: RunSpec = if overrides.is_empty() {
             crate::yaml::deserialize_located(text, origin)?
         } else {
@@ -180,31 +181,8 @@ impl RunSpec {
         let mut spec = spec;
         let radius = spec.window_radius();
         spec.split.default_buffer(radius);
-        spec.check()
-            .with_context(|| format!("{origin}: invalid spec"))?;
-        Ok(spec)
-    }
-
-    /// Checks values that serde cannot (ranges, combinations), all at once.
-    pub fn check(&self) -> Result<()> {
-        let mut problems = Vec::new();
-        if let Err(why) = check_name(&self.name) {
-            problems.push(format!("name: `{}` {why}", self.name.escape_debug()));
-        }
-        problems.extend(self.model.check());
-        problems.extend(self.train.check(&self.model.modalities));
-        problems.extend(self.split.check());
-        if let Some(b) = &self.baseline {
-            problems.extend(b.check());
-        }
-        if let Some(t) = &self.transfer {
-            problems.extend(t.check(self.train.standardize_target));
-        }
-        problems.extend(self.dataset.check());
-        if !problems.is_empty() {
-            bail!("{}", problems.join("\n"));
-        }
-        Ok(())
+        spec.checked()
+            .with_context(|| format!("{origin}: invalid spec"))
     }
 
     /// The fully resolved spec (every default written out), enough to re-run alone.
@@ -248,5 +226,48 @@ pub fn check_name(name: &str) -> std::result::Result<(), &'static str> {
         Err("must not start with `.` (`..` would leave the results directory)")
     } else {
         Ok(())
+    }
+}
+
+impl Params for RunSpec {
+    /// Values serde cannot check (ranges, combinations), of every section, all at once.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(why) = check_name(&self.name) {
+            problems.push(format!("name: `{}` {why}", self.name.escape_debug()));
+        }
+        problems.extend(self.model.problems());
+        problems.extend(self.train.problems());
+        problems.extend(self.train.problems_with(&self.model.modalities));
+        problems.extend(self.split.check());
+        if let Some(b) = &self.baseline {
+            problems.extend(b.problems());
+        }
+        if let Some(t) = &self.transfer {
+            problems.extend(t.check(self.train.standardize_target));
+        }
+        problems.extend(self.dataset.check());
+        problems
+    }
+}
+
+impl Checked<RunSpec> {
+    /// One checked run per fold of a cross-validation split whose fold is not set.
+    pub fn expand_folds(self) -> Result<Vec<Checked<RunSpec>>> {
+        self.into_inner()
+            .expand_folds()
+            .into_iter()
+            .map(Params::checked)
+            .collect()
+    }
+
+    /// The network's section, checked with the run.
+    pub fn model_params(&self) -> &Checked<ModelConfig> {
+        self.part(|s| &s.model)
+    }
+
+    /// The training section, checked with the run.
+    pub fn train_params(&self) -> &Checked<TrainConfig> {
+        self.part(|s| &s.train)
     }
 }

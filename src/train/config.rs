@@ -183,8 +183,27 @@ impl TrainConfig {
         }
     }
 
-    /// Checks the values that do not depend on data or model; `key: problem` messages.
-    pub fn check(&self, modalities: &[Modality]) -> Vec<String> {
+    /// Values that depend on the model's: the contrasted pair must be among its modalities.
+    pub fn problems_with(&self, modalities: &[Modality]) -> Vec<String> {
+        let mut e = Vec::new();
+        let [a, b] = self.contrastive.pair;
+        if self.alpha > 0.0 && !(modalities.contains(&a) && modalities.contains(&b)) {
+            e.push(format!(
+                "train.alpha: {} > 0 contrasts {} with {}, but model.modalities is [{}]; set train.alpha: 0 \
+                 or choose train.contrastive.pair among the model's modalities",
+                self.alpha,
+                a.name(),
+                b.name(),
+                modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        e
+    }
+}
+
+impl crate::checked::Params for TrainConfig {
+    /// The values that depend on neither data nor model; `key: problem` messages.
+    fn problems(&self) -> Vec<String> {
         let mut e = Vec::new();
         if self.epochs == 0 {
             e.push("train.epochs: must be at least 1".to_string());
@@ -218,16 +237,6 @@ impl TrainConfig {
         let [a, b] = self.contrastive.pair;
         if a == b {
             e.push("train.contrastive.pair: name two different modalities".to_string());
-        }
-        if self.alpha > 0.0 && !(modalities.contains(&a) && modalities.contains(&b)) {
-            e.push(format!(
-                "train.alpha: {} > 0 contrasts {} with {}, but model.modalities is [{}]; set train.alpha: 0 \
-                 or choose train.contrastive.pair among the model's modalities",
-                self.alpha,
-                a.name(),
-                b.name(),
-                modalities.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
-            ));
         }
         e
     }

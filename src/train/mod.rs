@@ -8,6 +8,4 @@ pub mod order;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{
-    check_configs, evaluate, fine_tune, fit, predict, train, Hooks, Prepared, TrainReport,
-};
+pub use trainer::{evaluate, fine_tune, fit, predict, train, Hooks, Prepared, TrainReport};

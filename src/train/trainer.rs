@@ -19,6 +19,7 @@ use super::adam::Adam;
 use super::config::{Schedule, StoppingRule, TrainConfig};
 use super::loss::{info_nce, l1_sum};
 use super::order::Replay;
+use crate::checked::Checked;
 use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
 use crate::metrics::Metrics;
 use crate::model::config::EncoderBatching;
@@ -30,7 +31,7 @@ pub struct Prepared<'a> {
     pub city: &'a City,
     pub tiles: DeviceTiles,
     pub neighbours: Option<NeighbourIndex>,
-    pub model: ModelConfig,
+    pub model: Checked<ModelConfig>,
     /// Targets are trained as (y − shift) / scale; (0, 1) unless `standardize_target`.
     pub target_shift: f64,
     pub target_scale: f64,
@@ -43,7 +44,7 @@ impl<'a> Prepared<'a> {
     pub fn new(
         city: &'a City,
         split: &Split,
-        model: &ModelConfig,
+        model: &Checked<ModelConfig>,
         train: &TrainConfig,
         device: &Device,
     ) -> Self {
@@ -58,7 +59,7 @@ impl<'a> Prepared<'a> {
         standardizer: Option<Standardizer>,
         target_shift: f64,
         target_scale: f64,
-        model: &ModelConfig,
+        model: &Checked<ModelConfig>,
         device: &Device,
     ) -> Self {
         Self {
@@ -318,30 +319,16 @@ pub fn optimizer(config: &TrainConfig) -> Adam {
     Adam::new(config)
 }
 
-/// Problems with the model and training configurations, all at once, before anything is built.
-pub fn check_configs(model_config: &ModelConfig, config: &TrainConfig) -> Result<()> {
-    let problems: Vec<String> = model_config
-        .check()
-        .into_iter()
-        .chain(config.check(&model_config.modalities))
-        .collect();
-    if !problems.is_empty() {
-        bail!("invalid configuration:\n  {}", problems.join("\n  "));
-    }
-    Ok(())
-}
-
 /// Trains a fresh network on `split.train`, selects on `split.valid`, tests on `split.test`.
 pub fn train(
     city: &City,
     split: &Split,
-    model_config: &ModelConfig,
-    config: &TrainConfig,
+    model_config: &Checked<ModelConfig>,
+    config: &Checked<TrainConfig>,
     seed: u64,
     device: &Device,
     hooks: Hooks,
 ) -> Result<TrainReport> {
-    check_configs(model_config, config)?;
     let data = Prepared::new(city, split, model_config, config, device);
     Ok(fit(&data, split, config, seed, hooks)?.0)
 }
@@ -350,7 +337,7 @@ pub fn train(
 pub fn fit(
     data: &Prepared,
     split: &Split,
-    config: &TrainConfig,
+    config: &Checked<TrainConfig>,
     seed: u64,
     hooks: Hooks,
 ) -> Result<(TrainReport, OpenCarbon)> {
@@ -484,7 +471,7 @@ pub fn fit(
 /// How [`fine_tune`] trains: the schedule (epochs, lr, batch size, loss), whether BatchNorm keeps
 /// its running statistics, and the seed of the shuffling.
 pub struct FineTuning<'a> {
-    pub config: &'a TrainConfig,
+    pub config: &'a Checked<TrainConfig>,
     pub freeze_batch_norm: bool,
     pub seed: u64,
 }

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baselines::{self, Baseline};
+use crate::checked::Params;
 use crate::data::split::{nested_blocks, SplitConfig};
 use crate::data::union::{self, Part};
 use crate::data::{load_city, CityOptions, DatasetSpec};
@@ -241,6 +242,11 @@ pub fn network_rows(
         .fine_tune
         .batch_size
         .unwrap_or(train_config.batch_size);
+    // Checked only where a few-shot fraction uses it (zero-shot alone may leave epochs at 0).
+    let fine_tune_config = match transfer.few_shot.iter().any(|&f| f > 0.0) {
+        true => Some(fine_tune_config.checked().context("transfer.fine_tune")?),
+        false => None,
+    };
     let eval_batch = train_config.eval_batch_size;
     let source_level = (data.target_shift, data.target_scale);
     let mut rows = Vec::new();
@@ -292,7 +298,9 @@ pub fn network_rows(
             }
             let tag = format!("finetune/{}/{fraction}", t.part.name);
             let how = train::trainer::FineTuning {
-                config: &fine_tune_config,
+                config: fine_tune_config
+                    .as_ref()
+                    .context("a few-shot fraction has its fine-tuning settings")?,
                 freeze_batch_norm: transfer.fine_tune.batch_norm
                     == config::FineTuneBatchNorm::Frozen,
                 seed,

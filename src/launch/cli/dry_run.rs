@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use burn::module::Module;
 
 use crate::backend::{self, DeviceChoice};
+use crate::checked::Checked;
 use crate::data::{load_city, City, CityOptions, Split};
 use crate::record::state as resume;
 use crate::spec::RunSpec;
@@ -36,7 +37,7 @@ struct Loaded {
 /// Loads every run's data (failing with every unreadable file named), then prints one line
 /// per run: id, dataset, variant, seed, epochs, estimated duration, state.
 pub fn main(
-    runs: &[&RunSpec],
+    runs: &[&Checked<RunSpec>],
     out: &Path,
     choice: &DeviceChoice,
     precision: backend::Precision,
@@ -104,7 +105,7 @@ pub fn main(
 
 /// Every run's city and split, each distinct city loaded once. Every failure is collected, so
 /// one dry run names every missing or unreadable file.
-fn load_all(runs: &[&RunSpec]) -> Result<Vec<Loaded>> {
+fn load_all(runs: &[&Checked<RunSpec>]) -> Result<Vec<Loaded>> {
     let mut cities: HashMap<String, Result<std::rc::Rc<City>, String>> = HashMap::new();
     let mut transfers: HashMap<String, Result<Loaded, String>> = HashMap::new();
     let mut problems: Vec<String> = Vec::new();
@@ -132,7 +133,7 @@ fn load_all(runs: &[&RunSpec]) -> Result<Vec<Loaded>> {
 }
 
 fn load_run(
-    run: &RunSpec,
+    run: &Checked<RunSpec>,
     cities: &mut HashMap<String, Result<std::rc::Rc<City>, String>>,
     transfers: &mut HashMap<String, Result<Loaded, String>>,
 ) -> Result<Loaded> {
@@ -212,7 +213,7 @@ struct Timing {
 }
 
 /// Runs whose networks cost the same per step share a timing: the same city, network and batch.
-fn timing_key(run: &RunSpec, data: &Loaded) -> String {
+fn timing_key(run: &Checked<RunSpec>, data: &Loaded) -> String {
     format!(
         "{}|{}|{}|{}|{}",
         data.city_key,
@@ -224,13 +225,13 @@ fn timing_key(run: &RunSpec, data: &Loaded) -> String {
 }
 
 /// Whether most epochs add the contrastive term (it costs a little more).
-fn contrastive(run: &RunSpec) -> bool {
+fn contrastive(run: &Checked<RunSpec>) -> bool {
     run.train.alpha > 0.0 && run.train.contrastive_epoch < run.train.epochs
 }
 
 /// One untimed and [`TIMED_STEPS`] timed optimisation steps of the run's network on the first
 /// training batch of its split (the median), and an evaluation of up to one evaluation batch.
-fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Result<Timing> {
+fn time_network(run: &Checked<RunSpec>, data: &Loaded, device: &backend::Device) -> Result<Timing> {
     let train = &data.split.train;
     let batch_size = run.train.batch_size.min(train.len());
     if batch_size < 2 {
@@ -240,9 +241,15 @@ fn time_network(run: &RunSpec, data: &Loaded, device: &backend::Device) -> Resul
         );
     }
     let autodiff = device.clone().autodiff();
-    let prepared = Prepared::new(&data.city, &data.split, &run.model, &run.train, device);
+    let prepared = Prepared::new(
+        &data.city,
+        &data.split,
+        run.model_params(),
+        &run.train,
+        device,
+    );
     let mut model = run
-        .model
+        .model_params()
         .init_seeded(&data.city.shapes(), &autodiff, run.seed)?;
     let mut optim = optimizer(&run.train);
     let batch = &train[..batch_size];
@@ -305,7 +312,7 @@ fn steps_per_epoch(samples: usize, batch_size: usize) -> usize {
 
 /// Seconds for every epoch (early stopping may end sooner), each validation, the test, and a
 /// transfer run's fine-tuning (per target and few-shot fraction, at the training step's cost).
-fn estimate(run: &RunSpec, data: &Loaded, timing: &Timing) -> f64 {
+fn estimate(run: &Checked<RunSpec>, data: &Loaded, timing: &Timing) -> f64 {
     let t = &run.train;
     let epochs = t.epochs as f64;
     let training =
