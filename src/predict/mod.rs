@@ -124,9 +124,13 @@ pub fn load_area(source: &Path) -> Result<Area> {
     } else if is("yaml") || is("yml") {
         let text = std::fs::read_to_string(source).with_context(|| format!("reading {name}"))?;
         let dataset: DatasetSpec = crate::yaml::deserialize_located(&text, &name)?;
+        // A nested path may name the real data (`../shared/data/…`): read it where
+        // OPENCARBON_DATA puts it, as a run's loader does.
         let nested = match &dataset {
-            DatasetSpec::Dir { path } => Some(load_area(path)?),
-            DatasetSpec::OdiacTiles { labels } => Some(load_area(labels)?),
+            DatasetSpec::Dir { path } => Some(load_area(&crate::data::root::locate(path)?)?),
+            DatasetSpec::OdiacTiles { labels } => {
+                Some(load_area(&crate::data::root::locate(labels)?)?)
+            }
             _ => None,
         };
         if let Some(area) = nested {

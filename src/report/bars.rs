@@ -40,7 +40,7 @@ const METRICS: [(&str, &str); 4] = [
     ("r2", "test R² (higher is better)"),
     ("rmse", "test RMSE, ln emission (lower is better)"),
     ("mae", "test MAE, ln emission (lower is better)"),
-    ("mape", "test MAPE, % (lower is better)"),
+    ("mape", "test MAPE, as a fraction (lower is better)"),
 ];
 
 /// Mean and the half-width of its two-sided 95 % t interval.

@@ -769,7 +769,7 @@ mod tests {
 /// `OPENCARBON_CONV_GRAD=native|burn` (default native), read once, so one build benchmarks both
 /// routes. libtorch's kernels are the faster on both devices: on one H200 burn's weight gradient
 /// made a ResNet-18 backward 166 ms against PyTorch's 23 ms (batch 128), and on 2 CPU cores the
-/// native route takes the backward from 170 to 145–155 ms (batch 32, 64²; README, "Performance").
+/// native route takes the backward from 170 to 145–155 ms (batch 32, 64²; docs/backends.md, "Performance").
 fn conv_grad_native() -> bool {
     static NATIVE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *NATIVE.get_or_init(|| std::env::var("OPENCARBON_CONV_GRAD").as_deref() != Ok("burn"))
