@@ -201,7 +201,8 @@ impl RunSpec {
     }
 
     /// One run per fold of a cross-validation split whose fold is not set; else the spec alone.
-    pub fn expand_folds(self) -> Vec<RunSpec> {
+    /// Private: only a checked spec's fold count is known to be small (`Checked::expand_folds`).
+    fn expand_folds(self) -> Vec<RunSpec> {
         match (self.split.folds(), self.split.fold()) {
             (Some(k), None) => (0..k)
                 .map(|f| RunSpec {
