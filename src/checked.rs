@@ -40,10 +40,6 @@ impl<T> Checked<T> {
         self.0
     }
 
-    pub fn get(&self) -> &T {
-        &self.0
-    }
-
     /// A section of a checked whole, itself checked: `field` must return a part whose own
     /// problems the whole's check includes (as `RunSpec`'s includes its `model`'s).
     pub(crate) fn part<U>(&self, field: impl FnOnce(&T) -> &U) -> &Checked<U> {
@@ -58,12 +54,6 @@ impl<T> Deref for Checked<T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> AsRef<T> for Checked<T> {
-    fn as_ref(&self) -> &T {
         &self.0
     }
 }

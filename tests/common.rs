@@ -185,10 +185,8 @@ pub fn chromium() -> Option<String> {
 /// `../shared/data` beside the repository, as `opencarbon::data::root` reads specs' paths.
 pub fn shared_data_root() -> std::path::PathBuf {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    match std::env::var_os(opencarbon::data::root::ENV).filter(|r| !r.is_empty()) {
-        Some(root) => repo.join(root),
-        None => repo.join(opencarbon::data::root::DEFAULT_ROOT),
-    }
+    let root = std::path::Path::new(opencarbon::data::root::DEFAULT_ROOT);
+    repo.join(opencarbon::data::root::resolve(root))
 }
 
 /// The real data root (`shared_data_root`) when it is there; otherwise `missing` and None.

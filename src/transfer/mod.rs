@@ -243,10 +243,12 @@ pub fn network_rows(
         .batch_size
         .unwrap_or(train_config.batch_size);
     // Checked only where a few-shot fraction uses it (zero-shot alone may leave epochs at 0).
-    let fine_tune_config = match transfer.few_shot.iter().any(|&f| f > 0.0) {
-        true => Some(fine_tune_config.checked().context("transfer.fine_tune")?),
-        false => None,
-    };
+    let fine_tune_config = transfer
+        .few_shot
+        .iter()
+        .any(|&f| f > 0.0)
+        .then(|| fine_tune_config.checked().context("transfer.fine_tune"))
+        .transpose()?;
     let eval_batch = train_config.eval_batch_size;
     let source_level = (data.target_shift, data.target_scale);
     let mut rows = Vec::new();
