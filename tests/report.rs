@@ -2,7 +2,7 @@
 //! as PNG and SVG at its stated size and is not blank; a map's pixel at a known tile has the
 //! colour of that tile's value; the transfer heat map colours a known cell; the HTML page is
 //! self-contained and renders in a real headless Chromium with every image loaded; a damaged
-//! run file is an error naming it.
+//! run file is an error naming it; a clone with only the records reports the same figures.
 
 use crate::common;
 
@@ -278,6 +278,70 @@ fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
     assert_eq!(numbers[0], numbers[1], "not every image loaded: {result}");
 }
 
+/// Copies the experiment `from` to `to` without its run directories and report.
+fn copy_without_runs(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        if path.is_dir() {
+            if name != "runs" && name != "report" {
+                copy_without_runs(&path, &to.join(name));
+            }
+        } else {
+            std::fs::copy(&path, to.join(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_clone_with_only_the_records_reports_the_same_figures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clone = tmp.path().join("report");
+    copy_without_runs(experiment(), &clone);
+    let written = report::write(&clone).unwrap();
+    assert!(written.skipped.is_empty(), "{:?}", written.skipped);
+    let inputs = Inputs::read(&clone).unwrap();
+    assert!(inputs
+        .runs
+        .iter()
+        .all(|r| matches!(r.origin, report::inputs::Origin::Records { .. })));
+    // Every figure (curves, scatter, maps, the split rebuilt from the spec), as from the runs.
+    assert!(written.figures.len() >= 13, "{}", written.figures.len());
+    for f in &written.figures {
+        for ext in ["png", "svg"] {
+            let name = format!("{}.{ext}", f.stem);
+            let Ok(bytes) = std::fs::read(clone.join("report").join(&name)) else {
+                assert_eq!(ext, "svg", "{name} not written");
+                continue;
+            };
+            if ext == "png" {
+                assert!(
+                    variance(&rgb(&clone.join("report").join(&name))) > 100.0,
+                    "{name}"
+                );
+            }
+            let from_runs = std::fs::read(experiment().join("report").join(&name)).unwrap();
+            assert!(
+                bytes == from_runs,
+                "{name} differs from the report of the runs"
+            );
+        }
+    }
+    // A damaged archive is an error naming the file and the run, not a panic.
+    std::fs::write(clone.join("records/predictions.parquet"), "not parquet").unwrap();
+    let err = format!(
+        "{:#}",
+        report::write(&clone)
+            .err()
+            .expect("a damaged archive fails")
+    );
+    assert!(
+        err.contains("predictions.parquet") && err.contains("run "),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_damaged_run_file_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
@@ -325,8 +389,27 @@ variants:
         "{:?}",
         written.skipped
     );
+    // The run's archived record still counts: its figures are drawn from it, and the page says so.
+    assert!(
+        written.skipped[0].contains("drawn from its archived record"),
+        "{:?}",
+        written.skipped
+    );
     let html = std::fs::read_to_string(out.join("report/index.html")).unwrap();
-    assert!(html.contains("left out"));
+    assert!(html.contains("drawn from its archived record"));
+    // Without the records the damaged run counts nowhere: left out, saying why.
+    let records = tmp.path().join("records-aside");
+    std::fs::rename(out.join("records"), &records).unwrap();
+    let written = report::write(&out).unwrap();
+    assert!(
+        written
+            .skipped
+            .iter()
+            .any(|s| s.contains(&e.runs[0].run_id()) && s.contains("left out")),
+        "{:?}",
+        written.skipped
+    );
+    std::fs::rename(&records, out.join("records")).unwrap();
     std::fs::write(&predictions, text).unwrap();
     // A damaged split.csv of a finished run is an error naming the file, line and field.
     let split = run.join("split.csv");

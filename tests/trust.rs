@@ -63,6 +63,10 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     let e = swept(&out);
     assert!(archive::exists(&out), "the sweep archives its records");
     assert_eq!(archive::read(&out).unwrap().len(), 18);
+    assert!(
+        !out.join("records/transfer_predictions.parquet").exists(),
+        "no transfer run, no transfer predictions file"
+    );
     let before = snapshot(&out);
     for table in [
         "summary.csv",
@@ -128,6 +132,81 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     let md = results::write_summary_with(&out, &options, true).unwrap();
     assert!(md.contains("Stale runs"), "{md}");
     assert!(!md.contains("| ridge |"), "stale runs are left out: {md}");
+}
+
+/// Transfer with baselines only (milliseconds each): each city to the other, zero-shot and after
+/// fine-tuning on a quarter of the target.
+const TRANSFER_SPEC: &str = "name: trust-transfer
+seeds: [1, 2]
+datasets:
+  mono: {kind: synthetic, preset: monocentric, width: 6, height: 6, tile_side: 16, poi_categories: 3, seed: 1}
+  poly: {kind: synthetic, preset: polycentric, width: 6, height: 6, tile_side: 16, poi_categories: 3, seed: 2}
+transfer: {sources: [mono, poly], few_shot: [0, 0.25], block: 2}
+compare: {reference: ridge}
+variants:
+  ridge: {baseline: {kind: ridge, columns: [ln_population, ln_gdp]}}
+  mean: {baseline: {kind: mean}}
+";
+
+#[test]
+fn transfer_predictions_are_archived_and_transfer_tables_rebuild_from_records_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("trust-transfer");
+    let e = Experiment::parse(TRANSFER_SPEC, "trust-transfer.yaml", &[]).unwrap();
+    let (report, md) = common::sweep(&e, &common::run_options(&out), &[]);
+    assert_eq!((report.done, report.failed.len()), (8, 0), "{md}");
+    // Each run's transfer_predictions.csv reads back from the archive byte for byte, every
+    // float bit-identical.
+    for run in &e.runs {
+        let id = run.run_id();
+        let csv =
+            std::fs::read_to_string(out.join("runs").join(&id).join("transfer_predictions.csv"))
+                .unwrap();
+        let frame = archive::transfer_predictions(&out, &id).unwrap();
+        assert_eq!(frame.height(), csv.lines().count() - 1, "{id}");
+        assert_eq!(
+            archive::transfer_predictions_csv(&frame).unwrap(),
+            csv,
+            "{id}"
+        );
+        let archived: Vec<u64> = frame
+            .column("prediction")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .map(f64::to_bits)
+            .collect();
+        let written: Vec<u64> = csv
+            .lines()
+            .skip(1)
+            .map(|l| {
+                l.rsplit(',')
+                    .next()
+                    .unwrap()
+                    .parse::<f64>()
+                    .unwrap()
+                    .to_bits()
+            })
+            .collect();
+        assert_eq!(archived, written, "{id}");
+    }
+    let before = snapshot(&out);
+    for table in ["transfer.csv", "transfer.parquet", "transfer.md"] {
+        assert!(before.contains_key(Path::new(table)), "{table}");
+    }
+    assert!(before.contains_key(Path::new("records/transfer_predictions.parquet")));
+
+    // A clone without run directories: the transfer tables rebuild byte for byte, the archive
+    // is kept as it was, and the report draws the transfer matrix from the records.
+    std::fs::remove_dir_all(out.join("runs")).unwrap();
+    results::write_summary(&out, false).unwrap();
+    archive::export(&out).unwrap();
+    assert_eq!(snapshot(&out), before, "rebuilt from records/ alone");
+    let written = opencarbon::report::write(&out).unwrap();
+    assert!(written.figures.iter().any(|f| f.stem == "transfer"));
+    let png = std::fs::metadata(out.join("report/transfer.png")).unwrap();
+    assert!(png.len() > 1000, "transfer.png is {} bytes", png.len());
 }
 
 #[test]

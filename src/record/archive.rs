@@ -6,7 +6,10 @@
 //!   and its split as a SHA-256 of `split.csv` with the count of tiles in each part (the rule that
 //!   rebuilds the split is the resolved spec's `split:` section);
 //! - `epochs.parquet`: every run's `metrics.csv` (epoch, split, metric, value);
-//! - `predictions.parquet`: every run's `predictions.csv` (x, y, target, prediction).
+//! - `predictions.parquet`: every run's `predictions.csv` (x, y, target, prediction);
+//! - `transfer_predictions.parquet`: every transfer run's `transfer_predictions.csv` (target
+//!   city, fraction, tiles, x, y, target, prediction); written only once a run has one, so an
+//!   experiment without transfer runs keeps its three files.
 //!
 //! No checkpoints, images or TensorBoard events. Exporting merges: a run already archived and
 //! absent from `runs/` (a fresh clone) is kept, a run present in both is taken from `runs/`.
@@ -29,6 +32,8 @@ pub const DIR: &str = "records";
 const RUNS: &str = "runs.parquet";
 const EPOCHS: &str = "epochs.parquet";
 const PREDICTIONS: &str = "predictions.parquet";
+const TRANSFER_PREDICTIONS: &str = "transfer_predictions.parquet";
+const TRANSFER_HEADER: &str = "target_city,fraction,tiles,x,y,target,prediction";
 
 /// The tiles of a run's split, by part (`unused`: in no part, e.g. inside a buffer).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -203,9 +208,13 @@ pub fn export(experiment_dir: &Path) -> Result<usize> {
             .map(|(id, dir)| predictions_frame(id, &dir.join("predictions.csv")))
             .collect::<Result<Vec<_>>>()?,
     )?;
+    let mut transfer = transfer_merged(&archive, &replaced, &fresh)?;
     let mut runs = runs_frame(records.values())?;
     write_parquet(&archive.join(EPOCHS), &mut epochs)?;
     write_parquet(&archive.join(PREDICTIONS), &mut predictions)?;
+    if let Some(transfer) = &mut transfer {
+        write_parquet(&archive.join(TRANSFER_PREDICTIONS), transfer)?;
+    }
     // Last: the run list is what marks the archive as holding a run.
     write_parquet(&archive.join(RUNS), &mut runs)?;
     Ok(records.len())
@@ -233,6 +242,46 @@ pub fn epochs(experiment_dir: &Path, run_id: &str) -> Result<DataFrame> {
 /// The archived test predictions of one run (x, y, target, prediction), for reports.
 pub fn predictions(experiment_dir: &Path, run_id: &str) -> Result<DataFrame> {
     rows_of(&experiment_dir.join(DIR).join(PREDICTIONS), run_id)
+}
+
+/// The archived transfer predictions of one run (target_city, fraction, tiles, x, y, target,
+/// prediction), as its `transfer_predictions.csv` holds them; an error naming the file if the
+/// archive has none.
+pub fn transfer_predictions(experiment_dir: &Path, run_id: &str) -> Result<DataFrame> {
+    rows_of(&experiment_dir.join(DIR).join(TRANSFER_PREDICTIONS), run_id)
+}
+
+/// `frame` (from [`transfer_predictions`]) as `transfer_predictions.csv`, byte for byte: a
+/// float's `Display` is the shortest text that parses back to it, which is how the run wrote it.
+pub fn transfer_predictions_csv(frame: &DataFrame) -> Result<String> {
+    use std::fmt::Write as _;
+    if let Some(c) = frame.columns().iter().find(|c| c.null_count() > 0) {
+        bail!(
+            "transfer predictions: column `{}` has an empty field",
+            c.name()
+        );
+    }
+    let text = |name: &str| -> Result<Vec<&str>> {
+        Ok(frame.column(name)?.str()?.iter().flatten().collect())
+    };
+    let int = |name: &str| -> Result<Vec<i64>> {
+        Ok(frame.column(name)?.i64()?.into_no_null_iter().collect())
+    };
+    let float = |name: &str| -> Result<Vec<f64>> {
+        Ok(frame.column(name)?.f64()?.into_no_null_iter().collect())
+    };
+    let (cities, fractions, tiles) = (text("target_city")?, float("fraction")?, text("tiles")?);
+    let (x, y) = (int("x")?, int("y")?);
+    let (target, prediction) = (float("target")?, float("prediction")?);
+    let mut out = format!("{TRANSFER_HEADER}\n");
+    for i in 0..frame.height() {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{}",
+            cities[i], fractions[i], tiles[i], x[i], y[i], target[i], prediction[i]
+        )?;
+    }
+    Ok(out)
 }
 
 fn rows_of(path: &Path, run_id: &str) -> Result<DataFrame> {
@@ -302,6 +351,54 @@ fn predictions_frame(id: &str, path: &Path) -> Result<DataFrame> {
         "target" => target,
         "prediction" => prediction,
     )?)
+}
+
+/// `transfer_predictions.csv` of run `id` as a frame with its id.
+fn transfer_predictions_frame(id: &str, path: &Path) -> Result<DataFrame> {
+    let rows = csv_rows(path, TRANSFER_HEADER)?;
+    let (mut city, mut tiles) = (Vec::new(), Vec::new());
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    let mut floats: [Vec<f64>; 3] = Default::default();
+    for (line, fields) in &rows {
+        city.push(fields[0].clone());
+        floats[0].push(parse::<f64>(path, *line, &fields[1])?);
+        tiles.push(fields[2].clone());
+        x.push(parse::<i64>(path, *line, &fields[3])?);
+        y.push(parse::<i64>(path, *line, &fields[4])?);
+        floats[1].push(parse::<f64>(path, *line, &fields[5])?);
+        floats[2].push(parse::<f64>(path, *line, &fields[6])?);
+    }
+    let [fraction, target, prediction] = floats;
+    Ok(df!(
+        "run_id" => vec![id.to_string(); rows.len()],
+        "target_city" => city,
+        "fraction" => fraction,
+        "tiles" => tiles,
+        "x" => x,
+        "y" => y,
+        "target" => target,
+        "prediction" => prediction,
+    )?)
+}
+
+/// The transfer predictions archive after `fresh` replaced its runs; None while no run, archived
+/// or fresh, has transfer predictions (the file is not created for such an experiment).
+fn transfer_merged(
+    archive: &Path,
+    replaced: &[&str],
+    fresh: &[(String, PathBuf)],
+) -> Result<Option<DataFrame>> {
+    let path = archive.join(TRANSFER_PREDICTIONS);
+    let frames = fresh
+        .iter()
+        .map(|(id, dir)| (id, dir.join("transfer_predictions.csv")))
+        .filter(|(_, csv)| csv.is_file())
+        .map(|(id, csv)| transfer_predictions_frame(id, &csv))
+        .collect::<Result<Vec<_>>>()?;
+    if frames.is_empty() && !path.is_file() {
+        return Ok(None);
+    }
+    merge(&path, replaced, frames).map(Some)
 }
 
 /// The rows of a small CSV with a known header, each with its line number.

@@ -3,9 +3,9 @@
 //! A run directory (`<experiment>/runs/<id>/`) holds the full record: resolved spec, `meta.json`,
 //! `test_metrics.json`, `split.csv`, per-epoch `metrics.csv`, `predictions.csv`, checkpoints,
 //! TensorBoard events. [`state`] says whether such a directory is a finished run that can be
-//! trusted. [`archive`] keeps the part the tables need, compactly, in `<experiment>/records/`
-//! (Parquet, committed beside the tables), so that a fresh clone rebuilds every committed table
-//! byte for byte without the run directories.
+//! trusted. [`archive`] keeps the part the tables and the report need, compactly, in
+//! `<experiment>/records/` (Parquet, committed beside the tables), so that a fresh clone rebuilds
+//! every committed table byte for byte, and the report, without the run directories.
 
 use serde::{Deserialize, Serialize};
 

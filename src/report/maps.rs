@@ -10,7 +10,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::figure::{diverging, series_colour, text, viridis, Drawn, Figure};
-use super::inputs::Inputs;
+use super::inputs::{Inputs, SplitTile};
 
 /// How a panel's values become colours.
 #[derive(Debug, Clone, PartialEq)]
@@ -312,10 +312,13 @@ pub fn predictions(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
 /// The split of the first seed on `dataset`: each tile's test fold under cross-validation,
 /// else train / valid / test.
 pub fn split(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
-    let variant = inputs.reference.as_deref()?;
-    let runs = inputs.runs_of(dataset, variant);
+    let runs = inputs.split_runs(dataset);
     let seed = runs.first()?.row.seed;
-    let runs: Vec<_> = runs.into_iter().filter(|r| r.row.seed == seed).collect();
+    // A run read from the records whose split could not be rebuilt: no map (the page says why).
+    let splits: Vec<&[SplitTile]> = runs
+        .iter()
+        .map(|r| r.split.as_deref())
+        .collect::<Option<_>>()?;
     let cv = runs.iter().all(|r| r.row.fold.is_some()) && runs.len() > 1;
     let (labels, tiles) = if cv {
         let mut labels: Vec<String> = runs
@@ -324,13 +327,13 @@ pub fn split(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
             .collect();
         labels.push(UNUSED.into());
         let mut fold_of: BTreeMap<(i64, i64), f64> = BTreeMap::new();
-        for r in &runs {
-            for (x, y, _) in &r.split {
+        for split in &splits {
+            for (x, y, _) in split.iter() {
                 fold_of.entry((*x, *y)).or_insert((labels.len() - 1) as f64);
             }
         }
-        for (i, r) in runs.iter().enumerate() {
-            for (x, y, s) in &r.split {
+        for (i, split) in splits.iter().enumerate() {
+            for (x, y, s) in split.iter() {
                 if s == "test" {
                     fold_of.insert((*x, *y), i as f64);
                 }
@@ -347,8 +350,7 @@ pub fn split(inputs: &Inputs, dataset: &str) -> Option<MapFigure> {
         let labels: Vec<String> = ["train", "valid", "test", UNUSED]
             .map(String::from)
             .to_vec();
-        let tiles = runs[0]
-            .split
+        let tiles = splits[0]
             .iter()
             .map(|(x, y, s)| {
                 (

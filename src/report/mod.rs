@@ -134,11 +134,7 @@ fn city_preview(inputs: &Inputs, dataset: &str, dir: &Path, slug: &str) -> Resul
     let Some(run) = inputs.runs.iter().find(|r| r.row.dataset == dataset) else {
         return Ok(None);
     };
-    let path = run.dir.join("spec.resolved.yaml");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let spec: crate::spec::RunSpec =
-        serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let spec = run.spec()?;
     if !matches!(spec.dataset, crate::spec::DatasetSpec::Synthetic(_)) {
         return Ok(None);
     }
