@@ -125,6 +125,12 @@ fn main() -> ExitCode {
     }
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
+        // Stopped by SIGTERM/SIGUSR1 after a resumable checkpoint: "preempted", not failed.
+        Err(e) if opencarbon::track::preempt::is_preempted(&e) => {
+            eprintln!("stopped: {e:#}");
+            opencarbon::track::preempt::requeue_if_slurm();
+            ExitCode::from(opencarbon::track::preempt::EXIT_CODE as u8)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -134,7 +140,11 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => opencarbon::launch::cli::main(args),
+        Command::Run(args) => {
+            // A run stops cleanly on SIGTERM/SIGUSR1 (a resumable checkpoint first).
+            opencarbon::track::preempt::install();
+            opencarbon::launch::cli::main(args)
+        }
         Command::Predict(args) => opencarbon::predict::cli::main(args),
         Command::ExportModel(args) => opencarbon::predict::bundle::main(args),
         Command::Results(args) => opencarbon::results::cli::main(args),

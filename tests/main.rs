@@ -21,6 +21,7 @@ mod parity;
 mod predict;
 mod provenance;
 mod reliability;
+mod resume;
 mod report;
 mod spec;
 mod stats;

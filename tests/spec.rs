@@ -409,6 +409,10 @@ fn defaults_doc() -> String {
         "train.lr_schedule".into(),
         show_default(&to_value(&run.train.lr_schedule)),
     ));
+    train.push((
+        "train.checkpoint_every".into(),
+        show_default(&to_value(&run.train.checkpoint_every)),
+    ));
     sections.push((
         "Run",
         "",

@@ -50,6 +50,7 @@ fn train_logged(
             sink: &mut sink,
             progress: None,
             checkpoint: None,
+            resume: None,
         },
     );
     (report, sink)
@@ -341,6 +342,7 @@ fn clipped_covariates_bound_predictions_outside_the_training_range() {
             sink: &mut sink,
             progress: None,
             checkpoint: None,
+            resume: None,
         };
         let (_, trained) =
             train::fit(&data, &split, &config.clone().checked().unwrap(), 1, hooks).unwrap();

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::Invocation;
+use crate::track::preempt;
 
 /// A run to hand out: its manifest line, id, label and epoch count (0: a baseline).
 pub struct Job {
@@ -26,6 +27,8 @@ pub struct Outcome {
     pub done: usize,
     /// (label, why) per failed worker.
     pub failed: Vec<(String, String)>,
+    /// Workers a signal stopped after their checkpoint (exit 75): they resume on the next start.
+    pub preempted: Vec<String>,
 }
 
 struct Worker {
@@ -61,7 +64,19 @@ pub fn run(
     let mut queue: VecDeque<Job> = jobs.into();
     let mut running: Vec<Worker> = Vec::new();
     let mut outcome = Outcome::default();
+    let mut forwarded = false;
     while !queue.is_empty() || !running.is_empty() {
+        // A signal to this process goes to every worker (each checkpoints and exits 75); no new
+        // worker starts.
+        if let Some(signal) = preempt::requested() {
+            if !forwarded {
+                forwarded = true;
+                queue.clear();
+                for w in &running {
+                    forward(&w.child, signal);
+                }
+            }
+        }
         while running.len() < parallel.max(1) {
             let Some(job) = queue.pop_front() else { break };
             let log = logs.join(format!("{}.log", job.id));
@@ -107,7 +122,14 @@ pub fn run(
                         bar.finish_and_clear();
                     }
                     let seconds = w.started.elapsed().as_secs_f64();
-                    if status.success() {
+                    if status.code() == Some(preempt::EXIT_CODE) {
+                        let line = format!("preempted {} (resumes on the next start)", w.job.label);
+                        match &multi {
+                            Some(m) => m.println(line)?,
+                            None => eprintln!("{line}"),
+                        }
+                        outcome.preempted.push(w.job.label.clone());
+                    } else if status.success() {
                         outcome.done += 1;
                         let line = format!("done   {} ({seconds:.0} s)", w.job.label);
                         match &multi {
@@ -139,6 +161,20 @@ pub fn run(
         bar.finish_and_clear();
     }
     Ok(outcome)
+}
+
+/// Sends `signal` (SIGTERM or SIGUSR1, by name) to a worker.
+fn forward(child: &Child, signal: &str) {
+    #[cfg(unix)]
+    {
+        let number = if signal == "SIGUSR1" {
+            libc::SIGUSR1
+        } else {
+            libc::SIGTERM
+        };
+        // SAFETY: signals a child this process started and has not reaped.
+        unsafe { libc::kill(child.id() as libc::pid_t, number) };
+    }
 }
 
 /// The highest training epoch a run has logged so far.

@@ -9,6 +9,7 @@ use super::Tally;
 use crate::checked::Checked;
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::spec::{Experiment, RunSpec};
+use crate::track::preempt::{self, Preempted};
 
 impl Tally {
     fn record(&mut self, label: &str, outcome: Result<(PathBuf, RunOutcome)>) {
@@ -46,11 +47,20 @@ pub fn run_sweep(
     let mut tally = Tally::default();
     let mut busy = Vec::new();
     for spec in runs {
+        // A signal between runs (or during a baseline, which has no checkpoint) stops the sweep
+        // before the next run; a run it reached mid-training stopped with a checkpoint.
+        if preempt::requested().is_some() {
+            return Err(Preempted::now(
+                "between runs: the sweep stops; starting it again continues",
+            )
+            .into());
+        }
         let label = spec.label();
         if let Some(bar) = &sweep_bar {
             bar.set_message(label.clone());
         }
         match runner::run(spec, options) {
+            Err(e) if preempt::is_preempted(&e) => return Err(e),
             Ok((_, RunOutcome::Busy(holder))) => {
                 eprintln!("run {label}: {holder} is running it; coming back to it at the end");
                 busy.push(spec);
@@ -64,7 +74,11 @@ pub fn run_sweep(
     }
     // Runs another process held: wait for each, then run it unless that process finished it.
     for spec in busy {
-        tally.record(&spec.label(), runner::run_waiting(spec, options));
+        let outcome = runner::run_waiting(spec, options);
+        if matches!(&outcome, Err(e) if preempt::is_preempted(e)) {
+            return outcome.map(|_| tally);
+        }
+        tally.record(&spec.label(), outcome);
         if let Some(bar) = &sweep_bar {
             bar.inc(1);
         }

@@ -94,13 +94,31 @@ impl Sweep<'_> {
             .count();
         println!("{} runs, {} to run, {jobs} at a time", total, work.len());
         let outcome = local::run(&self.invocation, &manifest, work, jobs, self.progress)?;
+        if crate::track::preempt::requested().is_some() {
+            return Err(crate::track::preempt::Preempted::now(&format!(
+                "during the sweep: {} worker(s) checkpointed ({}); starting the sweep again resumes them",
+                outcome.preempted.len(),
+                outcome.preempted.join(", ")
+            ))
+            .into());
+        }
         finish(
             self.experiment,
             out,
             Tally {
                 done: outcome.done,
                 skipped: total - ids.len(),
-                failed: outcome.failed,
+                // A worker stopped by a signal this process did not get: not done, not lost.
+                failed: outcome
+                    .failed
+                    .into_iter()
+                    .chain(outcome.preempted.into_iter().map(|label| {
+                        (
+                            label,
+                            "preempted: resumes from its checkpoint on the next start".into(),
+                        )
+                    }))
+                    .collect(),
             },
             report,
             junit,

@@ -14,6 +14,7 @@ use crate::track::lock::{Attempt, RunLock};
 use crate::track::{
     atomic, meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink,
 };
+use crate::train::resume::Checkpoint;
 use crate::train::{self, Hooks};
 use crate::transfer;
 
@@ -91,6 +92,7 @@ fn run_locked(
             resume::State::NotDone(_) => {}
         }
     }
+    let resume_from = resumable(&path, &run_id, options.force);
     // Under the lock, so no one else writes here: the done marker goes first, then what killed
     // writers left behind.
     let marker = path.join("test_metrics.json");
@@ -131,22 +133,49 @@ fn run_locked(
         ..Default::default()
     };
     run_meta.record_provenance(&options.device);
+    run_meta.resumed_from = resume_from.as_ref().map(|c| {
+        let p = &c.progress;
+        if p.finished {
+            format!("after training (epoch {})", p.epochs_run)
+        } else {
+            format!("epoch {}, batch {}", p.epoch, p.next_batch)
+        }
+    });
+    if let Some(at) = &run_meta.resumed_from {
+        eprintln!("run {run_id}: resuming from its checkpoint at {at}");
+    }
     dir.write_json("meta.json", &run_meta)?;
 
-    let result = run_in(spec, &dir, device, options, &mut run_meta).and_then(|metrics| {
-        check_finite(&metrics)?;
-        run_meta.status = "done".into();
-        run_meta.finished = Some(meta::now());
-        run_meta.epochs_run = Some(metrics.epochs_run);
-        run_meta.best_epoch = Some(metrics.best_epoch);
-        run_meta.train_seconds = Some(metrics.train_seconds);
-        dir.write_json("meta.json", &run_meta)?;
-        // Last: its existence marks the run as done.
-        dir.write_json("test_metrics.json", &metrics)?;
-        Ok(metrics)
-    });
+    let result =
+        run_in(spec, &dir, device, options, &mut run_meta, resume_from).and_then(|metrics| {
+            check_finite(&metrics)?;
+            run_meta.status = "done".into();
+            run_meta.finished = Some(meta::now());
+            run_meta.epochs_run = Some(metrics.epochs_run);
+            run_meta.best_epoch = Some(metrics.best_epoch);
+            run_meta.train_seconds = Some(metrics.train_seconds);
+            dir.write_json("meta.json", &run_meta)?;
+            // Last: its existence marks the run as done.
+            dir.write_json("test_metrics.json", &metrics)?;
+            // Done: the resumable checkpoint (three copies of the weights) is no longer needed.
+            let resume = resume_path(&path);
+            if resume.exists() {
+                std::fs::remove_file(&resume)
+                    .with_context(|| format!("removing {}", resume.display()))?;
+            }
+            Ok(metrics)
+        });
     match result {
         Ok(metrics) => Ok((path, RunOutcome::Done(metrics))),
+        Err(e) if crate::track::preempt::is_preempted(&e) => {
+            run_meta.status = "preempted".into();
+            run_meta.finished = Some(meta::now());
+            run_meta.failure = Some(format!("{e:#}"));
+            if let Err(meta_error) = dir.write_json("meta.json", &run_meta) {
+                eprintln!("run {run_id}: could not record the preemption: {meta_error:#}");
+            }
+            Err(e)
+        }
         Err(e) => {
             run_meta.status = "failed".into();
             run_meta.finished = Some(meta::now());
@@ -162,6 +191,41 @@ fn run_locked(
             )))
         }
     }
+}
+
+fn resume_path(run: &std::path::Path) -> PathBuf {
+    run.join("checkpoints").join(crate::train::resume::FILE)
+}
+
+/// The run's resumable checkpoint, when one is there, whole, its own, and its data unchanged;
+/// anything else is removed with a warning (the run then trains from the start). `--force`
+/// always starts again.
+fn resumable(run: &std::path::Path, run_id: &str, force: bool) -> Option<Checkpoint> {
+    let path = resume_path(run);
+    if !path.exists() {
+        return None;
+    }
+    let why = if force {
+        "--force".to_string()
+    } else {
+        match Checkpoint::read(&path) {
+            Ok(Some(c)) if c.progress.owner != run_id => {
+                format!("it belongs to {}", c.progress.owner)
+            }
+            Ok(Some(c)) => match meta::data_changed(run) {
+                None => return Some(c),
+                Some(file) => format!("the data changed since: {file}"),
+            },
+            Ok(None) => return None,
+            Err(e) => format!("{e:#}"),
+        }
+    };
+    eprintln!(
+        "run {run_id}: not resuming from {} ({why}); training from the start",
+        path.display()
+    );
+    std::fs::remove_file(&path).ok();
+    None
 }
 
 /// Non-finite test metrics are a failed run, never a finished one.
@@ -186,6 +250,7 @@ fn run_in(
     device: &crate::backend::Device,
     options: &RunOptions,
     run_meta: &mut RunMeta,
+    resume_from: Option<Checkpoint>,
 ) -> Result<TestMetrics> {
     // Every city is loaded and checked before anything is fitted.
     let transfer = match &spec.transfer {
@@ -260,11 +325,17 @@ fn run_in(
             sink: &mut sinks,
             progress: bar.clone(),
             checkpoint: Some(dir.best_checkpoint()),
+            resume: Some(train::trainer::Resume {
+                path: resume_path(&dir.path),
+                owner: spec.run_id(),
+                from: resume_from,
+            }),
         },
     )?;
     if let Some(bar) = bar {
         bar.finish();
     }
+    run_meta.checkpoints = Some((report.checkpoints, report.checkpoint_seconds));
     if let Some((config, cities)) = &transfer {
         let aoa = normalization
             .applicability

@@ -1,7 +1,7 @@
 //! Atomic file writes: the bytes go to a scratch sibling, which is renamed over the target only
 //! once complete, so a killed or failing writer never leaves a half-written file under the real
-//! name. (Atomic against process death and failed writes; there is no fsync, so not against
-//! power loss.)
+//! name. The scratch file is fsynced before the rename and the directory after it, so a published
+//! file survives a power cut too (on file systems that honour fsync: docs/reliability.md).
 
 use std::fs;
 use std::io::Write;
@@ -24,7 +24,7 @@ pub fn write(target: &Path, contents: &[u8]) -> Result<()> {
             return Err(e);
         }
         file.write_all(&contents[half..])?;
-        file.flush()
+        file.sync_all()
     })();
     publish(written, &tmp, target, &name)
 }
@@ -43,7 +43,7 @@ pub fn write_with(
         if let Some(e) = fault::write_error(&format!("write:{name}")) {
             return Err(e);
         }
-        file.flush()
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
     })();
     publish(written, &tmp, target, &name)
 }
@@ -68,6 +68,19 @@ fn publish(written: std::io::Result<()>, tmp: &Path, target: &Path, name: &str) 
         return Err(e)
             .with_context(|| format!("renaming {} to {}", tmp.display(), target.display()));
     }
+    sync_dir(target)
+}
+
+/// Makes a rename into `target`'s directory durable: fsync of the directory itself.
+pub fn sync_dir(target: &Path) -> Result<()> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    #[cfg(unix)]
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))?;
     Ok(())
 }
 

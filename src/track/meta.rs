@@ -51,7 +51,7 @@ pub struct RunMeta {
     pub seed: u64,
     pub started: String,
     pub finished: Option<String>,
-    /// running | done | failed
+    /// running | done | failed | preempted (stopped by a signal after a resumable checkpoint)
     pub status: String,
     pub failure: Option<String>,
     pub epochs_run: Option<usize>,
@@ -84,6 +84,13 @@ pub struct RunMeta {
     /// Content hashes of the data read (`data::fingerprint`): path → SHA-256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub data: BTreeMap<String, String>,
+    /// Where this attempt continued an earlier one's resumable checkpoint (`train::resume`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    /// Resumable checkpoints this attempt wrote and their wall time (`[count, seconds]`): what
+    /// checkpointing cost (`scripts/bench-checkpoint.sh`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<(usize, f64)>,
 }
 
 impl RunMeta {

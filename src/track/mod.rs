@@ -3,6 +3,7 @@
 pub mod atomic;
 pub mod lock;
 pub mod meta;
+pub mod preempt;
 pub mod progress;
 pub mod run_dir;
 pub mod sink;

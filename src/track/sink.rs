@@ -35,6 +35,8 @@ impl MetricSink for CsvSink {
     }
     fn flush(&mut self) -> Result<()> {
         self.out.flush()?;
+        // Durable, not only handed to the kernel: a finished run's history survives a power cut.
+        self.out.get_ref().sync_data()?;
         Ok(())
     }
 }

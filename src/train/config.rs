@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::resume::CheckpointEvery;
 use crate::model::Modality;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,6 +135,10 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Replay each epoch's sample order from this file instead of shuffling (`train::order`).
     pub batch_order: Option<std::path::PathBuf>,
+    /// How often the resumable checkpoint is written (`train::resume`). It changes no number,
+    /// so it is left out of the resolved spec (and the run id) while it has its default.
+    #[serde(skip_serializing_if = "CheckpointEvery::is_default")]
+    pub checkpoint_every: CheckpointEvery,
 }
 
 impl Default for TrainConfig {
@@ -154,6 +159,7 @@ impl Default for TrainConfig {
             standardize_target: false,
             eval_batch_size: 128,
             batch_order: None,
+            checkpoint_every: CheckpointEvery::default(),
         }
     }
 }
@@ -234,6 +240,7 @@ impl crate::checked::Params for TrainConfig {
         if self.eval_batch_size == 0 {
             e.push("train.eval_batch_size: must be at least 1".to_string());
         }
+        e.extend(self.checkpoint_every.problems());
         let [a, b] = self.contrastive.pair;
         if a == b {
             e.push("train.contrastive.pair: name two different modalities".to_string());

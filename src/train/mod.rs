@@ -5,6 +5,7 @@ pub mod config;
 pub mod loss;
 pub mod normalization;
 pub mod order;
+pub mod resume;
 pub mod trainer;
 
 pub use config::TrainConfig;

@@ -19,11 +19,13 @@ use super::adam::Adam;
 use super::config::{Schedule, StoppingRule, TrainConfig};
 use super::loss::{info_nce, l1_sum};
 use super::order::Replay;
+use super::resume::{Checkpoint, Progress};
 use crate::checked::Checked;
 use crate::data::{BatchPlan, City, DeviceTiles, NeighbourIndex, Split, Standardizer};
 use crate::metrics::Metrics;
 use crate::model::config::EncoderBatching;
 use crate::model::{ModelConfig, OpenCarbon};
+use crate::track::preempt::{self, Preempted};
 use crate::track::MetricSink;
 
 /// A city made ready for one run: tiles on the device, neighbourhoods, target scaling.
@@ -183,6 +185,18 @@ pub struct Hooks<'a> {
     pub progress: Option<ProgressBar>,
     /// Where the best checkpoint is saved (safetensors), if anywhere.
     pub checkpoint: Option<PathBuf>,
+    /// Where the resumable checkpoint goes, how often, and the one to continue from.
+    pub resume: Option<Resume>,
+}
+
+/// The resumable checkpoint of one run (`train::resume`).
+pub struct Resume {
+    /// `checkpoints/resume.ckpt` of the run.
+    pub path: PathBuf,
+    /// Who owns it (the run id): a checkpoint of another owner is never continued.
+    pub owner: String,
+    /// A checkpoint read back to continue from (the runner checked its owner).
+    pub from: Option<Checkpoint>,
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +211,10 @@ pub struct TrainReport {
     pub train_seconds: f64,
     /// Mean training loss per sample of each epoch.
     pub train_loss: Vec<f64>,
+    /// Resumable checkpoints this attempt wrote, and the seconds they took (inside
+    /// `train_seconds`).
+    pub checkpoints: usize,
+    pub checkpoint_seconds: f64,
 }
 
 /// One optimisation step on `batch` (sample tile indices): forward on the distinct (or
@@ -228,56 +246,114 @@ pub fn train_step(
     )
 }
 
-/// One pass over `order` in batches of `config.batch_size` (a batch of one is skipped: BatchNorm
-/// cannot normalise a single sample in training mode). Returns the updated model, the mean L1 per
-/// sample and the mean InfoNCE per batch (when contrastive); an error naming the first batch
-/// whose loss is not finite (read once per epoch, so no batch waits on the device).
+/// The loss terms of an epoch's batches so far: device tensors not yet read, after the values
+/// an earlier attempt read (a resumed epoch), so the epoch's mean sums the same numbers in the
+/// same order.
+#[derive(Default)]
+struct EpochLosses {
+    read_l1: Vec<f32>,
+    read_nce: Vec<f32>,
+    l1: Vec<Tensor<1>>,
+    nce: Vec<Tensor<1>>,
+    seen: usize,
+}
+
+impl EpochLosses {
+    fn resumed(progress: &Progress) -> Self {
+        Self {
+            read_l1: progress.l1_terms.clone(),
+            read_nce: progress.nce_terms.clone(),
+            seen: progress.seen,
+            ..Self::default()
+        }
+    }
+
+    /// Every term's value, earlier attempts' first; an error naming the first batch whose loss
+    /// is not finite (read once per epoch, so no batch waits on the device).
+    fn read(&mut self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let read = |done: &[f32], terms: Vec<Tensor<1>>, name: &str| -> Result<Vec<f32>> {
+            let mut values = done.to_vec();
+            if !terms.is_empty() {
+                values.extend(
+                    Tensor::cat(terms, 0)
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .map_err(|e| anyhow::anyhow!("reading the {name} loss: {e:?}"))?,
+                );
+            }
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                bail!(
+                    "the {name} loss is {} at batch {} of {}: the run stops as failed",
+                    values[i],
+                    i + 1,
+                    values.len()
+                );
+            }
+            Ok(values)
+        };
+        let l1 = read(&self.read_l1, std::mem::take(&mut self.l1), "L1")?;
+        let nce = read(&self.read_nce, std::mem::take(&mut self.nce), "InfoNCE")?;
+        self.read_l1.clone_from(&l1);
+        self.read_nce.clone_from(&nce);
+        Ok((l1, nce))
+    }
+}
+
+/// How an epoch ended.
+enum EpochEnd {
+    /// Every batch ran: the mean L1 per sample, the mean InfoNCE per batch (when contrastive).
+    Done(f64, Option<f64>),
+    /// A signal asked the process to stop after batch `next_batch` − 1; the losses so far.
+    Stopped {
+        next_batch: usize,
+        losses: EpochLosses,
+    },
+}
+
+/// One pass over `order` in batches of `config.batch_size`, from batch `first` (a batch of one is
+/// skipped: BatchNorm cannot normalise a single sample in training mode). Stops early, after a
+/// whole step, when a signal asked the process to stop ([`crate::track::preempt`]).
+#[allow(clippy::too_many_arguments)]
 fn train_epoch(
     mut model: OpenCarbon,
     optimizer: &mut Adam,
     data: &Prepared,
     order: &[usize],
+    first: usize,
+    mut losses: EpochLosses,
     config: &TrainConfig,
     contrastive: bool,
     autodiff: &Device,
-) -> Result<(OpenCarbon, f64, Option<f64>)> {
-    let mut l1_terms = Vec::new();
-    let mut nce_terms = Vec::new();
-    let mut seen = 0usize;
-    for batch in order.chunks(config.batch_size) {
+) -> Result<(OpenCarbon, EpochEnd)> {
+    for (index, batch) in order.chunks(config.batch_size).enumerate().skip(first) {
         if batch.len() < 2 {
             continue;
         }
         let (next, l1, nce) =
             train_step(model, optimizer, data, batch, config, contrastive, autodiff)?;
         model = next;
-        l1_terms.push(l1);
-        nce_terms.extend(nce);
-        seen += batch.len();
+        losses.l1.push(l1);
+        losses.nce.extend(nce);
+        losses.seen += batch.len();
+        if preempt::requested().is_some() {
+            return Ok((
+                model,
+                EpochEnd::Stopped {
+                    next_batch: index + 1,
+                    losses,
+                },
+            ));
+        }
     }
-    let per_batch = |terms: Vec<Tensor<1>>, name: &str| -> Result<Vec<f32>> {
-        if terms.is_empty() {
-            return Ok(Vec::new());
-        }
-        let values = Tensor::cat(terms, 0)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading the {name} loss: {e:?}"))?;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!(
-                "the {name} loss is {} at batch {} of {}: the run stops as failed",
-                values[i],
-                i + 1,
-                values.len()
-            );
-        }
-        Ok(values)
-    };
-    let l1_total: f64 = per_batch(l1_terms, "L1")?.iter().map(|&v| v as f64).sum();
-    let nce = per_batch(nce_terms, "InfoNCE")?;
+    let seen = losses.seen;
+    let (l1, nce) = losses.read()?;
+    let l1_total: f64 = l1.iter().map(|&v| v as f64).sum();
     let mean_nce =
         (!nce.is_empty()).then(|| nce.iter().map(|&v| v as f64).sum::<f64>() / nce.len() as f64);
-    Ok((model, l1_total / seen.max(1) as f64, mean_nce))
+    Ok((
+        model,
+        EpochEnd::Done(l1_total / seen.max(1) as f64, mean_nce),
+    ))
 }
 
 /// The optimisation step on prepared inputs (shared by [`train_step`] and the benchmark's
@@ -334,6 +410,9 @@ pub fn train(
 }
 
 /// [`train`] on a prepared city; also returns the best-validation model (eval mode).
+///
+/// With `hooks.resume`, writes the resumable checkpoint as `train.checkpoint_every` says and when a
+/// signal stops the run (then returns [`Preempted`]), and continues from `hooks.resume.from`.
 pub fn fit(
     data: &Prepared,
     split: &Split,
@@ -350,21 +429,122 @@ pub fn fit(
     let started = Instant::now();
 
     let mut best: Option<(usize, Metrics, OpenCarbon)> = None;
-    let (mut no_improvement, mut since_best) = (0usize, 0usize);
-    let mut train_loss = Vec::new();
-    let mut epochs_run = 0;
+    let mut state = Progress {
+        owner: hooks
+            .resume
+            .as_ref()
+            .map_or(String::new(), |r| r.owner.clone()),
+        epoch: 1,
+        next_batch: 0,
+        order: vec![],
+        rng_word_pos: String::new(),
+        l1_terms: vec![],
+        nce_terms: vec![],
+        seen: 0,
+        best: None,
+        no_improvement: 0,
+        since_best: 0,
+        train_loss: vec![],
+        epochs_run: 0,
+        train_seconds: 0.0,
+        logged: vec![],
+        finished: false,
+        stopped_early: false,
+    };
     let mut stopped_early = false;
     let mut order = split.train.clone();
     let replay = match &config.batch_order {
         Some(path) => Some(Replay::read(path, city, &split.train, config.epochs)?),
         None => None,
     };
-    let sink = hooks.sink;
+    let (resume, sink) = (hooks.resume, hooks.sink);
+    let mut sink = Recorded {
+        sink,
+        logged: vec![],
+    };
+    let mut losses = EpochLosses::default();
+    if let Some(from) = resume.as_ref().and_then(|r| r.from.as_ref()) {
+        model = model
+            .try_load_record(record_from(&from.model)?)
+            .map_err(|e| {
+                anyhow::anyhow!("the resumable checkpoint's weights do not fit this network: {e}")
+            })?;
+        optimizer.load_state(&from.optimizer, &model)?;
+        rng.set_word_pos(from.rng_word_pos()?);
+        if let (Some((epoch, metrics)), Some(bytes)) = (&from.progress.best, &from.best_model) {
+            let best_model = data
+                .model
+                .init(&city.shapes(), &device)?
+                .try_load_record(record_from(bytes)?)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "the resumable checkpoint's best weights do not fit this network: {e}"
+                    )
+                })?;
+            // The best file on disk may be a killed attempt's, ahead of this checkpoint.
+            if let Some(path) = &hooks.checkpoint {
+                save_checkpoint(&best_model, path)?;
+            }
+            best = Some((*epoch, *metrics, best_model));
+        }
+        state = from.progress.clone();
+        stopped_early = state.stopped_early;
+        // Each epoch shuffles the previous epoch's order, so the order is state even between
+        // epochs.
+        if !state.order.is_empty() {
+            order.clone_from(&state.order);
+        }
+        if state.next_batch > 0 {
+            losses = EpochLosses::resumed(&state);
+        }
+        for (epoch, split, metric, value) in std::mem::take(&mut state.logged) {
+            sink.log(epoch, &split, &metric, value)?;
+        }
+        if let Some(bar) = &hooks.progress {
+            bar.set_position(state.epochs_run as u64);
+        }
+    }
+    let timing = std::cell::Cell::new((0usize, 0.0f64));
+    let save = |model: &OpenCarbon,
+                optimizer: &Adam,
+                rng: &ChaCha8Rng,
+                order: &Vec<usize>,
+                state: &Progress,
+                best: &Option<(usize, Metrics, OpenCarbon)>,
+                logged: &[(usize, String, String, f64)]|
+     -> Result<()> {
+        let Some(resume) = &resume else {
+            return Ok(());
+        };
+        let began = Instant::now();
+        let mut progress = state.clone();
+        progress.order.clone_from(order);
+        progress.rng_word_pos = rng.get_word_pos().to_string();
+        progress.best = best.as_ref().map(|(e, m, _)| (*e, *m));
+        progress.train_seconds = state.train_seconds + started.elapsed().as_secs_f64();
+        progress.logged = logged.to_vec();
+        Checkpoint {
+            progress,
+            // The eval copy: it folds pending running-statistics updates in first.
+            model: record_bytes(&model.valid())?,
+            best_model: best.as_ref().map(|(_, _, m)| record_bytes(m)).transpose()?,
+            optimizer: optimizer.state_bytes()?,
+        }
+        .write(&resume.path)?;
+        let (n, seconds) = timing.get();
+        timing.set((n + 1, seconds + began.elapsed().as_secs_f64()));
+        Ok(())
+    };
+    let mut last_checkpoint = Instant::now();
 
-    for epoch in 1..=config.epochs {
-        match &replay {
-            Some(replay) => order.copy_from_slice(replay.epoch(epoch)),
-            None => order.shuffle(&mut rng),
+    let last_epoch = if state.finished { 0 } else { config.epochs };
+    for epoch in state.epoch..=last_epoch {
+        let first = state.next_batch;
+        if first == 0 {
+            match &replay {
+                Some(replay) => order.copy_from_slice(replay.epoch(epoch)),
+                None => order.shuffle(&mut rng),
+            }
         }
         // The epoch as the schedule counts it (the script counts from 0).
         let counted = match config.schedule {
@@ -372,19 +552,51 @@ pub fn fit(
             Schedule::Script => epoch - 1,
         };
         let contrastive = config.alpha > 0.0 && counted > config.contrastive_epoch;
-        let (next, mean_l1, mean_nce) = train_epoch(
+        let (next, end) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
+            first,
+            std::mem::take(&mut losses),
             &config.for_epoch(epoch),
             contrastive,
             &autodiff,
         )
         .with_context(|| format!("training stopped at epoch {epoch}"))?;
         model = next;
-        epochs_run = epoch;
-        train_loss.push(mean_l1);
+        let (mean_l1, mean_nce) = match end {
+            EpochEnd::Done(l1, nce) => (l1, nce),
+            EpochEnd::Stopped {
+                next_batch,
+                mut losses,
+            } => {
+                let (l1_terms, nce_terms) = losses.read()?;
+                let stopped = Progress {
+                    epoch,
+                    next_batch,
+                    l1_terms,
+                    nce_terms,
+                    seen: losses.seen,
+                    ..state.clone()
+                };
+                return Err(stop(
+                    save(
+                        &model,
+                        &optimizer,
+                        &rng,
+                        &order,
+                        &stopped,
+                        &best,
+                        &sink.logged,
+                    ),
+                    epoch,
+                    next_batch,
+                ));
+            }
+        };
+        state.epochs_run = epoch;
+        state.train_loss.push(mean_l1);
         sink.log(epoch, "train", "l1", mean_l1)?;
         if let Some(nce) = mean_nce {
             sink.log(epoch, "train", "infonce", nce)?;
@@ -409,10 +621,10 @@ pub fn fit(
                     save_checkpoint(&eval_model, path)?;
                 }
                 best = Some((epoch, valid, eval_model));
-                since_best = 0;
+                state.since_best = 0;
             } else {
-                no_improvement += 1;
-                since_best += 1;
+                state.no_improvement += 1;
+                state.since_best += 1;
             }
             if let Some(bar) = &hooks.progress {
                 let best_r2 = best.as_ref().map_or(f64::NAN, |(_, m, _)| m.r2);
@@ -425,13 +637,14 @@ pub fn fit(
             let stop = counted > es.min_epoch
                 && match es.rule {
                     // The script checks only where a validation did not improve.
-                    StoppingRule::Script => !improved && no_improvement > es.patience,
-                    StoppingRule::Patience => since_best >= es.patience,
+                    StoppingRule::Script => !improved && state.no_improvement > es.patience,
+                    StoppingRule::Patience => state.since_best >= es.patience,
                     StoppingRule::Off => false,
                 };
             sink.flush()?;
             if stop {
                 stopped_early = true;
+                state.epoch = epoch + 1;
                 break;
             }
         } else if let Some(bar) = &hooks.progress {
@@ -440,8 +653,47 @@ pub fn fit(
         if let Some(bar) = &hooks.progress {
             bar.set_position(epoch as u64);
         }
+        state.epoch = epoch + 1;
+        state.next_batch = 0;
+        let signalled = preempt::requested().is_some();
+        let due = config
+            .checkpoint_every
+            .due(epoch, last_checkpoint.elapsed().as_secs_f64() / 60.0);
+        if (signalled || due) && epoch < config.epochs {
+            sink.flush()?;
+            let saved = save(
+                &model,
+                &optimizer,
+                &rng,
+                &order,
+                &state,
+                &best,
+                &sink.logged,
+            );
+            if signalled {
+                return Err(stop(saved, epoch + 1, 0));
+            }
+            saved?;
+            last_checkpoint = Instant::now();
+        }
     }
-    let train_seconds = started.elapsed().as_secs_f64();
+    if !state.finished {
+        // Training is over: a kill from here on (the test, transfer fine-tuning, the records)
+        // resumes without training again.
+        state.finished = true;
+        state.stopped_early = stopped_early;
+        sink.flush()?;
+        save(
+            &model,
+            &optimizer,
+            &rng,
+            &order,
+            &state,
+            &best,
+            &sink.logged,
+        )?;
+    }
+    let train_seconds = state.train_seconds + started.elapsed().as_secs_f64();
 
     let (best_epoch, best_valid, best_model) = best.context("no validation was run")?;
     let (test, predicted) = evaluate(&best_model, data, &split.test, config.eval_batch_size);
@@ -460,12 +712,60 @@ pub fn fit(
         best_valid,
         test,
         test_predictions,
-        epochs_run,
+        epochs_run: state.epochs_run,
         stopped_early,
         train_seconds,
-        train_loss,
+        train_loss: state.train_loss,
+        checkpoints: timing.get().0,
+        checkpoint_seconds: timing.get().1,
     };
     Ok((report, best_model))
+}
+
+/// The error of a run a signal stopped: [`Preempted`] once its checkpoint is written, else why
+/// the checkpoint could not be.
+fn stop(saved: Result<()>, epoch: usize, batch: usize) -> anyhow::Error {
+    match saved {
+        Ok(()) => Preempted::now(&format!(
+            "at epoch {epoch}, batch {batch}: checkpoint written, the run resumes from it"
+        ))
+        .into(),
+        Err(e) => {
+            e.context("a signal stopped the run, but its resumable checkpoint could not be written")
+        }
+    }
+}
+
+/// A module's burn record (parameter ids kept) as bytes.
+fn record_bytes(model: &OpenCarbon) -> Result<Vec<u8>> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("saving the weights: {e}"))?;
+    Ok(bytes.to_vec())
+}
+
+fn record_from(bytes: &[u8]) -> Result<burn::store::ModuleRecord> {
+    burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
+        .map_err(|e| anyhow::anyhow!("reading the resumable checkpoint's weights: {e}"))
+}
+
+/// A sink that keeps what passes through it, so that a checkpoint can replay it.
+struct Recorded<'a> {
+    sink: &'a mut dyn MetricSink,
+    logged: Vec<(usize, String, String, f64)>,
+}
+
+impl MetricSink for Recorded<'_> {
+    fn log(&mut self, epoch: usize, split: &str, metric: &str, value: f64) -> Result<()> {
+        self.logged
+            .push((epoch, split.to_string(), metric.to_string(), value));
+        self.sink.log(epoch, split, metric, value)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.sink.flush()
+    }
 }
 
 /// How [`fine_tune`] trains: the schedule (epochs, lr, batch size, loss), whether BatchNorm keeps
@@ -506,17 +806,28 @@ pub fn fine_tune(
     let contrastive = config.alpha > 0.0;
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
-        let (next, mean_l1, _) = train_epoch(
+        let (next, end) = train_epoch(
             model,
             &mut optimizer,
             data,
             &order,
+            0,
+            EpochLosses::default(),
             &config.for_epoch(epoch),
             contrastive,
             &autodiff,
         )
         .with_context(|| format!("fine-tuning stopped at epoch {epoch} ({tag})"))?;
         model = next;
+        // Fine-tuning is short and starts again whole: the run resumes after its training.
+        let mean_l1 = match end {
+            EpochEnd::Done(l1, _) => l1,
+            EpochEnd::Stopped { next_batch, .. } => {
+                return Err(stop(Ok(()), epoch, next_batch).context(format!(
+                    "fine-tuning {tag} starts again when the run resumes"
+                )))
+            }
+        };
         sink.log(epoch, tag, "l1", mean_l1)?;
     }
     sink.flush()?;

@@ -30,6 +30,42 @@ struct Moments {
 pub(super) struct FusedAdam {
     hyper: Hyper,
     moments: HashMap<ParamId, Moments>,
+    /// Moments read from a resumable checkpoint, moved onto a parameter's device at its next
+    /// gradient.
+    restored: HashMap<ParamId, Saved>,
+}
+
+/// One parameter's moments as plain numbers.
+struct Saved {
+    shape: Vec<i64>,
+    step: f32,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+impl Saved {
+    fn on(self, device: tch::Device) -> Moments {
+        let tensor = |values: &[f32]| {
+            tch::Tensor::from_slice(values)
+                .reshape(self.shape.as_slice())
+                .to_device(device)
+        };
+        Moments {
+            exp_avg: tensor(&self.exp_avg),
+            exp_avg_sq: tensor(&self.exp_avg_sq),
+            step: tch::Tensor::from_slice(&[self.step])
+                .reshape([0i64; 0])
+                .to_device(device),
+        }
+    }
+}
+
+fn floats(tensor: &tch::Tensor) -> anyhow::Result<Vec<f32>> {
+    let flat = tensor
+        .to_device(tch::Device::Cpu)
+        .to_kind(tch::Kind::Float)
+        .reshape([-1]);
+    Vec::<f32>::try_from(&flat).map_err(|e| anyhow::anyhow!("reading Adam's moments: {e}"))
 }
 
 impl FusedAdam {
@@ -37,13 +73,99 @@ impl FusedAdam {
         Self {
             hyper,
             moments: HashMap::new(),
+            restored: HashMap::new(),
         }
+    }
+
+    /// Every parameter's moments and step, little-endian, in parameter-id order:
+    /// id, rank, dims, step, exp_avg, exp_avg_sq.
+    pub fn state_bytes(&self) -> anyhow::Result<Vec<u8>> {
+        let mut ids: Vec<&ParamId> = self.moments.keys().chain(self.restored.keys()).collect();
+        ids.sort();
+        let mut out = (ids.len() as u64).to_le_bytes().to_vec();
+        for id in ids {
+            let saved = match (self.moments.get(id), self.restored.get(id)) {
+                (Some(m), _) => Saved {
+                    shape: m.exp_avg.size(),
+                    step: floats(&m.step)?[0],
+                    exp_avg: floats(&m.exp_avg)?,
+                    exp_avg_sq: floats(&m.exp_avg_sq)?,
+                },
+                (None, Some(r)) => Saved {
+                    shape: r.shape.clone(),
+                    step: r.step,
+                    exp_avg: r.exp_avg.clone(),
+                    exp_avg_sq: r.exp_avg_sq.clone(),
+                },
+                (None, None) => unreachable!("listed from the two maps"),
+            };
+            out.extend(id.val().to_le_bytes());
+            out.extend((saved.shape.len() as u64).to_le_bytes());
+            for d in &saved.shape {
+                out.extend((*d as u64).to_le_bytes());
+            }
+            out.extend(saved.step.to_le_bytes());
+            for v in saved.exp_avg.iter().chain(&saved.exp_avg_sq) {
+                out.extend(v.to_le_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Restores [`Self::state_bytes`].
+    pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        let mut rest = bytes;
+        let mut take = |n: usize| -> anyhow::Result<&[u8]> {
+            anyhow::ensure!(rest.len() >= n, "the fused Adam state is cut short");
+            let (head, tail) = rest.split_at(n);
+            rest = tail;
+            Ok(head)
+        };
+        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let count = u64_at(take(8)?);
+        let mut restored = HashMap::new();
+        for _ in 0..count {
+            let id = ParamId::from(u64_at(take(8)?));
+            let rank = u64_at(take(8)?) as usize;
+            anyhow::ensure!(
+                rank <= 8,
+                "the fused Adam state names a rank-{rank} parameter"
+            );
+            let mut shape = Vec::with_capacity(rank);
+            for _ in 0..rank {
+                shape.push(u64_at(take(8)?) as i64);
+            }
+            let numel: usize = shape.iter().map(|&d| d as usize).product();
+            let step = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+            let mut values = |n: usize| -> anyhow::Result<Vec<f32>> {
+                Ok(take(4 * n)?
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .collect())
+            };
+            let exp_avg = values(numel)?;
+            let exp_avg_sq = values(numel)?;
+            restored.insert(
+                id,
+                Saved {
+                    shape,
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                },
+            );
+        }
+        anyhow::ensure!(rest.is_empty(), "the fused Adam state has trailing bytes");
+        self.moments.clear();
+        self.restored = restored;
+        Ok(())
     }
 
     pub fn step<M: Module>(&mut self, lr: f64, model: M, grads: GradientsParams) -> M {
         let mut gather = Gather {
             grads,
             moments: &mut self.moments,
+            restored: &mut self.restored,
             params: Vec::new(),
             grads_out: Vec::new(),
             exp_avgs: Vec::new(),
@@ -83,6 +205,7 @@ impl FusedAdam {
 struct Gather<'a> {
     grads: GradientsParams,
     moments: &'a mut HashMap<ParamId, Moments>,
+    restored: &'a mut HashMap<ParamId, Saved>,
     params: Vec<tch::Tensor>,
     grads_out: Vec<tch::Tensor>,
     exp_avgs: Vec<tch::Tensor>,
@@ -108,10 +231,14 @@ impl ModuleMapper for Gather<'_> {
             copy.copy_(&value.tensor);
             TchTensor::new(copy)
         };
-        let moments = self.moments.entry(id).or_insert_with(|| Moments {
-            exp_avg: value.tensor.zeros_like(),
-            exp_avg_sq: value.tensor.zeros_like(),
-            step: tch::Tensor::zeros([], (tch::Kind::Float, value.tensor.device())),
+        let restored = self.restored.remove(&id);
+        let moments = self.moments.entry(id).or_insert_with(|| match restored {
+            Some(saved) => saved.on(value.tensor.device()),
+            None => Moments {
+                exp_avg: value.tensor.zeros_like(),
+                exp_avg_sq: value.tensor.zeros_like(),
+                step: tch::Tensor::zeros([], (tch::Kind::Float, value.tensor.device())),
+            },
         });
         self.params.push(value.tensor.shallow_clone());
         self.grads_out.push(libtorch(grad).tensor.contiguous());

@@ -14,9 +14,16 @@ mod libtorch;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Bytes, Tensor};
+
+use anyhow::{bail, Context, Result};
 
 use super::config::TrainConfig;
+
+/// The first byte of [`Adam::state_bytes`]: which update the state belongs to.
+const STATE_PENDING: u8 = 0;
+const STATE_BURN: u8 = 1;
+const STATE_FUSED: u8 = 2;
 
 /// Adam's hyper-parameters (torch's names and meaning; β's are burn's and torch's defaults).
 #[derive(Clone, Copy, Debug)]
@@ -86,6 +93,57 @@ impl Adam {
             #[cfg(feature = "tch")]
             Fused::Libtorch(adam) => adam.step(lr, model, grads),
             _ => self.burn.step(lr, model, grads),
+        }
+    }
+
+    /// The state for a resumable checkpoint: which update ran, its moments and step counts,
+    /// exactly (`train::resume`).
+    pub fn state_bytes(&self) -> Result<Vec<u8>> {
+        match &self.fused {
+            Fused::Pending(_) => Ok(vec![STATE_PENDING]),
+            Fused::Off => {
+                let bytes = self
+                    .burn
+                    .into_bytes()
+                    .map_err(|e| anyhow::anyhow!("saving burn's Adam state: {e}"))?;
+                Ok([&[STATE_BURN][..], &bytes[..]].concat())
+            }
+            #[cfg(feature = "tch")]
+            Fused::Libtorch(adam) => Ok([vec![STATE_FUSED], adam.state_bytes()?].concat()),
+        }
+    }
+
+    /// Restores [`Self::state_bytes`] for `model`. The update is chosen now, from where the
+    /// model's parameters live; a state written by the other update (another backend, or
+    /// `OPENCARBON_ADAM`) is an error, since resuming from it would not continue the same run.
+    pub fn load_state<M: Module>(&mut self, bytes: &[u8], model: &M) -> Result<()> {
+        let (&tag, payload) = bytes
+            .split_first()
+            .context("the optimiser state is empty")?;
+        if let Fused::Pending(hyper) = self.fused {
+            self.fused = choose(hyper, model);
+        }
+        match (tag, &mut self.fused) {
+            (STATE_PENDING, _) => Ok(()),
+            (STATE_BURN, Fused::Off) => {
+                let burn = std::mem::replace(&mut self.burn, AdamConfig::new().init());
+                self.burn = burn
+                    .from_bytes(Bytes::from_bytes_vec(payload.to_vec()))
+                    .map_err(|e| anyhow::anyhow!("reading burn's Adam state: {e}"))?;
+                Ok(())
+            }
+            #[cfg(feature = "tch")]
+            (STATE_FUSED, Fused::Libtorch(adam)) => adam.load_state(payload),
+            _ => bail!(
+                "the checkpoint holds the state of the {} Adam update, but this process runs the {} one \
+                 (another backend, or OPENCARBON_ADAM differs)",
+                match tag {
+                    STATE_BURN => "burn",
+                    STATE_FUSED => "fused",
+                    _ => "unknown",
+                },
+                self.kind()
+            ),
         }
     }
 
