@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, and .ci/run calls exactly this). In order:
 # 1. every test on the default (install-free) flex backend, TensorBoard's own reader included
-#    (TensorBoard's Python package and rasterio go into ~/.cache/opencarbon/venv-tools), and the
+#    (TensorBoard's Python package, rasterio and MAPIE go into ~/.cache/opencarbon/venv-tools), and the
 #    report page rendered in headless Chromium (Debian's `chromium`, installed when missing);
 # 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
 #    city) from scratch, printing its summary table and writing its report;
@@ -28,10 +28,10 @@ if [[ -z "${CARGO_TARGET_DIR:-}" ]]; then
     export CARGO_TARGET_DIR="$PWD/target"
 fi
 TOOLS="${OPENCARBON_TOOLS_VENV:-$HOME/.cache/opencarbon/venv-tools}"
-if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL, rasterio' 2>/dev/null; then
-    echo "installing tensorboard and rasterio (GDAL) into $TOOLS" >&2
+if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL, rasterio, mapie' 2>/dev/null; then
+    echo "installing tensorboard, rasterio (GDAL) and mapie into $TOOLS" >&2
     python3 -m venv "$TOOLS"
-    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard numpy pillow rasterio
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard numpy pillow rasterio mapie
 fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 # The report test opens index.html in a real headless Chromium (Debian's package).

@@ -113,7 +113,7 @@ fn missing_unless(required: bool, why: &str, how: &str) {
 
 /// How to get the Python the read-back checks use.
 const PYTHON_HOW: &str = "scripts/test.sh installs it into ~/.cache/opencarbon/venv-tools and \
-     sets OPENCARBON_PYTHON; by hand: python3 -m venv V && V/bin/pip install tensorboard numpy \
+     sets OPENCARBON_PYTHON; by hand: python3 -m venv V && V/bin/pip install tensorboard numpy mapie \
      pillow rasterio, then OPENCARBON_PYTHON=V/bin/python";
 
 /// `OPENCARBON_PYTHON` when it names a Python that imports every one of `modules` (e.g.

@@ -7,6 +7,7 @@
 mod common;
 
 mod blocks;
+mod conformal;
 mod conclusions;
 mod data;
 mod docs;

@@ -11,6 +11,7 @@ use polars::prelude::*;
 
 pub mod cli;
 pub mod comparison;
+pub mod coverage;
 pub mod expect;
 mod guard;
 pub mod provenance;
@@ -394,6 +395,13 @@ pub fn write_summary_with(
             &rows,
             variant_order,
         )?);
+    }
+    if coverage::write_tables(experiment_dir, &rows, &order)?.is_some() {
+        writeln!(
+            md,
+            "\nPrediction intervals ({:.0} % split conformal, calibrated across the folds): coverage and width per variant in [coverage.md](coverage.md).",
+            coverage::LEVEL * 100.0
+        )?;
     }
     md.push_str(&provenance::footer(&rows));
     let stale: Vec<&RunRow> = rows.iter().filter(|r| r.status == STALE).collect();

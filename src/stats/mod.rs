@@ -3,6 +3,7 @@
 //! inputs in `tests/stats.rs`.
 
 pub mod aoa;
+pub mod conformal;
 pub mod paired;
 pub mod ranks;
 pub mod special;
