@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# A real single-node Slurm cluster (munged, slurmctld, slurmd) on loopback inside one directory:
-# no systemd, no cgroups, no slurmdbd (facts: ../shared/SLURM.md).
+# A real Slurm cluster (munged, slurmctld, and one slurmd per node) on loopback inside one
+# directory: no systemd, no cgroups, no slurmdbd (facts: ../shared/SLURM.md).
 #   scripts/slurm-cluster.sh start DIR   # prints `export SLURM_CONF=DIR/slurm.conf`
 #   scripts/slurm-cluster.sh stop DIR    # cancels its jobs, stops only the daemons it started
+# Two nodes by default, node1 and node2, each a slurmd of its own on this host (Debian's Slurm is
+# built with multiple-slurmd: `slurmd -N nodeN`, a Port= per node) sharing the CPUs and memory;
+# OPENCARBON_SLURM_NODES=1 starts one. A node must not be named `localhost`: with one node of that
+# name, Slurm's node lookup answers it for any name, so a second node is refused as a duplicate.
 # Installs Debian's slurmctld slurmd slurm-client munge when missing (needs root or sudo).
 set -euo pipefail
 cmd="${1:?start|stop}"
@@ -31,7 +35,9 @@ if [[ "$cmd" == stop ]]; then
             sleep 0.2
         done
     fi
-    stop_one slurmd
+    for pidfile in "$DIR"/slurmd-*.pid; do
+        [[ -f "$pidfile" ]] && stop_one "$(basename "$pidfile" .pid)"
+    done
     stop_one slurmctld
     stop_one munged
     exit 0
@@ -45,7 +51,10 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null || ! comm
     $SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null ||
         { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null; }
 fi
-mkdir -p "$DIR/munge" "$DIR/state" "$DIR/spool"
+NODES="${OPENCARBON_SLURM_NODES:-2}"
+[[ "$NODES" =~ ^[1-9][0-9]*$ ]] || { echo "OPENCARBON_SLURM_NODES must be a positive number" >&2; exit 2; }
+mkdir -p "$DIR/munge" "$DIR/state"
+for n in $(seq "$NODES"); do mkdir -p "$DIR/spool/node$n"; done
 # munged refuses a socket directory that is not world-executable, up to the root.
 chmod 755 "$DIR" "$DIR/munge"
 d="$DIR"
@@ -63,8 +72,11 @@ echo $! > "$DIR/munged.pid"
 for _ in $(seq 50); do [[ -S "$DIR/munge/munge.sock" ]] && break; sleep 0.1; done
 [[ -S "$DIR/munge/munge.sock" ]] || { echo "munged did not start; see $DIR/munge/munged.log" >&2; exit 1; }
 
-CPUS="$(nproc)"
-MEM=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) * 3 / 4 ))
+# The host's CPUs and three quarters of its memory, shared out between the nodes.
+CPUS=$(( $(nproc) / NODES ))
+(( CPUS >= 1 )) || CPUS=1
+MEM=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) * 3 / 4 / NODES ))
+SLURMD_PORT=${OPENCARBON_SLURMD_PORT:-6818}
 COMM=""
 if getent ahostsv4 "$(hostname)" | awk '{print $1}' | grep -q '^127\.'; then
     COMM="CommunicationParameters=NoCtldInAddrAny,NoInAddrAny"
@@ -73,18 +85,18 @@ cat > "$DIR/slurm.conf" <<CONF
 ClusterName=opencarbon
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort=${OPENCARBON_SLURMCTLD_PORT:-6817}
-SlurmdPort=${OPENCARBON_SLURMD_PORT:-6818}
+SlurmdPort=$SLURMD_PORT
 AuthType=auth/munge
 CredType=cred/munge
 AuthInfo=socket=$DIR/munge/munge.sock,cred_expire=10
 SlurmUser=$(id -un)
 SlurmdUser=$(id -un)
 StateSaveLocation=$DIR/state
-SlurmdSpoolDir=$DIR/spool
+SlurmdSpoolDir=$DIR/spool/%n
 SlurmctldPidFile=$DIR/slurmctld.pidfile
-SlurmdPidFile=$DIR/slurmd.pidfile
+SlurmdPidFile=$DIR/slurmd-%n.pidfile
 SlurmctldLogFile=$DIR/slurmctld.log
-SlurmdLogFile=$DIR/slurmd.log
+SlurmdLogFile=$DIR/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
@@ -101,9 +113,11 @@ MinJobAge=3600
 RequeueExit=75
 MpiDefault=none
 $COMM
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 CONF
+for n in $(seq "$NODES"); do
+    echo "NodeName=node$n NodeHostname=localhost NodeAddr=127.0.0.1 Port=$(( SLURMD_PORT + n - 1 )) CPUs=$CPUS RealMemory=$MEM State=UNKNOWN"
+done >> "$DIR/slurm.conf"
+echo "PartitionName=debug Nodes=node[1-$NODES] Default=YES MaxTime=INFINITE State=UP" >> "$DIR/slurm.conf"
 export SLURM_CONF="$DIR/slurm.conf"
 slurmctld -D -c -f "$SLURM_CONF" >/dev/null 2>&1 &
 echo $! > "$DIR/slurmctld.pid"
@@ -112,11 +126,16 @@ for _ in $(seq 50); do
     sleep 0.1
 done
 timeout 5 scontrol ping | grep -q "is UP" || { echo "slurmctld did not come up; see $DIR/slurmctld.log" >&2; exit 1; }
-slurmd -D -N localhost -f "$SLURM_CONF" >/dev/null 2>&1 &
-echo $! > "$DIR/slurmd.pid"
-for _ in $(seq 50); do
-    [[ "$(timeout 2 sinfo -h -N -n localhost -o %T 2>/dev/null)" == idle ]] && break
-    sleep 0.1
+for n in $(seq "$NODES"); do
+    slurmd -D -N "node$n" -f "$SLURM_CONF" >/dev/null 2>&1 &
+    echo $! > "$DIR/slurmd-node$n.pid"
 done
-[[ "$(timeout 5 sinfo -h -N -n localhost -o %T)" == idle ]] || { echo "slurmd did not come up; see $DIR/slurmd.log" >&2; exit 1; }
+for n in $(seq "$NODES"); do
+    for _ in $(seq 50); do
+        [[ "$(timeout 2 sinfo -h -N -n "node$n" -o %T 2>/dev/null)" == idle ]] && break
+        sleep 0.1
+    done
+    [[ "$(timeout 5 sinfo -h -N -n "node$n" -o %T)" == idle ]] ||
+        { echo "slurmd node$n did not come up; see $DIR/slurmd-node$n.log" >&2; exit 1; }
+done
 echo "export SLURM_CONF=$SLURM_CONF"

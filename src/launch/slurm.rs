@@ -101,14 +101,21 @@ pub fn finish_script(
     s
 }
 
-/// A script's first lines: the `#SBATCH` options (an array task's with `--requeue` and the
-/// per-task resources), the shell's error options, then the spec's setup lines.
+/// A script's first lines: the `#SBATCH` options (an array task's with `--requeue`, the warning
+/// signal before its time limit and the per-task resources), the shell's error options, then the
+/// spec's setup lines.
 fn script_head(config: &SlurmConfig, job_name: &str, output: &Path, task: bool) -> String {
     let mut s = String::from("#!/bin/bash\n");
     s.push_str(&format!("#SBATCH --job-name={}\n", shell_quote(job_name)));
     s.push_str(&format!("#SBATCH --output={}\n", output.display()));
     if task {
         s.push_str("#SBATCH --requeue\n");
+        // SIGUSR1 to the batch shell (`B:`), which `exec`s opencarbon: the run checkpoints,
+        // requeues its own task and exits 75 before the time limit kills it.
+        let grace = config.signal_grace;
+        if grace > 0 {
+            s.push_str(&format!("#SBATCH --signal=B:USR1@{grace}\n"));
+        }
     }
     push_resources(&mut s, config, task);
     // A task stops at its first error; the finishing job checks each step's status itself.
@@ -244,6 +251,15 @@ pub struct JobState {
     pub reason: String,
     pub start: String,
     pub end: String,
+    /// Times Slurm requeued it (`Restarts`).
+    pub restarts: u32,
+}
+
+impl JobState {
+    /// Requeued and waiting to run again (`REQUEUED`, a held requeue, or pending after a restart).
+    pub fn requeued(&self) -> bool {
+        self.state.starts_with("REQUEUE") || (self.state == "PENDING" && self.restarts > 0)
+    }
 }
 
 /// The states of a job's tasks (one entry for a plain job); empty once Slurm has forgotten it.
@@ -269,6 +285,10 @@ pub fn job_states(job: &str) -> Result<Vec<JobState>> {
                 reason: get("Reason"),
                 start: get("StartTime"),
                 end: get("EndTime"),
+                restarts: fields
+                    .get("Restarts")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
             }
         })
         .collect())
@@ -294,6 +314,69 @@ pub fn wait(job: &str, every: Duration) -> Result<JobState> {
                 return Ok(s.clone())
             }
             _ => std::thread::sleep(every),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invocation() -> Invocation {
+        Invocation {
+            program: "/bin/opencarbon".into(),
+            spec: "/x/spec.yaml".into(),
+            out: "/x/out".into(),
+            overrides: vec![],
+            device: "cpu".into(),
+            precision: "f32".into(),
+        }
+    }
+
+    #[test]
+    fn a_task_asks_for_a_requeue_and_a_warning_signal_before_its_time_limit() {
+        let (m, logs) = (Path::new("/x/m.txt"), Path::new("/x/logs"));
+        let config = SlurmConfig::default();
+        let script = task_script(&invocation(), &config, "e", m, logs);
+        assert!(script.contains("#SBATCH --requeue\n"), "{script}");
+        assert!(script.contains("#SBATCH --signal=B:USR1@120\n"), "{script}");
+        // The batch shell gets the signal: it must be opencarbon itself.
+        assert!(script.contains("\nexec /bin/opencarbon run "), "{script}");
+        let config = SlurmConfig {
+            signal_grace: 300,
+            ..Default::default()
+        };
+        let script = task_script(&invocation(), &config, "e", m, logs);
+        assert!(script.contains("#SBATCH --signal=B:USR1@300\n"), "{script}");
+        let config = SlurmConfig {
+            signal_grace: 0,
+            ..Default::default()
+        };
+        let script = task_script(&invocation(), &config, "e", m, logs);
+        assert!(!script.contains("--signal"), "{script}");
+        // The finishing job is neither requeued nor warned.
+        let finish = finish_script(&invocation(), &SlurmConfig::default(), "e", m, logs);
+        assert!(
+            !finish.contains("--requeue") && !finish.contains("--signal"),
+            "{finish}"
+        );
+    }
+
+    #[test]
+    fn a_requeued_task_is_told_apart() {
+        let pending = |restarts| JobState {
+            state: "PENDING".into(),
+            restarts,
+            ..Default::default()
+        };
+        assert!(!pending(0).requeued());
+        assert!(pending(1).requeued());
+        for state in ["REQUEUED", "REQUEUE_HOLD"] {
+            let s = JobState {
+                state: state.into(),
+                ..Default::default()
+            };
+            assert!(s.requeued(), "{state}");
         }
     }
 }

@@ -26,7 +26,7 @@ pub enum LauncherKind {
 }
 
 /// `launcher.slurm`: what each array task asks Slurm for.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SlurmConfig {
     pub partition: Option<String>,
@@ -46,7 +46,38 @@ pub struct SlurmConfig {
     /// Shell lines run before each task and the finishing job (`module load cuda/12.4`).
     #[serde(default)]
     pub setup: Vec<String>,
+    /// Seconds before a task's time limit at which Slurm sends it SIGUSR1
+    /// (`#SBATCH --signal=B:USR1@<s>`): the run checkpoints, requeues its task and resumes in
+    /// the next attempt. Default [`DEFAULT_SIGNAL_GRACE`]; 0: no warning signal.
+    #[serde(default = "default_signal_grace")]
+    pub signal_grace: u32,
 }
+
+impl Default for SlurmConfig {
+    fn default() -> Self {
+        SlurmConfig {
+            partition: None,
+            time: None,
+            cpus_per_task: None,
+            mem: None,
+            gpus: None,
+            account: None,
+            max_parallel: None,
+            sbatch: Vec::new(),
+            setup: Vec::new(),
+            signal_grace: DEFAULT_SIGNAL_GRACE,
+        }
+    }
+}
+
+fn default_signal_grace() -> u32 {
+    DEFAULT_SIGNAL_GRACE
+}
+
+/// `launcher.slurm.signal_grace` when the spec leaves it out, in seconds.
+pub const DEFAULT_SIGNAL_GRACE: u32 = 120;
+/// The most Slurm accepts for `--signal=…@<s>` (a 16-bit field).
+const MAX_SIGNAL_GRACE: u32 = 65535;
 
 impl SlurmConfig {
     /// Rejects values that would break the generated script.
@@ -86,6 +117,40 @@ impl SlurmConfig {
         if self.max_parallel == Some(0) {
             bail!("launcher.slurm.max_parallel must be at least 1");
         }
+        if self.signal_grace > MAX_SIGNAL_GRACE {
+            bail!(
+                "launcher.slurm.signal_grace: {} s is more than Slurm accepts ({MAX_SIGNAL_GRACE}); \
+                 0 turns the warning signal off",
+                self.signal_grace
+            );
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_grace_defaults_to_120_s_and_is_bounded() {
+        let config: LauncherConfig =
+            serde_norway::from_str("kind: slurm\nslurm: {time: '1:00:00'}\n").unwrap();
+        assert_eq!(config.slurm.signal_grace, DEFAULT_SIGNAL_GRACE);
+        assert_eq!(
+            LauncherConfig::default().slurm.signal_grace,
+            DEFAULT_SIGNAL_GRACE
+        );
+        config.slurm.check().unwrap();
+        let config: LauncherConfig = serde_norway::from_str("slurm: {signal_grace: 0}\n").unwrap();
+        assert_eq!(config.slurm.signal_grace, 0);
+        config.slurm.check().unwrap();
+        let too_long = SlurmConfig {
+            signal_grace: 70_000,
+            ..Default::default()
+        };
+        let error = format!("{:#}", too_long.check().unwrap_err());
+        assert!(error.contains("launcher.slurm.signal_grace"), "{error}");
+        assert!(serde_norway::from_str::<LauncherConfig>("slurm: {signal_grace: -1}\n").is_err());
     }
 }
