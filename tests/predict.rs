@@ -110,7 +110,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     let mut area = predict::load_area(&city_yaml).unwrap();
     let p = predict::predict_area(&one, &mut area, &device, 64, 0, Default::default()).unwrap();
     let own = tmp.path().join("own");
-    predict::write_outputs(&own, &one, &area, &p)
+    predict::write_outputs(&own, &one, &area, &p, 0.9)
         .unwrap()
         .unwrap();
     let mapped: std::collections::HashMap<(String, String), String> =
@@ -203,7 +203,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
     // Each tile's dissimilarity index depends on its own inputs only.
     assert_eq!(p.di, chunked.di);
     let out = tmp.path().join("map");
-    let summary = predict::write_outputs(&out, &both, &area, &p)
+    let summary = predict::write_outputs(&out, &both, &area, &p, 0.9)
         .unwrap()
         .unwrap();
     for file in [
@@ -239,7 +239,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
         let shard = format!("{i}/3").parse().unwrap();
         let p = predict::predict_area(&both, &mut area, &device, 64, 3, shard).unwrap();
         let dir = tmp.path().join(format!("shard-{i}"));
-        assert!(predict::write_outputs(&dir, &both, &area, &p)
+        assert!(predict::write_outputs(&dir, &both, &area, &p, 0.9)
             .unwrap()
             .is_none());
         assert!(!dir.join("emission.tif").exists());
@@ -303,7 +303,7 @@ fn check_with_rasterio(out: &Path) {
         return;
     };
     let script = r#"
-import csv, sys, rasterio
+import csv, math, sys, rasterio
 out = sys.argv[1]
 with rasterio.open(out + "/emission.tif") as src:
     assert src.crs.to_epsg() == 4326, src.crs
@@ -316,7 +316,15 @@ with rasterio.open(out + "/emission.tif") as src:
         row, col = src.index(float(r["lon"]) + 0.002, float(r["lat"]) + 0.002)
         want = float(r["predicted_emission"])
         assert abs(band[row, col] - want) <= 1e-5 * want, (r, band[row, col])
-print("rasterio ok", len(rows))
+        # With conformal bands: bands 2 and 3 hold the interval's bounds (emission units).
+        if r.get("lower_ln"):
+            for b, key in ((2, "lower_ln"), (3, "upper_ln")):
+                want = math.exp(float(r[key]))
+                got = src.read(b)[row, col]
+                assert abs(got - want) <= 1e-5 * want, (b, r, got)
+    bands = 3 if rows and rows[0].get("lower_ln") else 1
+    assert src.count == bands, (src.count, bands)
+print("rasterio ok", len(rows), "tiles,", src.count, "bands")
 "#;
     let output = std::process::Command::new(python)
         .arg("-c")
@@ -529,4 +537,58 @@ fn a_bundle_maps_like_its_run_and_from_keeps_datasets_apart() {
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(map.join("predict.json")).unwrap()).unwrap();
     assert_eq!(summary["runs"].as_array().unwrap().len(), 1);
+}
+
+/// The folds of a cross-validated variant map with CV+ bands: each fold model's prediction at a
+/// tile, calibrated on every fold's held-out residuals. The GeoTIFF carries the bounds as bands 2
+/// and 3 (rasterio), the GeoJSON and table carry them per tile, `interval_width.png` maps their
+/// width, and `predict.json` reports coverage inside and outside the area of applicability.
+#[test]
+fn the_folds_of_a_variant_map_with_cv_plus_bands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let runs: Vec<PathBuf> = (0..4)
+        .map(|fold| {
+            let text = format!(
+                "name: predict-cv\nseed: 3\nvariant: full\ndataset: {DATASET}\n\
+                 split: {{kind: spatial_cv, folds: 4, block: 2, fold: {fold}}}\n\
+                 train: {{epochs: 2, batch_size: 16, contrastive_epoch: 1, validate_every: 1, standardize_target: true}}\n"
+            );
+            train_spec(tmp.path(), &RunSpec::parse(&text, "predict-cv.yaml", &[]).unwrap())
+        })
+        .collect();
+    let held_out: usize = runs
+        .iter()
+        .map(|r| column(&r.join("predictions.csv"), "x").len())
+        .sum();
+    let device = common::device();
+    let models: Vec<_> = runs
+        .iter()
+        .map(|r| predict::open_run(r, &device).unwrap())
+        .collect();
+    // Another city of the same kind: labelled, unseen.
+    let other = tmp.path().join("other.yaml");
+    std::fs::write(&other, DATASET.replace("seed: 2", "seed: 7")).unwrap();
+    let mut area = predict::load_area(&other).unwrap();
+    let p = predict::predict_area(&models, &mut area, &device, 64, 0, Default::default()).unwrap();
+    let out = tmp.path().join("cv-plus");
+    let summary = predict::write_outputs(&out, &models, &area, &p, 0.9)
+        .unwrap()
+        .unwrap();
+    let b = summary.interval.expect("bands");
+    assert_eq!(b.method, predict::intervals::Method::CvPlus);
+    assert_eq!(b.calibration_points, held_out);
+    assert_eq!(b.labelled_in_aoa + b.labelled_outside_aoa, area.city.samples().len());
+    assert!(b.coverage.is_some_and(|c| (0.0..=1.0).contains(&c)), "{b:?}");
+    assert!(b.mean_width > 0.0 && b.mean_width.is_finite(), "{b:?}");
+    let table = out.join("predictions.csv");
+    let (lower, upper) = (column(&table, "lower_ln"), column(&table, "upper_ln"));
+    for (l, u) in lower.iter().zip(&upper) {
+        let (l, u): (f64, f64) = (l.parse().unwrap(), u.parse().unwrap());
+        assert!(l < u, "{l} {u}");
+    }
+    let geojson = std::fs::read_to_string(out.join("emission.geojson")).unwrap();
+    assert!(geojson.contains("\"lower_ln\":") && geojson.contains("\"upper_ln\":"));
+    let width = image::open(out.join("interval_width.png")).unwrap();
+    assert!(width.width() >= 8 && width.height() >= 8);
+    check_with_rasterio(&out);
 }

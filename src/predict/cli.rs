@@ -44,6 +44,10 @@ pub struct PredictArgs {
     /// device memory is bounded by the chunk; 0: the whole area at once
     #[arg(long, default_value_t = 128)]
     chunk: usize,
+    /// Nominal level of the conformal prediction intervals (calibrated on the runs' held-out
+    /// tiles: CV+ for the folds of a cross-validated variant, else split conformal)
+    #[arg(long, default_value_t = 0.9)]
+    level: f64,
 }
 
 #[derive(clap::Subcommand)]
@@ -143,7 +147,7 @@ pub fn main(args: PredictArgs) -> Result<()> {
     let predictions = super::predict_area(
         &runs, &mut area, &device, args.batch, args.chunk, args.shard,
     )?;
-    let Some(summary) = super::write_outputs(out, &runs, &area, &predictions)? else {
+    let Some(summary) = super::write_outputs(out, &runs, &area, &predictions, args.level)? else {
         println!(
             "shard {}/{}: {} of {} tiles predicted into {}; `opencarbon predict merge <shard dirs> --out DIR` joins them",
             args.shard.index,
@@ -192,6 +196,21 @@ fn report(summary: &super::PredictSummary) -> Result<()> {
         println!(
             "mean ± 1.96σ over the runs holds the truth on {:.1} % of labelled tiles",
             100.0 * c
+        );
+    }
+    if let Some(b) = &summary.interval {
+        let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.1} %", 100.0 * v));
+        println!(
+            "{:.0} % conformal intervals ({:?}, {} held-out tiles): mean width {:.3} (ln); on labelled tiles coverage {}, inside the area of applicability {} ({} tiles), outside {} ({} tiles)",
+            100.0 * b.level,
+            b.method,
+            b.calibration_points,
+            b.mean_width,
+            pct(b.coverage),
+            pct(b.coverage_in_aoa),
+            b.labelled_in_aoa,
+            pct(b.coverage_outside_aoa),
+            b.labelled_outside_aoa
         );
     }
     Ok(())

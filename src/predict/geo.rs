@@ -215,32 +215,80 @@ impl Grid {
 /// A single-band float32 GeoTIFF of `values` (row-major, `grid.cols` × `grid.rows`, [`NODATA`]
 /// where there is no tile), in EPSG:4326.
 pub fn geotiff(values: &[f32], grid: &Grid, georef: &Georef) -> Result<Vec<u8>> {
+    geotiff_bands(&[values], grid, georef)
+}
+
+/// Three float32 samples per pixel (bands), "black is zero" with two unspecified extra samples:
+/// GDAL reads each sample as a band.
+struct ThreeBands;
+
+impl colortype::ColorType for ThreeBands {
+    type Inner = f32;
+    const TIFF_VALUE: tiff::tags::PhotometricInterpretation =
+        tiff::tags::PhotometricInterpretation::BlackIsZero;
+    const BITS_PER_SAMPLE: &'static [u16] = &[32, 32, 32];
+    const SAMPLE_FORMAT: &'static [tiff::tags::SampleFormat] = &[
+        tiff::tags::SampleFormat::IEEEFP,
+        tiff::tags::SampleFormat::IEEEFP,
+        tiff::tags::SampleFormat::IEEEFP,
+    ];
+
+    fn horizontal_predict(_: &[f32], _: &mut Vec<f32>) {
+        unreachable!("no predictor is asked for")
+    }
+}
+
+/// The georeferencing tags: placement, GeoKeys (EPSG:4326, pixel is area) and nodata.
+fn geo_tags<W: std::io::Write + std::io::Seek>(
+    dir: &mut tiff::encoder::DirectoryEncoder<'_, W, tiff::encoder::TiffKindStandard>,
+    lon: &[f64; 3],
+    lat: &[f64; 3],
+) -> tiff::TiffResult<()> {
+    if lon[1].abs() < 1e-15 && lat[0].abs() < 1e-15 {
+        // North up: a pixel size and one tie point.
+        dir.write_tag(Tag::ModelPixelScaleTag, &[lon[0], -lat[1], 0.0][..])?;
+        dir.write_tag(
+            Tag::ModelTiepointTag,
+            &[0.0, 0.0, 0.0, lon[2], lat[2], 0.0][..],
+        )?;
+    } else {
+        let m = [
+            lon[0], lon[1], 0.0, lon[2], lat[0], lat[1], 0.0, lat[2], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+            0.0, 1.0,
+        ];
+        dir.write_tag(Tag::ModelTransformationTag, &m[..])?;
+    }
+    // GeoKeys: version 1.1.0, 3 keys: model type geographic, raster pixel-is-area, EPSG:4326.
+    let keys: [u16; 16] = [1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326];
+    dir.write_tag(Tag::GeoKeyDirectoryTag, &keys[..])?;
+    dir.write_tag(Tag::GdalNodata, &*format!("{NODATA}"))
+}
+
+/// A GeoTIFF of one band, or three (the map and its prediction interval's lower and upper
+/// bounds), each row-major over `grid`.
+pub fn geotiff_bands(bands: &[&[f32]], grid: &Grid, georef: &Georef) -> Result<Vec<u8>> {
     let mut bytes = Cursor::new(Vec::new());
     let (lon, lat) = grid.transform(georef);
     let mut write = || -> tiff::TiffResult<()> {
         let mut tiff = TiffEncoder::new(&mut bytes)?;
-        let mut image =
-            tiff.new_image::<colortype::Gray32Float>(grid.cols as u32, grid.rows as u32)?;
-        let dir = image.encoder();
-        if lon[1].abs() < 1e-15 && lat[0].abs() < 1e-15 {
-            // North up: a pixel size and one tie point.
-            dir.write_tag(Tag::ModelPixelScaleTag, &[lon[0], -lat[1], 0.0][..])?;
-            dir.write_tag(
-                Tag::ModelTiepointTag,
-                &[0.0, 0.0, 0.0, lon[2], lat[2], 0.0][..],
-            )?;
-        } else {
-            let m = [
-                lon[0], lon[1], 0.0, lon[2], lat[0], lat[1], 0.0, lat[2], 0.0, 0.0, 0.0, 0.0, 0.0,
-                0.0, 0.0, 1.0,
-            ];
-            dir.write_tag(Tag::ModelTransformationTag, &m[..])?;
+        match bands {
+            [values] => {
+                let mut image =
+                    tiff.new_image::<colortype::Gray32Float>(grid.cols as u32, grid.rows as u32)?;
+                geo_tags(image.encoder(), &lon, &lat)?;
+                image.write_data(values)
+            }
+            [a, b, c] => {
+                let mut image = tiff.new_image::<ThreeBands>(grid.cols as u32, grid.rows as u32)?;
+                geo_tags(image.encoder(), &lon, &lat)?;
+                image
+                    .encoder()
+                    .write_tag(Tag::ExtraSamples, &[0u16, 0][..])?;
+                let chunky: Vec<f32> = (0..a.len()).flat_map(|i| [a[i], b[i], c[i]]).collect();
+                image.write_data(&chunky)
+            }
+            _ => unreachable!("one band or three"),
         }
-        // GeoKeys: version 1.1.0, 3 keys: model type geographic, raster pixel-is-area, EPSG:4326.
-        let keys: [u16; 16] = [1, 1, 0, 3, 1024, 0, 1, 2, 1025, 0, 1, 1, 2048, 0, 1, 4326];
-        dir.write_tag(Tag::GeoKeyDirectoryTag, &keys[..])?;
-        dir.write_tag(Tag::GdalNodata, &*format!("{NODATA}"))?;
-        image.write_data(values)
     };
     write().context("encoding the GeoTIFF")?;
     Ok(bytes.into_inner())

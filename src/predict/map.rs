@@ -16,6 +16,30 @@ pub fn png(values: &[f64], outside: &[bool], grid: &Grid) -> anyhow::Result<Vec<
     let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
         (a.min(v), b.max(v))
     });
+    png_over(values, outside, grid, lo, hi)
+}
+
+/// As [`png`], scaled over the 2nd–98th percentile of `values` (clamped beyond), so that a few
+/// extreme tiles do not flatten the rest: for the interval-width map.
+pub fn png_robust(values: &[f64], outside: &[bool], grid: &Grid) -> anyhow::Result<Vec<u8>> {
+    let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    finite.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        finite
+            .get(((finite.len().max(1) - 1) as f64 * q) as usize)
+            .copied()
+    };
+    let (lo, hi) = (at(0.02).unwrap_or(0.0), at(0.98).unwrap_or(1.0));
+    png_over(values, outside, grid, lo, hi)
+}
+
+fn png_over(
+    values: &[f64],
+    outside: &[bool],
+    grid: &Grid,
+    lo: f64,
+    hi: f64,
+) -> anyhow::Result<Vec<u8>> {
     let span = if hi > lo { hi - lo } else { 1.0 };
     let k = tile_pixels(grid);
     let (w, h) = (grid.cols * k, grid.rows * k);
@@ -23,10 +47,11 @@ pub fn png(values: &[f64], outside: &[bool], grid: &Grid) -> anyhow::Result<Vec<
     for (px, py, pixel) in image.enumerate_pixels_mut() {
         let cell = (py as usize / k) * grid.cols + px as usize / k;
         let v = values[cell];
+        let t = ((v - lo) / span).clamp(0.0, 1.0);
         pixel.0 = if v.is_finite() && outside[cell] {
-            grey(viridis((v - lo) / span))
+            grey(viridis(t))
         } else if v.is_finite() {
-            viridis((v - lo) / span)
+            viridis(t)
         } else {
             NO_TILE
         };

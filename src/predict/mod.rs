@@ -6,6 +6,7 @@ pub mod bundle;
 pub mod chunk;
 pub mod cli;
 pub mod geo;
+pub mod intervals;
 pub mod map;
 pub mod normalization;
 pub mod output;

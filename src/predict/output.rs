@@ -9,6 +9,7 @@ use polars::prelude::{df, ParquetReader, SerReader};
 use serde::{Deserialize, Serialize};
 
 use super::geo::{self, Georef, Grid};
+use super::intervals::{Calibrator, IntervalSummary, Method};
 use super::{map, Area, Predictions, TrainedRun};
 use crate::data::TileKey;
 use crate::metrics::Metrics;
@@ -54,6 +55,9 @@ struct Table {
     /// NaN where the tile has no label.
     target: Vec<f64>,
     di: Vec<f64>,
+    /// The conformal band (ln scale); NaN without one.
+    lower: Vec<f64>,
+    upper: Vec<f64>,
 }
 
 /// What a shard records beside its table, and what `predict.json` repeats.
@@ -65,6 +69,17 @@ struct ShardInfo {
     georef: Georef,
     aoa_threshold: f64,
     shard: Shard,
+    /// How the bands were calibrated (none: no bands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bands: Option<Bands>,
+}
+
+/// The bands' method, level and calibration size, as shards pass them to `merge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Bands {
+    method: Method,
+    level: f64,
+    calibration_points: usize,
 }
 
 /// What `predict.json` records beside the outputs.
@@ -84,6 +99,9 @@ pub struct PredictSummary {
     /// Area of applicability: the DI threshold and the fraction of tiles within it.
     pub aoa_threshold: f64,
     pub aoa_inside: f64,
+    /// The conformal bands, and their coverage on the labelled tiles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<IntervalSummary>,
 }
 
 fn placement(area: &Area) -> Result<Georef> {
@@ -107,7 +125,12 @@ fn placement(area: &Area) -> Result<Georef> {
     }
 }
 
-fn table(area: &Area, predictions: &Predictions, georef: &Georef) -> Table {
+fn table(
+    area: &Area,
+    predictions: &Predictions,
+    georef: &Georef,
+    bands: Option<&Calibrator>,
+) -> Table {
     let city = &area.city;
     let k = predictions.per_run.len() as f64;
     let mut t = Table::default();
@@ -136,6 +159,9 @@ fn table(area: &Area, predictions: &Predictions, georef: &Georef) -> Table {
             f64::NAN
         });
         t.di.push(predictions.di[i]);
+        let (lower, upper) = bands.map_or((f64::NAN, f64::NAN), |b| b.band(&values, mean));
+        t.lower.push(lower);
+        t.upper.push(upper);
     }
     t
 }
@@ -167,7 +193,26 @@ fn write_table(out: &Path, t: &Table, threshold: f64, runs: usize) -> Result<()>
         "in_aoa" => t.di.iter().map(|&d| d <= threshold).collect::<Vec<_>>(),
         "in_band" => band,
     )?;
+    if t.lower.iter().any(|v| v.is_finite()) {
+        let inside = (0..n)
+            .map(|i| t.target[i].is_finite().then(|| in_interval(t, i)))
+            .collect::<Vec<_>>();
+        frame.with_column(polars::prelude::Column::new(
+            "lower_ln".into(),
+            t.lower.clone(),
+        ))?;
+        frame.with_column(polars::prelude::Column::new(
+            "upper_ln".into(),
+            t.upper.clone(),
+        ))?;
+        frame.with_column(polars::prelude::Column::new("in_interval".into(), inside))?;
+    }
     crate::results::write_frame(out, "predictions", &mut frame)
+}
+
+/// Whether tile i's label lies in its conformal band.
+fn in_interval(t: &Table, i: usize) -> bool {
+    t.lower[i] <= t.target[i] && t.target[i] <= t.upper[i]
 }
 
 fn read_table(dir: &Path) -> Result<Table> {
@@ -185,6 +230,14 @@ fn read_table(dir: &Path) -> Result<Table> {
             .collect())
     };
     let floats = |name: &str| crate::results::float_column(&frame, name);
+    // A table without bands (none were calibrated) reads as NaN bands.
+    let band = |name: &str| -> Result<Vec<f64>> {
+        if frame.column(name).is_ok() {
+            floats(name)
+        } else {
+            Ok(vec![f64::NAN; frame.height()])
+        }
+    };
     let (x, y) = (ints("x")?, ints("y")?);
     Ok(Table {
         keys: x
@@ -198,6 +251,8 @@ fn read_table(dir: &Path) -> Result<Table> {
         std: floats("std_ln")?,
         target: floats("target_ln")?,
         di: floats("di")?,
+        lower: band("lower_ln")?,
+        upper: band("upper_ln")?,
     })
 }
 
@@ -222,10 +277,33 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
         ln_map[r * grid.cols + c] = t.mean[i];
         outside[r * grid.cols + c] = !inside[i];
     }
-    atomic::write(
-        &out.join("emission.tif"),
-        &geo::geotiff(&raster, &grid, georef)?,
-    )?;
+    if info.bands.is_some() {
+        // Bands 2 and 3: the interval's bounds, in emission units as band 1.
+        let mut lower = vec![geo::NODATA; grid.cols * grid.rows];
+        let mut upper = vec![geo::NODATA; grid.cols * grid.rows];
+        let mut width = vec![f64::NAN; grid.cols * grid.rows];
+        for (i, key) in t.keys.iter().enumerate() {
+            let (c, r) = grid.pixel(*key);
+            if t.lower[i].is_finite() {
+                lower[r * grid.cols + c] = t.lower[i].exp() as f32;
+                upper[r * grid.cols + c] = t.upper[i].exp() as f32;
+                width[r * grid.cols + c] = t.upper[i] - t.lower[i];
+            }
+        }
+        atomic::write(
+            &out.join("emission.tif"),
+            &geo::geotiff_bands(&[&raster, &lower, &upper], &grid, georef)?,
+        )?;
+        atomic::write(
+            &out.join("interval_width.png"),
+            &map::png_robust(&width, &outside, &grid)?,
+        )?;
+    } else {
+        atomic::write(
+            &out.join("emission.tif"),
+            &geo::geotiff(&raster, &grid, georef)?,
+        )?;
+    }
     atomic::write(&out.join("map.png"), &map::png(&ln_map, &outside, &grid)?)?;
     let feature = |i: usize| {
         let key = t.keys[i];
@@ -237,6 +315,8 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
                 "predicted_ln": t.mean[i], "predicted_emission": t.mean[i].exp(), "std_ln": t.std[i],
                 "target_ln": t.target[i].is_finite().then_some(t.target[i]),
                 "di": t.di[i], "in_aoa": inside[i],
+                "lower_ln": t.lower[i].is_finite().then_some(t.lower[i]),
+                "upper_ln": t.upper[i].is_finite().then_some(t.upper[i]),
             },
         })
     };
@@ -272,9 +352,48 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
         band_coverage,
         aoa_threshold: info.aoa_threshold,
         aoa_inside: inside.iter().filter(|&&v| v).count() as f64 / n.max(1) as f64,
+        interval: info
+            .bands
+            .as_ref()
+            .map(|b| interval_summary(t, b, &inside, &labelled)),
     };
     write_json(&out.join("predict.json"), &summary)?;
     Ok(summary)
+}
+
+/// The bands' width and their coverage on the labelled tiles, inside and outside the area of
+/// applicability.
+fn interval_summary(t: &Table, b: &Bands, inside: &[bool], labelled: &[usize]) -> IntervalSummary {
+    let with: Vec<usize> = (0..t.keys.len())
+        .filter(|&i| t.lower[i].is_finite())
+        .collect();
+    let share = |tiles: &[usize]| {
+        (!tiles.is_empty()).then(|| {
+            tiles.iter().filter(|&&i| in_interval(t, i)).count() as f64 / tiles.len() as f64
+        })
+    };
+    let (in_aoa, out_aoa): (Vec<usize>, Vec<usize>) = labelled
+        .iter()
+        .copied()
+        .filter(|&i| t.lower[i].is_finite())
+        .partition(|&i| inside[i]);
+    let all: Vec<usize> = labelled
+        .iter()
+        .copied()
+        .filter(|&i| t.lower[i].is_finite())
+        .collect();
+    IntervalSummary {
+        method: b.method,
+        level: b.level,
+        calibration_points: b.calibration_points,
+        mean_width: with.iter().map(|&i| t.upper[i] - t.lower[i]).sum::<f64>()
+            / with.len().max(1) as f64,
+        coverage: share(&all),
+        coverage_in_aoa: share(&in_aoa),
+        coverage_outside_aoa: share(&out_aoa),
+        labelled_in_aoa: in_aoa.len(),
+        labelled_outside_aoa: out_aoa.len(),
+    }
 }
 
 /// Writes the outputs of `predictions`: everything for a whole area; for a shard of several, its
@@ -284,10 +403,18 @@ pub fn write_outputs(
     runs: &[TrainedRun],
     area: &Area,
     predictions: &Predictions,
+    level: f64,
 ) -> Result<Option<PredictSummary>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let georef = placement(area)?;
-    let t = table(area, predictions, &georef);
+    let calibrator = match Calibrator::of(runs, level)? {
+        Ok(c) => Some(c),
+        Err(why) => {
+            eprintln!("no prediction intervals: {why}");
+            None
+        }
+    };
+    let t = table(area, predictions, &georef, calibrator.as_ref());
     write_table(out, &t, predictions.threshold, runs.len())?;
     let info = ShardInfo {
         area: area.source.clone(),
@@ -296,6 +423,11 @@ pub fn write_outputs(
         georef,
         aoa_threshold: predictions.threshold,
         shard: predictions.shard,
+        bands: calibrator.map(|c| Bands {
+            method: c.method,
+            level: c.level,
+            calibration_points: c.points,
+        }),
     };
     if predictions.shard.count > 1 {
         write_json(&out.join("shard.json"), &info)?;
@@ -361,6 +493,8 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<PredictSummary> {
         t.std.extend(part.std);
         t.target.extend(part.target);
         t.di.extend(part.di);
+        t.lower.extend(part.lower);
+        t.upper.extend(part.upper);
     }
     if t.keys.len() != first.area_tiles {
         bail!(
@@ -382,6 +516,8 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<PredictSummary> {
         std: pick(&t.std),
         target: pick(&t.target),
         di: pick(&t.di),
+        lower: pick(&t.lower),
+        upper: pick(&t.upper),
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_table(out, &t, first.aoa_threshold, first.runs.len())?;
