@@ -1,13 +1,16 @@
 //! `split.buffer: auto`: the variogram pinned to scikit-gstat on real Beijing labels
-//! (tests/fixtures/variogram_beijing.json, from scripts/variogram_reference.py), the runner's
-//! `split_buffer.json`, the window-radius floor, and numeric buffers resolving as before.
+//! (tests/fixtures/variogram_beijing.json, from scripts/variogram_reference.py), the detrended
+//! variograms (`{auto: {detrend: …}}`) pinned to numpy and scikit-gstat on real Beijing and
+//! Shanghai (tests/fixtures/variogram_detrended.json), the runner's `split_buffer.json`, the
+//! window-radius floor, and numeric buffers resolving as before.
 
 use std::path::Path;
 
 use crate::common;
+use opencarbon::data::split::SplitConfig;
 use opencarbon::data::split::{AutoBuffer, Buffer};
 use opencarbon::data::synthetic::{generate, Preset, SynthConfig};
-use opencarbon::data::variogram::{self, Empirical, Spherical};
+use opencarbon::data::variogram::{self, Detrend, Empirical, Spherical};
 use opencarbon::data::{odiac, City};
 use opencarbon::spec::{Experiment, RunSpec};
 use serde_json::Value;
@@ -16,6 +19,11 @@ const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/variogram_beijing.json"
 );
+const DETRENDED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/variogram_detrended.json"
+);
+const DETRENDS: [Detrend; 3] = [Detrend::None, Detrend::Linear, Detrend::Quadratic];
 /// The real city `name` through the project's loader, or None (printing why) when the real data
 /// (OPENCARBON_DATA, default ../shared/data) are missing; OPENCARBON_REQUIRE_TOOLS=1 makes that
 /// a failure.
@@ -115,7 +123,7 @@ fn beijing_variogram_matches_scikit_gstat() {
     );
 
     // The buffer `auto` gives over every sample: the range rounded up.
-    let auto = AutoBuffer::resolve(&city, &city.samples(), 1).unwrap();
+    let auto = AutoBuffer::resolve(&city, &city.samples(), 1, Detrend::None).unwrap();
     assert_eq!(auto.buffer, ours.range.ceil() as usize);
     assert_eq!(auto.bins, e.bins);
 }
@@ -160,10 +168,10 @@ fn noise_city(width: usize) -> City {
 #[test]
 fn auto_never_falls_below_the_floor() {
     let city = noise_city(20);
-    let auto = AutoBuffer::resolve(&city, &city.samples(), 10).unwrap();
+    let auto = AutoBuffer::resolve(&city, &city.samples(), 10, Detrend::None).unwrap();
     assert!(auto.range_tiles < 10.0, "{auto:?}");
     assert_eq!(auto.buffer, 10, "{auto:?}");
-    let unfloored = AutoBuffer::resolve(&city, &city.samples(), 0).unwrap();
+    let unfloored = AutoBuffer::resolve(&city, &city.samples(), 0, Detrend::None).unwrap();
     assert_eq!(unfloored.buffer, auto.range_tiles.ceil() as usize);
 }
 
@@ -243,7 +251,7 @@ fn buffer_auto_runs_spatial_cv_and_records_its_variogram() {
     let e = Experiment::parse(&auto_spec(MONOCENTRIC, SPATIAL_CV), "auto.yaml", &[]).unwrap();
     assert_eq!(e.runs.len(), 3);
     for run in &e.runs {
-        assert_eq!(run.split.buffer(), Some(Buffer::Auto { floor: 1 }));
+        assert_eq!(run.split.buffer(), Some(Buffer::auto(1)));
         assert_eq!(run.split.guaranteed_buffer(), Some(1));
         assert_eq!(run.leak(), None);
         // The resolved spec carries the floor, and re-run alone it is the same run.
@@ -311,5 +319,349 @@ fn numeric_buffers_resolve_as_before() {
             .unwrap_or_else(|| panic!("run {} is not archived", run.run_id()));
         assert_eq!(record.spec_yaml, run.resolved_yaml());
         assert!(record.spec_yaml.contains("buffer: 1\n"));
+    }
+}
+
+fn detrended_fixture() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(DETRENDED).unwrap()).unwrap()
+}
+
+fn all_close(key: &str, ours: &[f64], theirs: &[f64], rel: f64) {
+    assert_eq!(ours.len(), theirs.len(), "{key}");
+    for (a, b) in ours.iter().zip(theirs) {
+        assert!(close(*a, *b, rel), "{key}: ours {a}, reference {b}");
+    }
+}
+
+/// Our trend surface against numpy's lstsq (`reference`: a trend of the fixture or of
+/// `variogram_reference.py --trend-only`).
+fn check_trend(ours: &variogram::Trend, reference: &Value) {
+    assert_eq!(reference["detrend"], ours.detrend.name());
+    let terms: Vec<&str> = reference["terms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(terms, ours.terms);
+    all_close(
+        "origin",
+        &[ours.origin.0, ours.origin.1],
+        &numbers(reference, "origin"),
+        1e-12,
+    );
+    all_close(
+        "coefficients",
+        &ours.coefficients,
+        &numbers(reference, "coefficients"),
+        1e-8,
+    );
+    let rss: f64 = ours.residuals.iter().map(|r| r * r).sum();
+    let theirs = reference["residual_sum_of_squares"].as_f64().unwrap();
+    assert!(close(rss, theirs, 1e-10), "rss: ours {rss}, numpy {theirs}");
+    let theirs = reference["r2"].as_f64().unwrap();
+    assert!(
+        close(ours.r2, theirs, 1e-8),
+        "R²: ours {}, numpy {theirs}",
+        ours.r2
+    );
+}
+
+/// `buffer: {auto: {detrend: …}}` on the real cities: the trend surface (numpy's lstsq), the
+/// residuals' empirical variogram (bins, pairs, semivariance: scikit-gstat, to 1e-9) and the
+/// fitted range (5 %, as above) for no trend, a linear and a quadratic one, from
+/// tests/fixtures/variogram_detrended.json (`scripts/variogram_reference.py
+/// --detrended-fixture`). The quadratic trend (the city-wide fall of ln emission from the centre)
+/// takes the range from the lag span down to 20 tiles (Beijing) and 28 (Shanghai); a plane, which
+/// cannot bend round a centre, leaves it.
+#[test]
+fn detrended_variograms_match_numpy_and_scikit_gstat() {
+    let fixture = detrended_fixture();
+    for name in ["Beijing", "Shanghai"] {
+        let Some(city) = real_city(name) else {
+            return;
+        };
+        let (coords, values) = samples(&city);
+        let mut ranges = Vec::new();
+        for detrend in DETRENDS {
+            let reference = &fixture["cities"][name][detrend.name()];
+            let what = format!("{name}, detrend {}", detrend.name());
+            assert_eq!(
+                coords.len() as u64,
+                reference["n_samples"].as_u64().unwrap(),
+                "{what}"
+            );
+            let trend = variogram::detrend(&coords, &values, detrend).unwrap();
+            if detrend == Detrend::None {
+                assert_eq!(trend.residuals, values);
+            } else {
+                check_trend(&trend, reference);
+            }
+            let maxlag = variogram::default_maxlag(&coords);
+            assert!(close(maxlag, reference["maxlag"].as_f64().unwrap(), 1e-12));
+            let e = variogram::empirical(&coords, &trend.residuals, variogram::N_LAGS, maxlag);
+            let counts: Vec<u64> = reference["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c.as_u64().unwrap())
+                .collect();
+            assert_eq!(e.counts, counts, "{what}");
+            all_close("bins", &e.bins, &numbers(reference, "bins"), 1e-9);
+            all_close(
+                "semivariance",
+                &e.semivariance,
+                &numbers(reference, "semivariance"),
+                1e-9,
+            );
+
+            let ours = variogram::fit_spherical(&e).unwrap();
+            let theirs = Spherical {
+                range: reference["range"].as_f64().unwrap(),
+                sill: reference["sill"].as_f64().unwrap(),
+                nugget: reference["nugget"].as_f64().unwrap(),
+            };
+            eprintln!("{what}: ours {ours:?}, scikit-gstat {theirs:?}");
+            assert!(
+                close(ours.range, theirs.range, 0.05),
+                "{what}: range: ours {}, scikit-gstat {}",
+                ours.range,
+                theirs.range
+            );
+            assert!(
+                loss(&e, &ours) <= loss(&e, &theirs) * (1.0 + 1e-9),
+                "{what}: loss: ours {}, scikit-gstat {}",
+                loss(&e, &ours),
+                loss(&e, &theirs)
+            );
+
+            // What `auto` records: the trend, the range, the buffer (the range rounded up).
+            let auto = AutoBuffer::resolve(&city, &city.samples(), 1, detrend).unwrap();
+            assert_eq!(auto.detrend, detrend);
+            assert_eq!(auto.trend.is_some(), detrend != Detrend::None);
+            if let Some(t) = &auto.trend {
+                assert_eq!(t.coefficients, trend.coefficients);
+            }
+            assert_eq!(auto.range_tiles, ours.range);
+            assert_eq!(auto.buffer, (ours.range.ceil() as usize).max(1));
+            assert_eq!(auto.semivariance, e.semivariance);
+            ranges.push(ours.range);
+        }
+        // The quadratic trend is what shortens the range.
+        assert!(ranges[2] < 0.7 * ranges[0], "{name}: ranges {ranges:?}");
+    }
+}
+
+/// The trend surfaces computed live by numpy (`variogram_reference.py --trend-only`, which needs
+/// numpy only) on the real cities, against ours and the fixture's: the fixture is current.
+#[test]
+fn trend_surfaces_match_numpy_live() {
+    let Some(labels) = common::shared_data_file("odiac-tiles/labels") else {
+        return;
+    };
+    let Some(python) = common::python(&["numpy"]) else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/variogram_reference.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg("--trend-only")
+        .arg("--labels")
+        .arg(&labels)
+        .args(["Beijing", "Shanghai"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let live: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let fixture = detrended_fixture();
+    for name in ["Beijing", "Shanghai"] {
+        let city = real_city(name).unwrap();
+        let (coords, values) = samples(&city);
+        for detrend in [Detrend::Linear, Detrend::Quadratic] {
+            let ours = variogram::detrend(&coords, &values, detrend).unwrap();
+            check_trend(&ours, &live[name][detrend.name()]);
+            let (a, b) = (
+                &live[name][detrend.name()],
+                &fixture["cities"][name][detrend.name()],
+            );
+            for key in ["origin", "coefficients"] {
+                all_close(key, &numbers(a, key), &numbers(b, key), 1e-12);
+            }
+        }
+    }
+}
+
+/// A plane needs three tiles off one line; tiles on one line cannot fix a trend in the other
+/// coordinate; a trend that fits the values exactly leaves zero residuals.
+#[test]
+fn detrend_refuses_an_undetermined_surface() {
+    let line: Vec<(f64, f64)> = (0..10).map(|i| (i as f64, 3.0)).collect();
+    let z: Vec<f64> = (0..10).map(|i| (i as f64).sin()).collect();
+    assert!(variogram::detrend(&line, &z, Detrend::Linear).is_none());
+    assert!(variogram::detrend(&line[..3], &z[..3], Detrend::None).is_some());
+    let grid: Vec<(f64, f64)> = (0..25).map(|i| ((i % 5) as f64, (i / 5) as f64)).collect();
+    assert!(variogram::detrend(&grid[..3], &z[..3], Detrend::Linear).is_none());
+    let plane: Vec<f64> = grid.iter().map(|&(x, y)| 2.0 + 0.5 * x - 3.0 * y).collect();
+    let t = variogram::detrend(&grid, &plane, Detrend::Linear).unwrap();
+    assert!(t.residuals.iter().all(|r| r.abs() < 1e-12), "{t:?}");
+    assert!((t.r2 - 1.0).abs() < 1e-12);
+    let bowl: Vec<f64> = grid
+        .iter()
+        .map(|&(x, y)| (x - 2.0).powi(2) + x * y - 0.25 * (y - 1.0).powi(2))
+        .collect();
+    let t = variogram::detrend(&grid, &bowl, Detrend::Quadratic).unwrap();
+    assert!(t.residuals.iter().all(|r| r.abs() < 1e-12), "{t:?}");
+    // A plane cannot bend round the bowl's centre.
+    let t = variogram::detrend(&grid, &bowl, Detrend::Linear).unwrap();
+    assert!(t.r2 < 1.0 - 1e-3, "{t:?}");
+}
+
+const DETRENDED_CV: &str =
+    "{kind: spatial_cv, folds: 3, block: 8, buffer: {auto: {detrend: quadratic}}}";
+
+/// `buffer: {auto: {detrend: quadratic}}`: parsed, resolved with the window floor into a spec
+/// that re-runs alone as the same run (and another run than plain `auto`), run, and recorded
+/// with its trend in `split_buffer.json`.
+#[test]
+fn buffer_auto_detrend_resolves_runs_and_records_its_trend() {
+    let e = Experiment::parse(&auto_spec(MONOCENTRIC, DETRENDED_CV), "auto.yaml", &[]).unwrap();
+    let plain = Experiment::parse(&auto_spec(MONOCENTRIC, SPATIAL_CV), "auto.yaml", &[]).unwrap();
+    assert_eq!(e.runs.len(), 3);
+    for (run, plain) in e.runs.iter().zip(&plain.runs) {
+        let quadratic = Buffer::Auto {
+            floor: 1,
+            detrend: Detrend::Quadratic,
+        };
+        assert_eq!(run.split.buffer(), Some(quadratic));
+        assert_eq!(run.split.guaranteed_buffer(), Some(1));
+        assert_eq!(run.leak(), None);
+        let yaml = run.resolved_yaml();
+        assert!(
+            yaml.contains("buffer:\n") && yaml.contains("detrend: quadratic\n"),
+            "{yaml}"
+        );
+        assert!(yaml.contains("floor: 1\n"), "{yaml}");
+        let again = RunSpec::parse(&yaml, "resolved.yaml", &[]).unwrap();
+        assert_eq!(again.split.buffer(), Some(quadratic));
+        assert_eq!(again.run_id(), run.run_id());
+        assert_ne!(run.run_id(), plain.run_id());
+        assert!(!plain.resolved_yaml().contains("detrend"));
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let buffers = run_and_check(&e, tmp.path());
+    for (run, buffer) in e.runs.iter().zip(buffers) {
+        let dir = tmp.path().join("runs").join(run.run_id());
+        let text = std::fs::read_to_string(dir.join("split_buffer.json")).unwrap();
+        let record: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(record["detrend"], "quadratic", "{text}");
+        assert_eq!(record["trend"]["terms"].as_array().unwrap().len(), 6);
+        assert_eq!(record["trend"]["coefficients"].as_array().unwrap().len(), 6);
+        let r2 = record["trend"]["r2"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&r2), "{text}");
+        assert_eq!(record["buffer"].as_i64().unwrap(), buffer);
+    }
+    // Plain `auto` records that it took no trend out.
+    let tmp = tempfile::tempdir().unwrap();
+    run_and_check(&plain, tmp.path());
+    let dir = tmp.path().join("runs").join(plain.runs[0].run_id());
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("split_buffer.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["detrend"], "none");
+    assert!(record.get("trend").is_none());
+}
+
+/// The map spellings of `auto`: `detrend: none` is plain `auto` (same run), a floor may be
+/// given, and a wrong trend or key is an error naming `split.buffer`.
+#[test]
+fn buffer_auto_map_spellings() {
+    let run_id = |split: &str| -> String {
+        let e = Experiment::parse(&auto_spec(MONOCENTRIC, split), "auto.yaml", &[]).unwrap();
+        e.runs[0].run_id()
+    };
+    assert_eq!(
+        run_id(&SPATIAL_CV.replace("auto", "{auto: {detrend: none}}")),
+        run_id(SPATIAL_CV)
+    );
+    assert_eq!(
+        run_id(&SPATIAL_CV.replace("auto", "{auto: {}}")),
+        run_id(SPATIAL_CV)
+    );
+    assert_eq!(
+        run_id(&SPATIAL_CV.replace("auto", "{auto: }")),
+        run_id(SPATIAL_CV)
+    );
+    let e = Experiment::parse(
+        &auto_spec(
+            MONOCENTRIC,
+            &SPATIAL_CV.replace("auto", "{auto: {detrend: linear, floor: 3}}"),
+        ),
+        "auto.yaml",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        e.runs[0].split.buffer(),
+        Some(Buffer::Auto {
+            floor: 3,
+            detrend: Detrend::Linear
+        })
+    );
+    for (bad, says) in [
+        ("{auto: {detrend: cubic}}", "cubic"),
+        ("{auto: {detrnd: linear}}", "detrnd"),
+        ("{autox: {detrend: linear}}", "autox"),
+        ("{auto: {detrend: linear}, floor: 2}", "floor"),
+    ] {
+        let text = auto_spec(MONOCENTRIC, &SPATIAL_CV.replace("auto", bad));
+        let e = format!(
+            "{:#}",
+            Experiment::parse(&text, "bad.yaml", &[]).unwrap_err()
+        );
+        assert!(e.contains("split.buffer"), "{bad}: {e}");
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+}
+
+/// The real cities under the experiments' spatial CV (experiments/real/*.yaml: 5 folds of
+/// 8×8-tile blocks, seed 1) with `buffer: {auto: {detrend: quadratic}}`: each fold's buffer is
+/// 2 to 4 blocks wide (Beijing 19 to 22 tiles, Shanghai 25 to 30), and leaves no training tiles
+/// (9 folds of 10) or 4 (Beijing's fold 4): too wide for these blocks (docs/experiments.md).
+#[test]
+fn detrended_auto_on_the_real_spatial_cv_leaves_no_training() {
+    for name in ["Beijing", "Shanghai"] {
+        let Some(city) = real_city(name) else {
+            return;
+        };
+        for fold in 0..5 {
+            let config: SplitConfig = serde_norway::from_str(&format!(
+                "{{kind: spatial_cv, folds: 5, block: 8, buffer: {{auto: {{detrend: quadratic, floor: 1}}}}, fold: {fold}}}"
+            ))
+            .unwrap();
+            let (train, buffer) = match config.split_recorded(&city, 1) {
+                Ok((split, auto)) => (split.train.len(), auto.unwrap().buffer),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    assert!(e.contains("the train split"), "{e}");
+                    let buffer = e
+                        .split("`buffer: auto` is ")
+                        .nth(1)
+                        .and_then(|t| t.split(' ').next())
+                        .and_then(|n| n.parse::<usize>().ok())
+                        .unwrap_or_else(|| panic!("{e}"));
+                    (0, buffer)
+                }
+            };
+            eprintln!("{name} fold {fold}: buffer {buffer}, train {train}");
+            assert!((16..=32).contains(&buffer), "{name} fold {fold}: {buffer}");
+            assert!(
+                train * 100 < city.samples().len(),
+                "{name} fold {fold}: {train} training tiles"
+            );
+        }
     }
 }

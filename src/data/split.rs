@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::city::{City, TileKey};
+use super::variogram::Detrend;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -86,10 +87,13 @@ pub enum SplitConfig {
 
 /// `split.buffer` of `spatial_cv` and `holdout`: a number of tiles, or `auto`.
 ///
-/// In YAML a number, or the string `auto`; resolved (see [`SplitConfig::default_buffer`]), `auto`
-/// carries the window-radius floor and is written `max(auto, <floor>)`, so that a resolved spec
-/// re-run alone splits as its experiment did. A number serialises as before (`buffer: 1`), so
-/// resolved specs and their run ids are unchanged.
+/// In YAML a number, the string `auto`, or `{auto: {detrend: linear}}` (`none`, `linear` or
+/// `quadratic`: the variogram of the residuals from a trend surface, [`Detrend`]). Resolved (see
+/// [`SplitConfig::default_buffer`]), `auto` carries the window-radius floor and is written
+/// `max(auto, <floor>)`, or `{auto: {detrend: quadratic, floor: <floor>}}` when detrended, so that
+/// a resolved spec re-run alone splits as its experiment did. A number serialises as before
+/// (`buffer: 1`), and so does an `auto` without a trend, so resolved specs and their run ids are
+/// unchanged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Buffer {
     /// This many tiles (Chebyshev) around each test tile.
@@ -97,17 +101,40 @@ pub enum Buffer {
     /// The spatial autocorrelation range of the target, in tiles rounded up, as blockCV's
     /// `cv_spatial_autocor`: a spherical model fitted to the empirical (Matheron) semivariogram
     /// of ln emission over the candidate training tiles (every sample outside the test set),
-    /// distances in tiles between tile keys ([`crate::data::variogram`]). Never below `floor`,
-    /// the widest window radius the experiment reads (a narrower buffer leaks).
-    Auto { floor: usize },
+    /// distances in tiles between tile keys ([`crate::data::variogram`]); with `detrend`, of the
+    /// residuals from an OLS trend surface fitted over the same tiles. Never below `floor`, the
+    /// widest window radius the experiment reads (a narrower buffer leaks).
+    Auto { floor: usize, detrend: Detrend },
+}
+
+/// The map form of `auto`: `{auto: {detrend: quadratic, floor: 1}}`, both keys optional.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AutoOptions {
+    #[serde(default)]
+    detrend: Detrend,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    floor: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Buffer {
+    /// `auto` with its floor (0: none yet) and no trend.
+    pub fn auto(floor: usize) -> Buffer {
+        Buffer::Auto {
+            floor,
+            detrend: Detrend::None,
+        }
+    }
+
     /// `auto`, `max(auto, 2)` or `max(2, auto)`.
     fn parse_auto(text: &str) -> Option<Buffer> {
         let text = text.trim();
         if text == "auto" {
-            return Some(Buffer::Auto { floor: 0 });
+            return Some(Buffer::auto(0));
         }
         let inner = text.strip_prefix("max(")?.strip_suffix(')')?;
         let (a, b) = inner.split_once(',')?;
@@ -115,17 +142,29 @@ impl Buffer {
             ("auto", n) | (n, "auto") => n.parse().ok()?,
             _ => return None,
         };
-        Some(Buffer::Auto { floor })
+        Some(Buffer::auto(floor))
     }
 }
 
 impl Serialize for Buffer {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
         match *self {
             // As `usize` serialises: resolved specs keep their bytes.
             Buffer::Tiles(n) => s.serialize_u64(n as u64),
-            Buffer::Auto { floor: 0 } => s.serialize_str("auto"),
-            Buffer::Auto { floor } => s.serialize_str(&format!("max(auto, {floor})")),
+            Buffer::Auto {
+                floor: 0,
+                detrend: Detrend::None,
+            } => s.serialize_str("auto"),
+            Buffer::Auto {
+                floor,
+                detrend: Detrend::None,
+            } => s.serialize_str(&format!("max(auto, {floor})")),
+            Buffer::Auto { floor, detrend } => {
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("auto", &AutoOptions { detrend, floor })?;
+                map.end()
+            }
         }
     }
 }
@@ -133,10 +172,12 @@ impl Serialize for Buffer {
 impl<'de> Deserialize<'de> for Buffer {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
+        impl<'de> serde::de::Visitor<'de> for Visitor {
             type Value = Buffer;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number of tiles or `auto`")
+                f.write_str(
+                    "a number of tiles or `auto` (or `{auto: {detrend: none | linear | quadratic}}`)",
+                )
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Buffer, E> {
                 match usize::try_from(v) {
@@ -154,6 +195,25 @@ impl<'de> Deserialize<'de> for Buffer {
                 Buffer::parse_auto(v)
                     .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Str(v), &self))
             }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<Buffer, A::Error> {
+                use serde::de::Error;
+                let Some(key) = map.next_key::<String>()? else {
+                    return Err(A::Error::invalid_length(0, &self));
+                };
+                if key != "auto" {
+                    return Err(A::Error::unknown_field(&key, &["auto"]));
+                }
+                let options: Option<AutoOptions> = map.next_value()?;
+                // The map holds the one key `auto`.
+                if let Some(extra) = map.next_key::<String>()? {
+                    return Err(A::Error::unknown_field(&extra, &["auto"]));
+                }
+                let AutoOptions { detrend, floor } = options.unwrap_or_default();
+                Ok(Buffer::Auto { floor, detrend })
+            }
         }
         d.deserialize_any(Visitor)
     }
@@ -165,6 +225,11 @@ pub struct AutoBuffer {
     /// The buffer used, in tiles: the range rounded up, at least `floor`.
     pub buffer: usize,
     pub rule: String,
+    /// The trend taken out of ln emission before the variogram (`none`: the values themselves).
+    pub detrend: Detrend,
+    /// The fitted trend surface (absent without one): its origin, coefficients and R².
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trend: Option<super::variogram::Trend>,
     /// The fitted spherical range, in tiles.
     pub range_tiles: f64,
     /// The fitted partial sill (above the nugget) and nugget, in (ln emission)².
@@ -186,14 +251,29 @@ impl AutoBuffer {
     pub const RULE: &'static str = "auto: spherical variogram range";
 
     /// The autocorrelation range of `city`'s target over `candidates` (tile keys as
-    /// coordinates), at least `floor`.
-    pub fn resolve(city: &City, candidates: &[usize], floor: usize) -> Result<AutoBuffer> {
+    /// coordinates), at least `floor`; with `detrend`, of its residuals from an OLS trend surface
+    /// fitted over the same tiles.
+    pub fn resolve(
+        city: &City,
+        candidates: &[usize],
+        floor: usize,
+        detrend: Detrend,
+    ) -> Result<AutoBuffer> {
         let coords: Vec<(f64, f64)> = candidates
             .iter()
             .map(|&i| (city.keys[i].x as f64, city.keys[i].y as f64))
             .collect();
         let values: Vec<f64> = candidates.iter().map(|&i| city.target(i)).collect();
-        let Some(fit) = super::variogram::fit_default(&coords, &values) else {
+        let Some(trend) = super::variogram::detrend(&coords, &values, detrend) else {
+            bail!(
+                "split.buffer: auto with detrend: {} needs more candidate training tiles than the trend's {} terms, not all on one line ({} in city `{}`)",
+                detrend.name(),
+                detrend.terms().len(),
+                candidates.len(),
+                city.name
+            );
+        };
+        let Some(fit) = super::variogram::fit_default(&coords, &trend.residuals) else {
             bail!(
                 "split.buffer: auto needs at least two candidate training tiles apart to fit a variogram ({} in city `{}`)",
                 candidates.len(),
@@ -204,6 +284,8 @@ impl AutoBuffer {
         Ok(AutoBuffer {
             buffer: (range.ceil() as usize).max(floor),
             rule: Self::RULE.into(),
+            detrend,
+            trend: (!detrend.is_none()).then_some(trend),
             range_tiles: range,
             sill: fit.model.sill,
             nugget: fit.model.nugget,
@@ -214,6 +296,14 @@ impl AutoBuffer {
             semivariance: fit.empirical.semivariance,
             pairs: fit.empirical.counts,
         })
+    }
+
+    /// What the variogram was computed on, in words.
+    pub fn values(&self) -> String {
+        match self.detrend {
+            Detrend::None => "ln emission".into(),
+            d => format!("ln emission's residuals from a {} trend", d.name()),
+        }
     }
 }
 
@@ -355,9 +445,10 @@ impl SplitConfig {
         if let SplitConfig::SpatialCv { buffer, .. } | SplitConfig::Holdout { buffer, .. } = self {
             match *buffer {
                 None => *buffer = Some(Buffer::Tiles(radius)),
-                Some(Buffer::Auto { floor }) => {
+                Some(Buffer::Auto { floor, detrend }) => {
                     *buffer = Some(Buffer::Auto {
                         floor: floor.max(radius),
+                        detrend,
                     })
                 }
                 Some(Buffer::Tiles(_)) => {}
@@ -394,7 +485,7 @@ impl SplitConfig {
                 Some(match self.buffer() {
                     None => 0,
                     Some(Buffer::Tiles(n)) => n,
-                    Some(Buffer::Auto { floor }) => floor,
+                    Some(Buffer::Auto { floor, .. }) => floor,
                 })
             }
             _ => None,
@@ -630,8 +721,16 @@ impl SplitConfig {
                 let source = match (self, &auto) {
                     (SplitConfig::File { path }, _) => format!(" (split file {})", path.display()),
                     (_, Some(a)) => format!(
-                        " (`buffer: auto` is {} tiles here: the spherical variogram range of ln emission over the {} candidate training tiles is {:.2} tiles; set a number of tiles instead)",
-                        a.buffer, a.samples, a.range_tiles
+                        " (`buffer: auto` is {} tiles here: the spherical variogram range of {} over the {} candidate training tiles is {:.2} tiles; {})",
+                        a.buffer,
+                        a.values(),
+                        a.samples,
+                        a.range_tiles,
+                        if a.detrend == Detrend::Quadratic {
+                            "set a number of tiles instead"
+                        } else {
+                            "try `buffer: {auto: {detrend: quadratic}}`, or set a number of tiles instead"
+                        }
                     ),
                     _ => String::new(),
                 };
@@ -657,8 +756,8 @@ fn buffer_width(
     Ok(match raw {
         None => 0,
         Some(Buffer::Tiles(n)) => n,
-        Some(Buffer::Auto { floor }) => {
-            let resolved = AutoBuffer::resolve(city, candidates, floor)?;
+        Some(Buffer::Auto { floor, detrend }) => {
+            let resolved = AutoBuffer::resolve(city, candidates, floor, detrend)?;
             let width = resolved.buffer;
             *auto = Some(resolved);
             width

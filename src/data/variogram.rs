@@ -282,3 +282,155 @@ pub fn fit_default(coords: &[(f64, f64)], values: &[f64]) -> Option<Fitted> {
         model,
     })
 }
+
+/// `split.buffer: {auto: {detrend: …}}`: the trend taken out of ln emission before its
+/// variogram. On the real cities ln emission falls from the centre outwards over the whole city,
+/// and the variogram of the raw values measures that trend (its range is the lag span), not the
+/// size of the patches a buffer must cover; the variogram of the residuals from a polynomial
+/// surface in the tile coordinates (universal kriging's drift) measures the latter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Detrend {
+    /// The values themselves.
+    #[default]
+    None,
+    /// Residuals of an OLS fit on 1, x, y.
+    Linear,
+    /// Residuals of an OLS fit on 1, x, y, x², xy, y².
+    Quadratic,
+}
+
+impl Detrend {
+    pub fn is_none(&self) -> bool {
+        *self == Detrend::None
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Detrend::None => "none",
+            Detrend::Linear => "linear",
+            Detrend::Quadratic => "quadratic",
+        }
+    }
+
+    /// The trend's terms in the centred coordinates, in the order of [`Trend::coefficients`].
+    pub fn terms(&self) -> &'static [&'static str] {
+        match self {
+            Detrend::None => &[],
+            Detrend::Linear => &["1", "x", "y"],
+            Detrend::Quadratic => &["1", "x", "y", "x^2", "xy", "y^2"],
+        }
+    }
+
+    fn row(&self, x: f64, y: f64) -> Vec<f64> {
+        match self {
+            Detrend::None => vec![],
+            Detrend::Linear => vec![1.0, x, y],
+            Detrend::Quadratic => vec![1.0, x, y, x * x, x * y, y * y],
+        }
+    }
+}
+
+/// A polynomial trend surface fitted by ordinary least squares, and the residuals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trend {
+    pub detrend: Detrend,
+    /// The mean of the coordinates: the trend's x and y are measured from it.
+    pub origin: (f64, f64),
+    /// [`Detrend::terms`].
+    pub terms: &'static [&'static str],
+    /// One per [`Detrend::terms`].
+    pub coefficients: Vec<f64>,
+    /// The share of the values' variance the trend explains: 1 − Σr² / Σ(z − z̄)².
+    pub r2: f64,
+    /// z − trend, one per value.
+    #[serde(skip)]
+    pub residuals: Vec<f64>,
+}
+
+/// The residuals of `values` from an OLS polynomial surface (`detrend`) in `coords`, measured
+/// from the coordinates' mean (the centring changes no residual and keeps the quadratic terms
+/// well-conditioned), solved by Householder QR. None when there are no more values than terms,
+/// or the coordinates cannot determine the surface (all tiles on one line, say). `Detrend::None`
+/// gives the values themselves.
+pub fn detrend(coords: &[(f64, f64)], values: &[f64], detrend: Detrend) -> Option<Trend> {
+    assert_eq!(coords.len(), values.len(), "one value per coordinate");
+    let n = values.len();
+    let p = detrend.terms().len();
+    let mean = |f: &dyn Fn(&(f64, f64)) -> f64| coords.iter().map(f).sum::<f64>() / n as f64;
+    let origin = if n == 0 {
+        (0.0, 0.0)
+    } else {
+        (mean(&|c| c.0), mean(&|c| c.1))
+    };
+    let z_mean = values.iter().sum::<f64>() / n.max(1) as f64;
+    let total: f64 = values.iter().map(|z| (z - z_mean).powi(2)).sum();
+    if p == 0 {
+        return Some(Trend {
+            detrend,
+            origin,
+            terms: detrend.terms(),
+            coefficients: vec![],
+            r2: 0.0,
+            residuals: values.to_vec(),
+        });
+    }
+    if n <= p {
+        return None;
+    }
+    let rows: Vec<Vec<f64>> = coords
+        .iter()
+        .map(|&(x, y)| detrend.row(x - origin.0, y - origin.1))
+        .collect();
+    // Column-major copy of the design, reduced in place to R (upper p×p) by Householder
+    // reflections, which are applied to the values too (Qᵀz).
+    let mut a: Vec<Vec<f64>> = (0..p)
+        .map(|j| rows.iter().map(|r| r[j]).collect())
+        .collect();
+    let mut qz = values.to_vec();
+    let scale: f64 = a.iter().map(|col| norm(col)).fold(0.0, f64::max);
+    for k in 0..p {
+        let alpha = norm(&a[k][k..]);
+        if alpha <= 1e-10 * scale {
+            return None;
+        }
+        let alpha = if a[k][k] > 0.0 { -alpha } else { alpha };
+        let mut v = a[k][k..].to_vec();
+        v[0] -= alpha;
+        let vv: f64 = v.iter().map(|t| t * t).sum();
+        let reflect = |col: &mut [f64]| {
+            let dot: f64 = v.iter().zip(col.iter()).map(|(a, b)| a * b).sum();
+            let f = 2.0 * dot / vv;
+            for (c, vi) in col.iter_mut().zip(&v) {
+                *c -= f * vi;
+            }
+        };
+        for col in a.iter_mut().skip(k) {
+            reflect(&mut col[k..]);
+        }
+        reflect(&mut qz[k..]);
+    }
+    let mut beta = vec![0.0; p];
+    for i in (0..p).rev() {
+        let s: f64 = (i + 1..p).map(|j| a[j][i] * beta[j]).sum();
+        beta[i] = (qz[i] - s) / a[i][i];
+    }
+    let residuals: Vec<f64> = rows
+        .iter()
+        .zip(values)
+        .map(|(r, &z)| z - r.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>())
+        .collect();
+    let rss: f64 = residuals.iter().map(|r| r * r).sum();
+    Some(Trend {
+        detrend,
+        origin,
+        terms: detrend.terms(),
+        coefficients: beta,
+        r2: if total > 0.0 { 1.0 - rss / total } else { 0.0 },
+        residuals,
+    })
+}
+
+fn norm(x: &[f64]) -> f64 {
+    x.iter().map(|t| t * t).sum::<f64>().sqrt()
+}
