@@ -269,7 +269,7 @@ def timed_sweep(binary, spec, out):
 
 
 def resumed_kind(resumed_from):
-    if resumed_from.startswith("after training"):
+    if "after training" in resumed_from:
         return "after training"
     m = re.match(r"epoch \d+, batch (\d+)", resumed_from)
     if m:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The project's test command (README, and .ci/run calls exactly this). In order:
 # 1. every test on the default (install-free) flex backend, TensorBoard's own reader included
-#    (TensorBoard's Python package, rasterio and MAPIE go into ~/.cache/opencarbon/venv-tools), and the
-#    report page rendered in headless Chromium (Debian's `chromium`, installed when missing);
+#    (TensorBoard's Python package, rasterio and MAPIE go into ~/.cache/opencarbon/venv-tools), the
+#    MLflow tracking tests against real `mlflow server`s they start on loopback (PyPI's
+#    `mlflow[auth]`, same venv), and the report page rendered in headless Chromium (Debian's
+#    `chromium`, installed when missing);
 # 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
 #    city) from scratch, printing its summary table and writing its report;
 # 3. the Slurm launcher against a real Slurm started on loopback (scripts/test-slurm.sh; installs
@@ -32,6 +34,15 @@ if ! "$TOOLS/bin/python" -c 'import tensorboard, numpy, PIL, rasterio, mapie' 2>
     echo "installing tensorboard, rasterio (GDAL) and mapie into $TOOLS" >&2
     python3 -m venv "$TOOLS"
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check tensorboard numpy pillow rasterio mapie
+fi
+# The tests and the CI sweep track nothing into a lab's MLflow server a developer's shell points at
+# (tests/mlflow.rs starts its own servers).
+unset MLFLOW_TRACKING_URI MLFLOW_TRACKING_TOKEN MLFLOW_TRACKING_USERNAME MLFLOW_TRACKING_PASSWORD
+# The MLflow tests start `mlflow server` (SQLite store, artifacts served; `[auth]`: Flask-WTF for
+# its basic-auth app) and read back with MLflow's own client (tests/mlflow.rs).
+if ! "$TOOLS/bin/python" -c 'import mlflow, flask_wtf' 2>/dev/null || [[ ! -x "$TOOLS/bin/mlflow" ]]; then
+    echo "installing mlflow[auth] into $TOOLS" >&2
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check 'mlflow[auth]'
 fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 # The report test opens index.html in a real headless Chromium (Debian's package).

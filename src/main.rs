@@ -40,6 +40,9 @@ enum Command {
     /// Check that the quote blocks of README.md and docs/*.md hold what the committed results
     /// files they name say (exit non-zero naming each stale block); --write regenerates them.
     Docs(opencarbon::quote::DocsArgs),
+    /// Send an experiment's runs to MLflow that could not be sent while they ran (server down,
+    /// credentials refused), idempotently; then its report (docs/tracking.md).
+    MlflowSync(MlflowSyncArgs),
     /// Report the backends, devices and libtorch installation, and what to fix.
     Doctor,
     /// Training and whole-city inference throughput and peak memory on a synthetic city; a
@@ -61,6 +64,67 @@ enum Command {
     /// Create, import and look at cities.
     #[command(subcommand)]
     Datasets(DatasetsCommand),
+}
+
+#[derive(clap::Args)]
+struct MlflowSyncArgs {
+    /// Experiment directory (results/<name>)
+    out: PathBuf,
+    /// The tracking server (default: MLFLOW_TRACKING_URI, else the one each run was meant for)
+    #[arg(long)]
+    uri: Option<String>,
+    /// The MLflow experiment (default: the one each run was meant for, else the spec's name)
+    #[arg(long)]
+    experiment: Option<String>,
+    /// Every run, not only the unsynced ones (e.g. to fill another server)
+    #[arg(long)]
+    all: bool,
+}
+
+/// `opencarbon mlflow-sync`: exits non-zero when a run could not be sent.
+fn mlflow_sync(args: MlflowSyncArgs) -> Result<()> {
+    use opencarbon::track::mlflow;
+    let options = mlflow::SyncOptions {
+        uri: args.uri,
+        experiment: args.experiment,
+        all: args.all,
+    };
+    let identity = |dir: &std::path::Path| -> Result<(mlflow::RunIdentity, String)> {
+        let path = dir.join("spec.resolved.yaml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let spec: RunSpec =
+            serde_norway::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let run_id = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_else(|| spec.run_id());
+        Ok((
+            mlflow::RunIdentity {
+                run_id,
+                label: spec.label(),
+            },
+            spec.name.clone(),
+        ))
+    };
+    let s = mlflow::sync_experiment(&args.out, &options, &identity)?;
+    println!(
+        "mlflow-sync {}: {} synced, {} already synced, {} running elsewhere, {} failed",
+        args.out.display(),
+        s.synced,
+        s.already,
+        s.busy,
+        s.failed.len()
+    );
+    if !s.failed.is_empty() {
+        let ids: Vec<&str> = s.failed.iter().map(|(id, _)| id.as_str()).collect();
+        anyhow::bail!(
+            "{} run(s) not synced ({}); they stay marked and a later mlflow-sync sends them",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -151,6 +215,7 @@ fn real_main() -> Result<()> {
         Command::Report(args) => opencarbon::report::cli::main(args),
         Command::Status(args) => opencarbon::launch::status::main(args),
         Command::Docs(args) => opencarbon::quote::main(args),
+        Command::MlflowSync(args) => mlflow_sync(args),
         Command::Doctor => doctor(),
         Command::Baseline {
             spec,

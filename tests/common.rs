@@ -14,6 +14,7 @@ pub fn run_options(out: &std::path::Path) -> opencarbon::runner::RunOptions {
         out: out.to_path_buf(),
         progress: false,
         force: false,
+        tracking: None,
     }
 }
 

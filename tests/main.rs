@@ -17,6 +17,7 @@ mod gbt_reference;
 mod kernels;
 mod launch;
 mod layers;
+mod mlflow;
 mod opencarbon_release;
 mod parity;
 mod predict;

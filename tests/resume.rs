@@ -352,3 +352,73 @@ fn a_signal_to_a_jobs_2_sweep_reaches_its_workers_and_the_sweep_resumes() {
         "{summary}"
     );
 }
+
+/// A transfer run (train on one synthetic city, zero-shot and few-shot on another) killed while
+/// saving its second fine-tuning: the resumed run trains nothing again, reuses the finished
+/// fine-tuning, repeats only the interrupted one, and writes the uninterrupted run's bytes.
+#[test]
+fn a_transfer_run_killed_in_fine_tuning_resumes_to_the_same_bytes() {
+    const TRANSFER: &str = "
+name: resume-transfer
+seed: 5
+datasets:
+  mono: {kind: synthetic, preset: monocentric, width: 6, height: 6, tile_side: 16, poi_categories: 3, seed: 1}
+  poly: {kind: synthetic, preset: polycentric, width: 6, height: 6, tile_side: 16, poi_categories: 3, seed: 2}
+split: {kind: random, test: 0.25, valid: 0.25}
+model: {modalities: [poi, tabular]}
+train:
+  epochs: 4
+  batch_size: 8
+  validate_every: 1
+  contrastive_epoch: 1
+  contrastive: {pair: [poi, tabular]}
+  standardize_target: true
+  early_stopping: {rule: off}
+  checkpoint_every: {epochs: 1}
+transfer: {sources: [mono], few_shot: [0, 0.2, 0.5], block: 2, fine_tune: {epochs: 3}}
+";
+    let root = tempfile::tempdir().unwrap();
+    let spec = root.path().join("transfer.yaml");
+    std::fs::write(&spec, TRANSFER).unwrap();
+    let (alone, killed) = (root.path().join("alone"), root.path().join("killed"));
+    run(&spec, &alone);
+    let run_of = |out: &Path| -> PathBuf {
+        let runs: Vec<PathBuf> = std::fs::read_dir(out.join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        runs[0].clone()
+    };
+    let stopped = command(&spec, &killed, Some("kill:write:finetune_poly_0.5.ckpt"))
+        .output()
+        .unwrap();
+    assert!(!stopped.status.success(), "{}", text(&stopped));
+    let dir = run_of(&killed);
+    let reused = dir.join("checkpoints/finetune/finetune_poly_0.2.ckpt");
+    assert!(reused.is_file(), "the first fine-tuning's result is kept");
+    let resumed = run(&spec, &killed);
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(
+        stderr.contains("resuming from its checkpoint at epoch 4, after training"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("checkpoints/finetune").exists(),
+        "a finished run keeps no fine-tuning results"
+    );
+    let twin = run_of(&alone);
+    assert_eq!(test_metrics(&dir), test_metrics(&twin));
+    for file in [
+        "metrics.csv",
+        "predictions.csv",
+        "transfer.json",
+        "transfer_predictions.csv",
+    ] {
+        let (a, b) = (
+            std::fs::read(dir.join(file)).unwrap(),
+            std::fs::read(twin.join(file)).unwrap(),
+        );
+        assert!(a == b, "{file} differs from the uninterrupted run's");
+    }
+}

@@ -156,6 +156,7 @@ fn trained_model(config: &Config) -> Result<PathBuf> {
         progress: false,
         force: false,
         precision: Default::default(),
+        tracking: None,
     };
     let (dir, outcome) = runner::run(&spec, &options)?;
     match outcome {

@@ -8,6 +8,7 @@ use super as launch;
 use crate::backend::{self, DeviceChoice};
 use crate::runner::{self, RunOptions, RunOutcome};
 use crate::spec::Experiment;
+use crate::track::mlflow;
 
 mod dry_run;
 
@@ -42,6 +43,10 @@ pub struct RunArgs {
     /// Do not write or refresh the report (results/<name>/report/) at the end of a sweep
     #[arg(long)]
     no_report: bool,
+    /// Track nothing in MLflow, whatever the spec's `tracking:` or MLFLOW_TRACKING_URI say
+    /// (workers get it as `--set tracking.enabled=false`)
+    #[arg(long)]
+    no_tracking: bool,
     /// Float32 arithmetic on CUDA: default (libtorch's: TF32 convolutions, fp32 matmuls),
     /// fp32 (strict) or tf32 (TF32 convolutions and matmuls)
     #[arg(long, default_value = "default")]
@@ -65,7 +70,12 @@ pub struct RunArgs {
     manifest: Option<PathBuf>,
 }
 
-pub fn main(args: RunArgs) -> Result<()> {
+pub fn main(mut args: RunArgs) -> Result<()> {
+    if args.no_tracking {
+        // As an override, so that --jobs workers and Slurm tasks, which repeat the overrides,
+        // track nothing either.
+        args.overrides.push("tracking.enabled=false".into());
+    }
     let experiment = Experiment::load(&args.spec, &args.overrides)?;
     let out = args
         .out
@@ -80,16 +90,32 @@ pub fn main(args: RunArgs) -> Result<()> {
             .collect();
         return dry_run::main(&runs, &out, &args.device, args.precision);
     }
+    // MLflow: the spec's server, else MLFLOW_TRACKING_URI's (track::mlflow).
+    let env_uri = std::env::var(mlflow::URI_ENV).ok();
+    let tracking = experiment
+        .tracking
+        .target(&experiment.name, env_uri.as_deref());
     let options = RunOptions {
         device: args.device,
         out: out.clone(),
         progress: !args.quiet,
         force: args.force,
         precision: args.precision,
+        tracking: tracking.clone(),
     };
     if let (Some(task), Some(manifest)) = (args.task, &args.manifest) {
         return launch::run_task(&experiment, &options, manifest, task);
     }
+    if let Some(target) = &tracking {
+        mlflow::remember_target(&out, target);
+    }
+    // MLflow: the report page, once written, as the experiment's `report` run.
+    let track_report = |result: Result<()>| {
+        if let (Some(target), false) = (&tracking, args.no_report) {
+            mlflow::upload_report(target, &out);
+        }
+        result
+    };
     let kind = args.launcher.unwrap_or(experiment.launcher.kind);
     let jobs = args.jobs.or(experiment.launcher.jobs).unwrap_or(1);
     if kind == launch::LauncherKind::Slurm || jobs > 1 {
@@ -114,9 +140,10 @@ pub fn main(args: RunArgs) -> Result<()> {
             progress: !args.quiet,
         };
         return match kind {
+            // The finishing job writes the report; `mlflow-sync` uploads it.
             launch::LauncherKind::Slurm => sweep.slurm(args.wait, args.junit.as_deref()),
             launch::LauncherKind::Local => {
-                sweep.local(jobs, !args.no_report, args.junit.as_deref())
+                track_report(sweep.local(jobs, !args.no_report, args.junit.as_deref()))
             }
         };
     }
@@ -136,16 +163,16 @@ pub fn main(args: RunArgs) -> Result<()> {
         if !args.no_report {
             crate::report::refresh(&out);
         }
-        return Ok(());
+        return track_report(Ok(()));
     }
     let tally = launch::run_sweep(&experiment, &options, &only)?;
-    launch::finish(
+    track_report(launch::finish(
         &experiment,
         &out,
         tally,
         !args.no_report,
         args.junit.as_deref(),
-    )
+    ))
 }
 
 /// An `--only` that selects no run is a typo, not an empty sweep: list what it could be.

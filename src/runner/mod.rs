@@ -11,6 +11,7 @@ use crate::checked::Checked;
 use crate::data::{load_city, City, CityOptions};
 use crate::spec::RunSpec;
 use crate::track::lock::{Attempt, RunLock};
+use crate::track::mlflow;
 use crate::track::{
     atomic, meta, progress, CsvSink, MetricSink, RunDir, RunMeta, Sinks, TensorboardSink,
 };
@@ -40,6 +41,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Float32 arithmetic on CUDA (TF32 or not); recorded in meta.json.
     pub precision: backend::Precision,
+    /// Also track the run in this MLflow server (`track::mlflow`; never fails or blocks a run).
+    pub tracking: Option<mlflow::Target>,
 }
 
 /// Runs one spec end to end unless it is done, or another process is running it
@@ -81,7 +84,13 @@ fn run_locked(
             // The run id hashes the spec, not the data it names: a done run is stale when the
             // files it read have changed since (`meta.json`'s `data`).
             resume::State::Done(metrics) => match meta::data_changed(&path) {
-                None => return Ok((path, RunOutcome::Skipped(metrics))),
+                None => {
+                    // MLflow: a done run that could not be sent then is sent now.
+                    if let Some(target) = &options.tracking {
+                        mlflow::complete_if_pending(target, &path, &mlflow_identity(spec));
+                    }
+                    return Ok((path, RunOutcome::Skipped(metrics)));
+                }
                 Some(file) => {
                     eprintln!("run {run_id}: data changed since this run: {file}; running it again")
                 }
@@ -93,6 +102,12 @@ fn run_locked(
         }
     }
     let resume_from = resumable(&path, &run_id, options.force);
+    // Finished fine-tunings are kept only for the attempt that continues their run.
+    let fine_tuned = fine_tune_results(&path);
+    if resume_from.is_none() && fine_tuned.exists() {
+        std::fs::remove_dir_all(&fine_tuned)
+            .with_context(|| format!("removing {}", fine_tuned.display()))?;
+    }
     // Under the lock, so no one else writes here: the done marker goes first, then what killed
     // writers left behind.
     let marker = path.join("test_metrics.json");
@@ -136,7 +151,7 @@ fn run_locked(
     run_meta.resumed_from = resume_from.as_ref().map(|c| {
         let p = &c.progress;
         if p.finished {
-            format!("after training (epoch {})", p.epochs_run)
+            format!("epoch {}, after training", p.epochs_run)
         } else {
             format!("epoch {}, batch {}", p.epoch, p.next_batch)
         }
@@ -145,9 +160,15 @@ fn run_locked(
         eprintln!("run {run_id}: resuming from its checkpoint at {at}");
     }
     dir.write_json("meta.json", &run_meta)?;
-
+    // MLflow: the run's MLflow run found or created, RUNNING (a warning at worst), and its
+    // metric sink (`mlf`).
+    let tracker = options
+        .tracking
+        .as_ref()
+        .map(|target| mlflow::Tracker::start(target, &dir.path, mlflow_identity(spec)));
+    let mlf = tracker.as_ref().map(mlflow::Tracker::sink);
     let result =
-        run_in(spec, &dir, device, options, &mut run_meta, resume_from).and_then(|metrics| {
+        run_in(spec, &dir, device, options, &mut run_meta, resume_from, mlf).and_then(|metrics| {
             check_finite(&metrics)?;
             run_meta.status = "done".into();
             run_meta.finished = Some(meta::now());
@@ -163,9 +184,14 @@ fn run_locked(
                 std::fs::remove_file(&resume)
                     .with_context(|| format!("removing {}", resume.display()))?;
             }
+            let fine_tuned = fine_tune_results(&path);
+            if fine_tuned.exists() {
+                std::fs::remove_dir_all(&fine_tuned)
+                    .with_context(|| format!("removing {}", fine_tuned.display()))?;
+            }
             Ok(metrics)
         });
-    match result {
+    let outcome = match result {
         Ok(metrics) => Ok((path, RunOutcome::Done(metrics))),
         Err(e) if crate::track::preempt::is_preempted(&e) => {
             run_meta.status = "preempted".into();
@@ -190,11 +216,29 @@ fn run_locked(
                 path.display()
             )))
         }
+    };
+    // MLflow: the run directory as it ended (metrics, records, status), or a warning.
+    if let Some(tracker) = &tracker {
+        tracker.finish();
+    }
+    outcome
+}
+
+/// Who a run is in MLflow: its id, and its label as the MLflow run's name.
+fn mlflow_identity(spec: &RunSpec) -> mlflow::RunIdentity {
+    mlflow::RunIdentity {
+        run_id: spec.run_id(),
+        label: spec.label(),
     }
 }
 
 fn resume_path(run: &std::path::Path) -> PathBuf {
     run.join("checkpoints").join(crate::train::resume::FILE)
+}
+
+/// Where a transfer run's finished fine-tunings keep their results until the run is done.
+fn fine_tune_results(run: &std::path::Path) -> PathBuf {
+    run.join("checkpoints").join("finetune")
 }
 
 /// The run's resumable checkpoint, when one is there, whole, its own, and its data unchanged;
@@ -251,6 +295,7 @@ fn run_in(
     options: &RunOptions,
     run_meta: &mut RunMeta,
     resume_from: Option<Checkpoint>,
+    mlflow_sink: Option<Box<dyn MetricSink>>,
 ) -> Result<TestMetrics> {
     // Every city is loaded and checked before anything is fitted.
     let transfer = match &spec.transfer {
@@ -302,6 +347,8 @@ fn run_in(
         Box::new(CsvSink::create(&dir.file("metrics.csv"))?) as Box<dyn MetricSink>,
         Box::new(TensorboardSink::create(&dir.tensorboard_dir())?),
     ]);
+    // MLflow: each epoch's scalars, sent at the trainer's flushes.
+    sinks.0.extend(mlflow_sink);
     let bar = options.progress.then(|| {
         progress::run_bar(
             spec.train.epochs,
@@ -350,6 +397,7 @@ fn run_in(
             &spec.train,
             spec.seed,
             &mut sinks,
+            Some(&fine_tune_results(&dir.path)),
         )?;
         write_transfer(dir, &rows, predictions)?;
     }

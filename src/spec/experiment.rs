@@ -11,6 +11,7 @@ use serde_norway::{Mapping, Value};
 use super::launcher::LauncherConfig;
 use super::{apply_override, RunSpec};
 use crate::checked::{Checked, Params};
+use crate::track::mlflow::TrackingConfig;
 use crate::yaml as errors;
 
 /// Top-level keys of an experiment file (nested keys are checked per run).
@@ -34,6 +35,7 @@ struct ExperimentKeys {
     expect: Option<Vec<String>>,
     allow_leaky: Option<String>,
     launcher: Option<LauncherConfig>,
+    tracking: Option<TrackingConfig>,
 }
 
 /// `compare:` — which variant the comparison tables test the others against.
@@ -56,6 +58,9 @@ pub struct Experiment {
     pub allow_leaky: Option<String>,
     /// `launcher:` — how the runs are run (local, parallel, Slurm); the command line overrides.
     pub launcher: LauncherConfig,
+    /// `tracking:` — where the runs are tracked besides their run directories (MLflow; see
+    /// `track::mlflow`); `run --no-tracking` turns it off.
+    pub tracking: Checked<TrackingConfig>,
 }
 
 impl Experiment {
@@ -79,7 +84,7 @@ impl Experiment {
         };
         // The file's keys were checked (with line numbers) above; `--set` may replace them (e.g.
         // `--set "expect=[]"`), so their values come from the overridden mapping.
-        let _ = (keys.compare, keys.expect, keys.launcher);
+        let _ = (keys.compare, keys.expect, keys.launcher, keys.tracking);
         let own = OwnSections::take(map, origin)?;
         let variants = map.remove("variants");
         let datasets = map.remove("datasets");
@@ -92,6 +97,8 @@ impl Experiment {
             && own.reference.is_none()
             && own.expect.is_empty()
             && !text_has_key(text, "launcher")
+            && !text_has_key(text, "tracking")
+            && !overrides.iter().any(|o| is_own_section(o))
         {
             let run = RunSpec::parse(text, origin, overrides)?;
             return Ok(Self {
@@ -101,6 +108,7 @@ impl Experiment {
                 expect: vec![],
                 allow_leaky: own.allow_leaky,
                 launcher: own.launcher,
+                tracking: own.tracking,
             });
         }
         let variants = variant_list(variants, origin)?;
@@ -147,6 +155,7 @@ impl Experiment {
             expect: own.expect,
             allow_leaky: own.allow_leaky,
             launcher: own.launcher,
+            tracking: own.tracking,
         })
     }
 }
@@ -154,6 +163,7 @@ impl Experiment {
 /// The experiment's own sections (not a run's), taken out of the spec's mapping.
 struct OwnSections {
     launcher: LauncherConfig,
+    tracking: Checked<TrackingConfig>,
     reference: Option<String>,
     expect: Vec<String>,
     allow_leaky: Option<String>,
@@ -166,6 +176,13 @@ impl OwnSections {
             Some(v) => errors::deserialize_section(v, origin, "launcher")?,
             None => Default::default(),
         };
+        let tracking: TrackingConfig = match take("tracking") {
+            Some(v) => errors::deserialize_section(v, origin, "tracking")?,
+            None => Default::default(),
+        };
+        let tracking = tracking
+            .checked()
+            .with_context(|| format!("{origin}: invalid spec"))?;
         let reference = match take("compare") {
             Some(v) => {
                 errors::deserialize_section::<CompareConfig>(v, origin, "compare")?.reference
@@ -185,6 +202,7 @@ impl OwnSections {
         };
         Ok(Self {
             launcher,
+            tracking,
             reference,
             expect,
             allow_leaky,
@@ -363,6 +381,14 @@ fn check_gate(
         "{origin}: expect `{line}` gates on a leak-prone comparison: {}. A window that reaches training tiles next to a test tile scores their targets, not the model (docs/conclusions.md measured +0.59 R² from this under random folds). Use `split: {{kind: spatial_cv, folds: 5, block: 8}}` (its buffer defaults to the widest window) or a holdout, or state why this gate is wanted anyway with `allow_leaky: \"<reason>\"`",
         reasons.join("; ")
     )
+}
+
+/// Whether a `--set` override sets one of the experiment's own sections (`launcher`,
+/// `tracking`), which a run spec does not have.
+fn is_own_section(overrides: &str) -> bool {
+    let key = overrides.split('=').next().unwrap_or("");
+    let top = key.split('.').next().unwrap_or("").trim();
+    matches!(top, "launcher" | "tracking")
 }
 
 /// Whether the spec's top level has `key` (a spec with only a `launcher:` besides one run's keys

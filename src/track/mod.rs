@@ -1,8 +1,9 @@
-//! Tracking: the run directory, metric sinks (CSV, TensorBoard) and progress bars.
+//! Tracking: the run directory, metric sinks (CSV, TensorBoard), progress bars, and MLflow.
 
 pub mod atomic;
 pub mod lock;
 pub mod meta;
+pub mod mlflow;
 pub mod preempt;
 pub mod progress;
 pub mod run_dir;

@@ -774,6 +774,9 @@ pub struct FineTuning<'a> {
     pub config: &'a Checked<TrainConfig>,
     pub freeze_batch_norm: bool,
     pub seed: u64,
+    /// Where each finished fine-tuning keeps its result (weights and logged losses), so that a
+    /// resumed run repeats none that finished (the run's `checkpoints/finetune/`).
+    pub results: Option<PathBuf>,
 }
 
 /// Fine-tunes a copy of `model` (eval mode) on `tiles` for a fixed number of epochs with a fresh
@@ -789,6 +792,38 @@ pub fn fine_tune(
     tag: &str,
 ) -> Result<OpenCarbon> {
     let (config, seed) = (how.config, how.seed);
+    let result = how.results.as_ref().map(|dir| {
+        let name: String = tag
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        dir.join(format!("{name}.ckpt"))
+    });
+    if let Some(done) = result
+        .as_ref()
+        .map(|p| finished_fine_tuning(p, tag))
+        .transpose()?
+        .flatten()
+    {
+        for (epoch, split, metric, value) in &done.progress.logged {
+            sink.log(*epoch, split, metric, *value)?;
+        }
+        sink.flush()?;
+        return model
+            .clone()
+            .try_load_record(record_from(&done.model)?)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "fine-tuning {tag}: its saved result does not fit this network: {e}"
+                )
+            });
+    }
     if tiles.len() < 2 {
         bail!(
             "fine-tuning needs at least 2 labelled tiles, found {} ({tag})",
@@ -804,6 +839,7 @@ pub fn fine_tune(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order = tiles.to_vec();
     let contrastive = config.alpha > 0.0;
+    let mut logged = Vec::new();
     for epoch in 1..=config.epochs {
         order.shuffle(&mut rng);
         let (next, end) = train_epoch(
@@ -829,9 +865,59 @@ pub fn fine_tune(
             }
         };
         sink.log(epoch, tag, "l1", mean_l1)?;
+        logged.push((epoch, tag.to_string(), "l1".to_string(), mean_l1));
     }
     sink.flush()?;
-    Ok(model.valid())
+    let tuned = model.valid();
+    if let Some(path) = &result {
+        std::fs::create_dir_all(path.parent().unwrap_or(path))
+            .with_context(|| format!("creating {}", path.display()))?;
+        Checkpoint {
+            progress: Progress {
+                owner: tag.to_string(),
+                epoch: config.epochs + 1,
+                next_batch: 0,
+                order: vec![],
+                rng_word_pos: String::new(),
+                l1_terms: vec![],
+                nce_terms: vec![],
+                seen: 0,
+                best: None,
+                no_improvement: 0,
+                since_best: 0,
+                train_loss: vec![],
+                epochs_run: config.epochs,
+                train_seconds: 0.0,
+                logged,
+                finished: true,
+                stopped_early: false,
+            },
+            model: record_bytes(&tuned)?,
+            best_model: None,
+            optimizer: vec![],
+        }
+        .write(path)?;
+    }
+    Ok(tuned)
+}
+
+/// The saved result of a finished fine-tuning `tag`, if `path` holds one; a torn or foreign file
+/// is removed (that fine-tuning runs again).
+fn finished_fine_tuning(path: &std::path::Path, tag: &str) -> Result<Option<Checkpoint>> {
+    match Checkpoint::read(path) {
+        Ok(Some(c)) if c.progress.owner == tag && c.progress.finished => Ok(Some(c)),
+        Ok(None) => Ok(None),
+        other => {
+            if let Err(e) = other {
+                eprintln!(
+                    "fine-tuning {tag}: not reusing {} ({e:#}); it runs again",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path).ok();
+            Ok(None)
+        }
+    }
 }
 
 /// Turns off every training flag (the BatchNorm layers'): they normalise with their running

@@ -234,6 +234,7 @@ pub fn network_rows(
     train_config: &TrainConfig,
     seed: u64,
     sink: &mut dyn MetricSink,
+    fine_tune_results: Option<&std::path::Path>,
 ) -> Result<(Vec<TransferRow>, TransferPredictions)> {
     let mut fine_tune_config = train_config.clone();
     fine_tune_config.epochs = transfer.fine_tune.epochs;
@@ -306,6 +307,7 @@ pub fn network_rows(
                 freeze_batch_norm: transfer.fine_tune.batch_norm
                     == config::FineTuneBatchNorm::Frozen,
                 seed,
+                results: fine_tune_results.map(std::path::Path::to_path_buf),
             };
             let tuned = train::fine_tune(model, data, set, &how, sink, &tag);
             let predicted = tuned.map(|m| train::predict(&m, data, &t.held_out, eval_batch));
