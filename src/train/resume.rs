@@ -105,6 +105,31 @@ pub struct Progress {
     pub stopped_early: bool,
 }
 
+impl Progress {
+    /// Where a run (or fine-tuning) of `owner` starts: epoch 1, nothing done.
+    pub fn start(owner: String) -> Self {
+        Self {
+            owner,
+            epoch: 1,
+            next_batch: 0,
+            order: vec![],
+            rng_word_pos: String::new(),
+            l1_terms: vec![],
+            nce_terms: vec![],
+            seen: 0,
+            best: None,
+            no_improvement: 0,
+            since_best: 0,
+            train_loss: vec![],
+            epochs_run: 0,
+            train_seconds: 0.0,
+            logged: vec![],
+            finished: false,
+            stopped_early: false,
+        }
+    }
+}
+
 /// A checkpoint as read back: progress and the three byte blobs.
 pub struct Checkpoint {
     pub progress: Progress,

@@ -429,28 +429,11 @@ pub fn fit(
     let started = Instant::now();
 
     let mut best: Option<(usize, Metrics, OpenCarbon)> = None;
-    let mut state = Progress {
-        owner: hooks
-            .resume
-            .as_ref()
-            .map_or(String::new(), |r| r.owner.clone()),
-        epoch: 1,
-        next_batch: 0,
-        order: vec![],
-        rng_word_pos: String::new(),
-        l1_terms: vec![],
-        nce_terms: vec![],
-        seen: 0,
-        best: None,
-        no_improvement: 0,
-        since_best: 0,
-        train_loss: vec![],
-        epochs_run: 0,
-        train_seconds: 0.0,
-        logged: vec![],
-        finished: false,
-        stopped_early: false,
-    };
+    let owner = hooks
+        .resume
+        .as_ref()
+        .map_or(String::new(), |r| r.owner.clone());
+    let mut state = Progress::start(owner);
     let mut stopped_early = false;
     let mut order = split.train.clone();
     let replay = match &config.batch_order {
@@ -874,23 +857,11 @@ pub fn fine_tune(
             .with_context(|| format!("creating {}", path.display()))?;
         Checkpoint {
             progress: Progress {
-                owner: tag.to_string(),
                 epoch: config.epochs + 1,
-                next_batch: 0,
-                order: vec![],
-                rng_word_pos: String::new(),
-                l1_terms: vec![],
-                nce_terms: vec![],
-                seen: 0,
-                best: None,
-                no_improvement: 0,
-                since_best: 0,
-                train_loss: vec![],
                 epochs_run: config.epochs,
-                train_seconds: 0.0,
                 logged,
                 finished: true,
-                stopped_early: false,
+                ..Progress::start(tag.to_string())
             },
             model: record_bytes(&tuned)?,
             best_model: None,
