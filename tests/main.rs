@@ -7,8 +7,8 @@
 mod common;
 
 mod blocks;
-mod conformal;
 mod conclusions;
+mod conformal;
 mod data;
 mod docs;
 mod experiment;
@@ -23,8 +23,8 @@ mod parity;
 mod predict;
 mod provenance;
 mod reliability;
-mod resume;
 mod report;
+mod resume;
 mod spec;
 mod stats;
 mod training;

@@ -577,8 +577,14 @@ fn the_folds_of_a_variant_map_with_cv_plus_bands() {
     let b = summary.interval.expect("bands");
     assert_eq!(b.method, predict::intervals::Method::CvPlus);
     assert_eq!(b.calibration_points, held_out);
-    assert_eq!(b.labelled_in_aoa + b.labelled_outside_aoa, area.city.samples().len());
-    assert!(b.coverage.is_some_and(|c| (0.0..=1.0).contains(&c)), "{b:?}");
+    assert_eq!(
+        b.labelled_in_aoa + b.labelled_outside_aoa,
+        area.city.samples().len()
+    );
+    assert!(
+        b.coverage.is_some_and(|c| (0.0..=1.0).contains(&c)),
+        "{b:?}"
+    );
     assert!(b.mean_width > 0.0 && b.mean_width.is_finite(), "{b:?}");
     let table = out.join("predictions.csv");
     let (lower, upper) = (column(&table, "lower_ln"), column(&table, "upper_ln"));

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::TrainedRun;
@@ -36,24 +36,12 @@ pub struct Calibrator {
 
 /// (target, prediction) of each test tile of a finished run directory.
 fn held_out(dir: &Path) -> Result<Vec<(f64, f64)>> {
-    let file = dir.join("predictions.csv");
-    let text =
-        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
-    text.lines()
-        .skip(1)
-        .enumerate()
-        .map(|(i, line)| {
-            let f: Vec<&str> = line.split(',').collect();
-            match (f.get(2).map(|v| v.parse()), f.get(3).map(|v| v.parse())) {
-                (Some(Ok(t)), Some(Ok(p))) if f.len() == 4 => Ok((t, p)),
-                _ => bail!(
-                    "{} line {}: expected x,y,target,prediction",
-                    file.display(),
-                    i + 2
-                ),
-            }
-        })
-        .collect()
+    Ok(
+        crate::record::predictions::read_csv(&dir.join("predictions.csv"))?
+            .into_iter()
+            .map(|t| (t.target, t.prediction))
+            .collect(),
+    )
 }
 
 impl Calibrator {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::metrics::Metrics;
 
 pub mod archive;
+pub mod predictions;
 pub mod state;
 
 /// `test_metrics.json`: the test metrics of the best-validation checkpoint, and how it was chosen.

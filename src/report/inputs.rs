@@ -14,7 +14,7 @@ use polars::prelude::DataFrame;
 
 use crate::data::City;
 use crate::record::archive::{self, RunRecord};
-use crate::record::state;
+use crate::record::{predictions, state};
 use crate::results::comparison::{self, ComparisonRow};
 use crate::results::{self, RunRow, TableOptions};
 use crate::spec::RunSpec;
@@ -80,7 +80,7 @@ impl Run {
             spec_yaml: record.spec_yaml.clone(),
             train_loss,
             valid_r2,
-            predictions: frame_predictions(&predictions).with_context(named)?,
+            predictions: predictions::from_frame(&predictions).with_context(named)?,
             split: None,
             origin: Origin::Records {
                 split_sha256: record.split_sha256.clone(),
@@ -102,13 +102,7 @@ impl Run {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TilePrediction {
-    pub x: i64,
-    pub y: i64,
-    pub target: f64,
-    pub prediction: f64,
-}
+pub use crate::record::predictions::TilePrediction;
 
 /// Everything a report draws from.
 pub struct Inputs {
@@ -419,38 +413,12 @@ fn curves(rows: Vec<(usize, String, String, f64)>) -> (Series, Series) {
     (loss.into_iter().collect(), r2.into_iter().collect())
 }
 
+/// A run directory's `predictions.csv` (none when the file is missing).
 fn read_predictions(path: &Path) -> Result<Vec<TilePrediction>> {
-    csv_records(path, "x,y,target,prediction")?
-        .into_iter()
-        .map(|(line, f)| {
-            Ok(TilePrediction {
-                x: number(path, line, &f[0], "x")?,
-                y: number(path, line, &f[1], "y")?,
-                target: number(path, line, &f[2], "target")?,
-                prediction: number(path, line, &f[3], "prediction")?,
-            })
-        })
-        .collect()
-}
-
-/// As [`read_predictions`], from the archived rows of a run (`archive::predictions`).
-fn frame_predictions(frame: &DataFrame) -> Result<Vec<TilePrediction>> {
-    let (x, y) = (frame.column("x")?.i64()?, frame.column("y")?.i64()?);
-    let target = frame.column("target")?.f64()?;
-    let prediction = frame.column("prediction")?.f64()?;
-    (0..frame.height())
-        .map(
-            |i| match (x.get(i), y.get(i), target.get(i), prediction.get(i)) {
-                (Some(x), Some(y), Some(target), Some(prediction)) => Ok(TilePrediction {
-                    x,
-                    y,
-                    target,
-                    prediction,
-                }),
-                _ => bail!("archived predictions row {} has an empty field", i + 1),
-            },
-        )
-        .collect()
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    predictions::read_csv(path)
 }
 
 fn read_split(path: &Path) -> Result<Vec<SplitTile>> {

@@ -11,11 +11,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use polars::prelude::*;
 
 use super::RunRow;
-use crate::record::archive;
+use crate::record;
 use crate::stats::conformal;
 use crate::track::atomic;
 
@@ -39,52 +39,12 @@ pub struct CoverageRow {
     pub mean_width: f64,
 }
 
-/// (target, prediction) of each test tile of a finished run: its directory's `predictions.csv`
-/// (x, y, target, prediction), else the archive. Floats are read exactly.
+/// (target, prediction) of each test tile of a finished run.
 fn predictions(dir: &Path, run_id: &str) -> Result<Vec<(f64, f64)>> {
-    let file = dir.join("runs").join(run_id).join("predictions.csv");
-    if file.is_file() {
-        let text = std::fs::read_to_string(&file)
-            .with_context(|| format!("reading {}", file.display()))?;
-        return text
-            .lines()
-            .skip(1)
-            .enumerate()
-            .map(|(i, line)| {
-                let fields: Vec<&str> = line.split(',').collect();
-                match (
-                    fields.get(2).map(|v| v.parse()),
-                    fields.get(3).map(|v| v.parse()),
-                ) {
-                    (Some(Ok(t)), Some(Ok(p))) if fields.len() == 4 => Ok((t, p)),
-                    _ => bail!(
-                        "{} line {}: expected x,y,target,prediction",
-                        file.display(),
-                        i + 2
-                    ),
-                }
-            })
-            .collect();
-    }
-    let frame = archive::predictions(dir, run_id)?;
-    let column = |name: &str| {
-        frame
-            .column(name)
-            .and_then(|c| c.f64().cloned())
-            .map_err(|e| {
-                anyhow::anyhow!("run {run_id}: archived predictions, column `{name}`: {e}")
-            })
-    };
-    let (target, prediction) = (column("target")?, column("prediction")?);
-    (0..frame.height())
-        .map(|i| match (target.get(i), prediction.get(i)) {
-            (Some(t), Some(p)) => Ok((t, p)),
-            _ => bail!(
-                "run {run_id}: archived predictions row {} has an empty field",
-                i + 1
-            ),
-        })
-        .collect()
+    Ok(record::predictions::of_run(dir, run_id)?
+        .into_iter()
+        .map(|t| (t.target, t.prediction))
+        .collect())
 }
 
 /// The rows, or none when no run tests on a fold.
