@@ -182,6 +182,43 @@ pub fn chromium() -> Option<String> {
     None
 }
 
+/// Runs headless Chromium with `args` until `done(&output)` holds, at most three times, and
+/// panics with every attempt's exit status and stderr when it never does. Chromium itself
+/// crashes now and then on a loaded machine (CI saw one exit with only crashpad's "no stack
+/// mapping" on stderr); a rerun of the same page tells such a crash from a page that is wrong,
+/// since a wrong page fails the caller's assertions on every attempt's output. Shared memory
+/// goes through /tmp (`--disable-dev-shm-usage`): Debian's wrapper decides that from `findmnt`,
+/// which fails where /dev/shm is mounted twice.
+pub fn run_chromium(
+    chromium: &str,
+    args: &[String],
+    done: impl Fn(&std::process::Output) -> bool,
+) -> std::process::Output {
+    let mut attempts = Vec::new();
+    for _ in 0..3 {
+        let out = std::process::Command::new(chromium)
+            .args([
+                "--disable-dev-shm-usage",
+                "--disable-crash-reporter",
+                "--disable-breakpad",
+            ])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{chromium} does not start: {e}"));
+        if done(&out) {
+            return out;
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(15).collect();
+        attempts.push(format!(
+            "{}:\n{}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    panic!("chromium failed three times:\n{}", attempts.join("\n---\n"));
+}
+
 /// The real data root: `OPENCARBON_DATA` (relative to the repository root), default
 /// `../shared/data` beside the repository, as `opencarbon::data::root` reads specs' paths.
 pub fn shared_data_root() -> std::path::PathBuf {

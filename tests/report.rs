@@ -223,19 +223,15 @@ fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
     };
     let screenshot = dir.join("chromium-screenshot.png");
     let page = format!("file://{}", dir.join("index.html").display());
-    let out = std::process::Command::new(&chromium)
-        .args(flags(&[
+    common::run_chromium(
+        &chromium,
+        &flags(&[
             &format!("--screenshot={}", screenshot.display()),
             "--window-size=1400,2400",
             "--virtual-time-budget=10000",
             &page,
-        ]))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ]),
+        |out| out.status.success() && screenshot.is_file(),
     );
     let shot = rgb(&screenshot);
     assert!(variance(&shot) > 100.0, "the screenshot is blank");
@@ -253,15 +249,16 @@ fn index_html_renders_in_headless_chromium_with_every_image_loaded() {
          });</script></body></html>",
     )
     .unwrap();
-    let out = std::process::Command::new(&chromium)
-        .args(flags(&[
+    let out = common::run_chromium(
+        &chromium,
+        &flags(&[
             "--allow-file-access-from-files",
             "--virtual-time-budget=10000",
             "--dump-dom",
             &format!("file://{}", harness.display()),
-        ]))
-        .output()
-        .unwrap();
+        ]),
+        |out| out.status.success(),
+    );
     std::fs::remove_file(&harness).unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
     let result = dom
