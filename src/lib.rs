@@ -23,4 +23,5 @@ pub mod stats;
 pub mod track;
 pub mod train;
 pub mod transfer;
+pub mod tune;
 pub mod yaml;

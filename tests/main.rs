@@ -21,6 +21,7 @@ mod mlflow;
 mod opencarbon_release;
 mod parity;
 mod predict;
+mod predict_baselines;
 mod provenance;
 mod reliability;
 mod report;

@@ -40,7 +40,7 @@ fn train_spec(out: &Path, spec: &Checked<RunSpec>) -> PathBuf {
     dir
 }
 
-fn column(path: &Path, name: &str) -> Vec<String> {
+pub(crate) fn column(path: &Path, name: &str) -> Vec<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -298,7 +298,7 @@ fn predict_reproduces_the_run_maps_new_cities_and_reports_its_band() {
 /// rasterio (GDAL) reads the GeoTIFF with its CRS, transform and nodata, and a tile's pixel holds
 /// its predicted emission. The test command installs rasterio; a bare `cargo test` skips this
 /// (OPENCARBON_REQUIRE_TOOLS=1: fails).
-fn check_with_rasterio(out: &Path) {
+pub(crate) fn check_with_rasterio(out: &Path) {
     let Some(python) = common::python(&["rasterio", "numpy"]) else {
         return;
     };

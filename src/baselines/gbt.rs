@@ -6,6 +6,8 @@ use gbdt::config::Config;
 use gbdt::decision_tree::{Data, DataVec};
 use gbdt::gradient_boost::GBDT;
 
+/// Saved in a baseline run's `model.json` through gbdt's own serde form of its trees.
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Gbt {
     model: GBDT,
 }

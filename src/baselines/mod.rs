@@ -2,12 +2,14 @@
 //! predict ln(emission) for any tiles, scored with the same metrics on the same split.
 
 pub mod config;
+pub mod fitted;
 pub mod gbt;
 pub mod ridge;
 
 use anyhow::{bail, Result};
 
 pub use config::{BaselineKind, BaselineSpec};
+pub use fitted::Fitted;
 
 use crate::data::{City, NeighbourIndex, Split};
 use crate::metrics::Metrics;
@@ -30,23 +32,23 @@ pub enum Baseline {
 
 /// Fits `baseline` on `split.train` and returns its test metrics and predictions.
 pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metrics, Vec<f64>)> {
-    let y_train: Vec<f64> = split.train.iter().map(|&i| city.target(i)).collect();
-    let mean = y_train.iter().sum::<f64>() / y_train.len() as f64;
-    let predicted: Vec<f64> = match baseline {
-        Baseline::Mean => vec![mean; split.test.len()],
-        Baseline::Ridge { columns, lambda } => {
-            let model =
-                ridge::Ridge::fit(&features(city, columns, &split.train)?, &y_train, *lambda)?;
-            features(city, columns, &split.test)?
-                .iter()
-                .map(|x| model.predict(x))
-                .collect()
-        }
-        Baseline::Gbt { columns, params } => {
-            let model = gbt::Gbt::fit(&features(city, columns, &split.train)?, &y_train, *params)?;
-            model.predict(&features(city, columns, &split.test)?)
-        }
-        Baseline::NeighbourMean => {
+    let (metrics, predicted, _) = evaluate_fitted(baseline, city, split)?;
+    Ok((metrics, predicted))
+}
+
+/// As [`evaluate`], with the fitted model (none for the neighbour mean).
+pub fn evaluate_fitted(
+    baseline: &Baseline,
+    city: &City,
+    split: &Split,
+) -> Result<(Metrics, Vec<f64>, Option<Fitted>)> {
+    let fitted = baseline.fit(city, &split.train)?;
+    let predicted: Vec<f64> = match &fitted {
+        Some(model) => model.predict(city, &split.test)?,
+        // The neighbour mean: its training neighbours' targets, else the global mean.
+        None => {
+            let mean =
+                split.train.iter().map(|&i| city.target(i)).sum::<f64>() / split.train.len() as f64;
             let index = NeighbourIndex::new(city, 1);
             let mut is_train = vec![false; city.len()];
             for &i in &split.train {
@@ -72,7 +74,7 @@ pub fn evaluate(baseline: &Baseline, city: &City, split: &Split) -> Result<(Metr
         }
     };
     let target: Vec<f64> = split.test.iter().map(|&i| city.target(i)).collect();
-    Ok((Metrics::compute(&target, &predicted), predicted))
+    Ok((Metrics::compute(&target, &predicted), predicted, fitted))
 }
 
 /// A feature name with its spatial lag split off: `lag2:ln_gdp` → (Some(2), `ln_gdp`). Only

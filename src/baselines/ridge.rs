@@ -2,8 +2,11 @@
 //! intercept is not penalised). Small dense systems only: a handful of covariates.
 
 use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq)]
+/// Saved in a baseline run's `model.json` (JSON floats read back bit-identical).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Ridge {
     mean: Vec<f64>,
     std: Vec<f64>,

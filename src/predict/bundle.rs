@@ -4,7 +4,8 @@
 //! ```text
 //! <bundle>/bundle.json          format, version, where it came from
 //! <bundle>/spec.resolved.yaml   the run's resolved spec (network, training, data, split, seed)
-//! <bundle>/model.safetensors    the best checkpoint's weights
+//! <bundle>/model.safetensors    the best checkpoint's weights (a network)
+//! <bundle>/model.json           the fitted model (a baseline: ridge, gbt or mean)
 //! <bundle>/normalization.json   target scaling, covariate statistics, inputs, applicability
 //! <bundle>/test_metrics.json    the run's test metrics
 //! <bundle>/MODEL_CARD.md        for people
@@ -17,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::normalization::{self, Normalization};
+use crate::baselines::fitted;
 use crate::checked::Checked;
 use crate::record::{state as resume, TestMetrics};
 use crate::spec::RunSpec;
@@ -49,7 +51,7 @@ pub struct BundleManifest {
 /// Package a trained model.
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// A finished network run directory
+    /// A finished run directory (a network, or a ridge, gbt or mean baseline)
     run: PathBuf,
     /// The bundle's directory (created; files in it are replaced)
     #[arg(long)]
@@ -77,11 +79,18 @@ pub fn is_bundle(dir: &Path) -> bool {
 
 /// Writes the bundle of the finished network run `run` into `out`.
 pub fn export(run: &Path, out: &Path) -> Result<BundleManifest> {
-    let (spec, metrics) = super::finished_network_run(run)?;
+    let (spec, metrics) = super::finished_run(run)?;
     let normalization = normalization::read_or_recompute(run, &spec)?;
     let meta: RunMeta = read_json(&run.join("meta.json"))?;
-    let weights = std::fs::read(run.join("checkpoints/best.safetensors"))
-        .with_context(|| format!("reading the best checkpoint of {}", run.display()))?;
+    // A network's best checkpoint, or a baseline's fitted model (fitted again for older runs).
+    let (model_file, model) = if spec.baseline.is_some() {
+        let fitted = super::baseline_model::open(run, &spec, &run.join(fitted::FILE))?;
+        (fitted::FILE, json(&fitted)?)
+    } else {
+        let weights = std::fs::read(run.join("checkpoints/best.safetensors"))
+            .with_context(|| format!("reading the best checkpoint of {}", run.display()))?;
+        (WEIGHTS, weights)
+    };
     let manifest = BundleManifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -97,8 +106,8 @@ pub fn export(run: &Path, out: &Path) -> Result<BundleManifest> {
         git_commit: meta.git_commit.clone(),
     };
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    // The weights first and the manifest last: a directory without `bundle.json` is no bundle.
-    atomic::write(&out.join(WEIGHTS), &weights)?;
+    // The model first and the manifest last: a directory without `bundle.json` is no bundle.
+    atomic::write(&out.join(model_file), &model)?;
     atomic::write(
         &out.join("spec.resolved.yaml"),
         spec.resolved_yaml().as_bytes(),
@@ -126,6 +135,9 @@ pub fn open(dir: &Path) -> Result<(Checked<RunSpec>, Normalization, PathBuf)> {
     }
     let spec = RunSpec::load(&dir.join("spec.resolved.yaml"), &[])?;
     let normalization: Normalization = read_json(&dir.join(normalization::FILE))?;
+    if spec.baseline.is_some() {
+        return Ok((spec, normalization, dir.join(fitted::FILE)));
+    }
     let weights = dir.join(WEIGHTS);
     resume::check_safetensors(&weights)
         .map_err(|e| anyhow::anyhow!("{}: {e}", weights.display()))?;
@@ -185,8 +197,7 @@ fn model_card(
          the inputs below. Tiles whose inputs lie outside what the model saw (dissimilarity index \
          above {:.3}, Meyer & Pebesma's area of applicability) are flagged: predictions there are \
          extrapolations.\n",
-        spec.model
-            .modalities
+        spec.modalities_read()
             .iter()
             .map(|m| match m.name() {
                 "image" => "satellite image",
@@ -195,7 +206,9 @@ fn model_card(
             })
             .collect::<Vec<_>>()
             .join(" and "),
-        spec.model.neighbourhood,
+        spec.baseline
+            .as_ref()
+            .map_or(spec.model.neighbourhood, |b| b.window_radius()),
         n.applicability.as_ref().map_or(f64::NAN, |a| a.threshold)
     )?;
     writeln!(card, "## Training data\n")?;
@@ -222,11 +235,15 @@ fn model_card(
             c.join(", ")
         )?;
     }
-    writeln!(
-        card,
-        "- Target: ln(emission), fed to the network as (ln − {:.6}) / {:.6}.\n",
-        n.target_shift, n.target_scale
-    )?;
+    if spec.baseline.is_none() {
+        writeln!(
+            card,
+            "- Target: ln(emission), fed to the network as (ln − {:.6}) / {:.6}.\n",
+            n.target_shift, n.target_scale
+        )?;
+    } else {
+        writeln!(card, "- Target: ln(emission).\n")?;
+    }
     writeln!(
         card,
         "Dataset, as the spec gives it:\n\n```yaml\n{}```\n",
@@ -245,11 +262,19 @@ fn model_card(
         "| {:.4} | {:.4} | {:.4} | {:.4} |\n",
         metrics.r2, metrics.rmse, metrics.mae, metrics.mape
     )?;
-    writeln!(
-        card,
-        "Best validation epoch {} of {} run (validation R² {:.4}); {:.0} s of training.\n",
-        metrics.best_epoch, metrics.epochs_run, metrics.valid.r2, metrics.train_seconds
-    )?;
+    if spec.baseline.is_none() {
+        writeln!(
+            card,
+            "Best validation epoch {} of {} run (validation R² {:.4}); {:.0} s of training.\n",
+            metrics.best_epoch, metrics.epochs_run, metrics.valid.r2, metrics.train_seconds
+        )?;
+    } else {
+        writeln!(
+            card,
+            "Validation R² {:.4}; {:.1} s to fit.\n",
+            metrics.valid.r2, metrics.train_seconds
+        )?;
+    }
     writeln!(card, "## Limitations\n")?;
     writeln!(
         card,
@@ -266,12 +291,21 @@ fn model_card(
         card,
         "- Another CPU or backend gives slightly different floats for the same inputs.\n"
     )?;
-    writeln!(
-        card,
-        "## Network and training\n\n```yaml\nmodel:\n{}train:\n{}```",
-        indent(&yaml(&spec.model)?),
-        indent(&yaml(&spec.train)?)
-    )?;
+    match &spec.baseline {
+        Some(b) => writeln!(
+            card,
+            "## Baseline\n\nNo network: a {:?} baseline on the features below, fitted on the \
+             training tiles (`model.json`).\n\n```yaml\nbaseline:\n{}```",
+            b.kind,
+            indent(&yaml(b)?)
+        )?,
+        None => writeln!(
+            card,
+            "## Network and training\n\n```yaml\nmodel:\n{}train:\n{}```",
+            indent(&yaml(&spec.model)?),
+            indent(&yaml(&spec.train)?)
+        )?,
+    }
     Ok(card)
 }
 

@@ -2,6 +2,7 @@
 //! one variant) predict every tile of an area, labelled or not, and write the table, a GeoTIFF,
 //! GeoJSON and a map.
 
+pub mod baseline_model;
 pub mod bundle;
 pub mod chunk;
 pub mod cli;
@@ -16,28 +17,53 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::baselines::{BaselineKind, Fitted};
 use crate::checked::Checked;
 use crate::data::canonical;
 use crate::data::tile_reader::{self, TileReader};
 use crate::data::CityOptions;
 use crate::data::{odiac, union, City, TileKey};
-use crate::model::{InputShapes, OpenCarbon};
+use crate::model::{InputShapes, Modality, OpenCarbon};
 use crate::record::state as resume;
 use crate::spec::{DatasetSpec, RunSpec};
+use crate::stats::aoa::Applicability;
 use crate::train::{self, Prepared};
 use normalization::Normalization;
 
-/// A finished network run, loaded for prediction.
+/// What maps the area: a trained network, or a fitted baseline (ridge, gradient-boosted trees,
+/// the training mean) read from the run's `model.json`.
+pub enum Predictor {
+    Network(OpenCarbon),
+    Baseline(Fitted),
+}
+
+/// A finished run, loaded for prediction.
 pub struct TrainedRun {
     pub dir: PathBuf,
     pub spec: Checked<RunSpec>,
     pub normalization: Normalization,
-    pub model: OpenCarbon,
+    pub model: Predictor,
 }
 
-/// The resolved spec and test metrics of `dir`, which must be a finished run of a network (a
-/// baseline has no weights to map with or export).
-pub fn finished_network_run(dir: &Path) -> Result<(Checked<RunSpec>, crate::record::TestMetrics)> {
+impl TrainedRun {
+    /// The inputs it reads.
+    pub fn modalities(&self) -> Vec<Modality> {
+        self.spec.modalities_read()
+    }
+
+    /// How far around a tile it reads (tiles): the network's neighbourhood or the widest lag of
+    /// the baseline's features.
+    pub fn radius(&self) -> usize {
+        match &self.spec.baseline {
+            Some(b) => b.window_radius(),
+            None => self.spec.model.neighbourhood,
+        }
+    }
+}
+
+/// The resolved spec and test metrics of `dir`, which must be a finished run of a network or of a
+/// baseline with a model to map with (not the neighbour mean, which needs the area's labels).
+pub fn finished_run(dir: &Path) -> Result<(Checked<RunSpec>, crate::record::TestMetrics)> {
     let metrics = match resume::check(dir, None) {
         resume::State::Done(metrics) => metrics,
         resume::State::NotDone(why) | resume::State::Broken(why) => {
@@ -45,43 +71,57 @@ pub fn finished_network_run(dir: &Path) -> Result<(Checked<RunSpec>, crate::reco
         }
     };
     let spec = RunSpec::load(&dir.join("spec.resolved.yaml"), &[])?;
-    if spec.baseline.is_some() {
-        bail!(
-            "run {}: a baseline run; only trained networks map areas or export",
-            dir.display()
-        );
+    if let Some(b) = &spec.baseline {
+        if b.kind == BaselineKind::NeighbourMean {
+            bail!(
+                "run {}: the neighbour-mean baseline predicts a tile from its neighbours' measured \
+                 emissions, which a new area does not have; map with a network, ridge, gbt or mean run",
+                dir.display()
+            );
+        }
+        if spec.transfer.is_some() {
+            bail!(
+                "run {}: a transfer baseline (fitted on its source city's part of a joined city); \
+                 map with a baseline run trained in one city",
+                dir.display()
+            );
+        }
     }
     Ok((spec, metrics))
 }
 
-/// Opens a finished run directory (its resolved spec, normalisation and best checkpoint) or a
-/// bundle that `export-model` wrote.
+/// Opens a finished run directory (its resolved spec, normalisation and best checkpoint or fitted
+/// baseline) or a bundle that `export-model` wrote.
 pub fn open_run(dir: &Path, device: &crate::backend::Device) -> Result<TrainedRun> {
-    let (spec, normalization, weights) = if bundle::is_bundle(dir) {
+    let (spec, normalization, model_file) = if bundle::is_bundle(dir) {
         bundle::open(dir)?
     } else {
-        let (spec, _) = finished_network_run(dir)?;
+        let (spec, _) = finished_run(dir)?;
         let normalization = normalization::read_or_recompute(dir, &spec)?;
-        (
-            spec,
-            normalization,
-            dir.join("checkpoints/best.safetensors"),
-        )
+        let file = match spec.baseline {
+            Some(_) => dir.join(crate::baselines::fitted::FILE),
+            None => dir.join("checkpoints/best.safetensors"),
+        };
+        (spec, normalization, file)
     };
-    let s = &normalization.inputs;
-    let shapes = InputShapes {
-        image_size: s.image_side,
-        poi: s
-            .poi_categories
-            .as_ref()
-            .map(|c| (c.len(), s.poi_side.unwrap_or(0))),
-        tabular: s.covariates.as_ref().map(Vec::len),
+    let model = if spec.baseline.is_some() {
+        Predictor::Baseline(baseline_model::open(dir, &spec, &model_file)?)
+    } else {
+        let s = &normalization.inputs;
+        let shapes = InputShapes {
+            image_size: s.image_side,
+            poi: s
+                .poi_categories
+                .as_ref()
+                .map(|c| (c.len(), s.poi_side.unwrap_or(0))),
+            tabular: s.covariates.as_ref().map(Vec::len),
+        };
+        let fresh = spec
+            .model_params()
+            .init(&shapes, device)
+            .with_context(|| format!("rebuilding the network of {}", dir.display()))?;
+        Predictor::Network(train::trainer::load_checkpoint(fresh, &model_file)?)
     };
-    let fresh = spec
-        .model_params()
-        .init(&shapes, device)
-        .with_context(|| format!("rebuilding the network of {}", dir.display()))?;
-    let model = train::trainer::load_checkpoint(fresh, &weights)?;
     Ok(TrainedRun {
         dir: dir.to_path_buf(),
         spec,
@@ -155,9 +195,10 @@ pub fn load_area(source: &Path) -> Result<Area> {
 /// Per tile of the area, one prediction (ln-emission) per run, and its dissimilarity index.
 pub struct Predictions {
     pub per_run: Vec<Vec<f64>>,
-    /// Mean over the runs of each run's DI (one run: Meyer & Pebesma's DI).
+    /// Each tile's dissimilarity index (Meyer & Pebesma) against what the model saw: one run's
+    /// training tiles, or for an ensemble its members' pooled (`Applicability::pooled`).
     pub di: Vec<f64>,
-    /// Mean over the runs of each run's threshold; a tile with `di` above it is outside.
+    /// The DI threshold of that reference; a tile with `di` above it is outside.
     pub threshold: f64,
     /// The tiles predicted (all, or a shard's), in chunk order; the others hold NaN.
     pub predicted: Vec<usize>,
@@ -178,7 +219,7 @@ pub fn predict_area(
     let first = runs.first().context("no run to predict with")?;
     for run in &runs[1..] {
         if run.normalization.inputs != first.normalization.inputs
-            || run.spec.model.modalities != first.spec.model.modalities
+            || run.modalities() != first.modalities()
         {
             bail!(
                 "runs {} and {} were trained on different inputs; an ensemble needs one variant's runs",
@@ -187,7 +228,7 @@ pub fn predict_area(
             );
         }
     }
-    union::keep_only(&mut area.city, &first.spec.model.modalities);
+    union::keep_only(&mut area.city, &first.modalities());
     let reference = first.normalization.reference_city();
     union::conform(&reference, &mut area.city).with_context(|| {
         format!(
@@ -197,11 +238,7 @@ pub fn predict_area(
         )
     })?;
     // Chunk by chunk (with a halo of the largest neighbourhood radius), every run on each chunk.
-    let halo = runs
-        .iter()
-        .map(|r| r.spec.model.neighbourhood)
-        .max()
-        .unwrap_or(0);
+    let halo = runs.iter().map(TrainedRun::radius).max().unwrap_or(0);
     let side = if chunk_side == 0 {
         usize::MAX / 2
     } else {
@@ -211,7 +248,7 @@ pub fn predict_area(
     // NaN for the tiles of other shards, as for their predictions.
     let mut di = vec![f64::NAN; area.city.len()];
     let mut predicted = Vec::new();
-    let applicability = runs
+    let members = runs
         .iter()
         .map(|run| {
             run.normalization.applicability.as_ref().with_context(|| {
@@ -223,6 +260,15 @@ pub fn predict_area(
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    // One run: its own area of applicability; an ensemble: the one of everything it saw.
+    let pooled;
+    let aoa = if let [one] = members.as_slice() {
+        *one
+    } else {
+        pooled = Applicability::pooled(&members, first.spec.seed)
+            .map_err(|e| anyhow::anyhow!("the ensemble's area of applicability: {e}"))?;
+        &pooled
+    };
     let parts = chunk::plan(&area.city, side, halo);
     for part in parts.into_iter().skip(shard.index).step_by(shard.count) {
         predicted.extend_from_slice(&part.core);
@@ -244,33 +290,34 @@ pub fn predict_area(
                     .expect("the core is in the chunk")
             })
             .collect();
-        for &i in &part.core {
-            di[i] = 0.0;
-        }
-        for ((run, out), aoa) in runs.iter().zip(per_run.iter_mut()).zip(&applicability) {
-            let n = &run.normalization;
-            let data = Prepared::with_scaling(
-                &sub,
-                n.covariates.clone(),
-                n.target_shift,
-                n.target_scale,
-                run.spec.model_params(),
-                device,
-            );
-            let values = train::predict(&run.model, &data, &samples, batch_size);
+        for (run, out) in runs.iter().zip(per_run.iter_mut()) {
+            let values = match &run.model {
+                Predictor::Network(model) => {
+                    let n = &run.normalization;
+                    let data = Prepared::with_scaling(
+                        &sub,
+                        n.covariates.clone(),
+                        n.target_shift,
+                        n.target_scale,
+                        run.spec.model_params(),
+                        device,
+                    );
+                    train::predict(model, &data, &samples, batch_size)
+                }
+                Predictor::Baseline(fitted) => fitted
+                    .predict(&sub, &samples)
+                    .with_context(|| format!("run {}", run.dir.display()))?,
+            };
             for (&i, v) in part.core.iter().zip(values) {
                 out[i] = v;
             }
-            let values = aoa.index(&sub, &samples, &run.spec.model.modalities);
-            for (&i, v) in part.core.iter().zip(values) {
-                di[i] += v / runs.len() as f64;
-            }
+        }
+        let values = aoa.index(&sub, &samples, &first.modalities());
+        for (&i, v) in part.core.iter().zip(values) {
+            di[i] = v;
         }
     }
-    let threshold = applicability
-        .iter()
-        .map(|aoa| aoa.threshold / runs.len() as f64)
-        .sum();
+    let threshold = aoa.threshold;
     Ok(Predictions {
         per_run,
         di,

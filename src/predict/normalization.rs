@@ -42,7 +42,7 @@ pub fn read_or_recompute(run_dir: &Path, spec: &RunSpec) -> Result<Normalization
         &city,
         standardizer,
         scaling,
-        &spec.model.modalities,
+        &spec.modalities_read(),
         &split.train,
         spec.seed,
     ))

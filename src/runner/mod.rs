@@ -335,6 +335,22 @@ fn run_in(
     if let Some(baseline) = &spec.baseline {
         let baseline = baseline.baseline();
         let metrics = run_baseline(&baseline, city, &split, dir)?;
+        if transfer.is_none() {
+            // What `predict` needs to map an area with this baseline, as a network run keeps it:
+            // the inputs it reads and its area of applicability.
+            let modalities = spec.modalities_read();
+            let standardizer =
+                crate::data::Standardizer::fit(city, &split.train, spec.model.clip_covariates);
+            let normalization = crate::train::normalization::Normalization::new(
+                city,
+                standardizer,
+                (0.0, 1.0),
+                &modalities,
+                &split.train,
+                spec.seed,
+            );
+            dir.write_json(crate::train::normalization::FILE, &normalization)?;
+        }
         if let Some((config, cities)) = &transfer {
             let modalities = spec.modalities_read();
             let (rows, predictions) =
@@ -442,7 +458,10 @@ fn run_baseline(
         test: split.valid.clone(),
     };
     let (valid, _) = crate::baselines::evaluate(baseline, city, &valid_split)?;
-    let (test, predicted) = crate::baselines::evaluate(baseline, city, split)?;
+    let (test, predicted, fitted) = crate::baselines::evaluate_fitted(baseline, city, split)?;
+    if let Some(fitted) = &fitted {
+        dir.write_json(crate::baselines::fitted::FILE, fitted)?;
+    }
     let rows: Vec<(usize, f64, f64)> = split
         .test
         .iter()

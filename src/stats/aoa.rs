@@ -116,8 +116,68 @@ impl Applicability {
             train = keep.into_iter().map(|j| train[j]).collect();
         }
         let (features, rows) = descriptors(city, &train, modalities);
+        let keys: Vec<(i64, i64)> = train
+            .iter()
+            .map(|&i| (city.keys[i].x, city.keys[i].y))
+            .collect();
+        Self::from_rows(features, rows, keys)
+    }
+
+    /// The area of applicability of an ensemble: its members' reference tiles pooled (each tile
+    /// once, by key) and fitted again as one training set, so the ensemble's DI and threshold are
+    /// its own, not averages of its members'. Members that saw different tiles (the folds of a
+    /// cross-validated variant) pool into the whole of what the ensemble saw. The raw descriptors
+    /// come back from each member's standardised f32 reference (to about 1e-7 relative).
+    pub fn pooled(members: &[&Applicability], seed: u64) -> Result<Self, String> {
+        let Some(first) = members.first() else {
+            return Err("no member to pool".into());
+        };
+        if let Some(other) = members.iter().find(|m| m.features != first.features) {
+            return Err(format!(
+                "members describe tiles by different inputs ({} against {})",
+                first.features.join(", "),
+                other.features.join(", ")
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let (mut keys, mut rows) = (Vec::new(), Vec::new());
+        for m in members {
+            for (key, r) in m.reference_keys.iter().zip(&m.reference) {
+                if seen.insert(*key) {
+                    keys.push(*key);
+                    rows.push(
+                        r.iter()
+                            .enumerate()
+                            .map(|(c, &v)| v as f64 * m.std[c] + m.mean[c])
+                            .collect::<Vec<f64>>(),
+                    );
+                }
+            }
+        }
+        // The same order whatever order the members come in, then the same seeded sample as fit.
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by_key(|&i| keys[i]);
+        if order.len() > MAX_REFERENCE {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xa0a);
+            let mut keep: Vec<usize> = sample(&mut rng, order.len(), MAX_REFERENCE).into_vec();
+            keep.sort_unstable();
+            order = keep.into_iter().map(|j| order[j]).collect();
+        }
+        Ok(Self::from_rows(
+            first.features.clone(),
+            order.iter().map(|&i| rows[i].clone()).collect(),
+            order.iter().map(|&i| keys[i]).collect(),
+        ))
+    }
+
+    /// Standardisation, mean distance and threshold of raw reference descriptors.
+    fn from_rows(
+        features: Vec<String>,
+        rows: Vec<Vec<f64>>,
+        reference_keys: Vec<(i64, i64)>,
+    ) -> Self {
         let d = features.len();
-        let n = train.len().max(1) as f64;
+        let n = reference_keys.len().max(1) as f64;
         let mean: Vec<f64> = (0..d)
             .map(|c| rows.iter().map(|r| r[c]).sum::<f64>() / n)
             .collect();
@@ -138,10 +198,6 @@ impl Applicability {
                 .collect()
         };
         let reference: Vec<Vec<f32>> = rows.iter().map(|r| scale(r)).collect();
-        let reference_keys: Vec<(i64, i64)> = train
-            .iter()
-            .map(|&i| (city.keys[i].x, city.keys[i].y))
-            .collect();
         let mut sum = 0.0;
         let mut pairs = 0usize;
         for a in 0..reference.len() {
