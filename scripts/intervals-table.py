@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """results/intervals-transfer/coverage.md from the committed predict.json files: the 90 %
-conformal bands of a network trained on one city (its 10 spatial-CV fold runs, CV+) mapped
-onto the other city, and their coverage on its labelled tiles inside and outside the area of
-applicability. Regenerate the predictions with the commands in docs/predict.md, then run this.
+conformal bands of the network and of the best baseline (gbt_lag), each trained on one city (its
+10 spatial-CV fold runs, CV+), mapped onto the other city, and their coverage on its labelled
+tiles inside and outside the area of applicability. A folder is `<source>-to-<target>` for the
+network and `<source>-to-<target>-<variant>` otherwise. Regenerate the predictions with the
+commands in docs/predict.md, then run this.
 
   scripts/intervals-table.py
 """
@@ -12,15 +14,16 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent / "results" / "intervals-transfer"
 pct = lambda v: "—" if v is None else f"{100 * v:.1f} %"
 lines = [
-    "| trained on → mapped | method | calibration tiles | mean width (ln) | coverage | in AOA | outside AOA | ±1.96σ of the runs |",
-    "|---|---|---|---|---|---|---|---|",
+    "| trained on → mapped | variant | R² | method | calibration tiles | mean width (ln) | coverage | in AOA | outside AOA | ±1.96σ of the runs |",
+    "|---|---|---|---|---|---|---|---|---|---|",
 ]
-for d in sorted(p for p in root.iterdir() if p.is_dir()):
+for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name.split("-to-")[0], "-" in p.name.split("-to-")[1], p.name)):
     s = json.load(open(d / "predict.json"))
     b = s["interval"]
-    src, dst = d.name.split("-to-")
+    src, rest = d.name.split("-to-")
+    dst, variant = rest.split("-", 1) if "-" in rest else (rest, "network")
     lines.append(
-        f"| {src} → {dst} | {b['method']} ({100 * b['level']:.0f} %) | {b['calibration_points']} | "
+        f"| {src} → {dst} | {variant} | {s['labelled']['r2']:.3f} | {b['method']} ({100 * b['level']:.0f} %) | {b['calibration_points']} | "
         f"{b['mean_width']:.3f} | {pct(b.get('coverage'))} | "
         f"{pct(b.get('coverage_in_aoa'))} ({b['labelled_in_aoa']} tiles) | "
         f"{pct(b.get('coverage_outside_aoa'))} ({b['labelled_outside_aoa']} tiles) | "
@@ -28,9 +31,11 @@ for d in sorted(p for p in root.iterdir() if p.is_dir()):
     )
 (root / "coverage.md").write_text(
     "# Prediction intervals across cities\n\n"
-    "The `network` variant of `network-spatial-cv` (10 runs: 2 seeds × 5 spatial folds) mapped onto the "
-    "other city with `opencarbon predict --from results/network-spatial-cv --variant network --dataset "
-    "<city>`: 90 % CV+ bands calibrated on the training city's out-of-fold residuals, scored on every "
-    "labelled tile of the other city.\n\n" + "\n".join(lines) + "\n"
+    "The `network` variant of `network-spatial-cv` and its best baseline, `gbt_lag` (gradient-boosted "
+    "trees on the covariates and their 3×3 means; 10 runs each: 2 seeds × 5 spatial folds), mapped onto "
+    "the other city with `opencarbon predict --from results/network-spatial-cv --variant <variant> "
+    "--dataset <city>`: 90 % CV+ bands calibrated on the training city's out-of-fold residuals, scored "
+    "on every labelled tile of the other city. R² is over those tiles; the area of applicability is the "
+    "ensemble's own (its folds' training tiles pooled).\n\n" + "\n".join(lines) + "\n"
 )
 print((root / "coverage.md").read_text())

@@ -31,4 +31,5 @@ mod stats;
 mod training;
 mod transfer;
 mod trust;
+mod tuning;
 mod variogram;

@@ -103,6 +103,35 @@ fn ridge_and_gbt_runs_map_areas_with_bands_like_networks() {
     }
 }
 
+/// A map whose area lies mostly outside the area of applicability says so in `predict.json`.
+#[test]
+fn a_map_mostly_outside_the_area_of_applicability_is_flagged() {
+    let tmp = tempfile::tempdir().unwrap();
+    let city = tmp.path().join("city.yaml");
+    std::fs::write(&city, DATASET).unwrap();
+    let runs = fold_runs(tmp.path(), "mean", "{kind: mean}");
+    let device = common::device();
+    let models = vec![predict::open_run(&runs[0], &device).unwrap()];
+    let mut area = predict::load_area(&city).unwrap();
+    let mut p =
+        predict::predict_area(&models, &mut area, &device, 64, 0, Default::default()).unwrap();
+    let own = predict::write_outputs(&tmp.path().join("own"), &models, &area, &p, 0.9)
+        .unwrap()
+        .unwrap();
+    assert!(!own.mostly_outside && own.aoa_inside > 0.5, "{own:?}");
+    // Every tile but one beyond the threshold.
+    for d in p.di.iter_mut().skip(1) {
+        *d = p.threshold * 2.0 + 1.0;
+    }
+    let out = tmp.path().join("outside");
+    let summary = predict::write_outputs(&out, &models, &area, &p, 0.9)
+        .unwrap()
+        .unwrap();
+    assert!(summary.mostly_outside && summary.aoa_inside < 0.5, "{summary:?}");
+    let json = std::fs::read_to_string(out.join("predict.json")).unwrap();
+    assert!(json.contains("\"mostly_outside\": true"), "{json}");
+}
+
 #[test]
 fn a_baseline_bundle_and_an_old_run_without_its_model_map_alike() {
     let tmp = tempfile::tempdir().unwrap();

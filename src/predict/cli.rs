@@ -192,6 +192,12 @@ fn report(summary: &super::PredictSummary) -> Result<()> {
         100.0 * summary.aoa_inside,
         summary.aoa_threshold
     );
+    if summary.mostly_outside {
+        eprintln!(
+            "warning: {:.1} % of the area lies outside the model's area of applicability: this map is mostly extrapolation, and its bands cover less there (predict.json: mostly_outside)",
+            100.0 * (1.0 - summary.aoa_inside)
+        );
+    }
     if let Some(c) = summary.band_coverage {
         println!(
             "mean ± 1.96σ over the runs holds the truth on {:.1} % of labelled tiles",

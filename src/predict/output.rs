@@ -99,6 +99,10 @@ pub struct PredictSummary {
     /// Area of applicability: the DI threshold and the fraction of tiles within it.
     pub aoa_threshold: f64,
     pub aoa_inside: f64,
+    /// Most of the area lies outside the area of applicability: the map is mostly extrapolation
+    /// and its bands are least trustworthy there (coverage falls outside; docs/predict.md).
+    #[serde(default)]
+    pub mostly_outside: bool,
     /// The conformal bands, and their coverage on the labelled tiles.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<IntervalSummary>,
@@ -342,6 +346,7 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
     let in_band = |i: usize| (t.target[i] - t.mean[i]).abs() <= 1.96 * t.std[i];
     let band_coverage = (info.runs.len() >= 2 && !labelled.is_empty())
         .then(|| labelled.iter().filter(|&&i| in_band(i)).count() as f64 / labelled.len() as f64);
+    let aoa_inside = inside.iter().filter(|&&v| v).count() as f64 / n.max(1) as f64;
     let summary = PredictSummary {
         area: info.area.clone(),
         tiles: n,
@@ -351,7 +356,8 @@ fn write_products(out: &Path, t: &Table, info: &ShardInfo) -> Result<PredictSumm
         labelled: metrics,
         band_coverage,
         aoa_threshold: info.aoa_threshold,
-        aoa_inside: inside.iter().filter(|&&v| v).count() as f64 / n.max(1) as f64,
+        aoa_inside,
+        mostly_outside: aoa_inside < 0.5,
         interval: info
             .bands
             .as_ref()

@@ -1,0 +1,339 @@
+//! The search of issue 31 against Optuna: the deterministic parts of TPE (γ, the below/above
+//! split, mixture weights, kernel means and bandwidths, the densities and the acquisition at
+//! given points) equal Optuna 5.1's own `_split_trials` / `_build_parzen_estimator` /
+//! `_compute_acquisition_func` on the same histories (scripts/tpe_reference.py); and on a known
+//! function TPE beats random search on average, as Optuna's does. Random streams differ between
+//! the two, so suggestions themselves are compared only in distribution.
+
+use std::collections::BTreeMap;
+
+use crate::common;
+use opencarbon::tune::parzen::{Kernels, Parzen};
+use opencarbon::tune::space::{self, Domain, Space, Value};
+use opencarbon::tune::{tpe, Direction, Sampler, SamplerConfig, State, Trial};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value as Json};
+
+/// One parameter's history and the points to score, for both sides.
+struct Case {
+    expr: &'static str,
+    dist: Json,
+    direction: Direction,
+    trials: Vec<Trial>,
+    candidates: Vec<f64>,
+}
+
+fn trial(number: usize, param: Value, state: State, curve: &[(u64, f64)]) -> Trial {
+    let mut params = BTreeMap::new();
+    params.insert("x".to_string(), param);
+    Trial {
+        number,
+        params,
+        state,
+        curve: curve.iter().copied().collect(),
+    }
+}
+
+/// `n` trials of `draw` scored by `f` plus noise; those `pruned` picks pruned with a curve
+/// (none for every fifth), the last `running` still running. Some values repeat on purpose
+/// (ties keep trial order).
+fn history(
+    seed: u64,
+    n: usize,
+    pruned: fn(usize) -> bool,
+    running: usize,
+    mut draw: impl FnMut(&mut ChaCha8Rng) -> Value,
+    f: impl Fn(&Value) -> f64,
+) -> Vec<Trial> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let p = draw(&mut rng);
+            let noise: f64 = rng.random_range(-0.1..0.1);
+            let v = if i % 7 == 3 { 1.0 } else { f(&p) + noise };
+            let state = if i + running >= n {
+                State::Running
+            } else if pruned(i) {
+                State::Pruned
+            } else {
+                State::Complete(v)
+            };
+            let curve: Vec<(u64, f64)> = match state {
+                State::Pruned if i % 5 != 0 => {
+                    (0..=(i as u64 % 4)).map(|s| (s, v + s as f64)).collect()
+                }
+                _ => vec![],
+            };
+            trial(i, p, state, &curve)
+        })
+        .collect()
+}
+
+fn as_f64(v: &Value) -> f64 {
+    match v {
+        Value::Int(i) => *i as f64,
+        Value::Float(x) => *x,
+        other => panic!("not a number: {other:?}"),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let choices = ["adam", "sgd", "rmsprop", "lamb"];
+    vec![
+        Case {
+            expr: "interval(-5, 5)",
+            dist: json!({"type": "float", "low": -5.0, "high": 5.0, "log": false, "step": null}),
+            direction: Direction::Minimize,
+            trials: history(1, 15, |_| false, 0, |r| Value::Float(r.random_range(-5.0..5.0)), |p| {
+                (as_f64(p) - 1.0).powi(2)
+            }),
+            candidates: vec![-4.9, -1.0, 0.0, 0.99, 1.0, 2.5, 4.999],
+        },
+        Case {
+            // 30 trials: γ = 3 below, 27 above, so the "above" weights ramp (n ≥ 25).
+            expr: "log(interval(1e-4, 1e-1))",
+            dist: json!({"type": "float", "low": 1e-4, "high": 1e-1, "log": true, "step": null}),
+            direction: Direction::Maximize,
+            trials: history(2, 30, |_| false, 0, |r| Value::Float(10f64.powf(r.random_range(-4.0..-1.0))), |p| {
+                -(as_f64(p).log10() + 2.5).powi(2)
+            }),
+            candidates: vec![1e-4, 3e-4, 3e-3, 0.0316, 0.0999],
+        },
+        Case {
+            // Pruned trials with curves of different depths, and two still running.
+            expr: "int(interval(1, 10))",
+            dist: json!({"type": "int", "low": 1, "high": 10, "log": false, "step": 1}),
+            direction: Direction::Minimize,
+            trials: history(3, 14, |i| i % 4 == 3, 2, |r| Value::Int(r.random_range(1..=10)), |p| {
+                (as_f64(p) - 7.0).abs()
+            }),
+            candidates: vec![1.0, 2.0, 6.0, 7.0, 10.0],
+        },
+        Case {
+            // So many pruned that γ(n) reaches past the complete trials into them.
+            expr: "int(interval(1, 10))",
+            dist: json!({"type": "int", "low": 1, "high": 10, "log": false, "step": 1}),
+            direction: Direction::Maximize,
+            trials: history(4, 40, |i| i % 15 != 0, 0, |r| Value::Int(r.random_range(1..=10)), |p| {
+                as_f64(p)
+            }),
+            candidates: vec![1.0, 5.0, 10.0],
+        },
+        Case {
+            expr: "int(log(interval(1, 64)))",
+            dist: json!({"type": "int", "low": 1, "high": 64, "log": true, "step": 1}),
+            direction: Direction::Minimize,
+            trials: history(5, 20, |_| false, 0, |r| Value::Int(r.random_range(1..=64)), |p| {
+                (as_f64(p).ln() - 2.0).abs()
+            }),
+            candidates: vec![1.0, 2.0, 7.0, 8.0, 64.0],
+        },
+        Case {
+            expr: "choice(adam, sgd, rmsprop, lamb)",
+            dist: json!({"type": "categorical", "choices": choices}),
+            direction: Direction::Maximize,
+            trials: history(
+                6,
+                14,
+                |_| false,
+                1,
+                |r| Value::Str(choices[r.random_range(0..4)].to_string()),
+                |p| if *p == Value::Str("rmsprop".into()) { 2.0 } else { 0.0 },
+            ),
+            candidates: vec![0.0, 1.0, 2.0, 3.0],
+        },
+        Case {
+            // A stepped float range: 0, 0.25, 0.5, 0.75 (stop excluded).
+            expr: "range(0.0, 1.0, 0.25)",
+            dist: json!({"type": "float", "low": 0.0, "high": 0.75, "log": false, "step": 0.25}),
+            direction: Direction::Minimize,
+            trials: history(7, 11, |_| false, 0, |r| Value::Float(0.25 * r.random_range(0..4) as f64), |p| {
+                (as_f64(p) - 0.5).abs()
+            }),
+            candidates: vec![0.0, 0.25, 0.5, 0.75],
+        },
+        Case {
+            // 300 trials: γ is capped at 25.
+            expr: "interval(0, 1)",
+            dist: json!({"type": "float", "low": 0.0, "high": 1.0, "log": false, "step": null}),
+            direction: Direction::Minimize,
+            trials: history(8, 300, |_| false, 0, |r| Value::Float(r.random_range(0.0..1.0)), |p| {
+                (as_f64(p) - 0.3).powi(2)
+            }),
+            candidates: vec![0.0, 0.3, 0.31, 0.9],
+        },
+    ]
+}
+
+fn param_json(v: &Value) -> Json {
+    match v {
+        Value::Int(i) => json!(i),
+        Value::Float(x) => json!(x),
+        Value::Str(s) => json!(s),
+        Value::Bool(b) => json!(b),
+    }
+}
+
+fn case_json(c: &Case) -> Json {
+    let trials: Vec<Json> = c
+        .trials
+        .iter()
+        .map(|t| {
+            let (state, value) = match t.state {
+                State::Complete(v) => ("complete", json!(v)),
+                State::Pruned => ("pruned", Json::Null),
+                State::Running => ("running", Json::Null),
+            };
+            let curve: Vec<Json> = t.curve.iter().map(|(s, v)| json!([s, v])).collect();
+            json!({"state": state, "value": value, "param": param_json(&t.params["x"]), "curve": curve})
+        })
+        .collect();
+    json!({
+        "direction": match c.direction { Direction::Minimize => "minimize", Direction::Maximize => "maximize" },
+        "distribution": c.dist,
+        "trials": trials,
+        "candidates": c.candidates,
+    })
+}
+
+fn optuna(python: &str, args: &[&str]) -> Json {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tpe_reference.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn floats(v: &Json) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a list: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap_or(f64::NEG_INFINITY))
+        .collect()
+}
+
+fn close(what: &str, got: &[f64], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: {got:?} vs Optuna {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        let ok = g == w || (g - w).abs() <= 1e-9 * w.abs().max(1.0);
+        assert!(ok, "{what}: {got:?} vs Optuna {want:?}");
+    }
+}
+
+fn compare_estimator(what: &str, got: &Parzen, want: &Json) {
+    close(&format!("{what} weights"), &got.weights, &floats(&want["weights"]));
+    match &got.kernels {
+        Kernels::Numeric(k) => {
+            close(&format!("{what} mus"), &k.mus, &floats(&want["mus"]));
+            close(&format!("{what} sigmas"), &k.sigmas, &floats(&want["sigmas"]));
+        }
+        Kernels::Categorical(rows) => {
+            let want_rows = want["categorical"].as_array().unwrap();
+            assert_eq!(rows.len(), want_rows.len(), "{what} kernels");
+            for (r, w) in rows.iter().zip(want_rows) {
+                close(&format!("{what} categorical"), r, &floats(w));
+            }
+        }
+    }
+}
+
+#[test]
+fn tpe_internals_equal_optunas() {
+    let Some(python) = common::python(&["optuna"]) else {
+        return;
+    };
+    let cases = cases();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("cases.json");
+    let data = json!({"cases": cases.iter().map(case_json).collect::<Vec<_>>()});
+    std::fs::write(&input, data.to_string()).unwrap();
+    let reference = optuna(&python, &[input.to_str().unwrap()]);
+    assert_eq!(reference["version"], "5.1.0", "pinned against Optuna 5.1.0");
+    for (i, (c, want)) in cases.iter().zip(reference["cases"].as_array().unwrap()).enumerate() {
+        let what = format!("case {i} ({})", c.expr);
+        let domain: Domain = space::parse(c.expr).unwrap();
+        let n = c.trials.iter().filter(|t| t.state != State::Running).count();
+        assert_eq!(tpe::gamma(n) as u64, want["gamma"].as_u64().unwrap(), "{what}: γ");
+        let (below, above) = tpe::split(&c.trials, c.direction);
+        let numbers = |g: &[&Trial]| g.iter().map(|t| json!(t.number)).collect::<Vec<_>>();
+        assert_eq!(json!(numbers(&below)), want["below"], "{what}: below");
+        assert_eq!(json!(numbers(&above)), want["above"], "{what}: above");
+        let (l, g) = tpe::estimators("x", &domain, &c.trials, c.direction).unwrap();
+        compare_estimator(&format!("{what} l(x)"), &l, &want["l"]);
+        compare_estimator(&format!("{what} g(x)"), &g, &want["g"]);
+        let log_l: Vec<f64> = c.candidates.iter().map(|&x| l.log_pdf(x)).collect();
+        close(&format!("{what} ln l"), &log_l, &floats(&want["log_l"]));
+        close(
+            &format!("{what} acquisition"),
+            &tpe::acquisition(&l, &g, &c.candidates),
+            &floats(&want["acquisition"]),
+        );
+    }
+}
+
+/// f(x, y) = x² + y² over [−5, 5]², minimised for `trials` trials; the best value found.
+fn best_on_quadratic(config: &SamplerConfig, trials: usize) -> f64 {
+    let mut raw = BTreeMap::new();
+    raw.insert("x".to_string(), "interval(-5, 5)".to_string());
+    raw.insert("y".to_string(), "interval(-5, 5)".to_string());
+    let space = Space::parse(&raw).unwrap();
+    let sampler = Sampler::new(config, &space).unwrap();
+    let mut history: Vec<Trial> = Vec::new();
+    for number in 0..trials {
+        let params = sampler
+            .suggest(&space, &history, Direction::Minimize)
+            .unwrap();
+        let f = as_f64(&params["x"]).powi(2) + as_f64(&params["y"]).powi(2);
+        history.push(Trial {
+            number,
+            params,
+            state: State::Complete(f),
+            curve: BTreeMap::new(),
+        });
+    }
+    history
+        .iter()
+        .filter_map(Trial::value)
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn tpe_beats_random_on_a_quadratic_as_optunas_does() {
+    let (seeds, trials) = (30u64, 40);
+    let mean = |make: &dyn Fn(u64) -> SamplerConfig| {
+        (0..seeds)
+            .map(|s| best_on_quadratic(&make(s), trials))
+            .sum::<f64>()
+            / seeds as f64
+    };
+    let tpe = mean(&|seed| SamplerConfig::Tpe {
+        seed,
+        n_startup_trials: 10,
+        n_ei_candidates: 24,
+    });
+    let random = mean(&|seed| SamplerConfig::Random { seed });
+    eprintln!("mean best of x² + y² after {trials} trials over {seeds} seeds: TPE {tpe:.4}, random {random:.4}");
+    // Optuna 5.1 on the same problem: TPE 0.070, random 0.722 (scripts/tpe_reference.py
+    // --quadratic 30 40). Ours must show the same gap, not one machine's floats.
+    assert!(tpe < 0.5 * random, "TPE {tpe} vs random {random}");
+    let Some(python) = common::python(&["optuna"]) else {
+        return;
+    };
+    let reference = optuna(&python, &["--quadratic", "30", "40"]);
+    let (o_tpe, o_random) = (
+        reference["tpe"].as_f64().unwrap(),
+        reference["random"].as_f64().unwrap(),
+    );
+    eprintln!("Optuna: TPE {o_tpe:.4}, random {o_random:.4}");
+    // Same algorithm, other random streams: the means agree within a factor of 3.
+    assert!(tpe < 3.0 * o_tpe && tpe > o_tpe / 3.0, "TPE {tpe} vs Optuna's {o_tpe}");
+    assert!(random < 3.0 * o_random && random > o_random / 3.0, "random {random} vs Optuna's {o_random}");
+}
