@@ -12,7 +12,8 @@ mu and sigma in Optuna's working space, or categorical weights), the log densiti
 candidates and the acquisition ln l(x) - ln g(x) (`_compute_acquisition_func`); floats as repr.
 
 A second mode, argv[1] == "--quadratic SEEDS TRIALS": the mean best value of Optuna's TPESampler
-(defaults) and RandomSampler on f(x, y) = x^2 + y^2 over [-5, 5]^2, over seeds 0..SEEDS-1.
+(univariate and multivariate, other settings default) and RandomSampler on f(x, y) = x^2 + y^2
+over [-5, 5]^2, over seeds 0..SEEDS-1.
 """
 import json
 import sys
@@ -89,7 +90,12 @@ def quadratic(seeds, trials):
         return x * x + y * y
 
     out = {}
-    for name, make in [("tpe", lambda s: TPESampler(seed=s)), ("random", lambda s: RandomSampler(seed=s))]:
+    samplers = [
+        ("tpe_univariate", lambda s: TPESampler(seed=s, multivariate=False)),
+        ("tpe_multivariate", lambda s: TPESampler(seed=s, multivariate=True)),
+        ("random", lambda s: RandomSampler(seed=s)),
+    ]
+    for name, make in samplers:
         best = []
         for s in range(seeds):
             study = optuna.create_study(direction="minimize", sampler=make(s))

@@ -353,6 +353,7 @@ fn split_csv_round_trips_as_a_file_split() {
         folds: 3,
         block: 3,
         buffer: Some(Buffer::Tiles(1)),
+        valid_buffer: None,
         valid: 0.25,
         seed: Some(4),
         fold: Some(1),
@@ -444,7 +445,7 @@ proptest! {
     ) {
         let city = grid_city(w, h, &holes, &[false]);
         prop_assume!(city.samples().len() >= 30);
-        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(Buffer::Tiles(buffer)), valid: 0.25, seed: None, fold: None };
+        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(Buffer::Tiles(buffer)), valid_buffer: None, valid: 0.25, seed: None, fold: None };
         let random = SplitConfig::RandomCv { folds, valid: 0.25, seed: None, fold: None };
         for config in [spatial, random] {
             let mut tested = Vec::new();

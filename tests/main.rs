@@ -11,6 +11,7 @@ mod conclusions;
 mod conformal;
 mod data;
 mod docs;
+mod ensembles;
 mod experiment;
 mod fuzz;
 mod gbt_reference;

@@ -127,7 +127,10 @@ fn a_map_mostly_outside_the_area_of_applicability_is_flagged() {
     let summary = predict::write_outputs(&out, &models, &area, &p, 0.9)
         .unwrap()
         .unwrap();
-    assert!(summary.mostly_outside && summary.aoa_inside < 0.5, "{summary:?}");
+    assert!(
+        summary.mostly_outside && summary.aoa_inside < 0.5,
+        "{summary:?}"
+    );
     let json = std::fs::read_to_string(out.join("predict.json")).unwrap();
     assert!(json.contains("\"mostly_outside\": true"), "{json}");
 }

@@ -464,6 +464,7 @@ fn transfer_matrix_is_mean_and_std_over_seeds() {
     let row = |seed: u64, in_city: f64, zero_shot: f64| results::RunRow {
         leak: None,
         provenance: None,
+        members: vec![],
         fold: None,
         cv_test_train_ratio: None,
         run_id: format!("s{seed}"),

@@ -85,9 +85,14 @@ fn cases() -> Vec<Case> {
             expr: "interval(-5, 5)",
             dist: json!({"type": "float", "low": -5.0, "high": 5.0, "log": false, "step": null}),
             direction: Direction::Minimize,
-            trials: history(1, 15, |_| false, 0, |r| Value::Float(r.random_range(-5.0..5.0)), |p| {
-                (as_f64(p) - 1.0).powi(2)
-            }),
+            trials: history(
+                1,
+                15,
+                |_| false,
+                0,
+                |r| Value::Float(r.random_range(-5.0..5.0)),
+                |p| (as_f64(p) - 1.0).powi(2),
+            ),
             candidates: vec![-4.9, -1.0, 0.0, 0.99, 1.0, 2.5, 4.999],
         },
         Case {
@@ -95,9 +100,14 @@ fn cases() -> Vec<Case> {
             expr: "log(interval(1e-4, 1e-1))",
             dist: json!({"type": "float", "low": 1e-4, "high": 1e-1, "log": true, "step": null}),
             direction: Direction::Maximize,
-            trials: history(2, 30, |_| false, 0, |r| Value::Float(10f64.powf(r.random_range(-4.0..-1.0))), |p| {
-                -(as_f64(p).log10() + 2.5).powi(2)
-            }),
+            trials: history(
+                2,
+                30,
+                |_| false,
+                0,
+                |r| Value::Float(10f64.powf(r.random_range(-4.0..-1.0))),
+                |p| -(as_f64(p).log10() + 2.5).powi(2),
+            ),
             candidates: vec![1e-4, 3e-4, 3e-3, 0.0316, 0.0999],
         },
         Case {
@@ -105,9 +115,14 @@ fn cases() -> Vec<Case> {
             expr: "int(interval(1, 10))",
             dist: json!({"type": "int", "low": 1, "high": 10, "log": false, "step": 1}),
             direction: Direction::Minimize,
-            trials: history(3, 14, |i| i % 4 == 3, 2, |r| Value::Int(r.random_range(1..=10)), |p| {
-                (as_f64(p) - 7.0).abs()
-            }),
+            trials: history(
+                3,
+                14,
+                |i| i % 4 == 3,
+                2,
+                |r| Value::Int(r.random_range(1..=10)),
+                |p| (as_f64(p) - 7.0).abs(),
+            ),
             candidates: vec![1.0, 2.0, 6.0, 7.0, 10.0],
         },
         Case {
@@ -115,18 +130,28 @@ fn cases() -> Vec<Case> {
             expr: "int(interval(1, 10))",
             dist: json!({"type": "int", "low": 1, "high": 10, "log": false, "step": 1}),
             direction: Direction::Maximize,
-            trials: history(4, 40, |i| i % 15 != 0, 0, |r| Value::Int(r.random_range(1..=10)), |p| {
-                as_f64(p)
-            }),
+            trials: history(
+                4,
+                40,
+                |i| i % 15 != 0,
+                0,
+                |r| Value::Int(r.random_range(1..=10)),
+                |p| as_f64(p),
+            ),
             candidates: vec![1.0, 5.0, 10.0],
         },
         Case {
             expr: "int(log(interval(1, 64)))",
             dist: json!({"type": "int", "low": 1, "high": 64, "log": true, "step": 1}),
             direction: Direction::Minimize,
-            trials: history(5, 20, |_| false, 0, |r| Value::Int(r.random_range(1..=64)), |p| {
-                (as_f64(p).ln() - 2.0).abs()
-            }),
+            trials: history(
+                5,
+                20,
+                |_| false,
+                0,
+                |r| Value::Int(r.random_range(1..=64)),
+                |p| (as_f64(p).ln() - 2.0).abs(),
+            ),
             candidates: vec![1.0, 2.0, 7.0, 8.0, 64.0],
         },
         Case {
@@ -139,7 +164,13 @@ fn cases() -> Vec<Case> {
                 |_| false,
                 1,
                 |r| Value::Str(choices[r.random_range(0..4)].to_string()),
-                |p| if *p == Value::Str("rmsprop".into()) { 2.0 } else { 0.0 },
+                |p| {
+                    if *p == Value::Str("rmsprop".into()) {
+                        2.0
+                    } else {
+                        0.0
+                    }
+                },
             ),
             candidates: vec![0.0, 1.0, 2.0, 3.0],
         },
@@ -148,9 +179,14 @@ fn cases() -> Vec<Case> {
             expr: "range(0.0, 1.0, 0.25)",
             dist: json!({"type": "float", "low": 0.0, "high": 0.75, "log": false, "step": 0.25}),
             direction: Direction::Minimize,
-            trials: history(7, 11, |_| false, 0, |r| Value::Float(0.25 * r.random_range(0..4) as f64), |p| {
-                (as_f64(p) - 0.5).abs()
-            }),
+            trials: history(
+                7,
+                11,
+                |_| false,
+                0,
+                |r| Value::Float(0.25 * r.random_range(0..4) as f64),
+                |p| (as_f64(p) - 0.5).abs(),
+            ),
             candidates: vec![0.0, 0.25, 0.5, 0.75],
         },
         Case {
@@ -158,9 +194,14 @@ fn cases() -> Vec<Case> {
             expr: "interval(0, 1)",
             dist: json!({"type": "float", "low": 0.0, "high": 1.0, "log": false, "step": null}),
             direction: Direction::Minimize,
-            trials: history(8, 300, |_| false, 0, |r| Value::Float(r.random_range(0.0..1.0)), |p| {
-                (as_f64(p) - 0.3).powi(2)
-            }),
+            trials: history(
+                8,
+                300,
+                |_| false,
+                0,
+                |r| Value::Float(r.random_range(0.0..1.0)),
+                |p| (as_f64(p) - 0.3).powi(2),
+            ),
             candidates: vec![0.0, 0.3, 0.31, 0.9],
         },
     ]
@@ -229,11 +270,19 @@ fn close(what: &str, got: &[f64], want: &[f64]) {
 }
 
 fn compare_estimator(what: &str, got: &Parzen, want: &Json) {
-    close(&format!("{what} weights"), &got.weights, &floats(&want["weights"]));
+    close(
+        &format!("{what} weights"),
+        &got.weights,
+        &floats(&want["weights"]),
+    );
     match &got.kernels {
         Kernels::Numeric(k) => {
             close(&format!("{what} mus"), &k.mus, &floats(&want["mus"]));
-            close(&format!("{what} sigmas"), &k.sigmas, &floats(&want["sigmas"]));
+            close(
+                &format!("{what} sigmas"),
+                &k.sigmas,
+                &floats(&want["sigmas"]),
+            );
         }
         Kernels::Categorical(rows) => {
             let want_rows = want["categorical"].as_array().unwrap();
@@ -257,11 +306,23 @@ fn tpe_internals_equal_optunas() {
     std::fs::write(&input, data.to_string()).unwrap();
     let reference = optuna(&python, &[input.to_str().unwrap()]);
     assert_eq!(reference["version"], "5.1.0", "pinned against Optuna 5.1.0");
-    for (i, (c, want)) in cases.iter().zip(reference["cases"].as_array().unwrap()).enumerate() {
+    for (i, (c, want)) in cases
+        .iter()
+        .zip(reference["cases"].as_array().unwrap())
+        .enumerate()
+    {
         let what = format!("case {i} ({})", c.expr);
         let domain: Domain = space::parse(c.expr).unwrap();
-        let n = c.trials.iter().filter(|t| t.state != State::Running).count();
-        assert_eq!(tpe::gamma(n) as u64, want["gamma"].as_u64().unwrap(), "{what}: γ");
+        let n = c
+            .trials
+            .iter()
+            .filter(|t| t.state != State::Running)
+            .count();
+        assert_eq!(
+            tpe::gamma(n) as u64,
+            want["gamma"].as_u64().unwrap(),
+            "{what}: γ"
+        );
         let (below, above) = tpe::split(&c.trials, c.direction);
         let numbers = |g: &[&Trial]| g.iter().map(|t| json!(t.number)).collect::<Vec<_>>();
         assert_eq!(json!(numbers(&below)), want["below"], "{what}: below");
@@ -334,6 +395,153 @@ fn tpe_beats_random_on_a_quadratic_as_optunas_does() {
     );
     eprintln!("Optuna: TPE {o_tpe:.4}, random {o_random:.4}");
     // Same algorithm, other random streams: the means agree within a factor of 3.
-    assert!(tpe < 3.0 * o_tpe && tpe > o_tpe / 3.0, "TPE {tpe} vs Optuna's {o_tpe}");
-    assert!(random < 3.0 * o_random && random > o_random / 3.0, "random {random} vs Optuna's {o_random}");
+    assert!(
+        tpe < 3.0 * o_tpe && tpe > o_tpe / 3.0,
+        "TPE {tpe} vs Optuna's {o_tpe}"
+    );
+    assert!(
+        random < 3.0 * o_random && random > o_random / 3.0,
+        "random {random} vs Optuna's {o_random}"
+    );
+}
+
+// ---- split.valid_buffer (issue 31, item 4) ----
+
+use opencarbon::data::odiac;
+use opencarbon::data::split::{Buffer, Split, SplitConfig};
+use opencarbon::data::City;
+
+fn spatial_cv(buffer: Option<Buffer>, valid_buffer: Option<Buffer>, fold: usize) -> SplitConfig {
+    SplitConfig::SpatialCv {
+        folds: 5,
+        block: 8,
+        buffer,
+        valid_buffer,
+        valid: 0.25,
+        seed: None,
+        fold: Some(fold),
+    }
+}
+
+/// Whether tile `i` lies within `r` tiles (Chebyshev) of any tile of `set`.
+fn near(city: &City, i: usize, set: &[usize], r: i64) -> bool {
+    let k = city.keys[i];
+    set.iter().any(|&j| {
+        let t = city.keys[j];
+        (t.x - k.x).abs() <= r && (t.y - k.y).abs() <= r
+    })
+}
+
+/// The buffered split keeps validation and test as they were and drops exactly the training
+/// tiles within `r` of a validation tile.
+fn check_valid_buffer(city: &City, plain: &Split, buffered: &Split, r: i64) -> usize {
+    assert_eq!(plain.valid, buffered.valid, "validation blocks unchanged");
+    assert_eq!(plain.test, buffered.test, "test blocks unchanged");
+    let kept: Vec<usize> = plain
+        .train
+        .iter()
+        .copied()
+        .filter(|&i| !near(city, i, &plain.valid, r))
+        .collect();
+    assert_eq!(
+        buffered.train, kept,
+        "training minus the tiles near validation"
+    );
+    plain.train.len() - kept.len()
+}
+
+#[test]
+fn valid_buffer_absent_leaves_specs_and_splits_as_they_were() {
+    let yaml = "{kind: spatial_cv, folds: 5, block: 8, buffer: 1}";
+    let config: SplitConfig = serde_norway::from_str(yaml).unwrap();
+    assert_eq!(config.valid_buffer(), None);
+    let text = serde_norway::to_string(&config).unwrap();
+    assert!(
+        !text.contains("valid_buffer"),
+        "absent stays absent in resolved specs:\n{text}"
+    );
+    let city = common::tiny_city(3);
+    let none = config.with_fold(0).split(&city, 1).unwrap();
+    let zero = spatial_cv(Some(Buffer::Tiles(1)), Some(Buffer::Tiles(0)), 0)
+        .split(&city, 1)
+        .unwrap();
+    assert_eq!(none, zero);
+    let config: SplitConfig = serde_norway::from_str(
+        "{kind: spatial_cv, folds: 5, block: 8, buffer: 1, valid_buffer: 2}",
+    )
+    .unwrap();
+    assert_eq!(config.valid_buffer(), Some(Buffer::Tiles(2)));
+    assert!(serde_norway::to_string(&config)
+        .unwrap()
+        .contains("valid_buffer: 2"));
+}
+
+#[test]
+fn default_valid_buffer_is_the_test_buffer() {
+    let mut c = spatial_cv(Some(Buffer::Tiles(2)), None, 0);
+    c.default_valid_buffer();
+    assert_eq!(c.valid_buffer(), Some(Buffer::Tiles(2)));
+    let mut c = spatial_cv(Some(Buffer::Tiles(2)), Some(Buffer::Tiles(5)), 0);
+    c.default_valid_buffer();
+    assert_eq!(c.valid_buffer(), Some(Buffer::Tiles(5)), "a set one stays");
+    let mut c = spatial_cv(Some(Buffer::auto(1)), None, 0);
+    c.default_valid_buffer();
+    assert_eq!(c.valid_buffer(), Some(Buffer::auto(1)));
+    let mut c = spatial_cv(Some(Buffer::Tiles(2)), Some(Buffer::auto(0)), 0);
+    c.default_valid_buffer();
+    assert_eq!(
+        c.valid_buffer(),
+        Some(Buffer::auto(2)),
+        "auto's floor lifted"
+    );
+}
+
+#[test]
+fn valid_buffer_auto_needs_an_auto_test_buffer() {
+    let city = common::tiny_city(3);
+    let e = spatial_cv(Some(Buffer::Tiles(1)), Some(Buffer::auto(1)), 0)
+        .split(&city, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("split.valid_buffer: auto"), "{e}");
+}
+
+fn real_city(name: &str) -> Option<City> {
+    let path = common::shared_data_file(&format!("odiac-tiles/labels/{name}.csv"))?;
+    Some(odiac::import(&path).unwrap().0)
+}
+
+/// How many training tiles the valid buffer takes out per fold under the committed real-tile
+/// settings (experiments/real/network-spatial-cv.yaml: 5 folds, 8×8 blocks, buffer 1, seeds 1
+/// and 2), at the test buffer (1: the 3×3 window) and at 2 (a 5×5 window's).
+#[test]
+fn valid_buffer_on_the_real_tiles() {
+    for name in ["Beijing", "Shanghai"] {
+        let Some(city) = real_city(name) else {
+            return;
+        };
+        for r in [1usize, 2] {
+            let mut line = Vec::new();
+            let (mut removed_all, mut train_all) = (0, 0);
+            for seed in [1u64, 2] {
+                for fold in 0..5 {
+                    let test = Some(Buffer::Tiles(r));
+                    let plain = spatial_cv(test, None, fold).split(&city, seed).unwrap();
+                    let buffered = spatial_cv(test, Some(Buffer::Tiles(r)), fold)
+                        .split(&city, seed)
+                        .unwrap();
+                    let removed = check_valid_buffer(&city, &plain, &buffered, r as i64);
+                    line.push(format!("{removed}/{}", plain.train.len()));
+                    removed_all += removed;
+                    train_all += plain.train.len();
+                }
+            }
+            eprintln!(
+                "{name}, buffer {r}: training tiles removed per fold (seed 1 folds 0-4, seed 2 folds 0-4): {}; {removed_all}/{train_all} = {:.1} %",
+                line.join(" "),
+                100.0 * removed_all as f64 / train_all as f64
+            );
+            assert!(removed_all > 0, "validation blocks touch training tiles");
+        }
+    }
 }

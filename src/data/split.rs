@@ -66,6 +66,13 @@ pub enum SplitConfig {
         /// the target's autocorrelation range ([`Buffer::Auto`]).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         buffer: Option<Buffer>,
+        /// Training tiles within `valid_buffer` tiles (Chebyshev) of a validation tile are left
+        /// out too, so that validation scores a neighbourhood model as test does (issue 31).
+        /// Absent: none, as every run before it split (so their ids and numbers stand);
+        /// [`SplitConfig::default_valid_buffer`] sets it to the test buffer. `auto` as for
+        /// `buffer`, over the same candidate tiles.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        valid_buffer: Option<Buffer>,
         #[serde(default = "default_valid")]
         valid: f64,
         seed: Option<u64>,
@@ -456,6 +463,47 @@ impl SplitConfig {
         }
     }
 
+    /// Sets an unset `valid_buffer` of a `spatial_cv` split to its test buffer (call after
+    /// [`SplitConfig::default_buffer`]), and lifts an `auto` one's floor to that buffer's floor.
+    /// Not part of resolving a spec by default: runs recorded without a valid buffer would train
+    /// on fewer tiles under the same id. Searches (issue 31) call it.
+    pub fn default_valid_buffer(&mut self) {
+        if let SplitConfig::SpatialCv {
+            buffer,
+            valid_buffer,
+            ..
+        } = self
+        {
+            let floor = match *buffer {
+                None => 0,
+                Some(Buffer::Tiles(n)) => n,
+                Some(Buffer::Auto { floor, .. }) => floor,
+            };
+            match *valid_buffer {
+                None => *valid_buffer = Some(buffer.unwrap_or(Buffer::Tiles(0))),
+                Some(Buffer::Auto {
+                    floor: own,
+                    detrend,
+                }) => {
+                    *valid_buffer = Some(Buffer::Auto {
+                        floor: own.max(floor),
+                        detrend,
+                    })
+                }
+                Some(Buffer::Tiles(_)) => {}
+            }
+        }
+    }
+
+    /// The buffer around validation blocks of a `spatial_cv` split (None: unset, or another
+    /// kind).
+    pub fn valid_buffer(&self) -> Option<Buffer> {
+        match self {
+            SplitConfig::SpatialCv { valid_buffer, .. } => *valid_buffer,
+            _ => None,
+        }
+    }
+
     /// The buffer of a `spatial_cv` or `holdout` split (None: unset, or another kind).
     pub fn buffer(&self) -> Option<Buffer> {
         match self {
@@ -667,6 +715,7 @@ impl SplitConfig {
                 folds,
                 block,
                 buffer,
+                valid_buffer,
                 valid,
                 seed,
                 fold,
@@ -675,11 +724,13 @@ impl SplitConfig {
                 let seed = seed.unwrap_or(run_seed);
                 let mut dealt = deal_blocks(city, &samples, *block, *folds, seed);
                 let test_set = std::mem::take(&mut dealt[f]);
-                let rest: Vec<usize> = dealt.concat();
-                let width = buffer_width(city, &rest, *buffer, &mut auto)?;
-                let rest = outside_buffer(city, &rest, &test_set, width);
+                let candidates: Vec<usize> = dealt.concat();
+                let width = buffer_width(city, &candidates, *buffer, &mut auto)?;
+                let rest = outside_buffer(city, &candidates, &test_set, width);
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
+                let valid_width = valid_buffer_width(*valid_buffer, auto.as_ref())?;
+                let train_set = outside_buffer(city, &train_set, &valid_set, valid_width);
                 Split {
                     train: train_set,
                     valid: valid_set,
@@ -762,6 +813,23 @@ fn buffer_width(
             *auto = Some(resolved);
             width
         }
+    })
+}
+
+/// The buffer in tiles around the validation blocks (unset: 0). `auto` takes the test buffer's
+/// variogram (fitted over the same candidate tiles, recorded in `split_buffer.json`) with its
+/// own floor, so it needs `buffer: auto` with the same trend: one record describes both.
+fn valid_buffer_width(raw: Option<Buffer>, auto: Option<&AutoBuffer>) -> Result<usize> {
+    Ok(match (raw, auto) {
+        (None, _) => 0,
+        (Some(Buffer::Tiles(n)), _) => n,
+        (Some(Buffer::Auto { floor, detrend }), Some(test)) if detrend == test.detrend => {
+            (test.range_tiles.ceil() as usize).max(floor)
+        }
+        (Some(Buffer::Auto { detrend, .. }), _) => bail!(
+            "split.valid_buffer: auto (detrend {}) needs split.buffer: auto with the same trend (one variogram, recorded in split_buffer.json, serves both); or set a number of tiles",
+            detrend.name()
+        ),
     })
 }
 

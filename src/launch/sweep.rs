@@ -232,7 +232,7 @@ pub fn write_tables(experiment: &Experiment, out: &Path) -> Result<String> {
 
 /// What the tables of `experiment` are built with.
 pub fn table_options(experiment: &Experiment) -> crate::results::TableOptions {
-    let mut order: Vec<String> = Vec::new();
+    let mut order: Vec<String> = experiment.variant_order.clone();
     for r in &experiment.runs {
         if !order.contains(&r.variant) {
             order.push(r.variant.clone());
@@ -246,5 +246,10 @@ pub fn table_options(experiment: &Experiment) -> crate::results::TableOptions {
         reference: experiment.reference.clone(),
         expect: experiment.expect.clone(),
         runs,
+        ensembles: experiment
+            .ensembles
+            .iter()
+            .map(|(name, e)| (name.clone(), e.members.clone()))
+            .collect(),
     }
 }

@@ -138,7 +138,10 @@ impl Inputs {
         // A run whose directory is there but not finished is drawn from its archived record
         // (the tables count that record too); the page says so.
         let mut unfinished = Vec::new();
-        for row in rows.iter().filter(|r| r.metrics.is_some()) {
+        for row in rows
+            .iter()
+            .filter(|r| r.metrics.is_some() && r.members.is_empty())
+        {
             let run_dir = dir.join("runs").join(&row.run_id);
             match run_dir.is_dir().then(|| not_finished(&run_dir)) {
                 // A finished run directory: its own files.
@@ -160,6 +163,32 @@ impl Inputs {
                 )
             })?;
             runs.push(Run::from_records(dir, row, record)?);
+        }
+        // An ensemble's row: its mean predictions, drawn with its first member's spec and split
+        // (members share the split); it has no training curves.
+        for row in rows
+            .iter()
+            .filter(|r| r.metrics.is_some() && !r.members.is_empty())
+        {
+            let first = runs
+                .iter()
+                .find(|r| r.row.run_id == row.members[0])
+                .with_context(|| {
+                    format!(
+                        "ensemble {}: member run {} not loaded",
+                        row.variant, row.members[0]
+                    )
+                })?;
+            let run = Run {
+                row: row.clone(),
+                origin: first.origin.clone(),
+                spec_yaml: first.spec_yaml.clone(),
+                train_loss: Series::default(),
+                valid_r2: Series::default(),
+                predictions: results::ensemble::test_predictions(dir, row)?,
+                split: first.split.clone(),
+            };
+            runs.push(run);
         }
         if runs.is_empty() {
             bail!("{}: no finished run to report on", dir.display());

@@ -15,7 +15,6 @@ use anyhow::Result;
 use polars::prelude::*;
 
 use super::RunRow;
-use crate::record;
 use crate::stats::conformal;
 use crate::track::atomic;
 
@@ -39,9 +38,9 @@ pub struct CoverageRow {
     pub mean_width: f64,
 }
 
-/// (target, prediction) of each test tile of a finished run.
-fn predictions(dir: &Path, run_id: &str) -> Result<Vec<(f64, f64)>> {
-    Ok(record::predictions::of_run(dir, run_id)?
+/// (target, prediction) of each test tile of a finished run or ensemble row.
+fn predictions(dir: &Path, row: &RunRow) -> Result<Vec<(f64, f64)>> {
+    Ok(super::ensemble::test_predictions(dir, row)?
         .into_iter()
         .map(|t| (t.target, t.prediction))
         .collect())
@@ -59,7 +58,7 @@ pub fn compute(dir: &Path, rows: &[RunRow], order: &[String]) -> Result<Vec<Cove
             .or_default()
             .entry(r.seed)
             .or_default()
-            .insert(fold, predictions(dir, &r.run_id)?);
+            .insert(fold, predictions(dir, r)?);
     }
     let mut out = Vec::new();
     for ((dataset, variant), seeds) in groups {

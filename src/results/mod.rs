@@ -12,6 +12,7 @@ use polars::prelude::*;
 pub mod cli;
 pub mod comparison;
 pub mod coverage;
+pub mod ensemble;
 pub mod expect;
 mod guard;
 pub mod provenance;
@@ -43,6 +44,8 @@ pub struct RunRow {
     pub leak: Option<String>,
     /// What produced it (its `meta.json`), for the tables' footer.
     pub provenance: Option<provenance::Provenance>,
+    /// For an ensemble's row (`results::ensemble`): the run ids it averages; empty for a run.
+    pub members: Vec<String>,
 }
 
 /// Every run of `experiment_dir`: its run directories (`runs/<id>/`) and its archived records
@@ -125,6 +128,8 @@ pub fn collect_with(experiment_dir: &Path, options: &TableOptions) -> Result<Vec
             row.transfer.clear();
         }
     }
+    let ensembles = ensemble::rows(experiment_dir, &rows, &options.ensembles)?;
+    rows.extend(ensembles);
     Ok(rows)
 }
 
@@ -181,6 +186,7 @@ fn run_row(
         transfer,
         leak: spec.leak(),
         provenance: meta.and_then(provenance::Provenance::from_meta),
+        members: vec![],
     }))
 }
 
@@ -300,6 +306,9 @@ pub struct TableOptions {
     /// spec) and left out of the tables. Empty in older files: every run counts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runs: Vec<String>,
+    /// Ensemble variants and the variants each averages (`results::ensemble`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ensembles: BTreeMap<String, Vec<String>>,
 }
 
 pub const TABLE_OPTIONS: &str = "experiment.json";
@@ -556,6 +565,11 @@ fn markdown(
     )?;
     writeln!(out, "| dataset | variant | validation R² |\n|---|---|---|")?;
     for i in 0..datasets.len() {
+        if valid[i].is_nan() {
+            // An ensemble: its members' validation predictions are not kept.
+            writeln!(out, "| {} | {} | — |", datasets[i], variants[i])?;
+            continue;
+        }
         writeln!(
             out,
             "| {} | {} | {:.4} ± {:.4} |",

@@ -73,7 +73,11 @@ impl Provenance {
 
 /// The footer over the runs the tables count (finished, not stale).
 pub fn footer(rows: &[RunRow]) -> String {
-    let counted: Vec<&RunRow> = rows.iter().filter(|r| r.metrics.is_some()).collect();
+    // Runs only: an ensemble's row is made of runs already counted.
+    let counted: Vec<&RunRow> = rows
+        .iter()
+        .filter(|r| r.metrics.is_some() && r.members.is_empty())
+        .collect();
     if counted.is_empty() {
         return String::new();
     }

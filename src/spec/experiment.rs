@@ -11,6 +11,7 @@ use serde_norway::{Mapping, Value};
 use super::launcher::LauncherConfig;
 use super::{apply_override, RunSpec};
 use crate::checked::{Checked, Params};
+use crate::results::ensemble::EnsembleConfig;
 use crate::track::mlflow::TrackingConfig;
 use crate::yaml as errors;
 
@@ -61,6 +62,11 @@ pub struct Experiment {
     /// `tracking:` — where the runs are tracked besides their run directories (MLflow; see
     /// `track::mlflow`); `run --no-tracking` turns it off.
     pub tracking: Checked<TrackingConfig>,
+    /// Variants that average others' predictions (`variants.<name>.ensemble`), with no runs of
+    /// their own (`results::ensemble`).
+    pub ensembles: Vec<(String, EnsembleConfig)>,
+    /// Every variant name in the spec's order, ensembles included (empty for a single run).
+    pub variant_order: Vec<String>,
 }
 
 impl Experiment {
@@ -109,9 +115,16 @@ impl Experiment {
                 allow_leaky: own.allow_leaky,
                 launcher: own.launcher,
                 tracking: own.tracking,
+                ensembles: vec![],
+                variant_order: vec![],
             });
         }
         let variants = variant_list(variants, origin)?;
+        let variant_order: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
+        let (variants, ensembles) = split_ensembles(variants, origin)?;
+        if transfer.is_some() && !ensembles.is_empty() {
+            bail!("{origin}: variants.{}: ensembles of transfer runs are not supported (their rows are per target city); average the runs with `opencarbon predict --run A --run B` instead", ensembles[0].0);
+        }
         let datasets = dataset_list(datasets, map, &variants, origin)?;
         // With `transfer`, each source (one dataset or several) is a training city and the
         // other datasets its targets; without it, each dataset is trained and tested alone.
@@ -122,16 +135,16 @@ impl Experiment {
         let seeds = seed_list(seeds, origin)?;
         let runs = expand_runs(&root, &cities, &variants, &seeds, origin)?;
         if let Some(r) = &own.reference {
-            if !variants.iter().any(|(v, _)| v == r) {
-                let names: Vec<&str> = variants.iter().map(|(v, _)| v.as_str()).collect();
+            if !variant_order.contains(r) {
                 bail!(
                     "{origin}: compare.reference: `{r}` is not a variant (variants: {})",
-                    names.join(", ")
+                    variant_order.join(", ")
                 );
             }
         }
         let runs = check_runs(runs)?;
-        let names: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
+        check_shared_splits(&ensembles, &runs, origin)?;
+        let names = variant_order.clone();
         let gates = super::expect::parse_all(&own.expect, &names, origin, text)?;
         let reference_name = own
             .reference
@@ -144,6 +157,7 @@ impl Experiment {
                 gate,
                 &reference_name,
                 &runs,
+                &ensembles,
                 own.allow_leaky.is_some(),
                 origin,
             )?;
@@ -156,8 +170,73 @@ impl Experiment {
             allow_leaky: own.allow_leaky,
             launcher: own.launcher,
             tracking: own.tracking,
+            ensembles,
+            variant_order,
         })
     }
+}
+
+/// Takes the ensemble variants (a patch that is only `ensemble: {members: [...]}`) out of
+/// `variants`, each checked against the variants that have runs.
+#[allow(clippy::type_complexity)]
+fn split_ensembles(
+    variants: Vec<(String, Value)>,
+    origin: &str,
+) -> Result<(Vec<(String, Value)>, Vec<(String, EnsembleConfig)>)> {
+    let (ensembles, runs): (Vec<_>, Vec<_>) = variants
+        .into_iter()
+        .partition(|(_, patch)| patch.get("ensemble").is_some());
+    let with_runs: Vec<String> = runs.iter().map(|(v, _)| v.clone()).collect();
+    let mut out = Vec::new();
+    for (name, patch) in ensembles {
+        let map = patch.as_mapping().expect("variant patches are mappings");
+        if map.len() != 1 {
+            bail!(
+                "{origin}: variants.{name}: an ensemble averages other variants' runs and has no settings of its own; give only `ensemble: {{members: [a, b]}}`"
+            );
+        }
+        let config: EnsembleConfig = errors::deserialize_section(
+            patch.get("ensemble").cloned().unwrap_or_default(),
+            origin,
+            &format!("variants.{name}.ensemble"),
+        )?;
+        config
+            .check(&name, &with_runs)
+            .map_err(|e| anyhow::anyhow!("{origin}: {e}"))?;
+        out.push((name, config));
+    }
+    if runs.is_empty() {
+        bail!("{origin}: every variant is an ensemble: name the variants they average");
+    }
+    Ok((runs, out))
+}
+
+/// An ensemble's members must predict the same test tiles: the same split on every dataset and
+/// seed.
+fn check_shared_splits(
+    ensembles: &[(String, EnsembleConfig)],
+    runs: &[Checked<RunSpec>],
+    origin: &str,
+) -> Result<()> {
+    for (name, config) in ensembles {
+        let first = &config.members[0];
+        for run in runs.iter().filter(|r| config.members.contains(&r.variant)) {
+            let twin = runs.iter().find(|r| {
+                r.variant == *first
+                    && r.dataset_label() == run.dataset_label()
+                    && r.seed == run.seed
+                    && r.split.fold() == run.split.fold()
+            });
+            if twin.is_some_and(|t| t.split != run.split) {
+                bail!(
+                    "{origin}: variants.{name}: members `{first}` and `{}` split dataset `{}` differently; an ensemble averages predictions of the same test tiles, so its members must share the split",
+                    run.variant,
+                    run.dataset_label()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The experiment's own sections (not a run's), taken out of the spec's mapping.
@@ -349,6 +428,7 @@ fn check_gate(
     gate: &super::expect::Expectation,
     reference: &str,
     runs: &[Checked<RunSpec>],
+    ensembles: &[(String, EnsembleConfig)],
     allow_leaky: bool,
     origin: &str,
 ) -> Result<()> {
@@ -366,6 +446,13 @@ fn check_gate(
     };
     if allow_leaky {
         return Ok(());
+    }
+    // An ensemble is as leak-prone as its members.
+    let mut variants: Vec<&str> = variants;
+    for (name, config) in ensembles {
+        if variants.contains(&name.as_str()) {
+            variants.extend(config.members.iter().map(String::as_str));
+        }
     }
     let mut reasons: Vec<String> = runs
         .iter()

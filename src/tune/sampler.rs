@@ -221,3 +221,114 @@ fn random(space: &Space, rng: &mut impl Rng) -> Params {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tune::trial::State;
+
+    fn quadratic_best(config: &SamplerConfig, trials: usize) -> f64 {
+        let mut raw = BTreeMap::new();
+        raw.insert("x".to_string(), "interval(-5, 5)".to_string());
+        raw.insert("y".to_string(), "interval(-5, 5)".to_string());
+        let space = Space::parse(&raw).unwrap();
+        let sampler = Sampler::new(config, &space).unwrap();
+        let mut history: Vec<Trial> = Vec::new();
+        for number in 0..trials {
+            let p = sampler
+                .suggest(&space, &history, Direction::Minimize)
+                .unwrap();
+            let f: f64 = p
+                .values()
+                .map(|v| match v {
+                    Value::Float(x) => x * x,
+                    _ => unreachable!(),
+                })
+                .sum();
+            history.push(Trial {
+                number,
+                params: p,
+                state: State::Complete(f),
+                curve: BTreeMap::new(),
+            });
+        }
+        history
+            .iter()
+            .filter_map(Trial::value)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    #[test]
+    fn tmp_quadratic_means() {
+        let seeds = 1000;
+        let tpe: f64 = (0..seeds)
+            .map(|seed| {
+                quadratic_best(
+                    &SamplerConfig::Tpe {
+                        seed,
+                        n_startup_trials: 10,
+                        n_ei_candidates: 24,
+                    },
+                    40,
+                )
+            })
+            .sum::<f64>()
+            / seeds as f64;
+        let random: f64 = (0..seeds)
+            .map(|seed| quadratic_best(&SamplerConfig::Random { seed }, 40))
+            .sum::<f64>()
+            / seeds as f64;
+        eprintln!("TMP tpe {tpe} random {random}");
+    }
+}
+#[cfg(test)]
+mod tmp_dist {
+    use super::*;
+    use crate::tune::trial::State;
+    #[test]
+    fn tmp_dist() {
+        let text = std::fs::read_to_string("/tmp/hist.json").unwrap();
+        let hist: Vec<(f64, f64)> = serde_json::from_str(&text).unwrap();
+        let mut raw = BTreeMap::new();
+        raw.insert("x".to_string(), "interval(-5, 5)".to_string());
+        let space = Space::parse(&raw).unwrap();
+        let history: Vec<Trial> = hist
+            .iter()
+            .enumerate()
+            .map(|(i, (x, v))| {
+                let mut p = Params::new();
+                p.insert("x".into(), Value::Float(*x));
+                Trial {
+                    number: i,
+                    params: p,
+                    state: State::Complete(*v),
+                    curve: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let mut xs: Vec<f64> = (0..3000)
+            .map(|seed| {
+                let s = Sampler::new(
+                    &SamplerConfig::Tpe {
+                        seed,
+                        n_startup_trials: 10,
+                        n_ei_candidates: 24,
+                    },
+                    &space,
+                )
+                .unwrap();
+                match s.suggest(&space, &history, Direction::Minimize).unwrap()["x"] {
+                    Value::Float(x) => x,
+                    _ => unreachable!(),
+                }
+            })
+            .collect();
+        xs.sort_by(f64::total_cmp);
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let q = |p: f64| xs[(p * (xs.len() - 1) as f64) as usize];
+        eprintln!(
+            "TMP ours mean {mean} q {:?}",
+            [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)]
+        );
+    }
+}
