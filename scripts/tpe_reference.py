@@ -14,6 +14,10 @@ candidates and the acquisition ln l(x) - ln g(x) (`_compute_acquisition_func`); 
 A second mode, argv[1] == "--quadratic SEEDS TRIALS": the mean best value of Optuna's TPESampler
 (univariate and multivariate, other settings default) and RandomSampler on f(x, y) = x^2 + y^2
 over [-5, 5]^2, over seeds 0..SEEDS-1.
+
+A third mode, "--suggest HISTORY SEEDS": one parameter x in [-5, 5], the complete trials of
+HISTORY (JSON [[x, value], ...], minimised); the next x Optuna's univariate TPESampler suggests
+under each of seeds 0..SEEDS-1 (the distribution of one TPE step).
 """
 import json
 import sys
@@ -105,8 +109,21 @@ def quadratic(seeds, trials):
     return out
 
 
+def suggestions(history, seeds):
+    d = FloatDistribution(-5.0, 5.0)
+    out = []
+    for s in range(seeds):
+        study = optuna.create_study(sampler=TPESampler(seed=s, multivariate=False))
+        for x, v in history:
+            study.add_trial(create_trial(params={"x": x}, distributions={"x": d}, value=v))
+        out.append(study.ask({"x": d}).params["x"])
+    return out
+
+
 if __name__ == "__main__":
-    if sys.argv[1] == "--quadratic":
+    if sys.argv[1] == "--suggest":
+        print(json.dumps(suggestions(json.load(open(sys.argv[2])), int(sys.argv[3]))))
+    elif sys.argv[1] == "--quadratic":
         print(json.dumps(quadratic(int(sys.argv[2]), int(sys.argv[3]))))
     else:
         data = json.load(open(sys.argv[1]))

@@ -115,3 +115,83 @@ fn median(values: &mut [f64]) -> f64 {
         0.5 * (values[n / 2 - 1] + values[n / 2])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn curve(values: &[f64]) -> BTreeMap<u64, f64> {
+        values.iter().enumerate().map(|(s, v)| (s as u64, *v)).collect()
+    }
+
+    fn complete(curves: &[&[f64]]) -> Vec<Trial> {
+        curves
+            .iter()
+            .enumerate()
+            .map(|(number, c)| Trial {
+                number,
+                params: BTreeMap::new(),
+                state: State::Complete(*c.last().unwrap()),
+                curve: curve(c),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn median_rule_by_hand() {
+        let p = MedianPruner::default();
+        // Five complete curves; at step 2 their values are 0.3, 0.5, 0.6, 0.7, 0.9: median 0.6.
+        let done = complete(&[
+            &[0.1, 0.2, 0.3],
+            &[0.2, 0.4, 0.5],
+            &[0.3, 0.5, 0.6],
+            &[0.4, 0.6, 0.7],
+            &[0.5, 0.8, 0.9],
+        ]);
+        let up = Direction::Maximize;
+        // Best so far 0.59 < 0.6: pruned. Best 0.61 (at step 1): kept, though it fell at step 2.
+        assert!(p.prune(&curve(&[0.2, 0.3, 0.59]), &done, up));
+        assert!(!p.prune(&curve(&[0.2, 0.61, 0.4]), &done, up));
+        // Minimising the same numbers: median 0.6, best (lowest) 0.65 is worse: pruned.
+        assert!(p.prune(&curve(&[0.7, 0.66, 0.65]), &done, Direction::Minimize));
+        assert!(!p.prune(&curve(&[0.7, 0.66, 0.55]), &done, Direction::Minimize));
+        // Even count at step 0 (a sixth curve of one step): median of 0.1..0.5 and 0.9 is 0.35.
+        let mut six = done.clone();
+        six.push(Trial {
+            number: 5,
+            params: BTreeMap::new(),
+            state: State::Complete(0.9),
+            curve: curve(&[0.9]),
+        });
+        assert!(p.prune(&curve(&[0.34]), &six, up));
+        assert!(!p.prune(&curve(&[0.36]), &six, up));
+    }
+
+    #[test]
+    fn startup_warmup_and_interval() {
+        let done = complete(&[&[0.5, 0.5], &[0.5, 0.5], &[0.5, 0.5], &[0.5, 0.5]]);
+        let bad = curve(&[0.1, 0.1]);
+        let up = Direction::Maximize;
+        // Four complete trials, five needed.
+        assert!(!MedianPruner::default().prune(&bad, &done, up));
+        let p = MedianPruner { n_startup_trials: 4, ..Default::default() };
+        assert!(p.prune(&bad, &done, up));
+        // Step 1 is inside a 2-step warm-up.
+        let p = MedianPruner { n_startup_trials: 4, n_warmup_steps: 2, ..Default::default() };
+        assert!(!p.prune(&bad, &done, up));
+        // Every 2nd step: step 1 (after step 0) is not a pruning step.
+        let p = MedianPruner { n_startup_trials: 4, interval_steps: 2, ..Default::default() };
+        assert!(!p.prune(&bad, &done, up));
+        assert!(p.prune(&curve(&[0.1]), &done, up));
+        // Running and pruned trials do not count towards the median.
+        let mut others = done.clone();
+        others[0].state = State::Pruned;
+        assert!(!MedianPruner { n_startup_trials: 4, ..Default::default() }.prune(&bad, &others, up));
+        // A curve of NaNs only is pruned; no values at the step: kept.
+        let p = MedianPruner { n_startup_trials: 4, ..Default::default() };
+        assert!(p.prune(&curve(&[f64::NAN]), &done, up));
+        assert!(!p.prune(&curve(&[0.1, 0.1, 0.1]), &done, up));
+    }
+}

@@ -227,108 +227,109 @@ mod tests {
     use super::*;
     use crate::tune::trial::State;
 
-    fn quadratic_best(config: &SamplerConfig, trials: usize) -> f64 {
-        let mut raw = BTreeMap::new();
-        raw.insert("x".to_string(), "interval(-5, 5)".to_string());
-        raw.insert("y".to_string(), "interval(-5, 5)".to_string());
-        let space = Space::parse(&raw).unwrap();
-        let sampler = Sampler::new(config, &space).unwrap();
-        let mut history: Vec<Trial> = Vec::new();
-        for number in 0..trials {
-            let p = sampler
-                .suggest(&space, &history, Direction::Minimize)
-                .unwrap();
-            let f: f64 = p
-                .values()
-                .map(|v| match v {
-                    Value::Float(x) => x * x,
-                    _ => unreachable!(),
-                })
-                .sum();
+    fn space(pairs: &[(&str, &str)]) -> Space {
+        let raw = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Space::parse(&raw).unwrap()
+    }
+
+    fn run(sampler: &Sampler, space: &Space, n: usize, f: impl Fn(&Params) -> f64) -> Vec<Trial> {
+        let mut history = Vec::new();
+        for number in 0..n {
+            let params = sampler.suggest(space, &history, Direction::Minimize).unwrap();
+            let v = f(&params);
             history.push(Trial {
                 number,
-                params: p,
-                state: State::Complete(f),
+                params,
+                state: State::Complete(v),
                 curve: BTreeMap::new(),
             });
         }
         history
-            .iter()
-            .filter_map(Trial::value)
-            .fold(f64::INFINITY, f64::min)
+    }
+
+    fn num(v: &Value) -> f64 {
+        match v {
+            Value::Int(i) => *i as f64,
+            Value::Float(x) => *x,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn tmp_quadratic_means() {
-        let seeds = 1000;
-        let tpe: f64 = (0..seeds)
-            .map(|seed| {
-                quadratic_best(
-                    &SamplerConfig::Tpe {
-                        seed,
-                        n_startup_trials: 10,
-                        n_ei_candidates: 24,
-                    },
-                    40,
-                )
-            })
-            .sum::<f64>()
-            / seeds as f64;
-        let random: f64 = (0..seeds)
-            .map(|seed| quadratic_best(&SamplerConfig::Random { seed }, 40))
-            .sum::<f64>()
-            / seeds as f64;
-        eprintln!("TMP tpe {tpe} random {random}");
+    fn same_seed_and_history_same_suggestion() {
+        let s = space(&[("a", "log(interval(1e-4, 1e-1))"), ("b", "choice(x, y, z)"), ("c", "int(interval(1, 9))")]);
+        let tpe = Sampler::new(&SamplerConfig::default(), &s).unwrap();
+        let f = |p: &Params| num(&p["a"]).ln().abs() + num(&p["c"]);
+        let history = run(&tpe, &s, 25, f);
+        // Resumed from the first 20 records: the same 21st suggestion, and again.
+        let again = tpe.suggest(&s, &history[..20], Direction::Minimize).unwrap();
+        assert_eq!(again, history[20].params);
+        // Another seed, another path.
+        let other = Sampler::new(
+            &SamplerConfig::Tpe { seed: 1, n_startup_trials: 10, n_ei_candidates: 24 },
+            &s,
+        )
+        .unwrap();
+        assert_ne!(run(&other, &s, 25, f)[20].params, history[20].params);
     }
-}
-#[cfg(test)]
-mod tmp_dist {
-    use super::*;
-    use crate::tune::trial::State;
+
     #[test]
-    fn tmp_dist() {
-        let text = std::fs::read_to_string("/tmp/hist.json").unwrap();
-        let hist: Vec<(f64, f64)> = serde_json::from_str(&text).unwrap();
-        let mut raw = BTreeMap::new();
-        raw.insert("x".to_string(), "interval(-5, 5)".to_string());
-        let space = Space::parse(&raw).unwrap();
-        let history: Vec<Trial> = hist
-            .iter()
-            .enumerate()
-            .map(|(i, (x, v))| {
-                let mut p = Params::new();
-                p.insert("x".into(), Value::Float(*x));
-                Trial {
-                    number: i,
-                    params: p,
-                    state: State::Complete(*v),
-                    curve: BTreeMap::new(),
-                }
-            })
-            .collect();
-        let mut xs: Vec<f64> = (0..3000)
-            .map(|seed| {
-                let s = Sampler::new(
-                    &SamplerConfig::Tpe {
-                        seed,
-                        n_startup_trials: 10,
-                        n_ei_candidates: 24,
-                    },
-                    &space,
-                )
-                .unwrap();
-                match s.suggest(&space, &history, Direction::Minimize).unwrap()["x"] {
-                    Value::Float(x) => x,
-                    _ => unreachable!(),
-                }
-            })
-            .collect();
-        xs.sort_by(f64::total_cmp);
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        let q = |p: f64| xs[(p * (xs.len() - 1) as f64) as usize];
-        eprintln!(
-            "TMP ours mean {mean} q {:?}",
-            [q(0.05), q(0.25), q(0.5), q(0.75), q(0.95)]
-        );
+    fn tpe_starts_as_random_search() {
+        let s = space(&[("a", "interval(0, 1)"), ("b", "choice(1, 2)")]);
+        let tpe = Sampler::new(&SamplerConfig::Tpe { seed: 3, n_startup_trials: 4, n_ei_candidates: 24 }, &s).unwrap();
+        let random = Sampler::new(&SamplerConfig::Random { seed: 3 }, &s).unwrap();
+        let a = run(&tpe, &s, 6, |p| num(&p["a"]));
+        let b = run(&random, &s, 6, |p| num(&p["a"]));
+        assert_eq!(a[..4], b[..4], "the 4 startup trials");
+        assert_ne!(a[4].params, b[4].params, "then TPE");
+    }
+
+    #[test]
+    fn random_draws_stay_in_their_domains() {
+        let s = space(&[
+            ("f", "interval(-2, 3)"),
+            ("l", "log(interval(1e-3, 10))"),
+            ("i", "int(interval(2, 5))"),
+            ("il", "int(log(interval(1, 100)))"),
+            ("r", "range(0, 1, 0.25)"),
+        ]);
+        let random = Sampler::new(&SamplerConfig::Random { seed: 0 }, &s).unwrap();
+        let h = run(&random, &s, 400, |_| 0.0);
+        let values = |k: &str| h.iter().map(|t| t.params[k].clone()).collect::<Vec<_>>();
+        assert!(values("f").iter().all(|v| (-2.0..=3.0).contains(&num(v))));
+        let l: Vec<f64> = values("l").iter().map(num).collect();
+        assert!(l.iter().all(|x| (1e-3..=10.0).contains(x)));
+        // Log-uniform: about a quarter of the draws below 1e-2 (one decade of four).
+        let low = l.iter().filter(|&&x| x < 1e-2).count();
+        assert!((60..140).contains(&low), "{low}");
+        for k in ["i", "il"] {
+            assert!(values(k).iter().all(|v| matches!(v, Value::Int(_))));
+        }
+        let mut seen: Vec<i64> = values("i").iter().map(|v| num(v) as i64).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen, vec![2, 3, 4, 5], "both ends reachable");
+        assert!(values("r").iter().all(|v| [0.0, 0.25, 0.5, 0.75].contains(&num(v))));
+    }
+
+    #[test]
+    fn grid_tries_every_point_once_then_stops() {
+        let s = space(&[("w", "choice(3, 5)"), ("lr", "log(interval(1e-4, 1e-2))")]);
+        let config = SamplerConfig::Grid { seed: 2, points: Some(3) };
+        let grid = Sampler::new(&config, &s).unwrap();
+        assert_eq!(grid.grid_size(), Some(6));
+        let h = run(&grid, &s, 6, |_| 0.0);
+        for (i, t) in h.iter().enumerate() {
+            assert!(!h[..i].iter().any(|u| u.params == t.params), "{:?} twice", t.params);
+        }
+        let e = grid.suggest(&s, &h, Direction::Minimize).unwrap_err().to_string();
+        assert_eq!(e, "search.trials: every one of the grid's 6 points has been tried");
+        let e = Sampler::new(&SamplerConfig::Grid { seed: 0, points: None }, &s)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("search.space.lr: an interval on a grid needs"), "{e}");
     }
 }
