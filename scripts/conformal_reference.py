@@ -10,6 +10,11 @@ method="plus", the given folds as a PredefinedSplit), as lists of floats (repr: 
 
 Models are lookups: each "fitted" fold model answers with the given predictions, so MAPIE
 computes its intervals on exactly the numbers the Rust code sees.
+
+With scales (`cal_scale`, `test_scale`, `test_fold_scale`): normalised split conformal through
+MAPIE's ResidualNormalisedScore with a prefit residual model that answers with the given scales,
+and normalised CV+ written out here from its definition (MAPIE's normalised score refuses cross
+methods): fold k contributes mu_k(x) -/+ (R_i / s_i) * s_k(x), bounds as MAPIE's CV+ quantiles.
 """
 import json
 import sys
@@ -17,6 +22,7 @@ import sys
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.model_selection import PredefinedSplit
+from mapie.conformity_scores import ResidualNormalisedScore
 from mapie.regression import CrossConformalRegressor, SplitConformalRegressor
 
 d = json.load(open(sys.argv[1]))
@@ -81,9 +87,55 @@ cv = CrossConformalRegressor(
 cv.fit_conformalize(X_cal, cal_y)
 _, cv_bounds = cv.predict_interval(X_test)
 
-print(json.dumps({
+out = {
     "split_low": split_bounds[:, 0, 0].tolist(),
     "split_high": split_bounds[:, 1, 0].tolist(),
     "cv_plus_low": cv_bounds[:, 0, 0].tolist(),
     "cv_plus_high": cv_bounds[:, 1, 0].tolist(),
-}))
+}
+
+if "cal_scale" in d:
+    cal_scale = np.array(d["cal_scale"], dtype=float)
+    test_scale = np.array(d["test_scale"], dtype=float)
+    test_fold_scale = np.array(d["test_fold_scale"], dtype=float)
+
+    class ScaleLookup(RegressorMixin, BaseEstimator):
+        """A prefit residual model: the given scale of each point."""
+
+        def fit(self, X, y):
+            self.fitted_ = True
+            return self
+
+        def predict(self, X):
+            ids = X[:, 0].astype(int)
+            return np.array([cal_scale[i] if i < n_cal else test_scale[i - n_cal] for i in ids])
+
+    score = ResidualNormalisedScore(residual_estimator=ScaleLookup().fit(X_cal, cal_y), prefit=True)
+    scaled = SplitConformalRegressor(
+        PointLookup().fit(X_cal, cal_y), confidence_level=level, prefit=True,
+        conformity_score=score,
+    )
+    scaled.conformalize(X_cal, cal_y)
+    _, scaled_bounds = scaled.predict_interval(X_test)
+    out["scaled_split_low"] = scaled_bounds[:, 0, 0].tolist()
+    out["scaled_split_high"] = scaled_bounds[:, 1, 0].tolist()
+
+    # Normalised CV+ by its definition, with MAPIE's conformal quantile rule:
+    # the lower bound is the floor(alpha (n+1))-th smallest, the upper the ceil((1-alpha)(n+1))-th.
+    alpha = round(1 - level, 10)
+    n = n_cal
+    scores = np.abs(cal_y - cal_pred) / cal_scale
+    lows, highs = [], []
+    for t in range(n_test):
+        mu = test_fold_pred[t][[folds.index(k) for k in cal_fold]]
+        s_x = test_fold_scale[t][[folds.index(k) for k in cal_fold]]
+        lo = np.sort(mu + -(scores * s_x))
+        hi = np.sort(mu + scores * s_x)
+        k_hi = int(np.ceil((1 - alpha) * (n + 1)))
+        k_lo = n + 1 - k_hi
+        lows.append(float(lo[k_lo - 1]))
+        highs.append(float(hi[k_hi - 1]))
+    out["scaled_cv_plus_low"] = lows
+    out["scaled_cv_plus_high"] = highs
+
+print(json.dumps(out))

@@ -19,6 +19,11 @@ struct Case {
     cal_fold: Vec<usize>,
     test_fold_pred: Vec<Vec<f64>>,
     test_pred: Vec<f64>,
+    /// Difficulty scales: of each calibration point, of each test point (split), and of each
+    /// test point under each fold model (CV+).
+    cal_scale: Vec<f64>,
+    test_scale: Vec<f64>,
+    test_fold_scale: Vec<Vec<f64>>,
 }
 
 fn case(seed: u64, n_cal: usize, n_test: usize, folds: usize) -> Case {
@@ -29,6 +34,9 @@ fn case(seed: u64, n_cal: usize, n_test: usize, folds: usize) -> Case {
         cal_fold: vec![],
         test_fold_pred: vec![],
         test_pred: vec![],
+        cal_scale: vec![],
+        test_scale: vec![],
+        test_fold_scale: vec![],
     };
     for i in 0..n_cal {
         let x: f64 = rng.random_range(0.0..10.0);
@@ -36,6 +44,7 @@ fn case(seed: u64, n_cal: usize, n_test: usize, folds: usize) -> Case {
         c.cal_y.push(2.0 + 0.5 * x + noise);
         c.cal_pred.push(2.0 + 0.5 * x + rng.random_range(-0.3..0.3));
         c.cal_fold.push(i % folds);
+        c.cal_scale.push(0.2 + 0.1 * x + rng.random_range(0.0..0.05));
     }
     for _ in 0..n_test {
         let x: f64 = rng.random_range(0.0..10.0);
@@ -44,6 +53,11 @@ fn case(seed: u64, n_cal: usize, n_test: usize, folds: usize) -> Case {
             .collect();
         c.test_pred.push(by_fold.iter().sum::<f64>() / folds as f64);
         c.test_fold_pred.push(by_fold);
+        let scales: Vec<f64> = (0..folds)
+            .map(|_| 0.2 + 0.1 * x + rng.random_range(0.0..0.05))
+            .collect();
+        c.test_scale.push(scales.iter().sum::<f64>() / folds as f64);
+        c.test_fold_scale.push(scales);
     }
     c
 }
@@ -54,6 +68,7 @@ fn mapie(python: &str, c: &Case, level: f64) -> Value {
     let data = json!({
         "level": level, "cal_y": c.cal_y, "cal_pred": c.cal_pred, "cal_fold": c.cal_fold,
         "test_fold_pred": c.test_fold_pred, "test_pred": c.test_pred,
+        "cal_scale": c.cal_scale, "test_scale": c.test_scale, "test_fold_scale": c.test_fold_scale,
     });
     std::fs::write(&input, data.to_string()).unwrap();
     let script = concat!(
@@ -121,6 +136,43 @@ fn split_conformal_and_cv_plus_bounds_equal_mapies() {
                 (ours.0.to_bits(), ours.1.to_bits()),
                 (cv_low[i].to_bits(), cv_high[i].to_bits()),
                 "CV+, case {seed}, point {i}: ours {ours:?}, MAPIE ({}, {})",
+                cv_low[i],
+                cv_high[i]
+            );
+        }
+        // Normalised by a difficulty scale: split against MAPIE's ResidualNormalisedScore,
+        // CV+ against its definition written in numpy (MAPIE has no normalised CV+).
+        let q = conformal::scaled_split_quantile(&c.cal_y, &c.cal_pred, &c.cal_scale, level)
+            .unwrap();
+        let (low, high) = (
+            floats(&theirs, "scaled_split_low"),
+            floats(&theirs, "scaled_split_high"),
+        );
+        let (cv_low, cv_high) = (
+            floats(&theirs, "scaled_cv_plus_low"),
+            floats(&theirs, "scaled_cv_plus_high"),
+        );
+        for i in 0..c.test_pred.len() {
+            let ours = conformal::scaled_split_interval(c.test_pred[i], q, c.test_scale[i]);
+            assert_eq!(
+                (ours.0.to_bits(), ours.1.to_bits()),
+                (low[i].to_bits(), high[i].to_bits()),
+                "normalised split, case {seed}, point {i}: ours {ours:?}, MAPIE ({}, {})",
+                low[i],
+                high[i]
+            );
+            let ours = conformal::scaled_cv_plus_interval(
+                &calibration,
+                &c.cal_scale,
+                &c.test_fold_pred[i],
+                &c.test_fold_scale[i],
+                level,
+            )
+            .unwrap();
+            assert_eq!(
+                (ours.0.to_bits(), ours.1.to_bits()),
+                (cv_low[i].to_bits(), cv_high[i].to_bits()),
+                "normalised CV+, case {seed}, point {i}: ours {ours:?}, numpy ({}, {})",
                 cv_low[i],
                 cv_high[i]
             );

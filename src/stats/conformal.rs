@@ -109,6 +109,59 @@ pub fn cv_plus_interval(
     ))
 }
 
+/// Normalised split conformal (MAPIE's `ResidualNormalisedScore` with a prefit scale): the
+/// quantile q of the scores |y − ŷ| / sᵢ of the calibration points, whose interval at a point of
+/// scale s is [ŷ − q·s, ŷ + q·s]. Scales must be positive. `None` as [`split_half_width`].
+pub fn scaled_split_quantile(
+    targets: &[f64],
+    predictions: &[f64],
+    scales: &[f64],
+    level: f64,
+) -> Option<f64> {
+    let scores: Vec<f64> = targets
+        .iter()
+        .zip(predictions)
+        .zip(scales)
+        .map(|((y, p), s)| ((y - p) / s).abs())
+        .collect();
+    corrected_quantile(&scores, 1.0 - alpha_of(level), false)
+}
+
+/// [ŷ − q·s, ŷ + q·s].
+pub fn scaled_split_interval(prediction: f64, quantile: f64, scale: f64) -> (f64, f64) {
+    let half = quantile * scale;
+    (prediction + -half, prediction + half)
+}
+
+/// Normalised CV+ (the locally weighted form of Barber et al.'s CV+): calibration point i of
+/// fold k has score Rᵢ / sᵢ; at a new point, fold k's model contributes μ₋ₖ(x) ∓ (Rᵢ / sᵢ)·s₋ₖ(x),
+/// with s₋ₖ(x) its own scale there (`fold_scales[k]`); the bounds are CV+'s quantiles of these.
+/// `scales[i]` is calibration point i's scale.
+pub fn scaled_cv_plus_interval(
+    calibration: &[Calibration],
+    scales: &[f64],
+    fold_predictions: &[f64],
+    fold_scales: &[f64],
+    level: f64,
+) -> Option<(f64, f64)> {
+    let alpha = alpha_of(level);
+    let half = |(c, s): (&Calibration, &f64)| c.residual / s * fold_scales[c.fold];
+    let low: Vec<f64> = calibration
+        .iter()
+        .zip(scales)
+        .map(|p| fold_predictions[p.0.fold] + -half(p))
+        .collect();
+    let high: Vec<f64> = calibration
+        .iter()
+        .zip(scales)
+        .map(|p| fold_predictions[p.0.fold] + half(p))
+        .collect();
+    Some((
+        corrected_quantile(&low, alpha, true)?,
+        corrected_quantile(&high, 1.0 - alpha, false)?,
+    ))
+}
+
 /// Whether `target` lies in [low, high].
 pub fn covers(target: f64, (low, high): (f64, f64)) -> bool {
     low <= target && target <= high
@@ -155,5 +208,33 @@ mod tests {
         let q = split_half_width(&residuals, &[0.0; 9], 0.8).unwrap();
         assert_eq!((low, high), (4.0 - q, 4.0 + q));
         assert!(covers(4.0 + q, (low, high)) && !covers(4.0 + q + 1e-9, (low, high)));
+    }
+
+    /// Unit scales give the unscaled bands exactly; doubling every scale at a point and keeping
+    /// the calibration's doubles the half-widths there.
+    #[test]
+    fn unit_scales_are_the_plain_bands_and_scales_stretch_them() {
+        let residuals = [0.5, 1.5, 0.25, 2.0, 1.0, 0.75, 3.0, 0.1, 1.25];
+        let calibration: Vec<Calibration> = residuals
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| Calibration {
+                fold: i % 3,
+                residual: r,
+            })
+            .collect();
+        let ones = [1.0; 9];
+        let fold_predictions = [3.0, 4.0, 5.5];
+        assert_eq!(
+            scaled_cv_plus_interval(&calibration, &ones, &fold_predictions, &[1.0; 3], 0.8),
+            cv_plus_interval(&calibration, &fold_predictions, 0.8)
+        );
+        let q = scaled_split_quantile(&residuals, &[0.0; 9], &ones, 0.8).unwrap();
+        assert_eq!(Some(q), split_half_width(&residuals, &[0.0; 9], 0.8));
+        let (low, high) = scaled_split_interval(4.0, q, 2.0);
+        assert_eq!((4.0 - low, high - 4.0), (2.0 * q, 2.0 * q));
+        let (low, high) =
+            scaled_cv_plus_interval(&calibration, &ones, &[4.0; 3], &[2.0; 3], 0.8).unwrap();
+        assert_eq!((4.0 - low, high - 4.0), (2.0 * q, 2.0 * q));
     }
 }
