@@ -14,17 +14,19 @@ from pathlib import Path
 root = Path(__file__).resolve().parent.parent / "results" / "intervals-transfer"
 pct = lambda v: "—" if v is None else f"{100 * v:.1f} %"
 lines = [
-    "| trained on → mapped | variant | R² | method | calibration tiles | mean width (ln) | coverage | in AOA | outside AOA | ±1.96σ of the runs |",
-    "|---|---|---|---|---|---|---|---|---|---|",
+    "| trained on → mapped | variant | widths | R² | method | calibration tiles | median width in / outside AOA (ln) | coverage | in AOA | outside AOA | ±1.96σ of the runs |",
+    "|---|---|---|---|---|---|---|---|---|---|---|",
 ]
-for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name.split("-to-")[0], "-" in p.name.split("-to-")[1], p.name)):
+for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name.split("-to-")[0], "gbt_lag" in p.name, p.name.endswith("-di"))):
     s = json.load(open(d / "predict.json"))
     b = s["interval"]
     src, rest = d.name.split("-to-")
-    dst, variant = rest.split("-", 1) if "-" in rest else (rest, "network")
+    parts = rest.split("-")
+    dst, variant = parts[0], next((p for p in parts[1:] if p != "di"), "network")
+    widths = "DI-scaled" if b.get("scale") == "di" else "plain"
     lines.append(
-        f"| {src} → {dst} | {variant} | {s['labelled']['r2']:.3f} | {b['method']} ({100 * b['level']:.0f} %) | {b['calibration_points']} | "
-        f"{b['mean_width']:.3f} | {pct(b.get('coverage'))} | "
+        f"| {src} → {dst} | {variant} | {widths} | {s['labelled']['r2']:.3f} | {b['method']} ({100 * b['level']:.0f} %) | {b['calibration_points']} | "
+        f"{b['median_width_in_aoa']:.2f} / {b['median_width_outside_aoa']:.2f} | {pct(b.get('coverage'))} | "
         f"{pct(b.get('coverage_in_aoa'))} ({b['labelled_in_aoa']} tiles) | "
         f"{pct(b.get('coverage_outside_aoa'))} ({b['labelled_outside_aoa']} tiles) | "
         f"{pct(s.get('band_coverage'))} |"
@@ -36,6 +38,8 @@ for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name
     "the other city with `opencarbon predict --from results/network-spatial-cv --variant <variant> "
     "--dataset <city>`: 90 % CV+ bands calibrated on the training city's out-of-fold residuals, scored "
     "on every labelled tile of the other city. R² is over those tiles; the area of applicability is the "
-    "ensemble's own (its folds' training tiles pooled).\n\n" + "\n".join(lines) + "\n"
+    "ensemble's own (its folds' training tiles pooled). DI-scaled widths (`--scale di`) divide each "
+    "calibration residual by its tile's DI + β (β the calibration DIs' median, a new tile's DI capped at the "
+    "largest calibration DI) and widen a new tile's band by its own DI + β.\n\n" + "\n".join(lines) + "\n"
 )
 print((root / "coverage.md").read_text())

@@ -44,6 +44,11 @@ if ! "$TOOLS/bin/python" -c 'import mlflow, flask_wtf' 2>/dev/null || [[ ! -x "$
     echo "installing mlflow[auth] into $TOOLS" >&2
     "$TOOLS/bin/pip" install --quiet --disable-pip-version-check 'mlflow[auth]'
 fi
+# tests/tuning.rs pins the TPE sampler against Optuna's own (private) internals: one version.
+if ! "$TOOLS/bin/python" -c 'import optuna, sys; sys.exit(optuna.__version__ != "5.1.0")' 2>/dev/null; then
+    echo "installing optuna 5.1.0 into $TOOLS" >&2
+    "$TOOLS/bin/pip" install --quiet --disable-pip-version-check 'optuna==5.1.0'
+fi
 export OPENCARBON_PYTHON="$TOOLS/bin/python"
 # The report test opens index.html in a real headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then

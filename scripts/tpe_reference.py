@@ -15,7 +15,12 @@ A second mode, argv[1] == "--quadratic SEEDS TRIALS": the mean best value of Opt
 (univariate and multivariate, other settings default) and RandomSampler on f(x, y) = x^2 + y^2
 over [-5, 5]^2, over seeds 0..SEEDS-1.
 
-A third mode, "--suggest HISTORY SEEDS": one parameter x in [-5, 5], the complete trials of
+A third mode, "--joint CASE": multivariate TPE over several parameters, CASE as above but with
+`distributions` (name -> distribution, in the search space's order), trials with `params`
+(name -> value) and candidates as rows (one internal value per parameter); the same outputs,
+with `kernels` per parameter.
+
+A fourth mode, "--suggest HISTORY SEEDS": one parameter x in [-5, 5], the complete trials of
 HISTORY (JSON [[x, value], ...], minimised); the next x Optuna's univariate TPESampler suggests
 under each of seeds 0..SEEDS-1 (the distribution of one TPE step).
 """
@@ -109,6 +114,37 @@ def quadratic(seeds, trials):
     return out
 
 
+def joint(c):
+    space = {k: distribution(d) for k, d in c["distributions"].items()}
+    study = optuna.create_study(direction=c["direction"], sampler=TPESampler(seed=0, multivariate=True))
+    for t in c["trials"]:
+        study.add_trial(create_trial(value=t["value"], params=t["params"], distributions=space))
+    sampler = study.sampler
+    trials = study._get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+    below, above = _split_trials(study, trials, default_gamma(len(trials)))
+    mpe_below = sampler._build_parzen_estimator(study, space, below, handle_below=True)
+    mpe_above = sampler._build_parzen_estimator(study, space, above, handle_below=False)
+    rows = np.asarray(c["candidates"], dtype=float)
+    samples = {k: rows[:, i] for i, k in enumerate(space)}
+
+    def dims(mpe):
+        mix = mpe._mixture_distribution
+        out = []
+        for d in mix.distributions:
+            if hasattr(d, "mu"):
+                out.append({"mus": np.asarray(d.mu).tolist(), "sigmas": np.asarray(d.sigma).tolist()})
+            else:
+                out.append({"categorical": np.asarray(d.weights).tolist()})
+        return {"weights": mix.weights.tolist(), "dims": out}
+
+    return {
+        "below": [t.number for t in below],
+        "l": dims(mpe_below),
+        "g": dims(mpe_above),
+        "acquisition": sampler._compute_acquisition_func(samples, mpe_below, mpe_above).tolist(),
+    }
+
+
 def suggestions(history, seeds):
     d = FloatDistribution(-5.0, 5.0)
     out = []
@@ -121,7 +157,9 @@ def suggestions(history, seeds):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--suggest":
+    if sys.argv[1] == "--joint":
+        print(json.dumps(joint(json.load(open(sys.argv[2])))))
+    elif sys.argv[1] == "--suggest":
         print(json.dumps(suggestions(json.load(open(sys.argv[2])), int(sys.argv[3]))))
     elif sys.argv[1] == "--quadratic":
         print(json.dumps(quadratic(int(sys.argv[2]), int(sys.argv[3]))))

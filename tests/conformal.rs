@@ -44,7 +44,8 @@ fn case(seed: u64, n_cal: usize, n_test: usize, folds: usize) -> Case {
         c.cal_y.push(2.0 + 0.5 * x + noise);
         c.cal_pred.push(2.0 + 0.5 * x + rng.random_range(-0.3..0.3));
         c.cal_fold.push(i % folds);
-        c.cal_scale.push(0.2 + 0.1 * x + rng.random_range(0.0..0.05));
+        c.cal_scale
+            .push(0.2 + 0.1 * x + rng.random_range(0.0..0.05));
     }
     for _ in 0..n_test {
         let x: f64 = rng.random_range(0.0..10.0);
@@ -142,8 +143,8 @@ fn split_conformal_and_cv_plus_bounds_equal_mapies() {
         }
         // Normalised by a difficulty scale: split against MAPIE's ResidualNormalisedScore,
         // CV+ against its definition written in numpy (MAPIE has no normalised CV+).
-        let q = conformal::scaled_split_quantile(&c.cal_y, &c.cal_pred, &c.cal_scale, level)
-            .unwrap();
+        let q =
+            conformal::scaled_split_quantile(&c.cal_y, &c.cal_pred, &c.cal_scale, level).unwrap();
         let (low, high) = (
             floats(&theirs, "scaled_split_low"),
             floats(&theirs, "scaled_split_high"),

@@ -265,3 +265,90 @@ fn an_ensembles_area_of_applicability_is_its_own() {
     );
     assert!(p.threshold.is_finite() && p.threshold > 0.0);
 }
+
+/// `--scale di`: bands whose widths follow the tile's dissimilarity index. Around holdout runs
+/// (split conformal) a tile's width grows with its DI, never shrinks; the folds of a variant get
+/// DI-scaled CV+ bands; both say so in `predict.json`.
+#[test]
+fn di_scaled_bands_widen_with_the_dissimilarity_index() {
+    use opencarbon::predict::intervals::{BandOptions, Scale};
+    let tmp = tempfile::tempdir().unwrap();
+    let other = tmp.path().join("other.yaml");
+    std::fs::write(
+        &other,
+        DATASET.replace("preset: monocentric", "preset: sprawl"),
+    )
+    .unwrap();
+    let scaled = BandOptions {
+        level: 0.9,
+        scale: Scale::Di,
+    };
+    let device = common::device();
+    let holdout = |seed: u64| {
+        let text = format!(
+            "name: predict-di\nseed: {seed}\nvariant: ridge\ndataset: {DATASET}\n\
+             split: {{kind: random, test: 0.4, valid: 0.1}}\n\
+             baseline: {{kind: ridge, columns: ['poi:*'], lambda: 1.0}}\n"
+        );
+        let spec = opencarbon::spec::RunSpec::parse(&text, "predict-di.yaml", &[]).unwrap();
+        runner::run(&spec, &common::run_options(tmp.path()))
+            .unwrap()
+            .0
+    };
+    let runs = [holdout(1), holdout(2)];
+    let models: Vec<_> = runs
+        .iter()
+        .map(|r| predict::open_run(r, &device).unwrap())
+        .collect();
+    let mut area = predict::load_area(&other).unwrap();
+    let p = predict::predict_area(&models, &mut area, &device, 64, 0, Default::default()).unwrap();
+    let out = tmp.path().join("split-di");
+    let summary = predict::write_outputs(&out, &models, &area, &p, scaled)
+        .unwrap()
+        .unwrap();
+    let b = summary.interval.expect("bands");
+    assert_eq!((b.method, b.scale), (Method::Split, Scale::Di));
+    let table = out.join("predictions.csv");
+    let mut by_di: Vec<(f64, f64)> = column(&table, "di")
+        .iter()
+        .zip(
+            column(&table, "lower_ln")
+                .iter()
+                .zip(column(&table, "upper_ln")),
+        )
+        .map(|(d, (l, u))| {
+            let (l, u): (f64, f64) = (l.parse().unwrap(), u.parse().unwrap());
+            (d.parse().unwrap(), u - l)
+        })
+        .collect();
+    by_di.sort_by(|a, b| a.0.total_cmp(&b.0));
+    assert!(
+        by_di.windows(2).all(|w| w[1].1 >= w[0].1 - 1e-12),
+        "{by_di:?}"
+    );
+    assert!(
+        by_di.last().unwrap().1 > by_di[0].1,
+        "every width equal: {by_di:?}"
+    );
+    let json = std::fs::read_to_string(out.join("predict.json")).unwrap();
+    assert!(json.contains("\"scale\": \"di\""), "{json}");
+    check_with_rasterio(&out);
+
+    // The folds of a variant: DI-scaled CV+.
+    let folds = fold_runs(
+        tmp.path(),
+        "ridge_cv",
+        "{kind: ridge, columns: ['poi:*'], lambda: 1.0}",
+    );
+    let models: Vec<_> = folds
+        .iter()
+        .map(|r| predict::open_run(r, &device).unwrap())
+        .collect();
+    let p = predict::predict_area(&models, &mut area, &device, 64, 0, Default::default()).unwrap();
+    let summary = predict::write_outputs(&tmp.path().join("cv-di"), &models, &area, &p, scaled)
+        .unwrap()
+        .unwrap();
+    let b = summary.interval.expect("bands");
+    assert_eq!((b.method, b.scale), (Method::CvPlus, Scale::Di));
+    assert!(b.mean_width.is_finite() && b.mean_width > 0.0, "{b:?}");
+}

@@ -138,7 +138,7 @@ fn cases() -> Vec<Case> {
                 |i| i % 12 != 0,
                 0,
                 |r| Value::Int(r.random_range(1..=10)),
-                |p| as_f64(p),
+                as_f64,
             ),
             candidates: vec![1.0, 5.0, 10.0],
         },
@@ -277,7 +277,11 @@ fn kernels(mus: &[f64], sigmas: &[f64], weights: &[f64]) -> Vec<[f64; 3]> {
     let mut k: Vec<[f64; 3]> = (0..mus.len())
         .map(|i| [mus[i], sigmas[i], weights[i]])
         .collect();
-    k.sort_by(|a, b| a[0].total_cmp(&b[0]).then(a[1].total_cmp(&b[1])).then(a[2].total_cmp(&b[2])));
+    k.sort_by(|a, b| {
+        a[0].total_cmp(&b[0])
+            .then(a[1].total_cmp(&b[1]))
+            .then(a[2].total_cmp(&b[2]))
+    });
     k
 }
 
@@ -286,7 +290,11 @@ fn compare_estimator(what: &str, got: &Parzen, want: &Json) {
     match &got.kernels {
         Kernels::Numeric(k) => {
             let ours = kernels(&k.mus, &k.sigmas, &got.weights);
-            let theirs = kernels(&floats(&want["mus"]), &floats(&want["sigmas"]), &want_weights);
+            let theirs = kernels(
+                &floats(&want["mus"]),
+                &floats(&want["sigmas"]),
+                &want_weights,
+            );
             assert_eq!(ours.len(), theirs.len(), "{what}: kernels");
             for (o, t) in ours.iter().zip(&theirs) {
                 close(&format!("{what} (μ, σ, weight)"), o, t);
@@ -387,6 +395,16 @@ fn tpe_config(seed: u64) -> SamplerConfig {
         seed,
         n_startup_trials: 10,
         n_ei_candidates: 24,
+        multivariate: false,
+    }
+}
+
+fn joint_config(seed: u64) -> SamplerConfig {
+    SamplerConfig::Tpe {
+        seed,
+        n_startup_trials: 10,
+        n_ei_candidates: 24,
+        multivariate: true,
     }
 }
 
@@ -395,7 +413,9 @@ fn tpe_beats_random_on_a_quadratic_as_optunas_does() {
     // Ours: 30 seeds × 40 trials, TPE's mean best well below random search's.
     let tpe = mean_best(30, 40, &tpe_config);
     let random = mean_best(30, 40, &|seed| SamplerConfig::Random { seed });
-    eprintln!("mean best of x² + y² after 40 trials over 30 seeds: TPE {tpe:.4}, random {random:.4}");
+    eprintln!(
+        "mean best of x² + y² after 40 trials over 30 seeds: TPE {tpe:.4}, random {random:.4}"
+    );
     assert!(tpe < 0.5 * random, "TPE {tpe} vs random {random}");
     let Some(python) = common::python(&["optuna"]) else {
         return;
@@ -409,11 +429,23 @@ fn tpe_beats_random_on_a_quadratic_as_optunas_does() {
         reference["tpe_univariate"].as_f64().unwrap(),
         reference["random"].as_f64().unwrap(),
     );
+    let o_joint = reference["tpe_multivariate"].as_f64().unwrap();
     let tpe = mean_best(100, 40, &tpe_config);
+    let joint = mean_best(100, 40, &joint_config);
     let random = mean_best(100, 40, &|seed| SamplerConfig::Random { seed });
-    eprintln!("100 seeds: ours TPE {tpe:.4}, random {random:.4}; Optuna TPE {o_tpe:.4}, random {o_random:.4}");
-    assert!((tpe / o_tpe).ln().abs() < 1.5f64.ln(), "TPE {tpe} vs Optuna's {o_tpe}");
-    assert!((random / o_random).ln().abs() < 1.5f64.ln(), "random {random} vs Optuna's {o_random}");
+    eprintln!("100 seeds: ours TPE {tpe:.4}, multivariate {joint:.4}, random {random:.4}; Optuna TPE {o_tpe:.4}, multivariate {o_joint:.4}, random {o_random:.4}");
+    assert!(
+        (tpe / o_tpe).ln().abs() < 1.5f64.ln(),
+        "TPE {tpe} vs Optuna's {o_tpe}"
+    );
+    assert!(
+        (joint / o_joint).ln().abs() < 1.5f64.ln(),
+        "multivariate TPE {joint} vs Optuna's {o_joint}"
+    );
+    assert!(
+        (random / o_random).ln().abs() < 1.5f64.ln(),
+        "random {random} vs Optuna's {o_random}"
+    );
 }
 
 /// One TPE step from a fixed history: the distribution of the suggested x over 3000 seeds
@@ -450,7 +482,11 @@ fn one_tpe_step_is_distributed_as_optunas() {
     let mut ours: Vec<f64> = (0..seeds as u64)
         .map(|seed| {
             let sampler = Sampler::new(&tpe_config(seed), &space).unwrap();
-            as_f64(&sampler.suggest(&space, &trials, Direction::Minimize).unwrap()["x"])
+            as_f64(
+                &sampler
+                    .suggest(&space, &trials, Direction::Minimize)
+                    .unwrap()["x"],
+            )
         })
         .collect();
     ours.sort_by(f64::total_cmp);
@@ -616,4 +652,84 @@ fn valid_buffer_on_the_real_tiles() {
             assert!(removed_all > 0, "validation blocks touch training tiles");
         }
     }
+}
+
+/// Multivariate TPE: the joint estimators (shared weights, per-parameter kernels) and the joint
+/// acquisition equal Optuna's on a history over a float, a log float and a choice.
+#[test]
+fn multivariate_tpe_internals_equal_optunas() {
+    let Some(python) = common::python(&["optuna"]) else {
+        return;
+    };
+    let choices = ["a", "b", "c"];
+    let mut raw = BTreeMap::new();
+    raw.insert("c".to_string(), "choice(a, b, c)".to_string());
+    raw.insert("lr".to_string(), "log(interval(1e-4, 1e-1))".to_string());
+    raw.insert("x".to_string(), "interval(-5, 5)".to_string());
+    let space = Space::parse(&raw).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let trials: Vec<Trial> = (0..22)
+        .map(|number| {
+            let c = choices[rng.random_range(0..3)];
+            let lr = 10f64.powf(rng.random_range(-4.0..-1.0));
+            let x: f64 = rng.random_range(-5.0..5.0);
+            let v =
+                (x - 1.0).powi(2) + (lr.log10() + 3.0).powi(2) + if c == "b" { 0.0 } else { 1.0 };
+            let mut params = BTreeMap::new();
+            params.insert("c".to_string(), Value::Str(c.into()));
+            params.insert("lr".to_string(), Value::Float(lr));
+            params.insert("x".to_string(), Value::Float(x));
+            Trial {
+                number,
+                params,
+                state: State::Complete(v),
+                curve: BTreeMap::new(),
+            }
+        })
+        .collect();
+    let candidates = vec![
+        vec![1.0, 1e-3, 1.0],
+        vec![0.0, 1e-4, -5.0],
+        vec![2.0, 0.05, 3.3],
+        vec![1.0, 2e-3, 0.5],
+    ];
+    let case = json!({
+        "direction": "minimize",
+        "distributions": {
+            "c": {"type": "categorical", "choices": choices},
+            "lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": true, "step": null},
+            "x": {"type": "float", "low": -5.0, "high": 5.0, "log": false, "step": null},
+        },
+        "trials": trials.iter().map(|t| json!({
+            "value": t.value(),
+            "params": {"c": param_json(&t.params["c"]), "lr": param_json(&t.params["lr"]), "x": param_json(&t.params["x"])},
+        })).collect::<Vec<_>>(),
+        "candidates": candidates,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("joint.json");
+    std::fs::write(&input, case.to_string()).unwrap();
+    let want = optuna(&python, &["--joint", input.to_str().unwrap()]);
+    let (below, _) = tpe::split(&trials, Direction::Minimize);
+    let numbers: Vec<Json> = below.iter().map(|t| json!(t.number)).collect();
+    assert_eq!(json!(numbers), want["below"]);
+    let (l, g) = tpe::joint_estimators(&space, &trials, Direction::Minimize).unwrap();
+    for (name, ours, theirs) in [("l", &l, &want["l"]), ("g", &g, &want["g"])] {
+        for (d, (p, w)) in ours
+            .iter()
+            .zip(theirs["dims"].as_array().unwrap())
+            .enumerate()
+        {
+            let mut w = w.clone();
+            w["weights"] = theirs["weights"].clone();
+            compare_estimator(&format!("{name} dim {d}"), p, &w);
+        }
+    }
+    let l: Vec<&Parzen> = l.iter().collect();
+    let g: Vec<&Parzen> = g.iter().collect();
+    close(
+        "joint acquisition",
+        &tpe::joint_acquisition(&l, &g, &candidates),
+        &floats(&want["acquisition"]),
+    );
 }

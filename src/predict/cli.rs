@@ -48,6 +48,11 @@ pub struct PredictArgs {
     /// tiles: CV+ for the folds of a cross-validated variant, else split conformal)
     #[arg(long, default_value_t = 0.9)]
     level: f64,
+    /// What the bands' widths follow: none (one width up to the fold models' disagreement) or
+    /// di (proportional to the tile's dissimilarity index plus β, wider where the inputs are
+    /// unlike the training tiles; needs the training city's data)
+    #[arg(long, value_enum, default_value_t = super::intervals::Scale::None)]
+    scale: super::intervals::Scale,
 }
 
 #[derive(clap::Subcommand)]
@@ -147,7 +152,17 @@ pub fn main(args: PredictArgs) -> Result<()> {
     let predictions = super::predict_area(
         &runs, &mut area, &device, args.batch, args.chunk, args.shard,
     )?;
-    let Some(summary) = super::write_outputs(out, &runs, &area, &predictions, args.level)? else {
+    let Some(summary) = super::write_outputs(
+        out,
+        &runs,
+        &area,
+        &predictions,
+        super::intervals::BandOptions {
+            level: args.level,
+            scale: args.scale,
+        },
+    )?
+    else {
         println!(
             "shard {}/{}: {} of {} tiles predicted into {}; `opencarbon predict merge <shard dirs> --out DIR` joins them",
             args.shard.index,
@@ -207,9 +222,10 @@ fn report(summary: &super::PredictSummary) -> Result<()> {
     if let Some(b) = &summary.interval {
         let pct = |v: Option<f64>| v.map_or("—".to_string(), |v| format!("{:.1} %", 100.0 * v));
         println!(
-            "{:.0} % conformal intervals ({:?}, {} held-out tiles): mean width {:.3} (ln); on labelled tiles coverage {}, inside the area of applicability {} ({} tiles), outside {} ({} tiles)",
+            "{:.0} % conformal intervals ({:?}{}, {} held-out tiles): mean width {:.3} (ln); on labelled tiles coverage {}, inside the area of applicability {} ({} tiles), outside {} ({} tiles)",
             100.0 * b.level,
             b.method,
+            if b.scale.is_none() { "" } else { ", widths scaled by the DI" },
             b.calibration_points,
             b.mean_width,
             pct(b.coverage),

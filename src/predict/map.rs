@@ -19,10 +19,22 @@ pub fn png(values: &[f64], outside: &[bool], grid: &Grid) -> anyhow::Result<Vec<
     png_over(values, outside, grid, lo, hi)
 }
 
-/// As [`png`], scaled over the 2nd–98th percentile of `values` (clamped beyond), so that a few
-/// extreme tiles do not flatten the rest: for the interval-width map.
+/// As [`png`], scaled over the 2nd–98th percentile of `values` inside the area of applicability
+/// (clamped beyond), so that a few extreme tiles do not flatten the rest: for the interval-width
+/// map.
 pub fn png_robust(values: &[f64], outside: &[bool], grid: &Grid) -> anyhow::Result<Vec<u8>> {
-    let mut finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    // The colours span the tiles drawn in colour (inside the area of applicability), so that
+    // greyed tiles outside, whose bands may be far wider, do not flatten the rest.
+    let inside = values
+        .iter()
+        .zip(outside)
+        .any(|(v, &out)| v.is_finite() && !out);
+    let mut finite: Vec<f64> = values
+        .iter()
+        .zip(outside)
+        .filter(|(v, &out)| v.is_finite() && (!out || !inside))
+        .map(|(v, _)| *v)
+        .collect();
     finite.sort_by(f64::total_cmp);
     let at = |q: f64| {
         finite

@@ -198,6 +198,9 @@ pub struct Predictions {
     /// Each tile's dissimilarity index (Meyer & Pebesma) against what the model saw: one run's
     /// training tiles, or for an ensemble its members' pooled (`Applicability::pooled`).
     pub di: Vec<f64>,
+    /// Each run's own DI of each tile (against its own training tiles), for bands scaled by the
+    /// DI of the fold model that predicts there (`intervals::Scale::Di`).
+    pub per_run_di: Vec<Vec<f64>>,
     /// The DI threshold of that reference; a tile with `di` above it is outside.
     pub threshold: f64,
     /// The tiles predicted (all, or a shard's), in chunk order; the others hold NaN.
@@ -247,6 +250,7 @@ pub fn predict_area(
     let mut per_run = vec![vec![f64::NAN; area.city.len()]; runs.len()];
     // NaN for the tiles of other shards, as for their predictions.
     let mut di = vec![f64::NAN; area.city.len()];
+    let mut per_run_di = vec![vec![f64::NAN; area.city.len()]; runs.len()];
     let mut predicted = Vec::new();
     let members = runs
         .iter()
@@ -290,7 +294,7 @@ pub fn predict_area(
                     .expect("the core is in the chunk")
             })
             .collect();
-        for (run, out) in runs.iter().zip(per_run.iter_mut()) {
+        for (k, (run, out)) in runs.iter().zip(per_run.iter_mut()).enumerate() {
             let values = match &run.model {
                 Predictor::Network(model) => {
                     let n = &run.normalization;
@@ -311,16 +315,26 @@ pub fn predict_area(
             for (&i, v) in part.core.iter().zip(values) {
                 out[i] = v;
             }
+            if runs.len() > 1 {
+                let own = members[k].index(&sub, &samples, &run.modalities());
+                for (&i, v) in part.core.iter().zip(own) {
+                    per_run_di[k][i] = v;
+                }
+            }
         }
         let values = aoa.index(&sub, &samples, &first.modalities());
         for (&i, v) in part.core.iter().zip(values) {
             di[i] = v;
+            if runs.len() == 1 {
+                per_run_di[0][i] = v;
+            }
         }
     }
     let threshold = aoa.threshold;
     Ok(Predictions {
         per_run,
         di,
+        per_run_di,
         threshold,
         predicted,
         shard,

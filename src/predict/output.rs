@@ -9,7 +9,7 @@ use polars::prelude::{df, ParquetReader, SerReader};
 use serde::{Deserialize, Serialize};
 
 use super::geo::{self, Georef, Grid};
-use super::intervals::{Calibrator, IntervalSummary, Method};
+use super::intervals::{BandOptions, Calibrator, IntervalSummary, Method, Scale};
 use super::{map, Area, Predictions, TrainedRun};
 use crate::data::TileKey;
 use crate::metrics::Metrics;
@@ -79,6 +79,8 @@ struct ShardInfo {
 struct Bands {
     method: Method,
     level: f64,
+    #[serde(default, skip_serializing_if = "Scale::is_none")]
+    scale: Scale,
     calibration_points: usize,
 }
 
@@ -163,7 +165,10 @@ fn table(
             f64::NAN
         });
         t.di.push(predictions.di[i]);
-        let (lower, upper) = bands.map_or((f64::NAN, f64::NAN), |b| b.band(&values, mean));
+        let own_di: Vec<f64> = predictions.per_run_di.iter().map(|d| d[i]).collect();
+        let (lower, upper) = bands.map_or((f64::NAN, f64::NAN), |b| {
+            b.band(&values, mean, &own_di, predictions.di[i])
+        });
         t.lower.push(lower);
         t.upper.push(upper);
     }
@@ -391,6 +396,7 @@ fn interval_summary(t: &Table, b: &Bands, inside: &[bool], labelled: &[usize]) -
     IntervalSummary {
         method: b.method,
         level: b.level,
+        scale: b.scale,
         calibration_points: b.calibration_points,
         mean_width: with.iter().map(|&i| t.upper[i] - t.lower[i]).sum::<f64>()
             / with.len().max(1) as f64,
@@ -399,7 +405,16 @@ fn interval_summary(t: &Table, b: &Bands, inside: &[bool], labelled: &[usize]) -
         coverage_outside_aoa: share(&out_aoa),
         labelled_in_aoa: in_aoa.len(),
         labelled_outside_aoa: out_aoa.len(),
+        median_width_in_aoa: median_width(t, with.iter().filter(|&&i| inside[i])),
+        median_width_outside_aoa: median_width(t, with.iter().filter(|&&i| !inside[i])),
     }
+}
+
+/// The median band width of `tiles` (the lower middle of an even count); None for none.
+fn median_width<'a>(t: &Table, tiles: impl Iterator<Item = &'a usize>) -> Option<f64> {
+    let mut w: Vec<f64> = tiles.map(|&i| t.upper[i] - t.lower[i]).collect();
+    w.sort_by(f64::total_cmp);
+    w.get(w.len().saturating_sub(1) / 2).copied()
 }
 
 /// Writes the outputs of `predictions`: everything for a whole area; for a shard of several, its
@@ -409,11 +424,11 @@ pub fn write_outputs(
     runs: &[TrainedRun],
     area: &Area,
     predictions: &Predictions,
-    level: f64,
+    bands: impl Into<BandOptions>,
 ) -> Result<Option<PredictSummary>> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let georef = placement(area)?;
-    let calibrator = match Calibrator::of(runs, level)? {
+    let calibrator = match Calibrator::of(runs, bands.into())? {
         Ok(c) => Some(c),
         Err(why) => {
             eprintln!("no prediction intervals: {why}");
@@ -432,6 +447,7 @@ pub fn write_outputs(
         bands: calibrator.map(|c| Bands {
             method: c.method,
             level: c.level,
+            scale: c.scale,
             calibration_points: c.points,
         }),
     };

@@ -2,53 +2,17 @@
 //! variant with no runs of its own. For each dataset, seed and fold where every member finished,
 //! its prediction of a test tile is the mean of the members' predictions there; its row is scored
 //! like a run's and paired with the other variants' in every table. Members share their split
-//! (checked when the spec is parsed), so they predict the same test tiles.
+//! (checked when the spec is parsed, `spec::ensemble`), so they predict the same test tiles.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use serde::{Deserialize, Serialize};
 
 use super::RunRow;
 use crate::metrics::Metrics;
 use crate::record::predictions::{self, TilePrediction};
 use crate::record::TestMetrics;
-
-/// A variant's `ensemble:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EnsembleConfig {
-    /// The variants averaged (at least two, none an ensemble itself).
-    pub members: Vec<String>,
-}
-
-impl EnsembleConfig {
-    /// Checks the members against the experiment's variants that have runs.
-    pub fn check(&self, name: &str, variants: &[String]) -> Result<(), String> {
-        let mut seen: Vec<&String> = Vec::new();
-        for m in &self.members {
-            if seen.contains(&m) {
-                return Err(format!(
-                    "variants.{name}.ensemble.members: `{m}` is listed twice"
-                ));
-            }
-            if !variants.contains(m) {
-                return Err(format!(
-                    "variants.{name}.ensemble.members: `{m}` is not a variant with runs (variants: {})",
-                    variants.join(", ")
-                ));
-            }
-            seen.push(m);
-        }
-        if seen.len() < 2 {
-            return Err(format!(
-                "variants.{name}.ensemble.members: name at least two variants to average"
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// The run-id-like name of an ensemble row: its members' run ids.
 fn row_id(members: &[&RunRow]) -> String {

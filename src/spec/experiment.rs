@@ -8,10 +8,10 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use serde_norway::{Mapping, Value};
 
+use super::ensemble::EnsembleConfig;
 use super::launcher::LauncherConfig;
 use super::{apply_override, RunSpec};
 use crate::checked::{Checked, Params};
-use crate::results::ensemble::EnsembleConfig;
 use crate::track::mlflow::TrackingConfig;
 use crate::yaml as errors;
 

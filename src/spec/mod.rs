@@ -1,6 +1,7 @@
 //! The run spec: YAML → typed, checked spec. Precedence: built-in defaults → spec file →
 //! `--set key.path=value` overrides. Unknown keys are errors, with a did-you-mean.
 
+pub mod ensemble;
 pub mod expect;
 pub mod experiment;
 pub mod launcher;

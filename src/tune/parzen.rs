@@ -82,50 +82,77 @@ impl Parzen {
     /// `size` draws: a kernel by weight, then a value from it (a choice's index for `choice`),
     /// in the order Optuna draws them (all kernels first, then all values).
     pub fn sample(&self, rng: &mut impl Rng, size: usize) -> Vec<f64> {
-        let active: Vec<usize> = (0..size).map(|_| pick(&self.weights, rng)).collect();
+        let active = self.pick_kernels(rng, size);
+        active.iter().map(|&k| self.draw(k, rng)).collect()
+    }
+
+    /// `size` kernels drawn by weight.
+    pub fn pick_kernels(&self, rng: &mut impl Rng, size: usize) -> Vec<usize> {
+        (0..size).map(|_| pick(&self.weights, rng)).collect()
+    }
+
+    /// A value from kernel `k` alone.
+    pub fn draw(&self, k: usize, rng: &mut impl Rng) -> f64 {
         match &self.kernels {
-            Kernels::Categorical(rows) => active
-                .iter()
-                .map(|&k| {
-                    let u: f64 = rng.random();
-                    let mut cum = 0.0;
-                    let mut index = 0;
-                    for (j, p) in rows[k].iter().enumerate() {
-                        cum += p;
-                        // The last cumulative probability counts as exactly 1.
-                        if j + 1 < rows[k].len() && cum < u {
-                            index = j + 1;
-                        }
+            Kernels::Categorical(rows) => {
+                let u: f64 = rng.random();
+                let mut cum = 0.0;
+                let mut index = 0;
+                for (j, p) in rows[k].iter().enumerate() {
+                    cum += p;
+                    // The last cumulative probability counts as exactly 1.
+                    if j + 1 < rows[k].len() && cum < u {
+                        index = j + 1;
                     }
-                    index as f64
-                })
-                .collect(),
-            Kernels::Numeric(nk) => active
-                .iter()
-                .map(|&k| {
-                    let (mu, sigma) = (nk.mus[k], nk.sigmas[k]);
-                    let q: f64 = rng.random();
-                    let z = truncnorm::ppf(q, (nk.low - mu) / sigma, (nk.high - mu) / sigma);
-                    nk.external(z * sigma + mu)
-                })
-                .collect(),
+                }
+                index as f64
+            }
+            Kernels::Numeric(nk) => {
+                let (mu, sigma) = (nk.mus[k], nk.sigmas[k]);
+                let q: f64 = rng.random();
+                let z = truncnorm::ppf(q, (nk.low - mu) / sigma, (nk.high - mu) / sigma);
+                nk.external(z * sigma + mu)
+            }
+        }
+    }
+
+    /// ln density (ln mass for a stepped domain or a choice) of kernel `k` alone at `x`.
+    pub fn kernel_log_pdf(&self, k: usize, x: f64) -> f64 {
+        match &self.kernels {
+            // A choice outside the domain has no mass (ln 0), rather than a panic.
+            Kernels::Categorical(rows) => rows[k]
+                .get(x as usize)
+                .filter(|_| x >= 0.0 && x.fract() == 0.0)
+                .map_or(f64::NEG_INFINITY, |p| p.ln()),
+            Kernels::Numeric(nk) => nk.log_pdf(k, x),
         }
     }
 
     /// ln density (ln mass for a stepped domain or a choice) of the mixture at value `x`.
     pub fn log_pdf(&self, x: f64) -> f64 {
-        let terms: Vec<f64> = match &self.kernels {
-            Kernels::Categorical(rows) => rows
-                .iter()
-                .zip(&self.weights)
-                .map(|(row, w)| row[x as usize].ln() + w.ln())
-                .collect(),
-            Kernels::Numeric(nk) => (0..nk.mus.len())
-                .map(|k| nk.log_pdf(k, x) + self.weights[k].ln())
-                .collect(),
-        };
+        let terms: Vec<f64> = (0..self.weights.len())
+            .map(|k| self.kernel_log_pdf(k, x) + self.weights[k].ln())
+            .collect();
         log_sum_exp(&terms)
     }
+}
+
+/// The product of per-parameter estimators built on the same trials (so with the same kernel
+/// weights): Optuna's multivariate TPE, where a kernel is drawn once for all parameters.
+pub fn joint_log_pdf(dims: &[&Parzen], x: &[f64]) -> f64 {
+    let Some(first) = dims.first() else {
+        return 0.0;
+    };
+    let terms: Vec<f64> = (0..first.weights.len())
+        .map(|k| {
+            dims.iter()
+                .zip(x)
+                .map(|(d, &xi)| d.kernel_log_pdf(k, xi))
+                .sum::<f64>()
+                + first.weights[k].ln()
+        })
+        .collect();
+    log_sum_exp(&terms)
 }
 
 impl NumericKernels {

@@ -123,7 +123,11 @@ mod tests {
     use super::*;
 
     fn curve(values: &[f64]) -> BTreeMap<u64, f64> {
-        values.iter().enumerate().map(|(s, v)| (s as u64, *v)).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(s, v)| (s as u64, *v))
+            .collect()
     }
 
     fn complete(curves: &[&[f64]]) -> Vec<Trial> {
@@ -176,21 +180,39 @@ mod tests {
         let up = Direction::Maximize;
         // Four complete trials, five needed.
         assert!(!MedianPruner::default().prune(&bad, &done, up));
-        let p = MedianPruner { n_startup_trials: 4, ..Default::default() };
+        let p = MedianPruner {
+            n_startup_trials: 4,
+            ..Default::default()
+        };
         assert!(p.prune(&bad, &done, up));
         // Step 1 is inside a 2-step warm-up.
-        let p = MedianPruner { n_startup_trials: 4, n_warmup_steps: 2, ..Default::default() };
+        let p = MedianPruner {
+            n_startup_trials: 4,
+            n_warmup_steps: 2,
+            ..Default::default()
+        };
         assert!(!p.prune(&bad, &done, up));
         // Every 2nd step: step 1 (after step 0) is not a pruning step.
-        let p = MedianPruner { n_startup_trials: 4, interval_steps: 2, ..Default::default() };
+        let p = MedianPruner {
+            n_startup_trials: 4,
+            interval_steps: 2,
+            ..Default::default()
+        };
         assert!(!p.prune(&bad, &done, up));
         assert!(p.prune(&curve(&[0.1]), &done, up));
         // Running and pruned trials do not count towards the median.
         let mut others = done.clone();
         others[0].state = State::Pruned;
-        assert!(!MedianPruner { n_startup_trials: 4, ..Default::default() }.prune(&bad, &others, up));
+        assert!(!MedianPruner {
+            n_startup_trials: 4,
+            ..Default::default()
+        }
+        .prune(&bad, &others, up));
         // A curve of NaNs only is pruned; no values at the step: kept.
-        let p = MedianPruner { n_startup_trials: 4, ..Default::default() };
+        let p = MedianPruner {
+            n_startup_trials: 4,
+            ..Default::default()
+        };
         assert!(p.prune(&curve(&[f64::NAN]), &done, up));
         assert!(!p.prune(&curve(&[0.1, 0.1, 0.1]), &done, up));
     }

@@ -37,6 +37,10 @@ pub enum SamplerConfig {
         n_startup_trials: usize,
         #[serde(default = "candidates")]
         n_ei_candidates: usize,
+        /// One joint estimator over all parameters (Optuna 5's default); off: one per
+        /// parameter (Optuna 4's).
+        #[serde(default)]
+        multivariate: bool,
     },
 }
 
@@ -53,6 +57,7 @@ impl Default for SamplerConfig {
             seed: 0,
             n_startup_trials: startup(),
             n_ei_candidates: candidates(),
+            multivariate: false,
         }
     }
 }
@@ -126,6 +131,7 @@ impl Sampler {
                 seed,
                 n_startup_trials,
                 n_ei_candidates,
+                multivariate,
             } => {
                 if n_ei_candidates == 0 {
                     bail!("search.sampler.n_ei_candidates: 0; TPE needs at least 1 candidate");
@@ -135,6 +141,7 @@ impl Sampler {
                     kind: Kind::Tpe(TpeOptions {
                         n_startup_trials,
                         n_ei_candidates,
+                        multivariate,
                     }),
                 }
             }
@@ -175,6 +182,13 @@ impl Sampler {
                     return Ok(random(space, &mut rng));
                 }
                 let mut out = Params::new();
+                if options.multivariate {
+                    let xs = tpe::suggest_joint(space, history, direction, options, &mut rng)?;
+                    for ((key, domain), x) in space.params().zip(xs) {
+                        out.insert(key.to_string(), external(domain, x));
+                    }
+                    return Ok(out);
+                }
                 for (key, domain) in space.params() {
                     let x = tpe::suggest(key, domain, history, direction, options, &mut rng)?;
                     out.insert(key.to_string(), external(domain, x));
@@ -238,7 +252,9 @@ mod tests {
     fn run(sampler: &Sampler, space: &Space, n: usize, f: impl Fn(&Params) -> f64) -> Vec<Trial> {
         let mut history = Vec::new();
         for number in 0..n {
-            let params = sampler.suggest(space, &history, Direction::Minimize).unwrap();
+            let params = sampler
+                .suggest(space, &history, Direction::Minimize)
+                .unwrap();
             let v = f(&params);
             history.push(Trial {
                 number,
@@ -260,16 +276,37 @@ mod tests {
 
     #[test]
     fn same_seed_and_history_same_suggestion() {
-        let s = space(&[("a", "log(interval(1e-4, 1e-1))"), ("b", "choice(x, y, z)"), ("c", "int(interval(1, 9))")]);
-        let tpe = Sampler::new(&SamplerConfig::default(), &s).unwrap();
+        let s = space(&[
+            ("a", "log(interval(1e-4, 1e-1))"),
+            ("b", "choice(x, y, z)"),
+            ("c", "int(interval(1, 9))"),
+        ]);
         let f = |p: &Params| num(&p["a"]).ln().abs() + num(&p["c"]);
+        for multivariate in [true, false] {
+            let config = SamplerConfig::Tpe {
+                seed: 0,
+                n_startup_trials: 10,
+                n_ei_candidates: 24,
+                multivariate,
+            };
+            let tpe = Sampler::new(&config, &s).unwrap();
+            let history = run(&tpe, &s, 25, f);
+            // Resumed from the first 20 records: the same 21st suggestion.
+            let again = tpe
+                .suggest(&s, &history[..20], Direction::Minimize)
+                .unwrap();
+            assert_eq!(again, history[20].params);
+        }
+        let tpe = Sampler::new(&SamplerConfig::default(), &s).unwrap();
         let history = run(&tpe, &s, 25, f);
-        // Resumed from the first 20 records: the same 21st suggestion, and again.
-        let again = tpe.suggest(&s, &history[..20], Direction::Minimize).unwrap();
-        assert_eq!(again, history[20].params);
         // Another seed, another path.
         let other = Sampler::new(
-            &SamplerConfig::Tpe { seed: 1, n_startup_trials: 10, n_ei_candidates: 24 },
+            &SamplerConfig::Tpe {
+                seed: 1,
+                n_startup_trials: 10,
+                n_ei_candidates: 24,
+                multivariate: false,
+            },
             &s,
         )
         .unwrap();
@@ -279,7 +316,16 @@ mod tests {
     #[test]
     fn tpe_starts_as_random_search() {
         let s = space(&[("a", "interval(0, 1)"), ("b", "choice(1, 2)")]);
-        let tpe = Sampler::new(&SamplerConfig::Tpe { seed: 3, n_startup_trials: 4, n_ei_candidates: 24 }, &s).unwrap();
+        let tpe = Sampler::new(
+            &SamplerConfig::Tpe {
+                seed: 3,
+                n_startup_trials: 4,
+                n_ei_candidates: 24,
+                multivariate: false,
+            },
+            &s,
+        )
+        .unwrap();
         let random = Sampler::new(&SamplerConfig::Random { seed: 3 }, &s).unwrap();
         let a = run(&tpe, &s, 6, |p| num(&p["a"]));
         let b = run(&random, &s, 6, |p| num(&p["a"]));
@@ -312,24 +358,48 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen, vec![2, 3, 4, 5], "both ends reachable");
-        assert!(values("r").iter().all(|v| [0.0, 0.25, 0.5, 0.75].contains(&num(v))));
+        assert!(values("r")
+            .iter()
+            .all(|v| [0.0, 0.25, 0.5, 0.75].contains(&num(v))));
     }
 
     #[test]
     fn grid_tries_every_point_once_then_stops() {
         let s = space(&[("w", "choice(3, 5)"), ("lr", "log(interval(1e-4, 1e-2))")]);
-        let config = SamplerConfig::Grid { seed: 2, points: Some(3) };
+        let config = SamplerConfig::Grid {
+            seed: 2,
+            points: Some(3),
+        };
         let grid = Sampler::new(&config, &s).unwrap();
         assert_eq!(grid.grid_size(), Some(6));
         let h = run(&grid, &s, 6, |_| 0.0);
         for (i, t) in h.iter().enumerate() {
-            assert!(!h[..i].iter().any(|u| u.params == t.params), "{:?} twice", t.params);
+            assert!(
+                !h[..i].iter().any(|u| u.params == t.params),
+                "{:?} twice",
+                t.params
+            );
         }
-        let e = grid.suggest(&s, &h, Direction::Minimize).unwrap_err().to_string();
-        assert_eq!(e, "search.trials: every one of the grid's 6 points has been tried");
-        let e = Sampler::new(&SamplerConfig::Grid { seed: 0, points: None }, &s)
+        let e = grid
+            .suggest(&s, &h, Direction::Minimize)
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("search.space.lr: an interval on a grid needs"), "{e}");
+        assert_eq!(
+            e,
+            "search.trials: every one of the grid's 6 points has been tried"
+        );
+        let e = Sampler::new(
+            &SamplerConfig::Grid {
+                seed: 0,
+                points: None,
+            },
+            &s,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("search.space.lr: an interval on a grid needs"),
+            "{e}"
+        );
     }
 }

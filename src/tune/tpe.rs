@@ -2,14 +2,16 @@
 //! trials, the finished trials are split into the γ(n) = min(⌈0.1 n⌉, 25) best ("below") and the
 //! rest ("above"; running trials join them, as Optuna's default `constant_liar` does); each
 //! parameter gets a Parzen estimator per group ([`super::parzen`]), `n_ei_candidates` draws from
-//! the "below" estimator, and the draw with the largest ln l(x) − ln g(x) wins.
+//! the "below" estimator, and the draw with the largest ln l(x) − ln g(x) wins. With
+//! `multivariate` (Optuna 5's default for one objective), one product estimator over every
+//! parameter instead: a kernel is drawn once for all of them, and l and g are joint densities.
 
 use anyhow::{bail, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::parzen::Parzen;
-use super::space::{Domain, Value};
+use super::parzen::{joint_log_pdf, Parzen};
+use super::space::{Domain, Space, Value};
 use super::trial::{Direction, State, Trial};
 
 /// The TPE knobs a spec may set; Optuna's defaults.
@@ -20,6 +22,8 @@ pub struct TpeOptions {
     pub n_startup_trials: usize,
     #[serde(default = "default_candidates")]
     pub n_ei_candidates: usize,
+    #[serde(default)]
+    pub multivariate: bool,
 }
 
 fn default_startup() -> usize {
@@ -34,6 +38,7 @@ impl Default for TpeOptions {
         TpeOptions {
             n_startup_trials: default_startup(),
             n_ei_candidates: default_candidates(),
+            multivariate: false,
         }
     }
 }
@@ -164,6 +169,83 @@ pub fn suggest(
         }
     }
     Ok(candidates[best])
+}
+
+/// Multivariate TPE's next values of every parameter (internal form, in key order): one
+/// estimator per parameter over the trials that have them all, kernels drawn jointly.
+pub fn suggest_joint(
+    space: &Space,
+    history: &[Trial],
+    direction: Direction,
+    options: &TpeOptions,
+    rng: &mut impl Rng,
+) -> Result<Vec<f64>> {
+    let (below, above) = joint_estimators(space, history, direction)?;
+    let l: Vec<&Parzen> = below.iter().collect();
+    let g: Vec<&Parzen> = above.iter().collect();
+    let Some(first) = l.first() else {
+        return Ok(vec![]);
+    };
+    let active = first.pick_kernels(rng, options.n_ei_candidates.max(1));
+    // Optuna draws parameter by parameter, all candidates at once.
+    let columns: Vec<Vec<f64>> = l
+        .iter()
+        .map(|d| active.iter().map(|&k| d.draw(k, rng)).collect())
+        .collect();
+    let candidates: Vec<Vec<f64>> = (0..active.len())
+        .map(|i| columns.iter().map(|c| c[i]).collect())
+        .collect();
+    let scores = joint_acquisition(&l, &g, &candidates);
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if *s > scores[best] {
+            best = i;
+        }
+    }
+    Ok(candidates[best].clone())
+}
+
+/// The "below" and "above" estimators of every parameter (key order), over the trials that
+/// have all of them.
+pub fn joint_estimators(
+    space: &Space,
+    history: &[Trial],
+    direction: Direction,
+) -> Result<(Vec<Parzen>, Vec<Parzen>)> {
+    let (below, above) = split(history, direction);
+    let build = |group: &[&Trial]| -> Result<Vec<Parzen>> {
+        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); space.len()];
+        for t in group {
+            let mut row = Vec::with_capacity(space.len());
+            for (key, domain) in space.params() {
+                match internal(key, domain, t)? {
+                    Some(x) => row.push(x),
+                    None => break,
+                }
+            }
+            if row.len() == space.len() {
+                columns.iter_mut().zip(row).for_each(|(c, x)| c.push(x));
+            }
+        }
+        Ok(space
+            .params()
+            .zip(&columns)
+            .map(|((_, domain), obs)| Parzen::new(obs, domain, PRIOR_WEIGHT))
+            .collect())
+    };
+    Ok((build(&below)?, build(&above)?))
+}
+
+/// Joint ln l(x) − ln g(x) at each candidate (one value per parameter, key order).
+pub fn joint_acquisition(
+    below: &[&Parzen],
+    above: &[&Parzen],
+    candidates: &[Vec<f64>],
+) -> Vec<f64> {
+    candidates
+        .iter()
+        .map(|x| joint_log_pdf(below, x) - joint_log_pdf(above, x))
+        .collect()
 }
 
 /// Whether TPE is past its random start: Optuna counts complete and pruned trials.
