@@ -31,6 +31,12 @@ for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name
         f"{pct(b.get('coverage_outside_aoa'))} ({b['labelled_outside_aoa']} tiles) | "
         f"{pct(s.get('band_coverage'))} |"
     )
+maps = ["", "## Maps", "",
+        "Each folder's `map.png` (predicted ln emission; tiles outside the area of applicability greyed) "
+        "and `interval_width.png` (band width, colours spanning the tiles inside the area of applicability).", ""]
+for d in sorted(p for p in root.iterdir() if p.is_dir()):
+    maps.append(f"**{d.name}**: prediction and band width\n")
+    maps.append(f"![{d.name} prediction]({d.name}/map.png) ![{d.name} band width]({d.name}/interval_width.png)\n")
 (root / "coverage.md").write_text(
     "# Prediction intervals across cities\n\n"
     "The `network` variant of `network-spatial-cv` and its best baseline, `gbt_lag` (gradient-boosted "
@@ -40,6 +46,6 @@ for d in sorted((p for p in root.iterdir() if p.is_dir()), key=lambda p: (p.name
     "on every labelled tile of the other city. R² is over those tiles; the area of applicability is the "
     "ensemble's own (its folds' training tiles pooled). DI-scaled widths (`--scale di`) divide each "
     "calibration residual by its tile's DI + β (β the calibration DIs' median, a new tile's DI capped at the "
-    "largest calibration DI) and widen a new tile's band by its own DI + β.\n\n" + "\n".join(lines) + "\n"
+    "largest calibration DI) and widen a new tile's band by its own DI + β.\n\n" + "\n".join(lines) + "\n" + "\n".join(maps)
 )
 print((root / "coverage.md").read_text())

@@ -31,7 +31,23 @@ variants:
 fn experiment() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap().keep();
+        // A static is never dropped, so a tempdir here would stay behind after every run
+        // (500 MB each): the fixture lives under the target dir, one per test process, and the
+        // fixtures of processes that have ended are removed first.
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        if let Ok(entries) = std::fs::read_dir(root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let ended = name
+                    .strip_prefix("report-fixture-")
+                    .is_some_and(|pid| !Path::new("/proc").join(pid).exists());
+                if ended && Path::new("/proc/self").exists() {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+        let tmp = root.join(format!("report-fixture-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
         let out = tmp.join("report");
         let e = Experiment::parse(SPEC, "report.yaml", &[]).unwrap();
         let (sweep, _) = common::sweep(&e, &common::run_options(&out), &[]);
