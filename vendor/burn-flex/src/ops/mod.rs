@@ -97,6 +97,8 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 pub mod conv;
+// OpenCarbon-rs patch: gemm kernels for the 2D convolution gradients.
+pub mod conv_backward;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;

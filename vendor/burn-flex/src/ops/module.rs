@@ -2,7 +2,8 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, deform_conv, interpolate, pool};
+// OpenCarbon-rs patch: conv_backward.
+use crate::ops::{conv, conv_backward, conv_transpose, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -73,6 +74,39 @@ impl ModuleOps<Flex> for Flex {
             DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
             dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
         }
+    }
+
+    // OpenCarbon-rs patch: the 2D convolution gradients as im2col/col2im + gemm
+    // (ops/conv_backward.rs); burn-backend's generic compositions where those do not apply.
+    fn conv2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        if conv_backward::gemm_kernels_enabled()
+            && let Some(grad) =
+                conv_backward::conv2d_weight_backward(&x, &weight, &output_grad, &options)
+        {
+            return grad;
+        }
+        conv_backward::conv2d_weight_backward_generic(x, weight, output_grad, options)
+    }
+
+    // OpenCarbon-rs patch: see conv2d_weight_backward.
+    fn conv2d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        if conv_backward::gemm_kernels_enabled()
+            && let Some(grad) =
+                conv_backward::conv2d_x_backward(&x, &weight, &output_grad, &options)
+        {
+            return grad;
+        }
+        conv_backward::conv2d_x_backward_generic(x, weight, output_grad, options)
     }
 
     fn deform_conv2d(
