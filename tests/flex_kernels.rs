@@ -1,10 +1,11 @@
-//! The convolution-gradient kernels of the vendored burn-flex (vendor/burn-flex/PATCH.md) against
-//! burn-backend's generic compositions, which the patched backend still carries as its fallback
-//! (`conv2d_weight_backward_generic`, `conv2d_x_backward_generic`: the weight gradient as a
-//! convolution over batch-transposed tensors, the input gradient as a transposed convolution).
+//! The convolution kernels of the vendored burn-flex (vendor/burn-flex/PATCH.md) against the
+//! routes they replace, which the patched backend still carries as its fallbacks: burn-backend's
+//! generic gradient compositions (`conv2d_weight_backward_generic`, `conv2d_x_backward_generic`:
+//! the weight gradient as a convolution over batch-transposed tensors, the input gradient as a
+//! transposed convolution) and burn-flex's own forward (`conv2d_forward_upstream`).
 //!
 //! Tolerance: both routes run in f32 and sum the same products in different orders; each is
-//! compared with the generic route run in f64 (the reference), as the largest absolute difference
+//! compared with the old route run in f64 (the reference), as the largest absolute difference
 //! over the largest reference magnitude (`relative_error`). Rounding grows with the number of
 //! summed terms K (up to a few thousand here), about √K·2⁻²⁴ relative; the bound is 1e-5 for
 //! both routes, well above what either reaches (the printed errors are ~1e-7) and far below what
@@ -12,9 +13,9 @@
 
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use burn_flex::ops::conv_backward::{
-    conv2d_weight_backward, conv2d_weight_backward_generic, conv2d_x_backward,
-    conv2d_x_backward_generic,
+use burn_flex::ops::conv2d_gemm::{
+    conv2d_forward, conv2d_forward_upstream, conv2d_weight_backward,
+    conv2d_weight_backward_generic, conv2d_x_backward, conv2d_x_backward_generic,
 };
 use burn_flex::FlexTensor;
 use proptest::prelude::*;
@@ -47,13 +48,13 @@ fn to_f64(t: &FlexTensor) -> FlexTensor {
 fn values(t: FlexTensor) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
-        .into_vec::<f64>()
+        .try_into_vec::<f64>()
         .expect("float tensor")
 }
 
 fn bits(t: FlexTensor) -> Vec<u32> {
     t.into_data()
-        .into_vec::<f32>()
+        .try_into_vec::<f32>()
         .expect("f32 tensor")
         .iter()
         .map(|v| v.to_bits())
@@ -108,6 +109,26 @@ impl Case {
         }
     }
 
+    /// Relative errors of the gemm forward (with a bias) and of burn-flex's own forward in f32
+    /// against the latter in f64; `None` where burn-flex keeps its own path for this shape.
+    fn forward_errors(&self) -> Option<[f64; 2]> {
+        let (x, w, o) = (&self.x, &self.weight, &self.options);
+        let bias = random(&[w.layout().shape()[0]], 77);
+        let y = conv2d_forward(x, w, Some(&bias), o)?;
+        assert_eq!(y.layout().shape(), self.output_grad.layout().shape());
+        let upstream = conv2d_forward_upstream(x.clone(), w.clone(), Some(bias.clone()), o.clone());
+        let reference = values(conv2d_forward_upstream(
+            to_f64(x),
+            to_f64(w),
+            Some(to_f64(&bias)),
+            o.clone(),
+        ));
+        Some([
+            relative_error(&values(y), &reference),
+            relative_error(&values(upstream), &reference),
+        ])
+    }
+
     /// (weight, input) relative errors of the kernels and of the generic route in f32, both
     /// against the generic route in f64.
     fn errors(&self) -> ([f64; 2], [f64; 2]) {
@@ -140,6 +161,16 @@ impl Case {
     }
 
     fn assert_close(&self, label: &str) {
+        match self.forward_errors() {
+            Some([k, u]) => {
+                println!("{label}: forward kernel {k:.1e}, burn-flex's {u:.1e}");
+                assert!(
+                    k <= TOLERANCE && u <= TOLERANCE,
+                    "{label}: forward {k:.2e}, {u:.2e}"
+                );
+            }
+            None => println!("{label}: forward on burn-flex's own path"),
+        }
         let ([kw, kx], [gw, gx]) = self.errors();
         println!(
             "{label}: kernel weight {kw:.1e} input {kx:.1e}; generic weight {gw:.1e} input {gx:.1e}"
@@ -164,7 +195,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     /// Random shapes: strides 1–2, padding 0–2 per side (asymmetric too), dilation 1–2,
-    /// kernels 1–3, batch 1–4, channels 1–8.
+    /// kernels 1–3, batch 1–4, channels 1–8. The forward is compared where the gemm path
+    /// takes it (burn-flex keeps ≤ 4 input and ≤ 16 output channels, and unpadded 1×1).
     #[test]
     fn gradients_match_the_generic_route(
         batch in 1usize..=4,
@@ -187,6 +219,9 @@ proptest! {
         let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
         let case = Case::new(batch, [c_in, c_out], [h, w], kernel, options, seed);
         let ([kw, kx], [gw, gx]) = case.errors();
+        if let Some([k, u]) = case.forward_errors() {
+            prop_assert!(k <= TOLERANCE && u <= TOLERANCE, "forward {:.2e}, burn-flex's {:.2e}", k, u);
+        }
         prop_assert!(kw <= TOLERANCE && kx <= TOLERANCE, "kernel weight {:.2e}, input {:.2e}", kw, kx);
         prop_assert!(gw <= TOLERANCE && gx <= TOLERANCE, "generic weight {:.2e}, input {:.2e}", gw, gx);
     }
@@ -232,8 +267,8 @@ fn gradients_match_at_the_networks_layer_sizes() {
     Case::new(32, [6, 32], [32, 32], [7, 7], options(3, 3), 8).assert_close("poi conv1, batch 32");
 }
 
-/// Grouped convolutions are not covered by the kernels: they say so, and the backend's
-/// gradient is the generic route's, bit for bit.
+/// Grouped convolutions are not covered by the kernels: they say so, and the backend runs the
+/// routes it ran before.
 #[test]
 fn grouped_convolutions_fall_back_to_the_generic_route() {
     let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 2);
@@ -241,6 +276,7 @@ fn grouped_convolutions_fall_back_to_the_generic_route() {
     let weight = random(&[6, 2, 3, 3], 12);
     assert!(conv2d_weight_backward(&case.x, &weight, &case.output_grad, &options).is_none());
     assert!(conv2d_x_backward(&case.x, &weight, &case.output_grad, &options).is_none());
+    assert!(conv2d_forward(&case.x, &weight, None, &options).is_none());
 }
 
 /// The same inputs give the same bits: twice in a row, and with 1, 2 or 3 threads (the batch
@@ -259,6 +295,7 @@ fn gradients_repeat_bit_for_bit_whatever_the_thread_count() {
             (
                 bits(conv2d_weight_backward(x, w, dy, o).expect("kernel")),
                 bits(conv2d_x_backward(x, w, dy, o).expect("kernel")),
+                bits(conv2d_forward(x, w, None, o).expect("kernel")),
             )
         };
         let first = run();
@@ -273,8 +310,8 @@ fn gradients_repeat_bit_for_bit_whatever_the_thread_count() {
     }
 }
 
-/// burn's autodiff on the flex device reaches the kernels: the gradients of a convolution
-/// through `Tensor::backward` are the kernels' bits, and a second backward repeats them.
+/// burn's autodiff on the flex device reaches the kernels: the output and the gradients of a
+/// convolution through `Tensor::backward` are the kernels' bits, and a second run repeats them.
 #[test]
 fn autodiff_on_flex_uses_the_kernels() {
     if std::env::var("OPENCARBON_CONV_GRAD").is_ok_and(|v| v.trim() == "burn") {
@@ -285,8 +322,8 @@ fn autodiff_on_flex_uses_the_kernels() {
     device.seed(5);
     let normal = Distribution::Normal(0.0, 1.0);
     let options = ConvOptions::new([2, 1], [1, 2], [1, 2], 1);
-    let x = Tensor::<4>::random([3, 4, 9, 10], normal, &device);
-    let weight = Tensor::<4>::random([5, 4, 3, 3], normal, &device);
+    let x = Tensor::<4>::random([3, 6, 9, 10], normal, &device);
+    let weight = Tensor::<4>::random([5, 6, 3, 3], normal, &device);
     let run = || {
         let (x, w) = (
             x.clone().detach().require_grad(),
@@ -296,25 +333,30 @@ fn autodiff_on_flex_uses_the_kernels() {
         let dims = y.dims();
         // d(Σ y ⊙ c)/dy = c: a fixed output gradient.
         let c = Tensor::<4>::from_data(random(&dims, 31).into_data(), &device);
+        let y_data = y.clone().into_data();
         let grads = (y * c.clone()).sum().backward();
         (
             x.grad(&grads).expect("input gradient").into_data(),
             w.grad(&grads).expect("weight gradient").into_data(),
             c.into_data(),
+            y_data,
         )
     };
-    let (dx, dw, c) = run();
-    let (dx2, dw2, _) = run();
+    let (dx, dw, c, y) = run();
+    let (dx2, dw2, _, y2) = run();
     assert_eq!(dx.as_bytes(), dx2.as_bytes());
     assert_eq!(dw.as_bytes(), dw2.as_bytes());
+    assert_eq!(y.as_bytes(), y2.as_bytes());
     let flex = |d: TensorData| FlexTensor::from_data(d);
     let (fx, fw, fc) = (flex(x.into_data()), flex(weight.into_data()), flex(c));
+    let kernel_y = conv2d_forward(&fx, &fw, None, &options).expect("kernel");
+    assert_eq!(y.as_bytes(), kernel_y.into_data().as_bytes());
     let kernel_dw = conv2d_weight_backward(&fx, &fw, &fc, &options).expect("kernel");
     let kernel_dx = conv2d_x_backward(&fx, &fw, &fc, &options).expect("kernel");
     assert_eq!(dw.as_bytes(), kernel_dw.into_data().as_bytes());
     assert_eq!(dx.as_bytes(), kernel_dx.into_data().as_bytes());
     // And the generic route differs only by rounding.
     let generic = values(conv2d_weight_backward_generic(fx, fw, fc, options));
-    let got = dw.convert::<f64>().into_vec::<f64>().expect("f64");
+    let got = dw.convert::<f64>().try_into_vec::<f64>().expect("f64");
     assert!(relative_error(&got, &generic) <= TOLERANCE);
 }

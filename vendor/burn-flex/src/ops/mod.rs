@@ -98,7 +98,7 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 // OpenCarbon-rs patch: gemm kernels for the 2D convolution gradients.
-pub mod conv_backward;
+pub mod conv2d_gemm;
 pub mod conv_transpose;
 pub mod cumulative;
 pub mod deform_conv;

@@ -2,8 +2,8 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-// OpenCarbon-rs patch: conv_backward.
-use crate::ops::{conv, conv_backward, conv_transpose, deform_conv, interpolate, pool};
+// OpenCarbon-rs patch: conv2d_gemm.
+use crate::ops::{conv, conv_transpose, conv2d_gemm, deform_conv, interpolate, pool};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -66,31 +66,31 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
-        match x.dtype() {
-            DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
-            DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
-            DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
-            DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
-            dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
+        // OpenCarbon-rs patch: im2col + gemm per batch chunk, no NHWC relayout (ops/conv2d_gemm.rs);
+        // burn-flex's paths for what that does not cover.
+        if conv2d_gemm::gemm_kernels_enabled()
+            && let Some(y) = conv2d_gemm::conv2d_forward(&x, &weight, bias.as_ref(), &options)
+        {
+            return y;
         }
+        conv2d_gemm::conv2d_forward_upstream(x, weight, bias, options)
     }
 
     // OpenCarbon-rs patch: the 2D convolution gradients as im2col/col2im + gemm
-    // (ops/conv_backward.rs); burn-backend's generic compositions where those do not apply.
+    // (ops/conv2d_gemm.rs); burn-backend's generic compositions where those do not apply.
     fn conv2d_weight_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        if conv_backward::gemm_kernels_enabled()
+        if conv2d_gemm::gemm_kernels_enabled()
             && let Some(grad) =
-                conv_backward::conv2d_weight_backward(&x, &weight, &output_grad, &options)
+                conv2d_gemm::conv2d_weight_backward(&x, &weight, &output_grad, &options)
         {
             return grad;
         }
-        conv_backward::conv2d_weight_backward_generic(x, weight, output_grad, options)
+        conv2d_gemm::conv2d_weight_backward_generic(x, weight, output_grad, options)
     }
 
     // OpenCarbon-rs patch: see conv2d_weight_backward.
@@ -100,13 +100,12 @@ impl ModuleOps<Flex> for Flex {
         output_grad: FloatTensor<Flex>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
-        if conv_backward::gemm_kernels_enabled()
-            && let Some(grad) =
-                conv_backward::conv2d_x_backward(&x, &weight, &output_grad, &options)
+        if conv2d_gemm::gemm_kernels_enabled()
+            && let Some(grad) = conv2d_gemm::conv2d_x_backward(&x, &weight, &output_grad, &options)
         {
             return grad;
         }
-        conv_backward::conv2d_x_backward_generic(x, weight, output_grad, options)
+        conv2d_gemm::conv2d_x_backward_generic(x, weight, output_grad, options)
     }
 
     fn deform_conv2d(

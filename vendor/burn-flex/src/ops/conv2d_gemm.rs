@@ -1,4 +1,4 @@
-//! OpenCarbon-rs patch: 2D convolution gradients as im2col/col2im + gemm.
+//! OpenCarbon-rs patch: 2D convolutions and their gradients as im2col/col2im + gemm.
 //!
 //! burn-backend's default `conv2d_weight_backward` computes the weight gradient as a forward
 //! convolution of the batch-transposed input with the batch-transposed output gradient (the
@@ -15,13 +15,19 @@
 //!   in order and the lanes are summed in order, so the result does not depend on the number of
 //!   threads or on their scheduling: the same inputs give the same bits;
 //! - input gradient: `dcol_chunk = Wᵀ · dY_chunk` (M = C_in·k_h·k_w, N = chunk·H_out·W_out,
-//!   K = C_out) scattered back with col2im, the chunks (disjoint batch elements) in parallel.
+//!   K = C_out) scattered back with col2im, the chunks (disjoint batch elements) in parallel;
+//! - forward: `Y_chunk = W · col_chunk` (M = C_out, N = chunk·H_out·W_out, K = C_in·k_h·k_w),
+//!   written straight into the output for a one-element chunk, the chunks in parallel. This
+//!   replaces burn-flex's generic path (`conv3d_impl`: a serial NCHW → NHWC copy of the whole
+//!   input and a weight relayout on every call, an im2col buffer and a gemm result allocated
+//!   per 512-position tile and scattered back with a strided loop); burn-flex's 1×1,
+//!   depthwise and small-channel fast paths keep their shapes.
 //!
 //! Supported: f32 and f64, `groups == 1`, any stride, dilation and (asymmetric) padding. Anything
 //! else (grouped or depthwise convolutions, f16/bf16, inconsistent shapes) returns `None` and the
-//! caller runs burn-backend's generic composition ([`conv2d_weight_backward_generic`],
-//! [`conv2d_x_backward_generic`], kept here verbatim in behaviour so that the two can be
-//! compared in one build).
+//! caller runs burn-flex's own forward or burn-backend's generic gradient compositions
+//! ([`conv2d_weight_backward_generic`], [`conv2d_x_backward_generic`], kept here verbatim in
+//! behaviour so that the two can be compared in one build).
 
 use alloc::vec;
 use alloc::vec::Vec;
@@ -575,6 +581,218 @@ pub fn input_grad<T: GradElement>(g: &Conv2dGeometry, w: &[T], dy: &[T]) -> Vec<
     dx
 }
 
+/// The forward output of batch elements `b0..b0 + nb` into `y_chunk` (`[nb, C_out, H_out, W_out]`).
+fn forward_chunk<T: GradElement>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    b0: usize,
+    nb: usize,
+    y_chunk: &mut [T],
+    parallel: bool,
+) {
+    let p = g.spatial_out();
+    let cols = g.cols();
+    let ld = nb * p;
+    let in_plane = g.channels_in * g.in_h * g.in_w;
+    let mut col = vec![T::zero(); cols * ld];
+    for bi in 0..nb {
+        let b = b0 + bi;
+        im2col(
+            g,
+            &x[b * in_plane..(b + 1) * in_plane],
+            &mut col,
+            ld,
+            bi * p,
+        );
+    }
+    // Y[co, k] = Σ_j W[co, j] · col[j, k]; one element's Y is its output plane as it is.
+    let mut scratch = Vec::new();
+    let dst: &mut [T] = if nb == 1 {
+        y_chunk
+    } else {
+        scratch.resize(g.channels_out * ld, T::zero());
+        &mut scratch
+    };
+    unsafe {
+        gemm_strided(
+            g.channels_out,
+            ld,
+            cols,
+            dst.as_mut_ptr(),
+            ld as isize,
+            false,
+            w.as_ptr(),
+            cols as isize,
+            1,
+            col.as_ptr(),
+            ld as isize,
+            1,
+            parallel,
+        );
+    }
+    if nb > 1 {
+        for bi in 0..nb {
+            for co in 0..g.channels_out {
+                let dst = (bi * g.channels_out + co) * p;
+                y_chunk[dst..dst + p]
+                    .copy_from_slice(&scratch[co * ld + bi * p..co * ld + (bi + 1) * p]);
+            }
+        }
+    }
+}
+
+/// The forward output `[N, C_out, H_out, W_out]` from contiguous `x` and `weight`, plus `bias`.
+pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    let chunk = g.batch_chunk();
+    let n_chunks = g.batch.div_ceil(chunk);
+    let p = g.spatial_out();
+    let out_plane = g.channels_out * p;
+    let mut y = vec![T::zero(); g.batch * out_plane];
+    if n_chunks == 1 {
+        forward_chunk(g, x, w, 0, g.batch, &mut y, true);
+    } else {
+        #[cfg(feature = "rayon")]
+        {
+            use rayon::prelude::*;
+            y.par_chunks_mut(chunk * out_plane)
+                .enumerate()
+                .for_each(|(c, y_chunk)| {
+                    let nb = y_chunk.len() / out_plane;
+                    forward_chunk(g, x, w, c * chunk, nb, y_chunk, false);
+                });
+        }
+        #[cfg(not(feature = "rayon"))]
+        for (c, y_chunk) in y.chunks_mut(chunk * out_plane).enumerate() {
+            let nb = y_chunk.len() / out_plane;
+            forward_chunk(g, x, w, c * chunk, nb, y_chunk, false);
+        }
+    }
+    if let Some(bias) = bias {
+        // Planes run over (b, c_out) in order.
+        for (i, plane) in y.chunks_mut(p).enumerate() {
+            let b = bias[i % g.channels_out];
+            for v in plane {
+                *v += b;
+            }
+        }
+    }
+    y
+}
+
+/// Whether burn-flex's own forward has a dedicated path for this convolution (1×1 without
+/// stride or padding; few input and output channels), which is kept.
+fn upstream_fast_path(g: &Conv2dGeometry) -> bool {
+    let pointwise = g.kernel_h == 1
+        && g.kernel_w == 1
+        && g.stride == [1, 1]
+        && g.pad_begin == [0, 0]
+        && g.out_h == g.in_h
+        && g.out_w == g.in_w;
+    // conv.rs: should_use_small_channel_conv (SMALL_CHANNEL_*_THRESHOLD).
+    let small_channels = g.channels_in <= 4 && g.channels_out <= 16;
+    // conv.rs: should_use_direct_conv (1D-like, unpadded, undilated, many channels).
+    let direct = g.kernel_h == 1
+        && g.in_h == 1
+        && g.pad_begin == [0, 0]
+        && g.in_w
+            .checked_sub(g.kernel_w)
+            .is_some_and(|d| g.out_w == d / g.stride[1] + 1)
+        && g.dilation == [1, 1]
+        && g.channels_in >= 32
+        && g.kernel_w <= 8
+        && g.out_w <= 800;
+    pointwise || small_channels || direct
+}
+
+/// The forward convolution with the gemm kernel, or `None` where it does not apply (see the
+/// module documentation) or where burn-flex has a dedicated path; the caller then runs
+/// burn-flex's own forward.
+pub fn conv2d_forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    options: &ConvOptions<2>,
+) -> Option<FlexTensor> {
+    let dtype = float_dtype_matches([x, weight, weight])?;
+    if bias.is_some_and(|b| b.dtype() != dtype) {
+        return None;
+    }
+    let x_shape = x.layout().shape();
+    let w_shape = weight.layout().shape();
+    if x_shape.len() != 4 || w_shape.len() != 4 {
+        return None;
+    }
+    let mut out_shape = [x_shape[0], w_shape[0], 0, 0];
+    for axis in 0..2 {
+        let (begin, end) = options.padding[axis];
+        let span = options.dilation[axis]
+            .checked_mul(w_shape[2 + axis].checked_sub(1)?)?
+            .checked_add(1)?;
+        let padded = x_shape[2 + axis].checked_add(begin)?.checked_add(end)?;
+        if padded < span || options.stride[axis] == 0 {
+            return None;
+        }
+        out_shape[2 + axis] = (padded - span) / options.stride[axis] + 1;
+    }
+    let g = Conv2dGeometry::new(x_shape, w_shape, &out_shape, options)?;
+    if upstream_fast_path(&g) {
+        return None;
+    }
+    let bias = match bias {
+        Some(b) => {
+            let b = b.to_contiguous();
+            if b.layout().num_elements() != g.channels_out {
+                return None;
+            }
+            Some(b)
+        }
+        None => None,
+    };
+    let x = x.to_contiguous();
+    let w = weight.to_contiguous();
+    let bytes = match dtype {
+        DType::F32 => Bytes::from_elems(forward::<f32>(
+            &g,
+            x.storage(),
+            w.storage(),
+            bias.as_ref().map(|b| b.storage::<f32>()),
+        )),
+        DType::F64 => Bytes::from_elems(forward::<f64>(
+            &g,
+            x.storage(),
+            w.storage(),
+            bias.as_ref().map(|b| b.storage::<f64>()),
+        )),
+        _ => return None,
+    };
+    Some(FlexTensor::new(
+        bytes,
+        Layout::contiguous(burn_std::Shape::from(out_shape.to_vec())),
+        dtype,
+    ))
+}
+
+/// burn-flex's own forward convolution (asymmetric padding applied to the input first, then
+/// its 1×1, depthwise, small-channel, direct or tiled im2col path): the fallback of
+/// [`conv2d_forward`] and the reference it is tested against.
+pub fn conv2d_forward_upstream(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: ConvOptions<2>,
+) -> FlexTensor {
+    use crate::ops::conv;
+    let (x, options) = burn_backend::ops::conv::pad_asymmetric_conv_input::<Flex, 2>(x, options);
+    match x.dtype() {
+        DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
+        DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
+        DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
+        DType::BF16 => conv::conv2d_bf16(x, weight, bias, &options),
+        dtype => panic!("conv2d: unsupported dtype {:?}", dtype),
+    }
+}
+
 fn float_dtype_matches(tensors: [&FlexTensor; 3]) -> Option<DType> {
     let dtype = tensors[0].dtype();
     if tensors.iter().any(|t| t.dtype() != dtype) {
@@ -652,7 +870,8 @@ fn pad_input(x: FlexTensor, options: &ConvOptions<2>) -> (FlexTensor, ConvOption
 }
 
 /// burn-backend's `conv2d_weight_backward`: a convolution of the batch-transposed input with
-/// the batch-transposed output gradient (per group for grouped convolutions).
+/// the batch-transposed output gradient (per group for grouped convolutions), through
+/// burn-flex's own forward ([`conv2d_forward_upstream`]) as before this patch.
 pub fn conv2d_weight_backward_generic(
     x: FlexTensor,
     weight: FlexTensor,
@@ -665,7 +884,7 @@ pub fn conv2d_weight_backward_generic(
     if options.groups == 1 {
         let x_swapped = Flex::float_swap_dims(x, 0, 1);
         let output_grad_swapped = Flex::float_swap_dims(output_grad, 0, 1);
-        let weight_grad_swapped = Flex::conv2d(
+        let weight_grad_swapped = conv2d_forward_upstream(
             x_swapped,
             output_grad_swapped,
             None,
@@ -704,7 +923,7 @@ pub fn conv2d_weight_backward_generic(
             output_grad_swapped.clone(),
             &[Slice::new(start_co as isize, Some(end_co as isize), 1)],
         );
-        let mut tmp = Flex::conv2d(
+        let mut tmp = conv2d_forward_upstream(
             x,
             grad,
             None,
@@ -815,7 +1034,7 @@ mod tests {
     }
 
     fn values(t: FlexTensor) -> Vec<f32> {
-        t.into_data().into_vec::<f32>().unwrap()
+        t.into_data().try_into_vec::<f32>().unwrap()
     }
 
     /// Naive weight and input gradients by the definition, in f64.
@@ -860,6 +1079,46 @@ mod tests {
         (dw, dx)
     }
 
+    /// The forward convolution by the definition, in f64.
+    fn naive_forward(x: &[f32], w: &[f32], bias: &[f32], g: &Conv2dGeometry) -> Vec<f64> {
+        let mut y = vec![0f64; g.batch * g.channels_out * g.spatial_out()];
+        for b in 0..g.batch {
+            for co in 0..g.channels_out {
+                for oh in 0..g.out_h {
+                    for ow in 0..g.out_w {
+                        let mut acc = bias[co] as f64;
+                        for ci in 0..g.channels_in {
+                            for kh in 0..g.kernel_h {
+                                for kw in 0..g.kernel_w {
+                                    let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize
+                                        - g.pad_begin[0] as isize;
+                                    let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize
+                                        - g.pad_begin[1] as isize;
+                                    if ih < 0
+                                        || iw < 0
+                                        || ih >= g.in_h as isize
+                                        || iw >= g.in_w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((b * g.channels_in + ci) * g.in_h + ih as usize)
+                                        * g.in_w
+                                        + iw as usize;
+                                    let wi = ((co * g.channels_in + ci) * g.kernel_h + kh)
+                                        * g.kernel_w
+                                        + kw;
+                                    acc += x[xi] as f64 * w[wi] as f64;
+                                }
+                            }
+                        }
+                        y[((b * g.channels_out + co) * g.out_h + oh) * g.out_w + ow] = acc;
+                    }
+                }
+            }
+        }
+        y
+    }
+
     fn check(
         batch: usize,
         c_in: usize,
@@ -888,6 +1147,42 @@ mod tests {
             dy.storage::<f32>(),
             &g,
         );
+        // Forward, with a bias, against the definition (and burn-flex's own forward).
+        let bias = tensor(&[c_out], 4);
+        let y_ref = naive_forward(
+            x.storage::<f32>(),
+            w.storage::<f32>(),
+            bias.storage::<f32>(),
+            &g,
+        );
+        let upstream = values(conv2d_forward_upstream(
+            x.clone(),
+            w.clone(),
+            Some(bias.clone()),
+            options.clone(),
+        ));
+        let forward = conv2d_forward(&x, &w, Some(&bias), &options);
+        assert_eq!(
+            forward.is_none(),
+            upstream_fast_path(&g),
+            "the gemm forward runs exactly where burn-flex has no fast path"
+        );
+        let y = forward.map(values).unwrap_or_else(|| upstream.clone());
+        assert_eq!(y.len(), y_ref.len());
+        for i in 0..y_ref.len() {
+            let tol = 1e-4 * (1.0 + y_ref[i].abs());
+            assert!(
+                (y[i] as f64 - y_ref[i]).abs() <= tol,
+                "y[{i}]: {} vs {}",
+                y[i],
+                y_ref[i]
+            );
+            assert!(
+                (upstream[i] as f64 - y_ref[i]).abs() <= tol,
+                "upstream y[{i}]"
+            );
+        }
+
         let dw = values(conv2d_weight_backward(&x, &w, &dy, &options).unwrap());
         let dx = values(conv2d_x_backward(&x, &w, &dy, &options).unwrap());
         let dw_gen = values(conv2d_weight_backward_generic(
@@ -953,6 +1248,16 @@ mod tests {
     }
 
     #[test]
+    fn forward_covers_many_channels_and_keeps_fast_paths() {
+        // Many channels: the gemm forward; 5 × 32² positions: one element per chunk.
+        check(5, 8, 20, [32, 32], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        check(3, 6, 32, [11, 11], [7, 7], [3, 3], [(1, 1), (1, 1)], [1, 1]);
+        // Few channels and 1×1: burn-flex's own paths (asserted inside `check`).
+        check(2, 3, 4, [6, 6], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        check(2, 8, 8, [5, 5], [1, 1], [1, 1], [(0, 0), (0, 0)], [1, 1]);
+    }
+
+    #[test]
     fn unsupported_shapes_return_none() {
         let x = tensor(&[2, 4, 5, 5], 1);
         let w = tensor(&[4, 2, 3, 3], 2);
@@ -960,6 +1265,7 @@ mod tests {
         let dy = Flex::conv2d(x.clone(), w.clone(), None, options.clone());
         assert!(conv2d_weight_backward(&x, &w, &dy, &options).is_none());
         assert!(conv2d_x_backward(&x, &w, &dy, &options).is_none());
+        assert!(conv2d_forward(&x, &w, None, &options).is_none());
         // An output gradient whose extent does not match the options.
         let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
         let w = tensor(&[3, 4, 3, 3], 2);
