@@ -97,7 +97,7 @@ pub mod comparison;
 #[macro_use]
 mod conv_common;
 pub mod conv;
-// OpenCarbon-rs patch: gemm kernels for the 2D convolution gradients.
+// OpenCarbon-rs patch: 2D convolutions and their gradients as im2col/col2im + gemm.
 pub mod conv2d_gemm;
 pub mod conv_transpose;
 pub mod cumulative;
