@@ -13,6 +13,9 @@ mod data;
 mod docs;
 mod ensembles;
 mod experiment;
+// The vendored burn-flex's convolution-gradient kernels (only in builds with flex).
+#[cfg(feature = "flex")]
+mod flex_kernels;
 mod fuzz;
 mod gbt_reference;
 mod kernels;
