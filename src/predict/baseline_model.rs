@@ -46,26 +46,7 @@ fn refit(dir: &Path, spec: &RunSpec) -> Result<Fitted> {
         .baseline()
         .fit(&city, &split.train)?
         .with_context(|| format!("run {}: this baseline keeps no model", dir.display()))?;
-    let recorded = crate::record::predictions::read_csv(&dir.join("predictions.csv"))?;
-    let index: std::collections::HashMap<(i64, i64), usize> = city
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| ((k.x, k.y), i))
-        .collect();
-    let tiles = recorded
-        .iter()
-        .map(|t| {
-            index.get(&(t.x, t.y)).copied().with_context(|| {
-                format!(
-                    "{}: tile ({}, {}) is not in the rebuilt city",
-                    dir.join("predictions.csv").display(),
-                    t.x,
-                    t.y
-                )
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let (recorded, tiles) = super::recorded_tiles(dir, &city)?;
     let again = fitted.predict(&city, &tiles)?;
     for (t, p) in recorded.iter().zip(&again) {
         if (t.prediction - p).abs() > REFIT_TOLERANCE * t.prediction.abs().max(1.0) {

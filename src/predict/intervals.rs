@@ -241,26 +241,7 @@ fn calibration_dis(runs: &[TrainedRun]) -> Result<std::result::Result<Vec<Vec<f6
             }
         }
         let city = &cities.iter().find(|(k, _)| *k == key).expect("loaded").1;
-        let index: std::collections::HashMap<(i64, i64), usize> = city
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| ((k.x, k.y), i))
-            .collect();
-        let csv = run.dir.join("predictions.csv");
-        let tiles = crate::record::predictions::read_csv(&csv)?
-            .into_iter()
-            .map(|t| {
-                index.get(&(t.x, t.y)).copied().with_context(|| {
-                    format!(
-                        "{}: tile ({}, {}) is not in the training city",
-                        csv.display(),
-                        t.x,
-                        t.y
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let (_, tiles) = super::recorded_tiles(&run.dir, city)?;
         let aoa = run.normalization.applicability.as_ref().with_context(|| {
             format!(
                 "run {}: no area-of-applicability reference",

@@ -341,4 +341,34 @@ pub fn predict_area(
     })
 }
 
+/// The test predictions a run recorded (`predictions.csv` in `run_dir`) with each tile's index in
+/// `city` (the run's city, loaded again); an error naming the file and tile for a tile not in it.
+pub(crate) fn recorded_tiles(
+    run_dir: &Path,
+    city: &City,
+) -> Result<(Vec<crate::record::predictions::TilePrediction>, Vec<usize>)> {
+    let csv = run_dir.join("predictions.csv");
+    let recorded = crate::record::predictions::read_csv(&csv)?;
+    let index: HashMap<(i64, i64), usize> = city
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ((k.x, k.y), i))
+        .collect();
+    let tiles = recorded
+        .iter()
+        .map(|t| {
+            index.get(&(t.x, t.y)).copied().with_context(|| {
+                format!(
+                    "{}: tile ({}, {}) is not in the training city as loaded now",
+                    csv.display(),
+                    t.x,
+                    t.y
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((recorded, tiles))
+}
+
 pub use output::{merge, write_outputs, PredictSummary, Shard};

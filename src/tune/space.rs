@@ -212,25 +212,10 @@ fn is_dotted_key(key: &str) -> bool {
 pub fn nearest<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
     valid
         .iter()
-        .map(|v| (edit_distance(key, v), *v))
+        .map(|v| (crate::yaml::edit_distance(key, v), *v))
         .filter(|(d, _)| *d <= 2 + key.len() / 3)
         .min()
         .map(|(_, v)| v)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != cb))
-                .min(prev[j + 1] + 1)
-                .min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 /// One expression into a checked [`Domain`]; the error says what is wrong (the caller adds the
