@@ -94,14 +94,28 @@ pub fn cv_plus_interval(
     fold_predictions: &[f64],
     level: f64,
 ) -> Option<(f64, f64)> {
+    cv_plus_bounds(calibration, fold_predictions, level, |_, c| c.residual)
+}
+
+/// CV+'s bounds from each calibration point's half-width `half(i, point)` around the prediction
+/// of the fold model that did not see it: the lower bound the ⌊α(n+1)⌋-th smallest of
+/// μ₋ₖ(x) − half, the upper the ⌈(1−α)(n+1)⌉-th smallest of μ₋ₖ(x) + half (MAPIE's rule).
+fn cv_plus_bounds(
+    calibration: &[Calibration],
+    fold_predictions: &[f64],
+    level: f64,
+    half: impl Fn(usize, &Calibration) -> f64,
+) -> Option<(f64, f64)> {
     let alpha = alpha_of(level);
     let low: Vec<f64> = calibration
         .iter()
-        .map(|c| fold_predictions[c.fold] + -c.residual)
+        .enumerate()
+        .map(|(i, c)| fold_predictions[c.fold] + -half(i, c))
         .collect();
     let high: Vec<f64> = calibration
         .iter()
-        .map(|c| fold_predictions[c.fold] + c.residual)
+        .enumerate()
+        .map(|(i, c)| fold_predictions[c.fold] + half(i, c))
         .collect();
     Some((
         corrected_quantile(&low, alpha, true)?,
@@ -144,22 +158,9 @@ pub fn scaled_cv_plus_interval(
     fold_scales: &[f64],
     level: f64,
 ) -> Option<(f64, f64)> {
-    let alpha = alpha_of(level);
-    let half = |(c, s): (&Calibration, &f64)| c.residual / s * fold_scales[c.fold];
-    let low: Vec<f64> = calibration
-        .iter()
-        .zip(scales)
-        .map(|p| fold_predictions[p.0.fold] + -half(p))
-        .collect();
-    let high: Vec<f64> = calibration
-        .iter()
-        .zip(scales)
-        .map(|p| fold_predictions[p.0.fold] + half(p))
-        .collect();
-    Some((
-        corrected_quantile(&low, alpha, true)?,
-        corrected_quantile(&high, 1.0 - alpha, false)?,
-    ))
+    cv_plus_bounds(calibration, fold_predictions, level, |i, c| {
+        c.residual / scales[i] * fold_scales[c.fold]
+    })
 }
 
 /// Whether `target` lies in [low, high].
