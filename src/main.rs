@@ -229,6 +229,9 @@ fn real_main() -> Result<()> {
                 kind,
                 columns: columns.split(',').map(|c| c.trim().to_string()).collect(),
                 lambda,
+                trees: None,
+                depth: None,
+                rate: None,
             };
             let baseline = opencarbon::checked::Params::checked(baseline)
                 .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("baseline.", "--")))?;

@@ -357,6 +357,7 @@ fn split_csv_round_trips_as_a_file_split() {
         valid: 0.25,
         seed: Some(4),
         fold: Some(1),
+        inner: None,
     };
     let split = config.split(&city, 0).unwrap();
     let text = opencarbon::data::split::to_csv(&city, &split, &city.samples());
@@ -445,7 +446,7 @@ proptest! {
     ) {
         let city = grid_city(w, h, &holes, &[false]);
         prop_assume!(city.samples().len() >= 30);
-        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(Buffer::Tiles(buffer)), valid_buffer: None, valid: 0.25, seed: None, fold: None };
+        let spatial = SplitConfig::SpatialCv { folds, block, buffer: Some(Buffer::Tiles(buffer)), valid_buffer: None, valid: 0.25, seed: None, fold: None, inner: None };
         let random = SplitConfig::RandomCv { folds, valid: 0.25, seed: None, fold: None };
         for config in [spatial, random] {
             let mut tested = Vec::new();

@@ -22,6 +22,7 @@ mod kernels;
 mod launch;
 mod layers;
 mod mlflow;
+mod nested_search;
 mod opencarbon_release;
 mod parity;
 mod predict;

@@ -465,6 +465,7 @@ fn transfer_matrix_is_mean_and_std_over_seeds() {
         leak: None,
         provenance: None,
         members: vec![],
+        tuning: None,
         fold: None,
         cv_test_train_ratio: None,
         run_id: format!("s{seed}"),

@@ -523,6 +523,7 @@ fn blocks_cv(
         valid: 0.25,
         seed: None,
         fold: Some(fold),
+        inner: None,
     }
 }
 

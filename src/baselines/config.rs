@@ -26,6 +26,14 @@ pub struct BaselineSpec {
     /// Ridge penalty.
     #[serde(default)]
     pub lambda: f64,
+    /// Gradient-boosted trees: how many (default 200), how deep (4) and the learning rate
+    /// (shrinkage, 0.05). Left out of resolved specs while unset, so older run ids stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 impl BaselineSpec {
@@ -37,10 +45,17 @@ impl BaselineSpec {
                 columns: self.columns.clone(),
                 lambda: self.lambda,
             },
-            BaselineKind::Gbt => Baseline::Gbt {
-                columns: self.columns.clone(),
-                params: Default::default(),
-            },
+            BaselineKind::Gbt => {
+                let d = super::gbt::GbtParams::default();
+                Baseline::Gbt {
+                    columns: self.columns.clone(),
+                    params: super::gbt::GbtParams {
+                        trees: self.trees.unwrap_or(d.trees),
+                        depth: self.depth.unwrap_or(d.depth),
+                        shrinkage: self.rate.map_or(d.shrinkage, |r| r as f32),
+                    },
+                }
+            }
         }
     }
 
@@ -83,6 +98,35 @@ impl crate::checked::Params for BaselineSpec {
         let mut problems = Vec::new();
         if matches!(self.kind, BaselineKind::Ridge | BaselineKind::Gbt) && self.columns.is_empty() {
             problems.push("baseline.columns: ridge and gbt need at least one feature".into());
+        }
+        let gbt_keys = [
+            ("trees", self.trees.is_some()),
+            ("depth", self.depth.is_some()),
+            ("rate", self.rate.is_some()),
+        ];
+        for (key, set) in gbt_keys {
+            if set && self.kind != BaselineKind::Gbt {
+                problems.push(format!(
+                    "baseline.{key}: only gradient-boosted trees (`kind: gbt`) have it"
+                ));
+            }
+        }
+        if self.trees == Some(0) || self.trees.is_some_and(|t| t > 100_000) {
+            problems.push(format!(
+                "baseline.trees: {} must be between 1 and 100000",
+                self.trees.unwrap_or(0)
+            ));
+        }
+        if self.depth == Some(0) || self.depth.is_some_and(|d| d > 30) {
+            problems.push(format!(
+                "baseline.depth: {} must be between 1 and 30",
+                self.depth.unwrap_or(0)
+            ));
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r <= 1.0) {
+                problems.push(format!("baseline.rate: {r} must lie in (0, 1]"));
+            }
         }
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             problems.push(format!("baseline.lambda: {} must be ≥ 0", self.lambda));

@@ -23,4 +23,4 @@ pub use city::{City, ImageStack, PoiStack, Tabular, TileKey};
 pub use dataset::{DatasetSpec, NamedDataset};
 pub use load::{load_city, CityOptions};
 pub use neighbourhood::NeighbourIndex;
-pub use split::{Split, SplitConfig};
+pub use split::{InnerFold, Split, SplitConfig};

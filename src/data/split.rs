@@ -78,6 +78,11 @@ pub enum SplitConfig {
         seed: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fold: Option<usize>,
+        /// Set by a search on its trial runs (issue 31), never in a spec: the run trains and
+        /// tests inside this fold's training and validation tiles, on inner spatial fold
+        /// `inner.fold` of `inner.folds` (see [`InnerFold`]). The outer test tiles are unused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        inner: Option<InnerFold>,
     },
     /// Random k-fold cross-validation over single samples (the contrast to `spatial_cv`):
     /// samples in a seeded order, every `folds`-th one to a fold; validation is `valid` of the
@@ -90,6 +95,18 @@ pub enum SplitConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fold: Option<usize>,
     },
+}
+
+/// An inner spatial fold of a `spatial_cv` fold, for nested cross-validation (a search's trials,
+/// issue 31). The outer fold's training and validation tiles (those outside the test buffer)
+/// are dealt as whole blocks into `folds` inner folds; fold `fold` is the inner test set, with
+/// the split's `valid_buffer` around it; validation blocks are drawn from the other inner folds
+/// (with `valid_buffer` around them too) and the rest trains. No outer test tile is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InnerFold {
+    pub folds: usize,
+    pub fold: usize,
 }
 
 /// `split.buffer` of `spatial_cv` and `holdout`: a number of tiles, or `auto`.
@@ -582,12 +599,21 @@ impl SplitConfig {
                 block,
                 valid,
                 fold,
+                inner,
                 ..
             } => {
                 if *block == 0 {
                     errors.push("split.block: must be at least 1".into());
                 }
                 cv_errors(&mut errors, *folds, *fold, *valid);
+                if let Some(i) = inner {
+                    if i.folds < 2 || i.fold >= i.folds {
+                        errors.push(format!(
+                            "split.inner: fold {} of {} folds; needs at least 2 folds and a fold below their count",
+                            i.fold, i.folds
+                        ));
+                    }
+                }
                 None
             }
             SplitConfig::RandomCv {
@@ -626,6 +652,31 @@ impl SplitConfig {
     pub fn fold(&self) -> Option<usize> {
         match self {
             SplitConfig::SpatialCv { fold, .. } | SplitConfig::RandomCv { fold, .. } => *fold,
+            _ => None,
+        }
+    }
+
+    /// This `spatial_cv` fold's inner fold `fold` of `folds` (a search's trial split); None for
+    /// any other split, which cannot be nested.
+    pub fn with_inner(&self, folds: usize, fold: usize) -> Option<Self> {
+        let mut out = self.clone();
+        match &mut out {
+            SplitConfig::SpatialCv {
+                inner,
+                fold: Some(_),
+                ..
+            } => {
+                *inner = Some(InnerFold { folds, fold });
+                Some(out)
+            }
+            _ => None,
+        }
+    }
+
+    /// The inner fold of a search's trial split.
+    pub fn inner(&self) -> Option<InnerFold> {
+        match self {
+            SplitConfig::SpatialCv { inner, .. } => *inner,
             _ => None,
         }
     }
@@ -719,6 +770,7 @@ impl SplitConfig {
                 valid,
                 seed,
                 fold,
+                inner,
             } => {
                 let f = fold_to_test(*fold, *folds)?;
                 let seed = seed.unwrap_or(run_seed);
@@ -727,9 +779,21 @@ impl SplitConfig {
                 let candidates: Vec<usize> = dealt.concat();
                 let width = buffer_width(city, &candidates, *buffer, &mut auto)?;
                 let rest = outside_buffer(city, &candidates, &test_set, width);
+                let valid_width = valid_buffer_width(*valid_buffer, auto.as_ref())?;
+                // Nested: the outer fold's training pool is split again, the same way, and
+                // the outer test tiles are left out altogether.
+                let (test_set, rest) = match inner {
+                    None => (test_set, rest),
+                    Some(i) => {
+                        let inner_seed = seed.wrapping_add(2);
+                        let mut dealt = deal_blocks(city, &rest, *block, i.folds, inner_seed);
+                        let inner_test = std::mem::take(&mut dealt[i.fold.min(i.folds - 1)]);
+                        let pool = outside_buffer(city, &dealt.concat(), &inner_test, valid_width);
+                        (inner_test, pool)
+                    }
+                };
                 let (valid_set, train_set) =
                     blocks_until(city, &rest, *block, *valid, seed.wrapping_add(1));
-                let valid_width = valid_buffer_width(*valid_buffer, auto.as_ref())?;
                 let train_set = outside_buffer(city, &train_set, &valid_set, valid_width);
                 Split {
                     train: train_set,

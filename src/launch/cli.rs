@@ -76,7 +76,7 @@ pub fn main(mut args: RunArgs) -> Result<()> {
         // track nothing either.
         args.overrides.push("tracking.enabled=false".into());
     }
-    let experiment = Experiment::load(&args.spec, &args.overrides)?;
+    let mut experiment = Experiment::load(&args.spec, &args.overrides)?;
     let out = args
         .out
         .unwrap_or_else(|| PathBuf::from("results").join(&experiment.name));
@@ -118,6 +118,29 @@ pub fn main(mut args: RunArgs) -> Result<()> {
     };
     let kind = args.launcher.unwrap_or(experiment.launcher.kind);
     let jobs = args.jobs.or(experiment.launcher.jobs).unwrap_or(1);
+    let invocation = launch::Invocation {
+        program: std::env::current_exe()?,
+        spec: launch::absolute(&args.spec)?,
+        out: launch::absolute(&out)?,
+        overrides: args.overrides.clone(),
+        device: options.device.to_string(),
+        precision: args.precision.to_string(),
+    };
+    if !experiment.searches.is_empty() {
+        if kind == launch::LauncherKind::Slurm {
+            anyhow::bail!("{}: searched variants run their trials in rounds, which the Slurm launcher does not do yet; run the search with `--launcher local --jobs N`", args.spec.display());
+        }
+        let rounds = if jobs > 1 {
+            launch::search::Rounds::Workers {
+                invocation: &invocation,
+                jobs,
+                progress: !args.quiet,
+            }
+        } else {
+            launch::search::Rounds::InProcess(&options)
+        };
+        launch::search::run_searches(&mut experiment, &out, &only, rounds)?;
+    }
     if kind == launch::LauncherKind::Slurm || jobs > 1 {
         if args.force {
             anyhow::bail!(
@@ -125,14 +148,6 @@ pub fn main(mut args: RunArgs) -> Result<()> {
                 out.display()
             );
         }
-        let invocation = launch::Invocation {
-            program: std::env::current_exe()?,
-            spec: launch::absolute(&args.spec)?,
-            out: launch::absolute(&out)?,
-            overrides: args.overrides.clone(),
-            device: options.device.to_string(),
-            precision: args.precision.to_string(),
-        };
         let sweep = launch::Sweep {
             experiment: &experiment,
             invocation,
@@ -177,13 +192,14 @@ pub fn main(mut args: RunArgs) -> Result<()> {
 
 /// An `--only` that selects no run is a typo, not an empty sweep: list what it could be.
 fn check_only_matches(experiment: &Experiment, only: &[(String, String)]) -> Result<()> {
-    if only.is_empty() || experiment.runs.iter().any(|r| r.matches(only)) {
+    let templates = experiment.searches.iter().flat_map(|s| &s.templates);
+    let runs: Vec<_> = experiment.runs.iter().chain(templates).collect();
+    if only.is_empty() || runs.iter().any(|r| r.matches(only)) {
         return Ok(());
     }
     let mut valid = String::new();
     for (key, _) in only {
-        let mut values: Vec<String> = experiment
-            .runs
+        let mut values: Vec<String> = runs
             .iter()
             .filter_map(|r| match key.as_str() {
                 "variant" => Some(r.variant.clone()),
@@ -205,7 +221,7 @@ fn check_only_matches(experiment: &Experiment, only: &[(String, String)]) -> Res
     anyhow::bail!(
         "--only {} matches none of the spec's {} runs; valid values:{valid}",
         given.join(" --only "),
-        experiment.runs.len()
+        runs.len()
     )
 }
 

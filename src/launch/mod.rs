@@ -15,6 +15,7 @@ use crate::track::atomic;
 
 pub mod cli;
 pub mod local;
+pub mod search;
 mod sequential;
 pub mod slurm;
 pub mod status;

@@ -26,11 +26,21 @@ pub fn run_task(
             ids.len()
         );
     };
-    let Some(spec) = experiment.runs.iter().find(|r| &r.run_id() == id) else {
-        bail!(
-            "{}: run {id} (task {task}) is not a run of this spec (was the spec or a --set changed since?)",
-            manifest.display()
-        );
+    // A search's trials and refits are not in the spec's expansion: their specs lie beside the
+    // manifest (`launch::search`).
+    let beside;
+    let spec = match experiment.runs.iter().find(|r| &r.run_id() == id) {
+        Some(spec) => spec,
+        None => match super::search::spec_beside(manifest, id)? {
+            Some(spec) => {
+                beside = spec;
+                &beside
+            }
+            None => bail!(
+                "{}: run {id} (task {task}) is not a run of this spec (was the spec or a --set changed since?)",
+                manifest.display()
+            ),
+        },
     };
     let (dir, outcome) = runner::run_waiting(spec, options)?;
     match outcome {

@@ -65,6 +65,7 @@ pub fn rows(
                 },
                 provenance: first.provenance.clone(),
                 members: present.iter().map(|r| r.run_id.clone()).collect(),
+                tuning: None,
             };
             if present.len() < members.len() || present.iter().any(|r| r.metrics.is_none()) {
                 let waiting: Vec<String> = members

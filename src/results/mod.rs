@@ -17,6 +17,7 @@ pub mod expect;
 mod guard;
 pub mod provenance;
 pub mod transfer;
+pub mod tuning;
 
 use crate::record::archive::{self, SplitCounts};
 use crate::record::{state, TestMetrics};
@@ -46,6 +47,8 @@ pub struct RunRow {
     pub provenance: Option<provenance::Provenance>,
     /// For an ensemble's row (`results::ensemble`): the run ids it averages; empty for a run.
     pub members: Vec<String>,
+    /// For a searched variant's run: the setting its search chose and how (`tune::Tuning`).
+    pub tuning: Option<crate::tune::Tuning>,
 }
 
 /// Every run of `experiment_dir`: its run directories (`runs/<id>/`) and its archived records
@@ -187,6 +190,7 @@ fn run_row(
         leak: spec.leak(),
         provenance: meta.and_then(provenance::Provenance::from_meta),
         members: vec![],
+        tuning: spec.tuning.clone(),
     }))
 }
 
@@ -404,6 +408,10 @@ pub fn write_summary_with(
             &rows,
             variant_order,
         )?);
+    }
+    if let Some(text) = tuning::write_tables(experiment_dir, &rows, &order)? {
+        md.push('\n');
+        md.push_str(&text);
     }
     if coverage::write_tables(experiment_dir, &rows, &order)?.is_some() {
         writeln!(

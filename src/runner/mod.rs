@@ -383,7 +383,7 @@ fn run_in(
         &data,
         &split,
         spec.train_params(),
-        spec.seed,
+        spec.train.init_seed.unwrap_or(spec.seed),
         Hooks {
             sink: &mut sinks,
             progress: bar.clone(),

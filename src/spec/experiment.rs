@@ -67,6 +67,9 @@ pub struct Experiment {
     pub ensembles: Vec<(String, EnsembleConfig)>,
     /// Every variant name in the spec's order, ensembles included (empty for a single run).
     pub variant_order: Vec<String>,
+    /// Variants whose setting is searched (`variants.<name>.search`, issue 31). Their runs are
+    /// not in `runs` until `launch::search` has run the searches and added each refit.
+    pub searches: Vec<super::search::SearchedVariant>,
 }
 
 impl Experiment {
@@ -117,11 +120,18 @@ impl Experiment {
                 tracking: own.tracking,
                 ensembles: vec![],
                 variant_order: vec![],
+                searches: vec![],
             });
         }
         let variants = variant_list(variants, origin)?;
         let variant_order: Vec<String> = variants.iter().map(|(v, _)| v.clone()).collect();
-        let (variants, ensembles) = split_ensembles(variants, origin)?;
+        let (mut variants, ensembles) = split_ensembles(variants, origin)?;
+        let mut searched = Vec::new();
+        for (name, patch) in &mut variants {
+            if let Some((config, search)) = super::search::take_search(name, patch, origin)? {
+                searched.push((name.clone(), config, search));
+            }
+        }
         if transfer.is_some() && !ensembles.is_empty() {
             bail!("{origin}: variants.{}: ensembles of transfer runs are not supported (their rows are per target city); average the runs with `opencarbon predict --run A --run B` instead", ensembles[0].0);
         }
@@ -142,7 +152,34 @@ impl Experiment {
                 );
             }
         }
-        let runs = check_runs(runs)?;
+        let widest = searched
+            .iter()
+            .map(|(_, _, s)| super::search::widest_window(s))
+            .max()
+            .unwrap_or(0);
+        let all_runs = check_runs(runs, widest)?;
+        let (templates, runs): (Vec<_>, Vec<_>) = all_runs
+            .iter()
+            .cloned()
+            .partition(|r| searched.iter().any(|(n, _, _)| *n == r.variant));
+        let mut searches = Vec::new();
+        for (name, config, search) in searched {
+            let templates: Vec<Checked<RunSpec>> = templates
+                .iter()
+                .filter(|r| r.variant == name)
+                .cloned()
+                .collect();
+            super::search::check(&name, &search, &templates[0], origin)?;
+            searches.push(super::search::SearchedVariant {
+                name,
+                config,
+                search,
+                templates,
+            });
+        }
+        if runs.is_empty() {
+            bail!("{origin}: every variant is searched: add the variant the tuned one is compared with (its defaults, a baseline)");
+        }
         check_shared_splits(&ensembles, &runs, origin)?;
         let names = variant_order.clone();
         let gates = super::expect::parse_all(&own.expect, &names, origin, text)?;
@@ -156,7 +193,7 @@ impl Experiment {
                 line,
                 gate,
                 &reference_name,
-                &runs,
+                &all_runs,
                 &ensembles,
                 own.allow_leaky.is_some(),
                 origin,
@@ -172,6 +209,7 @@ impl Experiment {
             tracking: own.tracking,
             ensembles,
             variant_order,
+            searches,
         })
     }
 }
@@ -400,12 +438,13 @@ fn expand_runs(
 /// Gives every run one buffer (the widest window any variant reads, so that all variants train
 /// on the same tiles and their pairs compare like with like), checks each run, then expands it
 /// into one run per cross-validation fold.
-fn check_runs(mut runs: Vec<(String, RunSpec)>) -> Result<Vec<Checked<RunSpec>>> {
+fn check_runs(mut runs: Vec<(String, RunSpec)>, widest: usize) -> Result<Vec<Checked<RunSpec>>> {
     let radius = runs
         .iter()
         .map(|(_, r)| r.window_radius())
         .max()
-        .unwrap_or(0);
+        .unwrap_or(0)
+        .max(widest);
     for (_, run) in &mut runs {
         run.split.default_buffer(radius);
     }

@@ -6,6 +6,7 @@ pub mod expect;
 pub mod experiment;
 pub mod launcher;
 mod overrides;
+pub mod search;
 
 use std::path::Path;
 
@@ -51,6 +52,10 @@ pub struct RunSpec {
     /// After training on `dataset`, test on other cities (zero-shot and few-shot).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer: Option<crate::transfer::TransferConfig>,
+    /// Set by a search (issue 31), never in a spec file: this run is one trial of the search on
+    /// an inner fold, or the chosen setting refitted on its outer fold (`tune::Tuning`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<crate::tune::Tuning>,
 }
 
 fn default_seed() -> u64 {
@@ -73,8 +78,14 @@ impl RunSpec {
     /// How a run is named in progress and failure lines: dataset / variant / seed [/ fold].
     pub fn label(&self) -> String {
         let fold = self.split.fold().map(|f| format!(" / fold {f}"));
+        let trial = match (&self.tuning, self.split.inner()) {
+            (Some(crate::tune::Tuning::Trial { trial, .. }), Some(i)) => {
+                format!(" / trial {trial} inner fold {}", i.fold)
+            }
+            _ => String::new(),
+        };
         format!(
-            "{} / {} / seed {}{}",
+            "{} / {} / seed {}{}{trial}",
             self.dataset_label(),
             self.variant,
             self.seed,
@@ -244,6 +255,13 @@ impl Params for RunSpec {
         problems.extend(self.split.check());
         if let Some(b) = &self.baseline {
             problems.extend(b.problems());
+        }
+        match (&self.tuning, self.split.inner()) {
+            (Some(crate::tune::Tuning::Trial { .. }), None)
+            | (None | Some(crate::tune::Tuning::Refit { .. }), Some(_)) => problems.push(
+                "split.inner and tuning: only a search's trial runs have them, together; leave both out of specs".into(),
+            ),
+            _ => {}
         }
         if let Some(t) = &self.transfer {
             problems.extend(t.check(self.train.standardize_target));

@@ -9,12 +9,18 @@ pub fn apply_override(root: &mut Value, assignment: &str) -> Result<()> {
     let (path, raw) = assignment
         .split_once('=')
         .context("expected key.path=value")?;
+    let value: Value =
+        serde_norway::from_str(raw).with_context(|| format!("value `{raw}` is not valid YAML"))?;
+    set_key(root, path, value)
+}
+
+/// Sets dotted `path` to `value`, creating intermediate mappings; a scalar in the way is an
+/// error.
+pub fn set_key(root: &mut Value, path: &str, value: Value) -> Result<()> {
     let keys: Vec<&str> = path.trim().split('.').collect();
     if keys.iter().any(|k| k.is_empty()) {
         bail!("`{path}` is not a key path like train.lr");
     }
-    let value: Value =
-        serde_norway::from_str(raw).with_context(|| format!("value `{raw}` is not valid YAML"))?;
     let mut node = root;
     for (depth, key) in keys.iter().enumerate() {
         if node.is_null() {

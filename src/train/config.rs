@@ -139,6 +139,11 @@ pub struct TrainConfig {
     /// so it is left out of the resolved spec (and the run id) while it has its default.
     #[serde(skip_serializing_if = "CheckpointEvery::is_default")]
     pub checkpoint_every: CheckpointEvery,
+    /// Seed of the network's initial weights and of the batch order, apart from the split's:
+    /// unset, the run's `seed`. Searching over it measures how much a "tuned" gain is seed luck
+    /// (docs/tuning.md). Left out of the resolved spec while unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init_seed: Option<u64>,
 }
 
 impl Default for TrainConfig {
@@ -160,6 +165,7 @@ impl Default for TrainConfig {
             eval_batch_size: 128,
             batch_order: None,
             checkpoint_every: CheckpointEvery::default(),
+            init_seed: None,
         }
     }
 }

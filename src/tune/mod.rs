@@ -10,6 +10,7 @@ pub mod config;
 mod erf;
 pub mod parzen;
 pub mod pruner;
+pub mod role;
 pub mod sampler;
 pub mod space;
 pub mod tpe;
@@ -18,6 +19,7 @@ pub mod truncnorm;
 
 pub use config::{PruningConfig, Search, SearchConfig};
 pub use pruner::MedianPruner;
+pub use role::Tuning;
 pub use sampler::{Params, Sampler, SamplerConfig};
 pub use space::{Domain, Space, Value};
 pub use trial::{Direction, State, Trial};

@@ -148,6 +148,19 @@ impl Sampler {
         })
     }
 
+    /// The same sampler on its own random streams for one of several independent searches (an
+    /// outer fold, a seed): `salt` is mixed into the seed, so each search draws differently and
+    /// reproducibly.
+    pub fn reseeded(&self, salt: u64) -> Sampler {
+        let mut out = self.clone();
+        // SplitMix64's finaliser: nearby salts give unrelated seeds.
+        let mut z = self.seed ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        out.seed = z ^ (z >> 31);
+        out
+    }
+
     /// How many points a grid has (None: not a grid).
     pub fn grid_size(&self) -> Option<usize> {
         match &self.kind {
