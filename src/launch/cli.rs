@@ -88,6 +88,17 @@ pub fn main(mut args: RunArgs) -> Result<()> {
             .iter()
             .filter(|r| r.matches(&only))
             .collect();
+        for s in &experiment.searches {
+            let studies = s.templates.iter().filter(|t| t.matches(&only)).count();
+            println!(
+                "variant {}: searched, not listed below: {studies} searches (dataset × seed × outer fold) × {} trials × {} inner folds = {} trial runs at most in {}, then {studies} refits",
+                s.name,
+                s.search.trials,
+                s.search.inner_folds,
+                studies * s.search.trials * s.search.inner_folds,
+                launch::search::dir(&out).display()
+            );
+        }
         return dry_run::main(&runs, &out, &args.device, args.precision);
     }
     // MLflow: the spec's server, else MLFLOW_TRACKING_URI's (track::mlflow).

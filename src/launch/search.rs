@@ -187,15 +187,13 @@ pub fn run_searches(
     let search_dir = dir(out);
     let runs_dir = search_dir.join("runs");
     let searches = experiment.searches.clone();
-    let studies: Vec<Study> = searches
+    // Every search, and those `--only` selects to run: a finished search that is not selected
+    // still gives its refit, so that the tables keep it.
+    let all: Vec<Study> = searches
         .iter()
-        .flat_map(|v| {
-            v.templates
-                .iter()
-                .filter(|t| t.matches(only))
-                .map(move |t| Study::new(v, t))
-        })
+        .flat_map(|v| v.templates.iter().map(move |t| Study::new(v, t)))
         .collect();
+    let studies: Vec<&Study> = all.iter().filter(|s| s.template.matches(only)).collect();
     let total: usize = studies
         .iter()
         .map(|s| s.variant.search.trials * s.variant.search.inner_folds)
@@ -242,9 +240,12 @@ pub fn run_searches(
     let mut table =
         String::from("variant,dataset,seed,fold,trial,state,value,inner_values,params\n");
     let mut refits = Vec::new();
-    for study in &studies {
+    for study in &all {
         let (rows, todo) = study.walk(&runs_dir)?;
         if !todo.is_empty() {
+            if !study.template.matches(only) {
+                continue;
+            }
             bail!("{}: the search stopped with trial runs left", study.label());
         }
         for row in &rows {

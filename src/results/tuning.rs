@@ -191,31 +191,48 @@ fn markdown(rows: &[TunedRow]) -> String {
     md
 }
 
-/// Per parameter, each chosen value and how often: `train.lr: 0.003 ×3, 0.01 ×2`. Numbers are
-/// shown to 2 significant digits, so that nearby continuous choices count together.
+/// Per parameter, how the choices spread over the outer folds: each value and how often
+/// (`model.neighbourhood: 1 ×3, 2 ×2`), or for a continuous one the median and range
+/// (`train.lr: median 2.1e-3, 8.0e-4–4.5e-3`).
 fn stability(group: &[&TunedRow]) -> String {
-    let mut per_key: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in group {
         for part in r.setting.split(' ').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            let shown = match v.parse::<f64>() {
-                Ok(x) if v.contains('.') || v.contains('e') => format!("{x:.2e}"),
-                _ => v.to_string(),
-            };
-            *per_key
+            per_key
                 .entry(k.to_string())
                 .or_default()
-                .entry(shown)
-                .or_default() += 1;
+                .push(v.to_string());
         }
     }
     let parts: Vec<String> = per_key
         .into_iter()
-        .map(|(k, counts)| {
+        .map(|(k, values)| {
+            let floats: Option<Vec<f64>> = values
+                .iter()
+                .map(|v| {
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|_| v.contains('.') || v.contains('e'))
+                })
+                .collect();
+            if let Some(mut xs) = floats.filter(|xs| xs.len() > 2) {
+                xs.sort_by(f64::total_cmp);
+                let median = xs[xs.len() / 2];
+                return format!(
+                    "{k}: median {median:.2e}, {:.2e}–{:.2e}",
+                    xs[0],
+                    xs[xs.len() - 1]
+                );
+            }
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for v in values {
+                *counts.entry(v).or_default() += 1;
+            }
             let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
             counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let values: Vec<String> = counts.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
-            format!("{k}: {}", values.join(", "))
+            let shown: Vec<String> = counts.iter().map(|(v, n)| format!("{v} ×{n}")).collect();
+            format!("{k}: {}", shown.join(", "))
         })
         .collect();
     parts.join("; ")
