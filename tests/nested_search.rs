@@ -319,3 +319,64 @@ variants:
         assert!(!row.contains("**worse**"), "{row}");
     }
 }
+
+/// Median pruning: a trial whose validation curve falls below the finished trials' median is
+/// stopped there (recorded as pruned, fewer epochs), counts as pruned for the sampler, and is
+/// never chosen; the search still refits its best finished trial.
+#[test]
+fn a_pruned_trial_stops_early_and_is_never_chosen() {
+    let dir = tempfile::tempdir().unwrap();
+    let city = dir.path().join("city");
+    write_city(&city, 12, 4, 5, |c, n| c[0] + 0.5 * c[1] + 0.3 * n);
+    let spec = format!(
+        "
+name: pruned
+seeds: [1]
+dataset: {{kind: dir, path: {}}}
+split: {{kind: spatial_cv, folds: 3, block: 3, buffer: 0}}
+compare: {{reference: tuned}}
+model: {{modalities: [tabular], neighbourhood: 0}}
+train: {{epochs: 10, batch_size: 16, lr: 0.003, alpha: 0, validate_every: 1, standardize_target: true, early_stopping: {{rule: off}}}}
+variants:
+  default: {{}}
+  tuned:
+    search:
+      space: {{train.lr: 'log(interval(0.0000001, 0.01))'}}
+      sampler: {{kind: random, seed: 3}}
+      trials: 8
+      inner_folds: 2
+      pruning: {{median: {{n_startup_trials: 2, n_warmup_steps: 2}}}}
+",
+        city.display()
+    );
+    let out = dir.path().join("out");
+    let (e, md) = run_all(Experiment::parse(&spec, "p.yaml", &[]).unwrap(), &out);
+    let trials = std::fs::read_to_string(out.join("search/trials.csv")).unwrap();
+    let pruned: Vec<&str> = trials.lines().filter(|l| l.contains(",pruned,")).collect();
+    assert!(!pruned.is_empty(), "no trial was pruned:\n{trials}");
+    // A pruned run stopped before its last epoch and says so.
+    let mut stopped = 0;
+    for entry in std::fs::read_dir(out.join("search/runs")).unwrap() {
+        let run = entry.unwrap().path();
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("test_metrics.json")).unwrap())
+                .unwrap();
+        if m["pruned"] == serde_json::Value::Bool(true) {
+            assert!(m["epochs_run"].as_u64().unwrap() < 10, "{m}");
+            stopped += 1;
+        }
+    }
+    assert!(stopped >= 1);
+    // The refits are the best finished trials, never a pruned one.
+    for run in e.runs.iter().filter(|r| r.variant == "tuned") {
+        let Some(Tuning::Refit { best_trial, .. }) = &run.tuning else {
+            panic!("not a refit")
+        };
+        let fold = run.split.fold().unwrap();
+        let line = trials
+            .lines()
+            .find(|l| l.starts_with(&format!("tuned,city,1,{fold},{best_trial},")))
+            .unwrap_or_else(|| panic!("{trials}"));
+        assert!(line.contains(",complete,"), "{line}\n{md}");
+    }
+}

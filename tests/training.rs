@@ -51,6 +51,7 @@ fn train_logged(
             progress: None,
             checkpoint: None,
             resume: None,
+            prune: None,
         },
     );
     (report, sink)
@@ -343,6 +344,7 @@ fn clipped_covariates_bound_predictions_outside_the_training_range() {
             progress: None,
             checkpoint: None,
             resume: None,
+            prune: None,
         };
         let (_, trained) =
             train::fit(&data, &split, &config.clone().checked().unwrap(), 1, hooks).unwrap();

@@ -483,6 +483,7 @@ fn transfer_matrix_is_mean_and_std_over_seeds() {
             valid: metrics(in_city),
             epochs_run: 1,
             stopped_early: false,
+            pruned: false,
             train_seconds: 0.0,
         }),
         transfer: vec![TransferRow {

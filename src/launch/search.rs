@@ -21,7 +21,7 @@ use crate::record::state::{self, State as RunState};
 use crate::runner::{self, RunOptions};
 use crate::spec::search::{refit_run, trial_run, SearchedVariant};
 use crate::spec::{Experiment, RunSpec};
-use crate::tune::{Sampler, State, Trial, Tuning};
+use crate::tune::{PruneFile, Sampler, State, Trial, Tuning};
 
 /// Where a sweep's trial runs live: beside the experiment's runs, not among them, so that the
 /// tables never see a trial.
@@ -81,12 +81,16 @@ impl<'a> Study<'a> {
 
     /// Walks the trials in order, each suggested from the finished ones before it: the
     /// finished trials, and the runs of the first unfinished one (none once the budget is
-    /// spent). A trial whose run failed (a diverged learning rate, say) counts as pruned: the
-    /// worst, as Optuna counts a failed trial out of the good ones, and it is not retried.
-    fn walk(&self, runs_dir: &Path) -> Result<(Vec<TrialRow>, Vec<Checked<RunSpec>>)> {
+    /// spent), each with what it needs to be pruned when the search prunes. A trial whose run
+    /// failed (a diverged learning rate, say) counts as pruned: the worst, as Optuna counts a
+    /// failed trial out of the good ones, and it is not retried. A trial a pruner stopped on any
+    /// inner fold is pruned, with that fold's validation curve.
+    fn walk(&self, runs_dir: &Path) -> Result<(Vec<TrialRow>, Vec<PendingRun>)> {
         let search = &self.variant.search;
         let mut rows: Vec<TrialRow> = Vec::new();
         let mut history: Vec<Trial> = Vec::new();
+        // Per inner fold, the validation curves of the finished trials (for the pruner).
+        let mut curves: Vec<Vec<BTreeMap<u64, f64>>> = vec![Vec::new(); search.inner_folds];
         for number in 0..search.trials {
             let params = self
                 .sampler
@@ -94,13 +98,36 @@ impl<'a> Study<'a> {
                 .with_context(|| format!("{}: trial {number}", self.label()))?;
             let mut todo = Vec::new();
             let mut inner = Vec::new();
-            for k in 0..search.inner_folds {
+            let mut pruned_curve = None;
+            let mut fold_curves = Vec::new();
+            for (k, finished) in curves.iter().enumerate() {
                 let run = trial_run(self.template, &params, number, search.inner_folds, k)
                     .with_context(|| format!("{}: trial {number}", self.label()))?;
-                match state::check(&runs_dir.join(run.run_id()), Some(&run)) {
-                    RunState::Done(m) => inner.push(Some(metric(&m, search.metric))),
-                    RunState::NotDone(status) if status == "failed" => inner.push(None),
-                    _ => todo.push(run),
+                let dir = runs_dir.join(run.run_id());
+                match state::check(&dir, Some(&run)) {
+                    RunState::Done(m) => {
+                        let curve = read_curve(&dir, search.metric);
+                        if m.pruned {
+                            inner.push(None);
+                            pruned_curve.get_or_insert(curve.clone());
+                        } else {
+                            inner.push(Some(metric(&m, search.metric)));
+                        }
+                        fold_curves.push(curve);
+                    }
+                    RunState::NotDone(status) if status == "failed" => {
+                        inner.push(None);
+                        fold_curves.push(BTreeMap::new());
+                    }
+                    _ => {
+                        let prune = search.pruner.map(|pruner| PruneFile {
+                            pruner,
+                            metric: search.metric.to_string(),
+                            direction: search.direction,
+                            finished: finished.clone(),
+                        });
+                        todo.push(PendingRun { run, prune });
+                    }
                 }
             }
             if !todo.is_empty() {
@@ -108,6 +135,9 @@ impl<'a> Study<'a> {
             }
             let state = if inner.iter().all(Option::is_some) {
                 let values: Vec<f64> = inner.iter().flatten().copied().collect();
+                for (k, c) in fold_curves.into_iter().enumerate() {
+                    curves[k].push(c);
+                }
                 State::Complete(values.iter().sum::<f64>() / values.len() as f64)
             } else {
                 State::Pruned
@@ -116,7 +146,7 @@ impl<'a> Study<'a> {
                 number,
                 params: params.clone(),
                 state: state.clone(),
-                curve: BTreeMap::new(),
+                curve: pruned_curve.unwrap_or_default(),
             });
             rows.push(TrialRow {
                 number,
@@ -163,6 +193,31 @@ impl<'a> Study<'a> {
     }
 }
 
+/// A trial run waiting to run, and its pruning context (None: the search does not prune).
+struct PendingRun {
+    run: Checked<RunSpec>,
+    prune: Option<PruneFile>,
+}
+
+/// The validation curve (epoch → `metric`) of a finished run, from its `metrics.csv`.
+fn read_curve(dir: &Path, metric: &str) -> BTreeMap<u64, f64> {
+    let mut curve = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(dir.join("metrics.csv")) else {
+        return curve;
+    };
+    for line in text.lines().skip(1) {
+        let cols: Vec<&str> = line.split(',').collect();
+        if let [epoch, "valid", m, value] = cols[..] {
+            if m == metric {
+                if let (Ok(e), Ok(v)) = (epoch.parse::<u64>(), value.parse::<f64>()) {
+                    curve.insert(e, v);
+                }
+            }
+        }
+    }
+    curve
+}
+
 fn metric(m: &crate::record::TestMetrics, name: &str) -> f64 {
     match name {
         "r2" => m.r2,
@@ -206,13 +261,25 @@ pub fn run_searches(
     );
     let mut ran = 0;
     for round in 0.. {
-        let mut batch: Vec<Checked<RunSpec>> = Vec::new();
+        let mut pending: Vec<PendingRun> = Vec::new();
         for study in &studies {
-            batch.extend(study.walk(&runs_dir)?.1);
+            pending.extend(study.walk(&runs_dir)?.1);
         }
-        if batch.is_empty() {
+        if pending.is_empty() {
             break;
         }
+        let prune_dir = PruneFile::dir(&search_dir.join("launch"));
+        for p in &pending {
+            if let Some(file) = &p.prune {
+                std::fs::create_dir_all(&prune_dir)
+                    .with_context(|| format!("creating {}", prune_dir.display()))?;
+                crate::track::atomic::write(
+                    &prune_dir.join(format!("{}.json", p.run.run_id())),
+                    serde_json::to_string_pretty(file)?.as_bytes(),
+                )?;
+            }
+        }
+        let batch: Vec<Checked<RunSpec>> = pending.into_iter().map(|p| p.run).collect();
         println!("search round {round}: {} trial runs", batch.len());
         let failed = run_round(&batch, &search_dir, &rounds)?;
         ran += batch.len();
@@ -251,12 +318,12 @@ pub fn run_searches(
         for row in &rows {
             let (state, value) = match row.state {
                 State::Complete(v) => ("complete", format!("{v}")),
-                _ => ("failed", String::new()),
+                _ => ("pruned", String::new()),
             };
             let inner: Vec<String> = row
                 .inner
                 .iter()
-                .map(|v| v.map_or("failed".into(), |v| format!("{v}")))
+                .map(|v| v.map_or("pruned or failed".into(), |v| format!("{v}")))
                 .collect();
             writeln!(
                 table,

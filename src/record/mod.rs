@@ -27,5 +27,8 @@ pub struct TestMetrics {
     pub valid: Metrics,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// Stopped by a search's pruner (a trial run, issue 31); left out of the file otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pruned: bool,
     pub train_seconds: f64,
 }

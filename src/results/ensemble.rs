@@ -100,6 +100,7 @@ pub fn rows(
                 },
                 epochs_run: 0,
                 stopped_early: false,
+                pruned: false,
                 train_seconds: present
                     .iter()
                     .map(|r| r.metrics.as_ref().map_or(0.0, |m| m.train_seconds))

@@ -225,6 +225,38 @@ fn run_locked(
 }
 
 /// Who a run is in MLflow: its id, and its label as the MLflow run's name.
+/// A search's trial run is pruned as the search said beside its spec
+/// (`<out>/launch/prune/<run id>.json`, `tune::PruneFile`); any other run, or a trial of a search
+/// without pruning, trains to its end.
+#[allow(clippy::type_complexity)]
+fn prune_hook(
+    spec: &RunSpec,
+    run_dir: &std::path::Path,
+) -> Result<Option<Box<dyn FnMut(usize, &crate::metrics::Metrics) -> bool>>> {
+    if !spec.tuning.as_ref().is_some_and(|t| t.is_trial()) {
+        return Ok(None);
+    }
+    let Some(out) = run_dir.parent().and_then(|runs| runs.parent()) else {
+        return Ok(None);
+    };
+    let path = crate::tune::PruneFile::dir(&out.join("launch")).join(format!("{}.json", spec.run_id()));
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let file: crate::tune::PruneFile =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let metric = file.metric.clone();
+    let mut decide = file.decider();
+    Ok(Some(Box::new(move |epoch, m: &crate::metrics::Metrics| {
+        let value = m
+            .named()
+            .iter()
+            .find(|(name, _)| *name == metric)
+            .map_or(f64::NAN, |(_, v)| *v);
+        decide(epoch as u64, value)
+    })))
+}
+
 fn mlflow_identity(spec: &RunSpec) -> mlflow::RunIdentity {
     mlflow::RunIdentity {
         run_id: spec.run_id(),
@@ -379,6 +411,7 @@ fn run_in(
         spec.seed,
     );
     dir.write_json(crate::train::normalization::FILE, &normalization)?;
+    let prune = prune_hook(spec, &dir.path)?;
     let (report, best_model) = train::fit(
         &data,
         &split,
@@ -393,6 +426,7 @@ fn run_in(
                 owner: spec.run_id(),
                 from: resume_from,
             }),
+            prune,
         },
     )?;
     if let Some(bar) = bar {
@@ -430,6 +464,7 @@ fn run_in(
         valid: report.best_valid,
         epochs_run: report.epochs_run,
         stopped_early: report.stopped_early,
+        pruned: report.pruned,
         train_seconds: report.train_seconds,
     })
 }
@@ -486,6 +521,7 @@ fn run_baseline(
         valid,
         epochs_run: 0,
         stopped_early: false,
+        pruned: false,
         train_seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -187,6 +187,9 @@ pub struct Hooks<'a> {
     pub checkpoint: Option<PathBuf>,
     /// Where the resumable checkpoint goes, how often, and the one to continue from.
     pub resume: Option<Resume>,
+    /// A search's pruner (issue 31): called after each validation with the epoch and the
+    /// validation metrics; true stops the run there, as pruned.
+    pub prune: Option<Box<dyn FnMut(usize, &Metrics) -> bool + 'a>>,
 }
 
 /// The resumable checkpoint of one run (`train::resume`).
@@ -208,6 +211,8 @@ pub struct TrainReport {
     pub test_predictions: Vec<(usize, f64, f64)>,
     pub epochs_run: usize,
     pub stopped_early: bool,
+    /// Stopped by a search's pruner (`Hooks::prune`).
+    pub pruned: bool,
     pub train_seconds: f64,
     /// Mean training loss per sample of each epoch.
     pub train_loss: Vec<f64>,
@@ -418,7 +423,7 @@ pub fn fit(
     split: &Split,
     config: &Checked<TrainConfig>,
     seed: u64,
-    hooks: Hooks,
+    mut hooks: Hooks,
 ) -> Result<(TrainReport, OpenCarbon)> {
     let city = data.city;
     let device = data.tiles.device().clone();
@@ -435,6 +440,7 @@ pub fn fit(
         .map_or(String::new(), |r| r.owner.clone());
     let mut state = Progress::start(owner);
     let mut stopped_early = false;
+    let mut pruned = false;
     let mut order = split.train.clone();
     let replay = match &config.batch_order {
         Some(path) => Some(Replay::read(path, city, &split.train, config.epochs)?),
@@ -592,6 +598,7 @@ pub fn fit(
         if validate {
             let eval_model = model.valid();
             let (valid, _) = evaluate(&eval_model, data, &split.valid, config.eval_batch_size);
+            let valid_metrics = valid.clone();
             if !valid.rmse.is_finite() {
                 bail!("validation RMSE is {} after epoch {epoch}: the model's predictions are not finite", valid.rmse);
             }
@@ -625,7 +632,11 @@ pub fn fit(
                     StoppingRule::Off => false,
                 };
             sink.flush()?;
-            if stop {
+            let prune = !stop && hooks.prune.as_mut().is_some_and(|p| p(epoch, &valid_metrics));
+            if prune {
+                pruned = true;
+            }
+            if stop || prune {
                 stopped_early = true;
                 state.epoch = epoch + 1;
                 break;
@@ -697,6 +708,7 @@ pub fn fit(
         test_predictions,
         epochs_run: state.epochs_run,
         stopped_early,
+        pruned,
         train_seconds,
         train_loss: state.train_loss,
         checkpoints: timing.get().0,

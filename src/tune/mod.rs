@@ -9,6 +9,7 @@
 pub mod config;
 mod erf;
 pub mod parzen;
+pub mod prune_file;
 pub mod pruner;
 pub mod role;
 pub mod sampler;
@@ -18,6 +19,7 @@ pub mod trial;
 pub mod truncnorm;
 
 pub use config::{PruningConfig, Search, SearchConfig};
+pub use prune_file::PruneFile;
 pub use pruner::MedianPruner;
 pub use role::Tuning;
 pub use sampler::{Params, Sampler, SamplerConfig};
