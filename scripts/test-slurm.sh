@@ -11,7 +11,9 @@
 #  4. checks the finishing job ran after every task and failed, naming the missing run;
 #  5. re-submits: the new manifest holds only the cancelled run, and the finishing job succeeds;
 #  6. checks the summary holds every run exactly once, no finished run was trained twice, and the
-#     summary (and the requeued run's predictions) equal a local run's (--jobs 2) of the same spec.
+#     summary (and the requeued run's predictions) equal a local run's (--jobs 2) of the same spec;
+#  7. runs a nested search (a ridge penalty searched on inner folds, docs/tuning.md): one job array
+#     per round, then the refits; its trials and tables equal a local run's.
 # Tears down only the processes it started. Usage: scripts/test-slurm.sh [path/to/opencarbon]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -195,4 +197,26 @@ PY
 cmp "$OUT/summary.csv" "$WORK/local/summary.csv" || fail "the Slurm summary differs from the local one"
 cmp "$OUT/runs/$REQUEUED/predictions.csv" "$WORK/local/runs/$REQUEUED/predictions.csv" ||
     fail "the requeued run's predictions differ from the same run's uninterrupted"
+echo "== a nested search, one job array per round" >&2
+cat > "$WORK/search.yaml" <<'YAML'
+name: slurm-search
+seeds: [1]
+dataset: {kind: synthetic, preset: monocentric, width: 8, height: 8, tile_side: 16, poi_categories: 3, seed: 4}
+split: {kind: spatial_cv, folds: 2, block: 2}
+compare: {reference: ridge_tuned}
+variants:
+  ridge: {baseline: {kind: ridge, columns: ['poi:*'], lambda: 1000.0}}
+  ridge_tuned:
+    baseline: {kind: ridge, columns: ['poi:*'], lambda: 1000.0}
+    search: {space: {baseline.lambda: 'log(interval(0.001, 1000))'}, sampler: {kind: random, seed: 1}, trials: 3, inner_folds: 2}
+YAML
+"$BIN" run "$WORK/search.yaml" --out "$WORK/search" --launcher slurm --wait --quiet > "$WORK/search.txt" ||
+    { cat "$WORK/search.txt"; fail "the search on Slurm did not finish"; }
+rounds=$(python3 -c "import json;print(len(json.load(open('$WORK/search/search/slurm/jobs.json'))))")
+[[ $rounds -eq 3 ]] || fail "the search submitted $rounds arrays, expected 3 (one per trial round)"
+"$BIN" run "$WORK/search.yaml" --out "$WORK/search-local" --jobs 2 --quiet --no-report > /dev/null
+cmp "$WORK/search/search/trials.csv" "$WORK/search-local/search/trials.csv" || fail "the trials on Slurm differ from the local ones"
+cmp "$WORK/search/tuning.csv" "$WORK/search-local/tuning.csv" || fail "the tuning table on Slurm differs from the local one"
+echo "search: $rounds rounds as job arrays, trials and tuning table equal to a local run's" >&2
+
 echo "test-slurm: passed in $(( $(date +%s) - started )) s" >&2

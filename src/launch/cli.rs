@@ -138,10 +138,14 @@ pub fn main(mut args: RunArgs) -> Result<()> {
         precision: args.precision.to_string(),
     };
     if !experiment.searches.is_empty() {
-        if kind == launch::LauncherKind::Slurm {
-            anyhow::bail!("{}: searched variants run their trials in rounds, which the Slurm launcher does not do yet; run the search with `--launcher local --jobs N`", args.spec.display());
-        }
-        let rounds = if jobs > 1 {
+        let (slurm, name) = (experiment.launcher.slurm.clone(), experiment.name.clone());
+        let rounds = if kind == launch::LauncherKind::Slurm {
+            launch::search::Rounds::Slurm {
+                invocation: &invocation,
+                config: &slurm,
+                name: &name,
+            }
+        } else if jobs > 1 {
             launch::search::Rounds::Workers {
                 invocation: &invocation,
                 jobs,

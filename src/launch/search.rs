@@ -29,13 +29,19 @@ pub fn dir(out: &Path) -> PathBuf {
     out.join("search")
 }
 
-/// How the rounds run: in this process, or as local worker processes.
+/// How the rounds run: in this process, as local worker processes, or as one Slurm job array
+/// per round (this process submits it and waits for its tasks, so it must outlive the search).
 pub enum Rounds<'a> {
     InProcess(&'a RunOptions),
     Workers {
         invocation: &'a Invocation,
         jobs: usize,
         progress: bool,
+    },
+    Slurm {
+        invocation: &'a Invocation,
+        config: &'a super::SlurmConfig,
+        name: &'a str,
     },
 }
 
@@ -380,6 +386,46 @@ fn run_round(
                 }
             }
         }
+        Rounds::Slurm {
+            invocation,
+            config,
+            name,
+        } => {
+            let specs = super::slurm::dir(search_dir).join("specs");
+            std::fs::create_dir_all(&specs)
+                .with_context(|| format!("creating {}", specs.display()))?;
+            for run in batch {
+                write_spec(&specs, run)?;
+            }
+            let ids: Vec<String> = batch.iter().map(|r| r.run_id()).collect();
+            let inv = Invocation {
+                out: search_dir.to_path_buf(),
+                ..(*invocation).clone()
+            };
+            let array = super::slurm::run_array(
+                &inv,
+                config,
+                name,
+                &ids,
+                std::time::Duration::from_secs(2),
+            )
+            .context("a search round on Slurm")?;
+            let runs_dir = search_dir.join("runs");
+            for run in batch {
+                match state::check(&runs_dir.join(run.run_id()), Some(run)) {
+                    RunState::Done(_) => {}
+                    RunState::NotDone(status) if status == "failed" => {
+                        failed.push((run.label(), run.run_id()))
+                    }
+                    other => bail!(
+                        "trial run {} ({}) did not finish in Slurm array {array} ({other:?}); see {}; starting the sweep again resumes the search",
+                        run.label(),
+                        run.run_id(),
+                        super::slurm::dir(search_dir).join("logs").display()
+                    ),
+                }
+            }
+        }
         Rounds::Workers {
             invocation,
             jobs,
@@ -437,14 +483,20 @@ fn write_spec(dir: &Path, run: &Checked<RunSpec>) -> Result<()> {
     )
 }
 
-/// The run `id` from the specs a search wrote beside `manifest` (`<launch>/specs/<id>.yaml`),
-/// checked to be that run.
-pub fn spec_beside(manifest: &Path, id: &str) -> Result<Option<Checked<RunSpec>>> {
-    let Some(launch) = manifest.parent() else {
-        return Ok(None);
-    };
-    let path = launch.join("specs").join(format!("{id}.yaml"));
-    let Ok(text) = std::fs::read_to_string(&path) else {
+/// The run `id` from the specs a search wrote: beside `manifest` (`<launch>/specs/<id>.yaml`, a
+/// trial) or in `<out>/launch/specs/` (a refit, whichever launcher runs it), checked to be that
+/// run.
+pub fn spec_beside(manifest: &Path, out: &Path, id: &str) -> Result<Option<Checked<RunSpec>>> {
+    let file = format!("{id}.yaml");
+    let candidates = [
+        manifest.parent().map(|d| d.join("specs").join(&file)),
+        Some(out.join("launch").join("specs").join(&file)),
+    ];
+    let Some((path, text)) = candidates
+        .into_iter()
+        .flatten()
+        .find_map(|p| std::fs::read_to_string(&p).ok().map(|t| (p, t)))
+    else {
         return Ok(None);
     };
     let run = RunSpec::parse(&text, &path.display().to_string(), &[])?;

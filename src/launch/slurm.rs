@@ -168,12 +168,84 @@ pub fn submit(
     name: &str,
     ids: &[String],
 ) -> Result<Submission> {
+    let (n, manifest, array_job) = submit_array(inv, config, name, ids)?;
+    let slurm = dir(&inv.out);
+    let logs = slurm.join("logs");
+    let finish = slurm.join(format!("finish-{n}.sbatch"));
+    atomic::write(
+        &finish,
+        finish_script(inv, config, name, &manifest, &logs).as_bytes(),
+    )?;
+    let finish_job = sbatch(&[
+        &format!("--dependency=afterany:{array_job}"),
+        "--kill-on-invalid-dep=no",
+        &finish.display().to_string(),
+    ])?;
+    record(
+        &inv.out,
+        Submission {
+            array_job,
+            finish_job,
+            manifest,
+            tasks: ids.len(),
+            submitted: crate::track::meta::now(),
+        },
+    )
+}
+
+/// A search round (`launch::search`): the array for `ids` alone, no finishing job (the search
+/// reads its trials itself); returns the array job id once every task has ended.
+pub fn run_array(
+    inv: &Invocation,
+    config: &SlurmConfig,
+    name: &str,
+    ids: &[String],
+    every: Duration,
+) -> Result<String> {
+    let (_, manifest, array_job) = submit_array(inv, config, name, ids)?;
+    record(
+        &inv.out,
+        Submission {
+            array_job: array_job.clone(),
+            finish_job: String::new(),
+            manifest,
+            tasks: ids.len(),
+            submitted: crate::track::meta::now(),
+        },
+    )?;
+    loop {
+        let states = job_states(&array_job)?;
+        let active = states.iter().any(|s| {
+            [
+                "PENDING",
+                "RUNNING",
+                "CONFIGURING",
+                "COMPLETING",
+                "REQUEUED",
+                "SUSPENDED",
+            ]
+            .contains(&s.state.as_str())
+                || s.requeued()
+        });
+        if !active {
+            return Ok(array_job);
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Writes manifest-n and task-n for `ids` and submits the array: (n, manifest, array job id).
+fn submit_array(
+    inv: &Invocation,
+    config: &SlurmConfig,
+    name: &str,
+    ids: &[String],
+) -> Result<(usize, PathBuf, String)> {
     config.check()?;
     let slurm = dir(&inv.out);
     let logs = slurm.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let mut all = submissions(&inv.out)?;
-    let n = all.len() + 1;
+    let n = submissions(&inv.out)?.len() + 1;
     let manifest = slurm.join(format!("manifest-{n}.txt"));
     write_manifest(&manifest, ids)?;
     let task = slurm.join(format!("task-{n}.sbatch"));
@@ -181,31 +253,20 @@ pub fn submit(
         &task,
         task_script(inv, config, name, &manifest, &logs).as_bytes(),
     )?;
-    let finish = slurm.join(format!("finish-{n}.sbatch"));
-    atomic::write(
-        &finish,
-        finish_script(inv, config, name, &manifest, &logs).as_bytes(),
-    )?;
     let mut array = format!("--array=0-{}", ids.len() - 1);
     if let Some(m) = config.max_parallel {
         array.push_str(&format!("%{m}"));
     }
     let array_job = sbatch(&[&array, &task.display().to_string()])?;
-    let finish_job = sbatch(&[
-        &format!("--dependency=afterany:{array_job}"),
-        "--kill-on-invalid-dep=no",
-        &finish.display().to_string(),
-    ])?;
-    let submission = Submission {
-        array_job,
-        finish_job,
-        manifest,
-        tasks: ids.len(),
-        submitted: crate::track::meta::now(),
-    };
+    Ok((n, manifest, array_job))
+}
+
+/// Adds a submission to `jobs.json`.
+fn record(out: &Path, submission: Submission) -> Result<Submission> {
+    let mut all = submissions(out)?;
     all.push(submission.clone());
     atomic::write(
-        &slurm.join(JOBS),
+        &dir(out).join(JOBS),
         serde_json::to_string_pretty(&all)?.as_bytes(),
     )?;
     Ok(submission)

@@ -31,7 +31,7 @@ pub fn run_task(
     let beside;
     let spec = match experiment.runs.iter().find(|r| &r.run_id() == id) {
         Some(spec) => spec,
-        None => match super::search::spec_beside(manifest, id)? {
+        None => match super::search::spec_beside(manifest, &options.out, id)? {
             Some(spec) => {
                 beside = spec;
                 &beside

@@ -239,7 +239,8 @@ fn prune_hook(
     let Some(out) = run_dir.parent().and_then(|runs| runs.parent()) else {
         return Ok(None);
     };
-    let path = crate::tune::PruneFile::dir(&out.join("launch")).join(format!("{}.json", spec.run_id()));
+    let path =
+        crate::tune::PruneFile::dir(&out.join("launch")).join(format!("{}.json", spec.run_id()));
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(None);
     };

@@ -632,7 +632,11 @@ pub fn fit(
                     StoppingRule::Off => false,
                 };
             sink.flush()?;
-            let prune = !stop && hooks.prune.as_mut().is_some_and(|p| p(epoch, &valid_metrics));
+            let prune = !stop
+                && hooks
+                    .prune
+                    .as_mut()
+                    .is_some_and(|p| p(epoch, &valid_metrics));
             if prune {
                 pruned = true;
             }
