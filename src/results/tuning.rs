@@ -192,8 +192,8 @@ fn markdown(rows: &[TunedRow]) -> String {
 }
 
 /// Per parameter, how the choices spread over the outer folds: each value and how often
-/// (`model.neighbourhood: 1 ×3, 2 ×2`), or for a continuous one the median and range
-/// (`train.lr: median 2.1e-3, 8.0e-4–4.5e-3`).
+/// (`model.neighbourhood: 1 ×3, 2 ×2`), or, when no two folds chose the same number (a
+/// continuous range), the median and range (`train.lr: median 2.1e-3, 8.0e-4–4.5e-3`).
 fn stability(group: &[&TunedRow]) -> String {
     let mut per_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for r in group {
@@ -208,21 +208,26 @@ fn stability(group: &[&TunedRow]) -> String {
     let parts: Vec<String> = per_key
         .into_iter()
         .map(|(k, values)| {
-            let floats: Option<Vec<f64>> = values
-                .iter()
-                .map(|v| {
-                    v.parse::<f64>()
-                        .ok()
-                        .filter(|_| v.contains('.') || v.contains('e'))
-                })
-                .collect();
-            if let Some(mut xs) = floats.filter(|xs| xs.len() > 2) {
+            // All different (a continuous or wide integer range): median and range; else counts.
+            let numbers: Option<Vec<f64>> = values.iter().map(|v| v.parse::<f64>().ok()).collect();
+            let mut distinct = values.clone();
+            distinct.sort();
+            distinct.dedup();
+            if let Some(mut xs) = numbers.filter(|xs| xs.len() > 2 && distinct.len() == xs.len()) {
                 xs.sort_by(f64::total_cmp);
-                let median = xs[xs.len() / 2];
+                let integers = values.iter().all(|v| !v.contains('.') && !v.contains('e'));
+                let show = |x: f64| {
+                    if integers {
+                        format!("{x}")
+                    } else {
+                        format!("{x:.2e}")
+                    }
+                };
                 return format!(
-                    "{k}: median {median:.2e}, {:.2e}–{:.2e}",
-                    xs[0],
-                    xs[xs.len() - 1]
+                    "{k}: median {}, {}–{}",
+                    show(xs[xs.len() / 2]),
+                    show(xs[0]),
+                    show(xs[xs.len() - 1])
                 );
             }
             let mut counts: BTreeMap<String, usize> = BTreeMap::new();
