@@ -117,7 +117,7 @@ impl<'a> Study<'a> {
                             inner.push(None);
                             pruned_curve.get_or_insert(curve.clone());
                         } else {
-                            inner.push(Some(metric(&m, search.metric)));
+                            inner.push(Some(m.value(search.metric)));
                         }
                         fold_curves.push(curve);
                     }
@@ -205,32 +205,18 @@ struct PendingRun {
     prune: Option<PruneFile>,
 }
 
-/// The validation curve (epoch → `metric`) of a finished run, from its `metrics.csv`.
+/// The validation curve (epoch → `metric`) of a finished run, from its `metrics.csv` (read as
+/// the MLflow sync reads it).
 fn read_curve(dir: &Path, metric: &str) -> BTreeMap<u64, f64> {
-    let mut curve = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(dir.join("metrics.csv")) else {
-        return curve;
-    };
-    for line in text.lines().skip(1) {
-        let cols: Vec<&str> = line.split(',').collect();
-        if let [epoch, "valid", m, value] = cols[..] {
-            if m == metric {
-                if let (Ok(e), Ok(v)) = (epoch.parse::<u64>(), value.parse::<f64>()) {
-                    curve.insert(e, v);
-                }
-            }
-        }
-    }
-    curve
-}
-
-fn metric(m: &crate::record::TestMetrics, name: &str) -> f64 {
-    match name {
-        "r2" => m.r2,
-        "rmse" => m.rmse,
-        "mae" => m.mae,
-        _ => m.mape,
-    }
+    let key = crate::track::mlflow::record::metric_key("valid", metric);
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .ok()
+        .and_then(|text| crate::track::mlflow::record::parse_metrics(&text).ok())
+        .and_then(|mut all| all.remove(&key))
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(epoch, v)| u64::try_from(epoch).ok().map(|e| (e, v)))
+        .collect()
 }
 
 /// Runs every search of `experiment` that `only` selects to its budget, then adds each refit to

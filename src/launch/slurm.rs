@@ -215,18 +215,7 @@ pub fn run_array(
     )?;
     loop {
         let states = job_states(&array_job)?;
-        let active = states.iter().any(|s| {
-            [
-                "PENDING",
-                "RUNNING",
-                "CONFIGURING",
-                "COMPLETING",
-                "REQUEUED",
-                "SUSPENDED",
-            ]
-            .contains(&s.state.as_str())
-                || s.requeued()
-        });
+        let active = states.iter().any(|s| s.active() || s.requeued());
         if !active {
             return Ok(array_job);
         }
@@ -317,6 +306,19 @@ pub struct JobState {
 }
 
 impl JobState {
+    /// Not ended yet: waiting, running, finishing, requeued or suspended.
+    pub fn active(&self) -> bool {
+        [
+            "PENDING",
+            "RUNNING",
+            "CONFIGURING",
+            "COMPLETING",
+            "REQUEUED",
+            "SUSPENDED",
+        ]
+        .contains(&self.state.as_str())
+    }
+
     /// Requeued and waiting to run again (`REQUEUED`, a held requeue, or pending after a restart).
     pub fn requeued(&self) -> bool {
         self.state.starts_with("REQUEUE") || (self.state == "PENDING" && self.restarts > 0)
@@ -361,19 +363,7 @@ pub fn wait(job: &str, every: Duration) -> Result<JobState> {
         let states = job_states(job)?;
         match states.first() {
             None => bail!("Slurm no longer knows job {job}"),
-            Some(s)
-                if ![
-                    "PENDING",
-                    "RUNNING",
-                    "CONFIGURING",
-                    "COMPLETING",
-                    "REQUEUED",
-                    "SUSPENDED",
-                ]
-                .contains(&s.state.as_str()) =>
-            {
-                return Ok(s.clone())
-            }
+            Some(s) if !s.active() => return Ok(s.clone()),
             _ => std::thread::sleep(every),
         }
     }

@@ -32,3 +32,15 @@ pub struct TestMetrics {
     pub pruned: bool,
     pub train_seconds: f64,
 }
+
+impl TestMetrics {
+    /// The test value of `metric` (`r2`, `rmse`, `mae`, else `mape`).
+    pub fn value(&self, metric: &str) -> f64 {
+        match metric {
+            "r2" => self.r2,
+            "rmse" => self.rmse,
+            "mae" => self.mae,
+            _ => self.mape,
+        }
+    }
+}

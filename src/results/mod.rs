@@ -206,13 +206,10 @@ fn cv_ratio(spec: &RunSpec, split: Option<SplitCounts>) -> Option<f64> {
 
 /// A finished run's test value of `metric` (r2, rmse, mae or mape).
 pub(crate) fn metric_value(row: &RunRow, metric: &str) -> f64 {
-    let m = row.metrics.as_ref().expect("finished runs only");
-    match metric {
-        "r2" => m.r2,
-        "rmse" => m.rmse,
-        "mae" => m.mae,
-        _ => m.mape,
-    }
+    row.metrics
+        .as_ref()
+        .expect("finished runs only")
+        .value(metric)
 }
 
 pub(crate) use crate::metrics::METRICS;
