@@ -5,7 +5,7 @@
 #    MLflow tracking tests against real `mlflow server`s they start on loopback (PyPI's
 #    `mlflow[auth]`, same venv), and the report page rendered in headless Chromium (Debian's
 #    `chromium`, installed when missing);
-# 2. the CI sweep (experiments/ci.yaml: every ablation variant and baseline on a small synthetic
+# 2. the CI sweep (experiments/ci.yaml: the full network against ablations and baselines under spatial CV on a small synthetic
 #    city) from scratch, printing its summary table and writing its report;
 # 3. the Slurm launcher against a real Slurm started on loopback (scripts/test-slurm.sh; installs
 #    Debian's slurmctld slurmd slurm-client munge when missing; OPENCARBON_SKIP_SLURM=1 skips it);

@@ -45,6 +45,10 @@ pub enum Preset {
     Polycentric,
     /// Weak centre, large patches, more vegetation, lower emissions.
     Sprawl,
+    /// No centre and no river: the urban pull is itself smooth noise, so every part of the city
+    /// is drawn from the same law and no spatial fold is an extrapolation (the CI sweep's city:
+    /// spatial cross-validation has power on it at a small size).
+    Patchwork,
 }
 
 impl std::str::FromStr for Preset {
@@ -54,8 +58,9 @@ impl std::str::FromStr for Preset {
             "monocentric" => Preset::Monocentric,
             "polycentric" => Preset::Polycentric,
             "sprawl" => Preset::Sprawl,
+            "patchwork" => Preset::Patchwork,
             _ => {
-                bail!("unknown synthetic preset `{s}`: expected monocentric, polycentric or sprawl")
+                bail!("unknown synthetic preset `{s}`: expected monocentric, polycentric, sprawl or patchwork")
             }
         })
     }
@@ -161,6 +166,9 @@ struct Layout {
     patch: f32,
     river: bool,
     vegetation_bias: f32,
+    /// Instead of centres, an urban pull from smooth noise with cells of this many tiles, in
+    /// 0.1..0.9 (a stationary city); 0: none.
+    urban_noise_cell: f32,
     offset: f64,
 }
 
@@ -171,6 +179,7 @@ fn layout(preset: Preset) -> Layout {
             patch: 2.0,
             river: true,
             vegetation_bias: 0.0,
+            urban_noise_cell: 0.0,
             offset: 6.0,
         },
         Preset::Polycentric => Layout {
@@ -182,6 +191,7 @@ fn layout(preset: Preset) -> Layout {
             patch: 1.3,
             river: true,
             vegetation_bias: 0.1,
+            urban_noise_cell: 0.0,
             offset: 5.5,
         },
         Preset::Sprawl => Layout {
@@ -189,7 +199,16 @@ fn layout(preset: Preset) -> Layout {
             patch: 3.0,
             river: false,
             vegetation_bias: 0.35,
+            urban_noise_cell: 0.0,
             offset: 4.5,
+        },
+        Preset::Patchwork => Layout {
+            centres: vec![],
+            patch: 1.5,
+            river: false,
+            vegetation_bias: 0.0,
+            urban_noise_cell: 3.0,
+            offset: 5.5,
         },
     }
 }
@@ -241,6 +260,9 @@ struct Fields {
     lakes: ValueNoise,
     activity: ValueNoise,
     density: ValueNoise,
+    /// The stationary urban pull (`Layout::urban_noise_cell`), drawn after everything else so
+    /// that the other presets' cities stay as they were.
+    urban: Option<ValueNoise>,
 }
 
 /// What a tile's pixels add up to.
@@ -345,15 +367,19 @@ impl Landscape {
         let (ext_x, ext_y) = (config.width as f32 * s, config.height as f32 * s);
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let mk = |rng: &mut ChaCha8Rng, cell: f32| ValueNoise::new(rng, ext_x, ext_y, cell);
-        let fields = Fields {
+        let mut fields = Fields {
             land: std::array::from_fn(|_| mk(&mut rng, layout.patch * s)),
             detail: std::array::from_fn(|_| mk(&mut rng, layout.patch * s / 3.0)),
             lakes: mk(&mut rng, 2.5 * s),
             activity: mk(&mut rng, 2.0 * s),
             density: mk(&mut rng, 1.5 * s),
+            urban: None,
         };
         let river_phase = rng.random::<f32>() * std::f32::consts::TAU;
         let river_y = 0.3 + 0.4 * rng.random::<f32>();
+        if layout.urban_noise_cell > 0.0 {
+            fields.urban = Some(mk(&mut rng, layout.urban_noise_cell * s));
+        }
         Self {
             layout,
             fields,
@@ -389,7 +415,13 @@ impl Landscape {
                 let sigma = spread * self.diagonal;
                 strength * (-(dx * dx + dy * dy) / (2.0 * sigma * sigma)).exp()
             })
-            .fold(0.0f32, f32::max);
+            .fold(0.0f32, f32::max)
+            .max(
+                fields
+                    .urban
+                    .as_ref()
+                    .map_or(0.0, |u| 0.1 + 0.8 * u.at(px, py)),
+            );
         let n = |c: usize| 0.7 * fields.land[c].at(px, py) + 0.3 * fields.detail[c].at(px, py);
         let scores = [
             n(RES) + 1.1 * urban,
@@ -708,6 +740,7 @@ pub fn preset_name(preset: Preset) -> &'static str {
         Preset::Monocentric => "monocentric",
         Preset::Polycentric => "polycentric",
         Preset::Sprawl => "sprawl",
+        Preset::Patchwork => "patchwork",
     }
 }
 
@@ -812,5 +845,65 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("signal.density"), "{e}");
+    }
+
+    /// ln E averaged over the tiles within a quarter of the city's side from its centre, and
+    /// over those on its border ring: a monocentric city's centre emits far more than its edge.
+    fn centre_minus_edge(preset: &str, seed: u64) -> f64 {
+        let config: SynthConfig = serde_norway::from_str(&format!(
+            "{{preset: {preset}, width: 24, height: 24, tile_side: 8, poi_categories: 3, seed: {seed}}}"
+        ))
+        .unwrap();
+        let city = generate(&config).unwrap();
+        let (mut centre, mut edge) = (Vec::new(), Vec::new());
+        for (key, &e) in city.keys.iter().zip(&city.emission) {
+            if e <= 0.0 {
+                continue;
+            }
+            let d = (key.x as f64 - 11.5).abs().max((key.y as f64 - 11.5).abs());
+            if d < 6.0 {
+                centre.push(e.ln());
+            } else if d > 10.0 {
+                edge.push(e.ln());
+            }
+        }
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        mean(&centre) - mean(&edge)
+    }
+
+    #[test]
+    fn a_patchwork_city_has_no_centre_and_mixes_every_land_use() {
+        // Over five seeds the monocentric centre emits about e² times its edge; the patchwork's
+        // centre and edge differ by chance only, either way.
+        let mono: Vec<f64> = (0..5)
+            .map(|s| centre_minus_edge("monocentric", s))
+            .collect();
+        let patch: Vec<f64> = (0..5).map(|s| centre_minus_edge("patchwork", s)).collect();
+        assert!(mono.iter().all(|&d| d > 1.0), "{mono:?}");
+        let mean_patch = patch.iter().sum::<f64>() / 5.0;
+        assert!(mean_patch.abs() < 0.3, "{patch:?}");
+        assert!(
+            patch.iter().any(|&d| d > 0.0) && patch.iter().any(|&d| d < 0.0),
+            "{patch:?}"
+        );
+        // Every land use occurs: a stationary mix, not one class everywhere.
+        let config: SynthConfig = serde_norway::from_str(
+            "{preset: patchwork, width: 24, height: 24, tile_side: 8, poi_categories: 3, seed: 3}",
+        )
+        .unwrap();
+        let land = Landscape::draw(&config);
+        let mut seen = [0usize; 5];
+        for t in 0..24 * 24 {
+            let facts = render_tile(&land, &config, t).facts;
+            let dominant = (0..5)
+                .max_by(|&a, &b| facts.fractions[a].total_cmp(&facts.fractions[b]))
+                .unwrap();
+            seen[dominant] += 1;
+        }
+        assert!(seen[..4].iter().all(|&n| n >= 10), "{seen:?}");
+        assert_eq!(
+            generate(&config).unwrap().name,
+            "synthetic-patchwork-24x24-s3"
+        );
     }
 }
