@@ -5,8 +5,8 @@
 #    MLflow tracking tests against real `mlflow server`s they start on loopback (PyPI's
 #    `mlflow[auth]`, same venv), and the report page rendered in headless Chromium (Debian's
 #    `chromium`, installed when missing);
-# 2. the CI sweep (experiments/ci.yaml: the full network against ablations and baselines under spatial CV on a small synthetic
-#    city) from scratch, printing its summary table and writing its report;
+# 2. the CI sweep (experiments/ci.yaml: the full network against ablations and baselines, spatial
+#    CV on a small synthetic city) from scratch, printing its summary table and writing its report;
 # 3. the Slurm launcher against a real Slurm started on loopback (scripts/test-slurm.sh; installs
 #    Debian's slurmctld slurmd slurm-client munge when missing; OPENCARBON_SKIP_SLURM=1 skips it);
 #    then the fault campaign in its bounded form (scripts/fault-campaign.py: kill -9 and resume);

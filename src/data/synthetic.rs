@@ -166,8 +166,9 @@ struct Layout {
     patch: f32,
     river: bool,
     vegetation_bias: f32,
-    /// Instead of centres, an urban pull from smooth noise with cells of this many tiles, in
-    /// 0.1..0.9 (a stationary city); 0: none.
+    /// An urban pull from smooth noise with cells of this many tiles, in 0.1..0.9, wherever it
+    /// exceeds the centres' (the patchwork has none, so it is the whole pull: a stationary city);
+    /// 0: none.
     urban_noise_cell: f32,
     offset: f64,
 }
