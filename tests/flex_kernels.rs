@@ -265,6 +265,11 @@ fn gradients_match_at_the_networks_layer_sizes() {
     // A training batch at the quickstart size, for the batch-chunked paths.
     Case::new(32, [64, 64], [8, 8], [3, 3], options(1, 1), 7).assert_close("layer1, batch 32");
     Case::new(32, [6, 32], [32, 32], [7, 7], options(3, 3), 8).assert_close("poi conv1, batch 32");
+    // The maps smaller than their kernel (one gemm per input-output link over the whole batch).
+    Case::new(32, [256, 256], [2, 2], [3, 3], options(1, 1), 9).assert_close("layer3, batch 32");
+    Case::new(32, [256, 512], [2, 2], [3, 3], options(2, 1), 10)
+        .assert_close("layer4 conv1, batch 32");
+    Case::new(32, [512, 512], [1, 1], [3, 3], options(1, 1), 11).assert_close("layer4, batch 32");
 }
 
 /// Grouped convolutions are not covered by the kernels: they say so, and the backend runs the
@@ -280,7 +285,7 @@ fn grouped_convolutions_fall_back_to_the_generic_route() {
 }
 
 /// The same inputs give the same bits: twice in a row, and with 1, 2 or 3 threads (the batch
-/// chunks and their summation order depend on the shapes only).
+/// chunks, the links and their summation order depend on the shapes only).
 #[test]
 fn gradients_repeat_bit_for_bit_whatever_the_thread_count() {
     // 3×3, batch 7 at 12×12 (several chunks, several lanes) and the POI conv1 at batch 32.
@@ -288,6 +293,9 @@ fn gradients_repeat_bit_for_bit_whatever_the_thread_count() {
         Case::new(7, [5, 6], [12, 12], [3, 3], options(1, 1), 21),
         Case::new(32, [6, 32], [32, 32], [7, 7], options(3, 3), 22),
         Case::new(32, [64, 128], [8, 8], [3, 3], options(2, 1), 23),
+        // One gemm per link, large enough for gemm's own threads.
+        Case::new(96, [256, 256], [2, 2], [3, 3], options(1, 1), 24),
+        Case::new(96, [512, 512], [1, 1], [3, 3], options(1, 1), 25),
     ];
     for case in &cases {
         let run = || {

@@ -36,6 +36,7 @@ use burn_backend::ops::{ConvOptions, ConvTransposeOptions, FloatTensorOps, Modul
 use burn_backend::{DType, TensorMetadata};
 use burn_std::{Bytes, Slice};
 
+use super::conv2d_dense;
 use crate::{Flex, FlexTensor, Layout};
 
 /// Target number of columns (K for the weight gradient, N for the input gradient) per batch
@@ -330,13 +331,17 @@ fn col2im<T: GradElement>(
 }
 
 /// `dst[m, n] (+)= lhs[m, k] · rhs[k, n]` with explicit row / column strides.
+///
+/// Each `dst` element is one dot product over k in gemm's fixed order (its threads split m and
+/// n), so the bits do not depend on `parallel` or the number of threads.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_strided<T: GradElement>(
+pub(crate) unsafe fn gemm_strided<T: GradElement>(
     m: usize,
     n: usize,
     k: usize,
     dst: *mut T,
     dst_rs: isize,
+    dst_cs: isize,
     accumulate: bool,
     lhs: *const T,
     lhs_rs: isize,
@@ -365,7 +370,7 @@ unsafe fn gemm_strided<T: GradElement>(
             n,
             k,
             dst,
-            1,
+            dst_cs,
             dst_rs,
             accumulate,
             lhs,
@@ -449,6 +454,7 @@ fn weight_grad_chunk<T: GradElement>(
             ld,
             dw.as_mut_ptr(),
             cols as isize,
+            1,
             accumulate,
             dy_chunk.as_ptr(),
             ld as isize,
@@ -463,6 +469,9 @@ fn weight_grad_chunk<T: GradElement>(
 
 /// The weight gradient `[C_out, C_in, k_h, k_w]` from contiguous `x` and `dy`.
 pub fn weight_grad<T: GradElement>(g: &Conv2dGeometry, x: &[T], dy: &[T]) -> Vec<T> {
+    if conv2d_dense::applies(g) {
+        return conv2d_dense::weight_grad(g, x, dy);
+    }
     let chunk = g.batch_chunk();
     let n_chunks = g.batch.div_ceil(chunk);
     let lanes = n_chunks.min(MAX_LANES);
@@ -532,6 +541,7 @@ fn input_grad_chunk<T: GradElement>(
             g.channels_out,
             dcol.as_mut_ptr(),
             ld as isize,
+            1,
             false,
             w.as_ptr(),
             1,
@@ -555,6 +565,9 @@ fn input_grad_chunk<T: GradElement>(
 
 /// The input gradient `[N, C_in, H, W]` from contiguous `weight` and `dy`.
 pub fn input_grad<T: GradElement>(g: &Conv2dGeometry, w: &[T], dy: &[T]) -> Vec<T> {
+    if conv2d_dense::applies(g) {
+        return conv2d_dense::input_grad(g, w, dy);
+    }
     let chunk = g.batch_chunk();
     let n_chunks = g.batch.div_ceil(chunk);
     let in_plane = g.channels_in * g.in_h * g.in_w;
@@ -621,6 +634,7 @@ fn forward_chunk<T: GradElement>(
             cols,
             dst.as_mut_ptr(),
             ld as isize,
+            1,
             false,
             w.as_ptr(),
             cols as isize,
@@ -648,10 +662,14 @@ pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T], bias: Optio
     let n_chunks = g.batch.div_ceil(chunk);
     let p = g.spatial_out();
     let out_plane = g.channels_out * p;
-    let mut y = vec![T::zero(); g.batch * out_plane];
-    if n_chunks == 1 {
+    let mut y;
+    if conv2d_dense::applies(g) {
+        y = conv2d_dense::forward(g, x, w);
+    } else if n_chunks == 1 {
+        y = vec![T::zero(); g.batch * out_plane];
         forward_chunk(g, x, w, 0, g.batch, &mut y, true);
     } else {
+        y = vec![T::zero(); g.batch * out_plane];
         #[cfg(feature = "rayon")]
         {
             use rayon::prelude::*;
@@ -1245,6 +1263,41 @@ mod tests {
     fn kernel_wider_than_input_but_padded() {
         check(2, 2, 2, [2, 3], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
         check(1, 1, 1, [1, 1], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]);
+    }
+
+    #[test]
+    fn small_maps_take_the_link_route_and_match_naive() {
+        use crate::ops::conv2d_dense;
+        let geometry = |c: usize, side: usize, k: usize, stride: usize, pad: usize| {
+            let out = (side + 2 * pad - k) / stride + 1;
+            let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], 1);
+            Conv2dGeometry::new(
+                &[2, c, side, side],
+                &[c, c, k, k],
+                &[2, c, out, out],
+                &options,
+            )
+            .unwrap()
+        };
+        // ResNet-18 on 32 px tiles: layer4 (1×1), layer3 (2×2), the stride-2 entries into them.
+        for (side, stride) in [(1, 1), (2, 1), (2, 2), (4, 2)] {
+            assert!(
+                conv2d_dense::applies(&geometry(8, side, 3, stride, 1)),
+                "{side} {stride}"
+            );
+        }
+        // Larger maps, and kernels without padding taps, keep im2col.
+        assert!(!conv2d_dense::applies(&geometry(8, 4, 3, 1, 1)));
+        assert!(!conv2d_dense::applies(&geometry(8, 8, 3, 1, 1)));
+        assert!(!conv2d_dense::applies(&geometry(8, 2, 1, 1, 0)));
+        assert!(!conv2d_dense::applies(&geometry(8, 3, 3, 1, 0)));
+        check(3, 9, 7, [1, 1], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        check(3, 9, 7, [2, 2], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]);
+        check(3, 9, 7, [2, 2], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]);
+        check(2, 9, 7, [4, 4], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]);
+        // Non-square, asymmetric padding, dilation.
+        check(2, 9, 7, [2, 3], [3, 2], [1, 2], [(2, 1), (1, 1)], [2, 1]);
+        check(2, 9, 7, [3, 2], [3, 3], [1, 1], [(0, 2), (1, 0)], [1, 1]);
     }
 
     #[test]

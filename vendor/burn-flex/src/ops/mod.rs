@@ -98,6 +98,7 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 // OpenCarbon-rs patch: 2D convolutions and their gradients as im2col/col2im + gemm.
+pub mod conv2d_dense;
 pub mod conv2d_gemm;
 pub mod conv_transpose;
 pub mod cumulative;
