@@ -12,7 +12,7 @@ use crate::backend::DeviceChoice;
 /// Environment variables that change a run's numbers; every meta.json records each one's value
 /// (`(unset)` when unset). A variable added anywhere that changes computation belongs here.
 pub const NUMERICS_ENV: &[&str] = &[
-    // `burn`: burn's Adam update instead of libtorch's fused one (src/train/adam).
+    // `burn`: burn's Adam update instead of the fused one (libtorch or flex; src/train/adam).
     "OPENCARBON_ADAM",
     // `burn`: burn's convolution gradients instead of libtorch's kernels (vendor/burn-tch).
     "OPENCARBON_CONV_GRAD",

@@ -11,6 +11,7 @@ use burn::tensor::Tensor;
 use burn_tch::native::{fused_adam_, AdamHyper};
 use burn_tch::TchTensor;
 
+use super::moments::{self, Saved, Settings};
 use super::Hyper;
 
 /// Whether `value` lives on libtorch.
@@ -35,28 +36,20 @@ pub(super) struct FusedAdam {
     restored: HashMap<ParamId, Saved>,
 }
 
-/// One parameter's moments as plain numbers.
-struct Saved {
-    shape: Vec<i64>,
-    step: f32,
-    exp_avg: Vec<f32>,
-    exp_avg_sq: Vec<f32>,
-}
-
-impl Saved {
-    fn on(self, device: tch::Device) -> Moments {
-        let tensor = |values: &[f32]| {
-            tch::Tensor::from_slice(values)
-                .reshape(self.shape.as_slice())
-                .to_device(device)
-        };
-        Moments {
-            exp_avg: tensor(&self.exp_avg),
-            exp_avg_sq: tensor(&self.exp_avg_sq),
-            step: tch::Tensor::from_slice(&[self.step])
-                .reshape([0i64; 0])
-                .to_device(device),
-        }
+/// A saved state on `device`.
+fn moments_on(saved: Saved, device: tch::Device) -> Moments {
+    let shape: Vec<i64> = saved.shape.iter().map(|&d| d as i64).collect();
+    let tensor = |values: &[f32]| {
+        tch::Tensor::from_slice(values)
+            .reshape(shape.as_slice())
+            .to_device(device)
+    };
+    Moments {
+        exp_avg: tensor(&saved.exp_avg),
+        exp_avg_sq: tensor(&saved.exp_avg_sq),
+        step: tch::Tensor::from_slice(&[saved.step])
+            .reshape([0i64; 0])
+            .to_device(device),
     }
 }
 
@@ -77,87 +70,26 @@ impl FusedAdam {
         }
     }
 
-    /// Every parameter's moments and step, little-endian, in parameter-id order:
-    /// id, rank, dims, step, exp_avg, exp_avg_sq.
+    /// Every parameter's moments and step ([`moments::encode`]).
     pub fn state_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let mut ids: Vec<&ParamId> = self.moments.keys().chain(self.restored.keys()).collect();
-        ids.sort();
-        let mut out = (ids.len() as u64).to_le_bytes().to_vec();
-        for id in ids {
-            let saved = match (self.moments.get(id), self.restored.get(id)) {
-                (Some(m), _) => Saved {
-                    shape: m.exp_avg.size(),
-                    step: floats(&m.step)?[0],
-                    exp_avg: floats(&m.exp_avg)?,
-                    exp_avg_sq: floats(&m.exp_avg_sq)?,
-                },
-                (None, Some(r)) => Saved {
-                    shape: r.shape.clone(),
-                    step: r.step,
-                    exp_avg: r.exp_avg.clone(),
-                    exp_avg_sq: r.exp_avg_sq.clone(),
-                },
-                (None, None) => unreachable!("listed from the two maps"),
+        let mut states = Vec::new();
+        for (id, m) in &self.moments {
+            let saved = Saved {
+                shape: m.exp_avg.size().iter().map(|&d| d as usize).collect(),
+                step: floats(&m.step)?[0],
+                exp_avg: floats(&m.exp_avg)?,
+                exp_avg_sq: floats(&m.exp_avg_sq)?,
             };
-            out.extend(id.val().to_le_bytes());
-            out.extend((saved.shape.len() as u64).to_le_bytes());
-            for d in &saved.shape {
-                out.extend((*d as u64).to_le_bytes());
-            }
-            out.extend(saved.step.to_le_bytes());
-            for v in saved.exp_avg.iter().chain(&saved.exp_avg_sq) {
-                out.extend(v.to_le_bytes());
-            }
+            states.push((*id, saved));
         }
-        Ok(out)
+        states.extend(self.restored.iter().map(|(id, r)| (*id, r.clone())));
+        Ok(moments::encode(&mut states))
     }
 
     /// Restores [`Self::state_bytes`].
     pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        let mut rest = bytes;
-        let mut take = |n: usize| -> anyhow::Result<&[u8]> {
-            anyhow::ensure!(rest.len() >= n, "the fused Adam state is cut short");
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        let u64_at = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        let count = u64_at(take(8)?);
-        let mut restored = HashMap::new();
-        for _ in 0..count {
-            let id = ParamId::from(u64_at(take(8)?));
-            let rank = u64_at(take(8)?) as usize;
-            anyhow::ensure!(
-                rank <= 8,
-                "the fused Adam state names a rank-{rank} parameter"
-            );
-            let mut shape = Vec::with_capacity(rank);
-            for _ in 0..rank {
-                shape.push(u64_at(take(8)?) as i64);
-            }
-            let numel: usize = shape.iter().map(|&d| d as usize).product();
-            let step = f32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
-            let mut values = |n: usize| -> anyhow::Result<Vec<f32>> {
-                Ok(take(4 * n)?
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                    .collect())
-            };
-            let exp_avg = values(numel)?;
-            let exp_avg_sq = values(numel)?;
-            restored.insert(
-                id,
-                Saved {
-                    shape,
-                    step,
-                    exp_avg,
-                    exp_avg_sq,
-                },
-            );
-        }
-        anyhow::ensure!(rest.is_empty(), "the fused Adam state has trailing bytes");
+        self.restored = moments::decode(bytes)?;
         self.moments.clear();
-        self.restored = restored;
         Ok(())
     }
 
@@ -233,7 +165,7 @@ impl ModuleMapper for Gather<'_> {
         };
         let restored = self.restored.remove(&id);
         let moments = self.moments.entry(id).or_insert_with(|| match restored {
-            Some(saved) => saved.on(value.tensor.device()),
+            Some(saved) => moments_on(saved, value.tensor.device()),
             None => Moments {
                 exp_avg: value.tensor.zeros_like(),
                 exp_avg_sq: value.tensor.zeros_like(),
@@ -254,30 +186,4 @@ fn libtorch<const D: usize>(tensor: Tensor<D>) -> TchTensor {
     tensor
         .try_into_primitive::<LibTorch>()
         .unwrap_or_else(|error| panic!("fused Adam on a tensor off libtorch: {error:?}"))
-}
-
-/// A parameter's autodiff settings, put back on its updated value (as burn's optimisers do).
-struct Settings {
-    require_grad: bool,
-    checkpointing: Option<burn::tensor::GradientCheckpointingStrategy>,
-}
-
-impl Settings {
-    fn of<const D: usize>(param: &Tensor<D>) -> Self {
-        Self {
-            require_grad: param.is_require_grad(),
-            checkpointing: param.gradient_checkpointing_strategy(),
-        }
-    }
-
-    fn restore<const D: usize>(self, updated: Tensor<D>) -> Tensor<D> {
-        let mut param = Tensor::from_inner(updated);
-        if let Some(strategy) = self.checkpointing {
-            param = param.with_gradient_checkpointing_strategy(strategy);
-        }
-        if self.require_grad {
-            param = param.require_grad();
-        }
-        param
-    }
 }

@@ -2,14 +2,17 @@
 //!
 //! burn's Adam updates one parameter at a time with about a dozen tensor ops each, every one a
 //! pass over the parameter and, on a GPU, a kernel launch: ~60 × 12 per step for the full network
-//! (Adam took 7.3 ms against PyTorch's 1.1 ms for a ResNet-18 step on one H200). On libtorch the
-//! update is torch's multi-tensor kernel over all parameters at once ([`libtorch`]), which follows
-//! torch's update rule exactly (`tests/kernels.rs`); `OPENCARBON_ADAM=burn` keeps burn's
-//! (benchmarks compare). flex keeps burn's: a single-pass Rust update measured no faster end to
-//! end there (quickstart 262 vs 253 s) and would have changed every committed result.
+//! (Adam took 7.3 ms against PyTorch's 1.1 ms for a ResNet-18 step on one H200; 100 ms of a
+//! 250 ms step on 2 CPU cores with flex). So each backend gets a fused update that follows
+//! torch's update rule exactly (`tests/kernels.rs`): on libtorch torch's multi-tensor kernel over
+//! all parameters at once ([`libtorch`]), on flex one in-place pass per parameter ([`flex`]).
+//! `OPENCARBON_ADAM=burn` keeps burn's (benchmarks compare).
 
+#[cfg(feature = "flex")]
+mod flex;
 #[cfg(feature = "tch")]
 mod libtorch;
+mod moments;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::decay::WeightDecayConfig;
@@ -27,7 +30,6 @@ const STATE_FUSED: u8 = 2;
 
 /// Adam's hyper-parameters (torch's names and meaning; β's are burn's and torch's defaults).
 #[derive(Clone, Copy, Debug)]
-#[cfg_attr(not(feature = "tch"), allow(dead_code))] // read by the fused updates only
 struct Hyper {
     beta1: f64,
     beta2: f64,
@@ -48,6 +50,8 @@ enum Fused {
     Off,
     #[cfg(feature = "tch")]
     Libtorch(libtorch::FusedAdam),
+    #[cfg(feature = "flex")]
+    Flex(flex::FusedAdam),
 }
 
 impl Adam {
@@ -92,6 +96,8 @@ impl Adam {
         match &mut self.fused {
             #[cfg(feature = "tch")]
             Fused::Libtorch(adam) => adam.step(lr, model, grads),
+            #[cfg(feature = "flex")]
+            Fused::Flex(adam) => adam.step(lr, model, grads),
             _ => self.burn.step(lr, model, grads),
         }
     }
@@ -110,6 +116,8 @@ impl Adam {
             }
             #[cfg(feature = "tch")]
             Fused::Libtorch(adam) => Ok([vec![STATE_FUSED], adam.state_bytes()?].concat()),
+            #[cfg(feature = "flex")]
+            Fused::Flex(adam) => Ok([vec![STATE_FUSED], adam.state_bytes()].concat()),
         }
     }
 
@@ -134,6 +142,8 @@ impl Adam {
             }
             #[cfg(feature = "tch")]
             (STATE_FUSED, Fused::Libtorch(adam)) => adam.load_state(payload),
+            #[cfg(feature = "flex")]
+            (STATE_FUSED, Fused::Flex(adam)) => adam.load_state(payload),
             _ => bail!(
                 "the checkpoint holds the state of the {} Adam update, but this process runs the {} one \
                  (another backend, or OPENCARBON_ADAM differs)",
@@ -147,8 +157,8 @@ impl Adam {
         }
     }
 
-    /// Which update runs: `fused` (libtorch's kernel), `burn`, or `pending` before the first
-    /// step.
+    /// Which update runs: `fused` (libtorch's kernel, or flex's single pass), `burn`, or
+    /// `pending` before the first step.
     pub fn kind(&self) -> &'static str {
         match self.fused {
             Fused::Pending(_) => "pending",
@@ -181,6 +191,10 @@ fn fused_for<const D: usize>(hyper: Hyper, value: Tensor<D>) -> Fused {
     #[cfg(feature = "tch")]
     if libtorch::owns(&value) {
         return Fused::Libtorch(libtorch::FusedAdam::new(hyper));
+    }
+    #[cfg(feature = "flex")]
+    if flex::owns(&value) {
+        return Fused::Flex(flex::FusedAdam::new(hyper));
     }
     let _ = (hyper, value);
     Fused::Off
