@@ -25,7 +25,7 @@ use crate::common;
 const TOLERANCE: f64 = 1e-5;
 
 /// Deterministic values in [-1, 1) (splitmix64), so a failing case reproduces from its shape.
-fn random(shape: &[usize], seed: u64) -> FlexTensor {
+pub(crate) fn random(shape: &[usize], seed: u64) -> FlexTensor {
     let n: usize = shape.iter().product();
     let mut state = seed;
     let values: Vec<f32> = (0..n)
@@ -41,18 +41,18 @@ fn random(shape: &[usize], seed: u64) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }
 
-fn to_f64(t: &FlexTensor) -> FlexTensor {
+pub(crate) fn to_f64(t: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(t.clone().into_data().convert::<f64>())
 }
 
-fn values(t: FlexTensor) -> Vec<f64> {
+pub(crate) fn values(t: FlexTensor) -> Vec<f64> {
     t.into_data()
         .convert::<f64>()
         .try_into_vec::<f64>()
         .expect("float tensor")
 }
 
-fn bits(t: FlexTensor) -> Vec<u32> {
+pub(crate) fn bits(t: FlexTensor) -> Vec<u32> {
     t.into_data()
         .try_into_vec::<f32>()
         .expect("f32 tensor")
@@ -62,7 +62,7 @@ fn bits(t: FlexTensor) -> Vec<u32> {
 }
 
 /// max |a − b| / max |b|
-fn relative_error(a: &[f64], b: &[f64]) -> f64 {
+pub(crate) fn relative_error(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs())).max(1e-30);
     a.iter()

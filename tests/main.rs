@@ -13,7 +13,9 @@ mod data;
 mod docs;
 mod ensembles;
 mod experiment;
-// The vendored burn-flex's convolution-gradient kernels (only in builds with flex).
+// The vendored burn-flex's kernels (only in builds with flex): BatchNorm, convolutions.
+#[cfg(feature = "flex")]
+mod flex_batch_norm;
 #[cfg(feature = "flex")]
 mod flex_kernels;
 mod fuzz;

@@ -92,6 +92,8 @@ pub mod activation;
 pub mod attention;
 pub mod binary;
 mod bool;
+// OpenCarbon-rs patch: BatchNorm as fused per-channel kernels.
+pub mod batch_norm_fused;
 pub mod cat;
 pub mod comparison;
 #[macro_use]

@@ -2,15 +2,18 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-// OpenCarbon-rs patch: conv2d_gemm.
-use crate::ops::{conv, conv_transpose, conv2d_gemm, deform_conv, interpolate, pool};
+// OpenCarbon-rs patch: conv2d_gemm, batch_norm_fused.
+use crate::ops::{
+    batch_norm_fused, conv, conv_transpose, conv2d_gemm, deform_conv, interpolate, pool,
+};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, FloatTensorOps, IntTensorOps, InterpolateMode, InterpolateOptions,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, conv::pad_asymmetric_conv_input,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, FloatTensorOps,
+        IntTensorOps, InterpolateMode, InterpolateOptions, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps, conv::pad_asymmetric_conv_input,
     },
     tensor::{BoolTensor, FloatTensor, IntTensor},
 };
@@ -44,6 +47,66 @@ pub(crate) fn cast_from_f32<E: Element + Pod + Copy>(
 }
 
 impl ModuleOps<Flex> for Flex {
+    // OpenCarbon-rs patch: BatchNorm as fused per-channel kernels (ops/batch_norm_fused.rs);
+    // burn-backend's compositions where those do not apply.
+    fn batch_norm(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> FloatTensor<Flex> {
+        if batch_norm_fused::enabled()
+            && let Some(y) =
+                batch_norm_fused::inference(&x, &gamma, &beta, &mean, &variance, epsilon)
+        {
+            return y;
+        }
+        batch_norm_fused::batch_norm_generic(x, gamma, beta, mean, variance, epsilon)
+    }
+
+    // OpenCarbon-rs patch: see batch_norm.
+    fn batch_norm_train(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        beta: FloatTensor<Flex>,
+        epsilon: f64,
+    ) -> BatchNormTrain<Flex> {
+        if batch_norm_fused::enabled()
+            && let Some((output, mean, variance)) =
+                batch_norm_fused::train(&x, &gamma, &beta, epsilon)
+        {
+            return BatchNormTrain::new(output, mean, variance);
+        }
+        batch_norm_fused::batch_norm_train_generic(x, gamma, beta, epsilon)
+    }
+
+    // OpenCarbon-rs patch: see batch_norm.
+    fn batch_norm_train_backward(
+        x: FloatTensor<Flex>,
+        gamma: FloatTensor<Flex>,
+        mean: FloatTensor<Flex>,
+        variance: FloatTensor<Flex>,
+        epsilon: f64,
+        output_grad: FloatTensor<Flex>,
+    ) -> BatchNormTrainBackward<Flex> {
+        if batch_norm_fused::enabled()
+            && let Some((x_grad, gamma_grad, beta_grad)) =
+                batch_norm_fused::backward(&x, &gamma, &mean, &variance, epsilon, &output_grad)
+        {
+            return BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad);
+        }
+        batch_norm_fused::batch_norm_train_backward_generic(
+            x,
+            gamma,
+            mean,
+            variance,
+            epsilon,
+            output_grad,
+        )
+    }
+
     fn conv1d(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
