@@ -111,6 +111,7 @@ fn meta_json_records_build_device_threads_numerics_and_data() {
         "OPENCARBON_ADAM",
         "OPENCARBON_CONV_GRAD",
         "OPENCARBON_TCH_BATCH_NORM",
+        "OPENCARBON_FLEX_BATCH_NORM",
     ] {
         assert!(NUMERICS_ENV.contains(&name), "{name}");
     }

@@ -14,10 +14,13 @@ use crate::backend::DeviceChoice;
 pub const NUMERICS_ENV: &[&str] = &[
     // `burn`: burn's Adam update instead of the fused one (libtorch or flex; src/train/adam).
     "OPENCARBON_ADAM",
-    // `burn`: burn's convolution gradients instead of libtorch's kernels (vendor/burn-tch).
+    // `burn`: burn's convolution routes instead of libtorch's kernels (vendor/burn-tch) or flex's
+    // gemm kernels (vendor/burn-flex).
     "OPENCARBON_CONV_GRAD",
     // `burn`: burn's BatchNorm arithmetic instead of libtorch's fused kernels (vendor/burn-tch).
     "OPENCARBON_TCH_BATCH_NORM",
+    // `burn`: burn's BatchNorm compositions instead of flex's fused kernels (vendor/burn-flex).
+    "OPENCARBON_FLEX_BATCH_NORM",
     // Fault injection (src/fault.rs): `nan:batch` poisons a training batch.
     "OPENCARBON_FAULT",
     // rayon's pool (flex's kernels, data preparation, baselines): how parallel sums are split.
