@@ -10,6 +10,22 @@ use std::str::FromStr;
 use anyhow::{bail, Result};
 pub use burn::tensor::Device;
 
+/// Keeps freed memory in the process (glibc). A training step allocates and frees tensors of
+/// megabytes each (activations, im2col buffers, gradients); by default glibc serves each from a
+/// fresh `mmap` and unmaps it on free, so every step pays page faults and the kernel's zeroing of
+/// the pages again: on flex, 0.55 s of system time in a 7-step bench, halved by this. Blocks up
+/// to 32 MiB (glibc's largest threshold) now come from the heap, which keeps up to 1 GiB of free
+/// memory at its top. Peak memory is unchanged; memory once used is not returned early.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 /// What the user asked for with `--device`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {

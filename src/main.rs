@@ -187,6 +187,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    opencarbon::backend::keep_freed_memory();
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         // Stopped by SIGTERM/SIGUSR1 after a resumable checkpoint: "preempted", not failed.
