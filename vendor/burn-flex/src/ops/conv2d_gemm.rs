@@ -199,13 +199,46 @@ impl Conv2dGeometry {
         self.out_h * self.out_w
     }
 
-    /// Batch elements per chunk: a function of the shapes only.
-    pub fn batch_chunk(&self) -> usize {
+    /// Number of batch chunks, a function of the shapes only: enough that a chunk holds about
+    /// `CHUNK_COLUMNS` columns (and its im2col stays under `MAX_COL_ELEMENTS`), then rounded up
+    /// to 4 or to a multiple of 8, so that 2, 4 or 8 threads get equal shares (3 chunks of
+    /// 64 on 2 threads left one idle a third of the time); at most the batch.
+    pub fn batch_chunks(&self) -> usize {
         let spatial = self.spatial_out();
         let by_columns = CHUNK_COLUMNS.div_ceil(spatial);
         let by_memory = (MAX_COL_ELEMENTS / (self.cols() * spatial).max(1)).max(1);
-        by_columns.min(by_memory).clamp(1, self.batch)
+        let chunks = self.batch.div_ceil(by_columns.min(by_memory).max(1));
+        let balanced = match chunks {
+            0 | 1 => 1,
+            2..=4 => 4,
+            n => n.div_ceil(MAX_LANES) * MAX_LANES,
+        };
+        balanced.min(self.batch)
     }
+
+    /// The first batch element of chunk `c` of `chunks`, and its size (sizes differ by at most
+    /// one).
+    pub fn chunk_bounds(&self, c: usize, chunks: usize) -> (usize, usize) {
+        let start = c * self.batch / chunks;
+        (start, (c + 1) * self.batch / chunks - start)
+    }
+}
+
+/// Splits `buffer` (`[batch, plane]`) into the chunks' disjoint parts.
+fn split_chunks<'a, T>(
+    g: &Conv2dGeometry,
+    chunks: usize,
+    plane: usize,
+    mut buffer: &'a mut [T],
+) -> Vec<(usize, usize, &'a mut [T])> {
+    let mut parts = Vec::with_capacity(chunks);
+    for c in 0..chunks {
+        let (b0, nb) = g.chunk_bounds(c, chunks);
+        let (head, tail) = core::mem::take(&mut buffer).split_at_mut(nb * plane);
+        parts.push((b0, nb, head));
+        buffer = tail;
+    }
+    parts
 }
 
 /// The range of output indices `o` in `0..out` whose input index `o·stride + offset` lies in
@@ -472,17 +505,15 @@ pub fn weight_grad<T: GradElement>(g: &Conv2dGeometry, x: &[T], dy: &[T]) -> Vec
     if conv2d_dense::applies(g) {
         return conv2d_dense::weight_grad(g, x, dy);
     }
-    let chunk = g.batch_chunk();
-    let n_chunks = g.batch.div_ceil(chunk);
+    let n_chunks = g.batch_chunks();
     let lanes = n_chunks.min(MAX_LANES);
     let size = g.channels_out * g.cols();
-    let bounds = |c: usize| (c * chunk, chunk.min(g.batch - c * chunk));
 
     // Lane l sums chunks l, l + lanes, l + 2·lanes, ... in that order.
     let lane = |l: usize, parallel: bool| {
         let mut dw = vec![T::zero(); size];
         for (i, c) in (l..n_chunks).step_by(lanes).enumerate() {
-            let (b0, nb) = bounds(c);
+            let (b0, nb) = g.chunk_bounds(c, n_chunks);
             weight_grad_chunk(g, x, dy, b0, nb, &mut dw, i > 0, parallel);
         }
         dw
@@ -568,28 +599,24 @@ pub fn input_grad<T: GradElement>(g: &Conv2dGeometry, w: &[T], dy: &[T]) -> Vec<
     if conv2d_dense::applies(g) {
         return conv2d_dense::input_grad(g, w, dy);
     }
-    let chunk = g.batch_chunk();
-    let n_chunks = g.batch.div_ceil(chunk);
+    let n_chunks = g.batch_chunks();
     let in_plane = g.channels_in * g.in_h * g.in_w;
     let mut dx = vec![T::zero(); g.batch * in_plane];
     if n_chunks == 1 {
         input_grad_chunk(g, w, dy, 0, g.batch, &mut dx, true);
         return dx;
     }
+    let parts = split_chunks(g, n_chunks, in_plane, &mut dx);
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        dx.par_chunks_mut(chunk * in_plane)
-            .enumerate()
-            .for_each(|(c, dx_chunk)| {
-                let nb = dx_chunk.len() / in_plane;
-                input_grad_chunk(g, w, dy, c * chunk, nb, dx_chunk, false);
-            });
+        parts.into_par_iter().for_each(|(b0, nb, dx_chunk)| {
+            input_grad_chunk(g, w, dy, b0, nb, dx_chunk, false);
+        });
     }
     #[cfg(not(feature = "rayon"))]
-    for (c, dx_chunk) in dx.chunks_mut(chunk * in_plane).enumerate() {
-        let nb = dx_chunk.len() / in_plane;
-        input_grad_chunk(g, w, dy, c * chunk, nb, dx_chunk, false);
+    for (b0, nb, dx_chunk) in parts {
+        input_grad_chunk(g, w, dy, b0, nb, dx_chunk, false);
     }
     dx
 }
@@ -658,8 +685,7 @@ fn forward_chunk<T: GradElement>(
 
 /// The forward output `[N, C_out, H_out, W_out]` from contiguous `x` and `weight`, plus `bias`.
 pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
-    let chunk = g.batch_chunk();
-    let n_chunks = g.batch.div_ceil(chunk);
+    let n_chunks = g.batch_chunks();
     let p = g.spatial_out();
     let out_plane = g.channels_out * p;
     let mut y;
@@ -670,20 +696,17 @@ pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T], bias: Optio
         forward_chunk(g, x, w, 0, g.batch, &mut y, true);
     } else {
         y = vec![T::zero(); g.batch * out_plane];
+        let parts = split_chunks(g, n_chunks, out_plane, &mut y);
         #[cfg(feature = "rayon")]
         {
             use rayon::prelude::*;
-            y.par_chunks_mut(chunk * out_plane)
-                .enumerate()
-                .for_each(|(c, y_chunk)| {
-                    let nb = y_chunk.len() / out_plane;
-                    forward_chunk(g, x, w, c * chunk, nb, y_chunk, false);
-                });
+            parts.into_par_iter().for_each(|(b0, nb, y_chunk)| {
+                forward_chunk(g, x, w, b0, nb, y_chunk, false);
+            });
         }
         #[cfg(not(feature = "rayon"))]
-        for (c, y_chunk) in y.chunks_mut(chunk * out_plane).enumerate() {
-            let nb = y_chunk.len() / out_plane;
-            forward_chunk(g, x, w, c * chunk, nb, y_chunk, false);
+        for (b0, nb, y_chunk) in parts {
+            forward_chunk(g, x, w, b0, nb, y_chunk, false);
         }
     }
     if let Some(bias) = bias {
