@@ -11,7 +11,9 @@ use burn_flex::ops::batch_norm_fused::{
 use burn_flex::FlexTensor;
 use proptest::prelude::*;
 
-use crate::flex_kernels::{bits, random, relative_error, to_f64, values};
+use crate::flex_kernels::{
+    assert_same_bits_whatever_the_thread_count, bits, random, relative_error, to_f64, values,
+};
 
 const TOLERANCE: f64 = 1e-5;
 const EPSILON: f64 = 1e-5;
@@ -184,15 +186,7 @@ fn batch_norm_repeats_bit_for_bit_whatever_the_thread_count() {
         .expect("fused");
         [y, mean, var, dx, dg, db].map(bits)
     };
-    let first = run();
-    assert_eq!(first, run(), "second run");
-    for threads in 1..=3 {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("thread pool");
-        assert_eq!(first, pool.install(run), "{threads} thread(s)");
-    }
+    assert_same_bits_whatever_the_thread_count(run);
 }
 
 /// What the kernels do not cover says so, and the backend runs the composition.

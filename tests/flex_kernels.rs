@@ -306,15 +306,22 @@ fn gradients_repeat_bit_for_bit_whatever_the_thread_count() {
                 bits(conv2d_forward(x, w, None, o).expect("kernel")),
             )
         };
-        let first = run();
-        assert_eq!(first, run(), "second run");
-        for threads in 1..=3 {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .expect("thread pool");
-            assert_eq!(first, pool.install(run), "{threads} thread(s)");
-        }
+        assert_same_bits_whatever_the_thread_count(run);
+    }
+}
+
+/// `run` gives the same result twice in a row, and in rayon pools of 1, 2 and 3 threads.
+pub(crate) fn assert_same_bits_whatever_the_thread_count<R: PartialEq + std::fmt::Debug + Send>(
+    run: impl Fn() -> R + Sync,
+) {
+    let first = run();
+    assert_eq!(first, run(), "second run");
+    for threads in 1..=3 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("thread pool");
+        assert_eq!(first, pool.install(&run), "{threads} thread(s)");
     }
 }
 
