@@ -5,8 +5,10 @@
 //! im2col matrix is mostly padding: at 1×1, eight of a 3×3 kernel's nine taps read zeros, and
 //! the gemm multiplies them all. Instead, list the links `(tap, i, o)`: output position `o`
 //! reads input position `i` through kernel tap `tap` (padding taps have no link). Each link is
-//! one gemm over the whole batch on the NCHW tensors as they are, through strides, nothing
-//! copied:
+//! one gemm over the whole batch, on contiguous operands: the activations copied
+//! position-major (`[P, B, C]`, no copy at 1×1) and the linked taps' weights `[tap, C_out, C_in]`
+//! (one sequential pass over the weights; reading them through strides inside gemm was 2–4×
+//! slower on layer4):
 //!
 //! - forward: `Y[b, c_out, o] += Σ_c_in X[b, c_in, i] · W[c_out, c_in, tap]`
 //!   (M = batch, N = C_out, K = C_in);
