@@ -146,18 +146,14 @@ fn channels_major<T: GradElement>(
 /// The kernel taps that have links, in order, and for each tap its place in that list.
 fn linked_taps(g: &Conv2dGeometry, links: &[(usize, usize, usize)]) -> (Vec<usize>, Vec<usize>) {
     let k2 = g.kernel_h * g.kernel_w;
-    let mut slot = vec![usize::MAX; k2];
-    let mut taps = Vec::new();
+    let mut linked = vec![false; k2];
     for &(tap, _, _) in links {
-        if slot[tap] == usize::MAX {
-            slot[tap] = 0;
-        }
+        linked[tap] = true;
     }
-    for (tap, s) in slot.iter_mut().enumerate() {
-        if *s == 0 {
-            *s = taps.len();
-            taps.push(tap);
-        }
+    let taps: Vec<usize> = (0..k2).filter(|&tap| linked[tap]).collect();
+    let mut slot = vec![usize::MAX; k2];
+    for (i, &tap) in taps.iter().enumerate() {
+        slot[tap] = i;
     }
     (taps, slot)
 }
