@@ -40,11 +40,8 @@ impl FusedAdam {
 
     /// Every parameter's moments and step ([`moments::encode`]).
     pub fn state_bytes(&self) -> Vec<u8> {
-        let mut states: Vec<(ParamId, Saved)> = self
-            .moments
-            .iter()
-            .map(|(id, s)| (*id, s.clone()))
-            .collect();
+        let mut states: Vec<(ParamId, &Saved)> =
+            self.moments.iter().map(|(id, s)| (*id, s)).collect();
         moments::encode(&mut states)
     }
 

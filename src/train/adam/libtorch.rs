@@ -72,7 +72,7 @@ impl FusedAdam {
 
     /// Every parameter's moments and step ([`moments::encode`]).
     pub fn state_bytes(&self) -> anyhow::Result<Vec<u8>> {
-        let mut states = Vec::new();
+        let mut read = Vec::with_capacity(self.moments.len());
         for (id, m) in &self.moments {
             let saved = Saved {
                 shape: m.exp_avg.size().iter().map(|&d| d as usize).collect(),
@@ -80,9 +80,13 @@ impl FusedAdam {
                 exp_avg: floats(&m.exp_avg)?,
                 exp_avg_sq: floats(&m.exp_avg_sq)?,
             };
-            states.push((*id, saved));
+            read.push((*id, saved));
         }
-        states.extend(self.restored.iter().map(|(id, r)| (*id, r.clone())));
+        let mut states: Vec<(ParamId, &Saved)> = read
+            .iter()
+            .map(|(id, s)| (*id, s))
+            .chain(self.restored.iter().map(|(id, r)| (*id, r)))
+            .collect();
         Ok(moments::encode(&mut states))
     }
 

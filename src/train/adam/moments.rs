@@ -20,7 +20,7 @@ pub(super) struct Saved {
 
 /// Every parameter's state, little-endian, in parameter-id order: count, then per parameter
 /// id, rank, dims, step, exp_avg, exp_avg_sq.
-pub(super) fn encode(states: &mut [(ParamId, Saved)]) -> Vec<u8> {
+pub(super) fn encode(states: &mut [(ParamId, &Saved)]) -> Vec<u8> {
     states.sort_by_key(|(id, _)| *id);
     let mut out = (states.len() as u64).to_le_bytes().to_vec();
     for (id, saved) in states.iter() {
@@ -140,7 +140,7 @@ mod tests {
                 },
             ),
         ];
-        let bytes = encode(&mut states);
+        let bytes = encode(&mut states.iter().map(|(id, s)| (*id, s)).collect::<Vec<_>>());
         let back = decode(&bytes).unwrap();
         assert_eq!(back.len(), 2);
         for (id, saved) in &states {
