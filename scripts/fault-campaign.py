@@ -396,8 +396,11 @@ def main():
                                     f"{p.returncode}, expected one of {sorted(allowed)}: "
                                     f"{err[-2000:]}")
                     break
-                if p.returncode == PREEMPTED and " at epoch " in err:
-                    # Stopped mid-training: that run must say so and hold its checkpoint.
+                stopped = [line for line in err.splitlines() if line.startswith("stopped: ")]
+                if p.returncode == PREEMPTED and stopped and " at epoch " in stopped[-1]:
+                    # Stopped mid-training: that run must say so and hold its checkpoint. Only the
+                    # stop line counts: a start that resumed a run ("resuming from its checkpoint
+                    # at epoch 4") and was then stopped between runs holds no checkpoint.
                     held = [d.name for d in (out / "runs").iterdir()
                             if (d / "checkpoints" / "resume.ckpt").exists()
                             and (d / "meta.json").exists()

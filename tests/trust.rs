@@ -67,6 +67,21 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
         !out.join("records/transfer_predictions.parquet").exists(),
         "no transfer run, no transfer predictions file"
     );
+    // Two sweeps of one experiment share records/: one killed mid-export leaves its scratch file,
+    // which the next export removes (a live writer's stays).
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        out.join(format!("records/.epochs.parquet.{pid}.tmp"))
+    };
+    let live = out.join(format!("records/.other.parquet.{}.tmp", std::process::id()));
+    std::fs::write(&dead, "half a file").unwrap();
+    std::fs::write(&live, "being written").unwrap();
+    assert_eq!(archive::export(&out).unwrap(), 18);
+    assert!(!dead.exists(), "a killed exporter's scratch file stayed");
+    assert!(live.exists(), "a live exporter's scratch file was removed");
+    std::fs::remove_file(&live).unwrap();
     let before = snapshot(&out);
     for table in [
         "summary.csv",

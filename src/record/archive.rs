@@ -191,6 +191,8 @@ pub fn export(experiment_dir: &Path) -> Result<usize> {
     }
     let archive = experiment_dir.join(DIR);
     std::fs::create_dir_all(&archive).with_context(|| format!("creating {}", archive.display()))?;
+    // Several sweeps of one experiment export here; a writer killed mid-write leaves its scratch.
+    atomic::remove_dead_scratch(&archive);
     let replaced: Vec<&str> = fresh.iter().map(|(id, _)| id.as_str()).collect();
     let mut epochs = merge(
         &archive.join(EPOCHS),
