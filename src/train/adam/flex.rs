@@ -45,9 +45,13 @@ impl FusedAdam {
         moments::encode(&mut states)
     }
 
-    /// Restores [`Self::state_bytes`].
-    pub fn load_state(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.moments = moments::decode(bytes)?;
+    /// Restores [`Self::state_bytes`] for a network with these parameter shapes.
+    pub fn load_state(
+        &mut self,
+        bytes: &[u8],
+        shapes: &HashMap<ParamId, Vec<usize>>,
+    ) -> anyhow::Result<()> {
+        self.moments = moments::decode_for(bytes, shapes)?;
         Ok(())
     }
 

@@ -141,9 +141,9 @@ impl Adam {
                 Ok(())
             }
             #[cfg(feature = "tch")]
-            (STATE_FUSED, Fused::Libtorch(adam)) => adam.load_state(payload),
+            (STATE_FUSED, Fused::Libtorch(adam)) => adam.load_state(payload, &shapes(model)),
             #[cfg(feature = "flex")]
-            (STATE_FUSED, Fused::Flex(adam)) => adam.load_state(payload),
+            (STATE_FUSED, Fused::Flex(adam)) => adam.load_state(payload, &shapes(model)),
             _ => bail!(
                 "the checkpoint holds the state of the {} Adam update, but this process runs the {} one \
                  (another backend, or OPENCARBON_ADAM differs)",
@@ -167,6 +167,20 @@ impl Adam {
             _ => "fused",
         }
     }
+}
+
+/// Every float parameter's shape, by id: what a restored fused state must fit.
+#[allow(dead_code)] // without a fused update (neither flex nor tch)
+fn shapes<M: Module>(model: &M) -> std::collections::HashMap<burn::module::ParamId, Vec<usize>> {
+    struct Shapes(std::collections::HashMap<burn::module::ParamId, Vec<usize>>);
+    impl ModuleVisitor for Shapes {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.insert(param.id, param.val().dims().to_vec());
+        }
+    }
+    let mut shapes = Shapes(Default::default());
+    model.visit(&mut shapes);
+    shapes.0
 }
 
 /// The fused update for the backend the module's first float parameter lives on.

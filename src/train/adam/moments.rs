@@ -88,6 +88,28 @@ pub(super) fn decode(bytes: &[u8]) -> Result<HashMap<ParamId, Saved>> {
     Ok(states)
 }
 
+/// [`decode`], refusing a state that does not fit `model`'s parameters (id to shape): one
+/// resumed into another network would otherwise fail mid-step, or update with another's moments.
+pub(super) fn decode_for(
+    bytes: &[u8],
+    model: &HashMap<ParamId, Vec<usize>>,
+) -> Result<HashMap<ParamId, Saved>> {
+    let states = decode(bytes)?;
+    for (id, saved) in &states {
+        let Some(shape) = model.get(id) else {
+            anyhow::bail!(
+                "the checkpoint's Adam state names parameter {id}, which this network does not have"
+            );
+        };
+        ensure!(
+            *shape == saved.shape,
+            "the checkpoint's Adam state for parameter {id} has shape {:?}, the network's is {shape:?}",
+            saved.shape
+        );
+    }
+    Ok(states)
+}
+
 /// A parameter's autodiff settings, put back on its updated value (as burn's optimisers do).
 pub(super) struct Settings {
     require_grad: bool,
@@ -148,5 +170,21 @@ mod tests {
         }
         assert!(decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(decode(&[bytes.as_slice(), &[0]].concat()).is_err());
+
+        // Resumed into a network it does not fit: an error naming the parameter, not a panic.
+        let network = |shape: Vec<usize>| {
+            HashMap::from([(ParamId::from(7u64), shape), (ParamId::from(2u64), vec![])])
+        };
+        assert_eq!(decode_for(&bytes, &network(vec![2, 1])).unwrap(), back);
+        let wrong = decode_for(&bytes, &network(vec![3, 1]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains("[2, 1]") && wrong.contains("[3, 1]"),
+            "{wrong}"
+        );
+        let fewer = HashMap::from([(ParamId::from(7u64), vec![2, 1])]);
+        let missing = decode_for(&bytes, &fewer).unwrap_err().to_string();
+        assert!(missing.contains("does not have"), "{missing}");
     }
 }
