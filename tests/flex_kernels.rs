@@ -375,3 +375,34 @@ fn autodiff_on_flex_uses_the_kernels() {
     let got = dw.convert::<f64>().try_into_vec::<f64>().expect("f64");
     assert!(relative_error(&got, &generic) <= TOLERANCE);
 }
+
+/// The convolution kernels' scratch buffers (vendor/burn-flex/src/ops/scratch.rs): a dropped
+/// buffer is handed out again on its thread, and each thread keeps a bounded number and size.
+#[test]
+fn scratch_buffers_are_reused_and_the_pool_stays_bounded() {
+    use burn_flex::ops::scratch::{scratch, PoolOf, KEPT, KEPT_BYTES};
+    // A thread of its own: the pool starts empty whatever ran before on the test's thread.
+    std::thread::spawn(|| {
+        let first = scratch::<f32>(1000);
+        let at = first.as_ptr();
+        drop(first);
+        let again = scratch::<f32>(500);
+        assert_eq!(again.as_ptr(), at, "the kept buffer is handed out again");
+        assert_eq!(again.len(), 500);
+        let other = scratch::<f32>(100); // the pool is empty now: a new one
+        assert_ne!(other.as_ptr(), at);
+        drop((again, other));
+        let many: Vec<_> = (0..KEPT + 3).map(|i| scratch::<f32>(10 + i)).collect();
+        drop(many);
+        assert_eq!(f32::scratch_pool(|pool| pool.len()), KEPT);
+        let huge = scratch::<f64>(KEPT_BYTES / 8 + 1);
+        drop(huge);
+        assert_eq!(
+            f64::scratch_pool(|pool| pool.len()),
+            0,
+            "over the byte bound: freed"
+        );
+    })
+    .join()
+    .expect("scratch checks");
+}

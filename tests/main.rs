@@ -18,6 +18,8 @@ mod experiment;
 mod flex_batch_norm;
 #[cfg(feature = "flex")]
 mod flex_kernels;
+#[cfg(feature = "flex")]
+mod flex_pool;
 mod fuzz;
 mod gbt_reference;
 mod kernels;

@@ -37,6 +37,7 @@ use burn_backend::{DType, TensorMetadata};
 use burn_std::{Bytes, Slice};
 
 use super::conv2d_dense;
+use super::scratch::scratch;
 use crate::{Flex, FlexTensor, Layout};
 
 /// Target number of columns (K for the weight gradient, N for the input gradient) per batch
@@ -74,7 +75,13 @@ pub fn gemm_kernels_enabled() -> bool {
 
 /// The element types the kernels run on (the ones gemm computes natively and exactly).
 pub trait GradElement:
-    bytemuck::Pod + num_traits::Float + core::ops::AddAssign + Send + Sync + 'static
+    bytemuck::Pod
+    + num_traits::Float
+    + core::ops::AddAssign
+    + Send
+    + Sync
+    + 'static
+    + super::scratch::PoolOf
 {
 }
 impl GradElement for f32 {}
@@ -458,7 +465,7 @@ fn weight_grad_chunk<T: GradElement>(
     let cols = g.cols();
     let ld = nb * p;
     let in_plane = g.channels_in * g.in_h * g.in_w;
-    let mut col = vec![T::zero(); cols * ld];
+    let mut col = scratch::<T>(cols * ld); // im2col writes every element
     for bi in 0..nb {
         let b = b0 + bi;
         im2col(
@@ -474,7 +481,7 @@ fn weight_grad_chunk<T: GradElement>(
     let dy_chunk: &[T] = if nb == 1 {
         &dy[b0 * g.channels_out * p..(b0 + 1) * g.channels_out * p]
     } else {
-        let mut buf = vec![T::zero(); g.channels_out * ld];
+        let mut buf = scratch::<T>(g.channels_out * ld); // gathered whole
         gather_output_grad(g, dy, b0, nb, &mut buf);
         gathered = buf;
         &gathered
@@ -558,13 +565,13 @@ fn input_grad_chunk<T: GradElement>(
     let dy_chunk: &[T] = if nb == 1 {
         &dy[b0 * g.channels_out * p..(b0 + 1) * g.channels_out * p]
     } else {
-        let mut buf = vec![T::zero(); g.channels_out * ld];
+        let mut buf = scratch::<T>(g.channels_out * ld); // gathered whole
         gather_output_grad(g, dy, b0, nb, &mut buf);
         gathered = buf;
         &gathered
     };
     // dcol[j, k] = Σ_co W[co, j] · dY[co, k]
-    let mut dcol = vec![T::zero(); cols * ld];
+    let mut dcol = scratch::<T>(cols * ld); // the gemm writes every element
     unsafe {
         gemm_strided(
             cols,
@@ -635,7 +642,7 @@ fn forward_chunk<T: GradElement>(
     let cols = g.cols();
     let ld = nb * p;
     let in_plane = g.channels_in * g.in_h * g.in_w;
-    let mut col = vec![T::zero(); cols * ld];
+    let mut col = scratch::<T>(cols * ld); // im2col writes every element
     for bi in 0..nb {
         let b = b0 + bi;
         im2col(
@@ -647,13 +654,9 @@ fn forward_chunk<T: GradElement>(
         );
     }
     // Y[co, k] = Σ_j W[co, j] · col[j, k]; one element's Y is its output plane as it is.
-    let mut scratch = Vec::new();
-    let dst: &mut [T] = if nb == 1 {
-        y_chunk
-    } else {
-        scratch.resize(g.channels_out * ld, T::zero());
-        &mut scratch
-    };
+    // The gemm below writes every element of its destination (it does not accumulate).
+    let mut buffer = scratch::<T>(if nb == 1 { 0 } else { g.channels_out * ld });
+    let dst: &mut [T] = if nb == 1 { y_chunk } else { &mut buffer };
     unsafe {
         gemm_strided(
             g.channels_out,
@@ -677,7 +680,7 @@ fn forward_chunk<T: GradElement>(
             for co in 0..g.channels_out {
                 let dst = (bi * g.channels_out + co) * p;
                 y_chunk[dst..dst + p]
-                    .copy_from_slice(&scratch[co * ld + bi * p..co * ld + (bi + 1) * p]);
+                    .copy_from_slice(&buffer[co * ld + bi * p..co * ld + (bi + 1) * p]);
             }
         }
     }

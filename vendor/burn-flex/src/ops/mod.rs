@@ -116,11 +116,15 @@ mod int;
 pub mod interpolate;
 pub mod mask;
 pub mod matmul;
+// OpenCarbon-rs patch: 2D max pooling on f32 with its windows computed once per call.
+pub mod max_pool2d_fast;
 mod module;
 pub mod pool;
 mod qtensor;
 pub mod reduce;
 pub mod repeat_dim;
+// OpenCarbon-rs patch: per-thread scratch buffers for the convolution kernels.
+pub mod scratch;
 pub mod slice;
 pub mod sort;
 mod transaction;

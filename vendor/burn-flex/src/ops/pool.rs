@@ -133,7 +133,7 @@ macro_rules! adaptive_avg_pool3d_backward_typed {
 // ============================================================================
 
 /// Calculate pooling output size for a single dimension.
-fn pool_output_size(
+pub(super) fn pool_output_size(
     input: usize,
     kernel: usize,
     padding: usize,
@@ -201,7 +201,7 @@ pub fn max_pool3d_with_indices_bf16(
 }
 
 #[inline]
-fn valid_range_maxpool(
+pub(super) fn valid_range_maxpool(
     out: usize,
     kernel: usize,
     stride: usize,
@@ -439,6 +439,18 @@ pub fn max_pool2d_with_indices_f32(
     dilation: [usize; 2],
     ceil_mode: bool,
 ) -> (FlexTensor, FlexTensor) {
+    // OpenCarbon-rs patch: the 2D kernel (max_pool2d_fast.rs).
+    if let Some((output, Some(indices))) = super::max_pool2d_fast::max_pool2d(
+        &x,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        true,
+    ) {
+        return (output, indices);
+    }
     let x_3d = expand_2d_to_3d(&x);
     let (output, indices) = max_pool3d_with_indices_f32(
         x_3d,
@@ -523,6 +535,18 @@ pub fn max_pool2d_f32(
     dilation: [usize; 2],
     ceil_mode: bool,
 ) -> FlexTensor {
+    // OpenCarbon-rs patch: the 2D kernel without indices (max_pool2d_fast.rs).
+    if let Some((output, _)) = super::max_pool2d_fast::max_pool2d(
+        &x,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        ceil_mode,
+        false,
+    ) {
+        return output;
+    }
     max_pool2d_with_indices_f32(x, kernel_size, stride, padding, dilation, ceil_mode).0
 }
 
