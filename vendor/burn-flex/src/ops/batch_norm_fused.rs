@@ -167,16 +167,18 @@ fn normalise<T: GradElement>(
             [narrow(mean[c]), narrow(alpha), beta[c]]
         })
         .collect();
-    let mut y = vec![T::zero(); x.len()];
-    per_sample(d, &mut y, x, None, |y, x, _| {
-        for (c, &[m, a, b]) in coef.iter().enumerate() {
-            let range = c * d.spatial..(c + 1) * d.spatial;
-            for (o, &v) in y[range.clone()].iter_mut().zip(&x[range]) {
-                *o = (v - m) * a + b;
+    // One part per (batch element, channel) plane; no zero-fill of the output first.
+    let plane = d.spatial.max(1);
+    // SAFETY: each part is one plane, every element of which the loop writes.
+    unsafe {
+        super::scratch::written(x.len(), plane, |start, out| {
+            let [m, a, b] = coef[(start / plane) % d.channels];
+            let len = out.len();
+            for (o, &v) in out.iter_mut().zip(&x[start..start + len]) {
+                o.write((v - m) * a + b);
             }
-        }
-    });
-    y
+        })
+    }
 }
 
 fn train_typed<T: GradElement + burn_backend::Element>(

@@ -163,13 +163,21 @@ fn linked_taps(g: &Conv2dGeometry, links: &[(usize, usize, usize)]) -> (Vec<usiz
 fn weights_by_tap<T: GradElement>(g: &Conv2dGeometry, w: &[T], taps: &[usize]) -> Vec<T> {
     let k2 = g.kernel_h * g.kernel_w;
     let plane = g.channels_out * g.channels_in;
-    let mut out = vec![T::zero(); taps.len() * plane];
-    for (j, kernel) in w.chunks_exact(k2).enumerate() {
-        for (t, &tap) in taps.iter().enumerate() {
-            out[t * plane + j] = kernel[tap];
-        }
+    // One part per (tap, output channel) row, in parallel: this ran serially between the
+    // parallel gemms. No zero-fill first.
+    let row = g.channels_in.max(1);
+    // Validated geometry; checked again since a short `w` would leave elements unwritten.
+    assert_eq!(w.len(), plane * k2, "conv2d weights for {g:?}");
+    // SAFETY: a part is one row of one tap's plane (rows tile the planes), every element written.
+    unsafe {
+        super::scratch::written(taps.len() * plane, row, |start, out| {
+            let tap = taps[start / plane];
+            let first = (start % plane) * k2; // the row's first weight, tap 0
+            for (o, kernel) in out.iter_mut().zip(w[first..].chunks_exact(k2)) {
+                o.write(kernel[tap]);
+            }
+        })
     }
-    out
 }
 
 /// The forward output `[N, C_out, H_out, W_out]` (without bias).

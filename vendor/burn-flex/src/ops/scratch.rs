@@ -114,3 +114,40 @@ pub trait PoolOf: Sized {
 
 pool_of!(f32, POOL_F32);
 pool_of!(f64, POOL_F64);
+
+/// Below this many elements [`written`] stays on the calling thread.
+#[cfg(feature = "rayon")]
+const PARALLEL_ELEMENTS: usize = 1 << 14;
+
+/// A new vector of `len` elements, written by `fill(start, part)` over consecutive parts of
+/// `part_len` elements (the last may be shorter), in parallel when large; without zero-filling
+/// it first (a serial pass over fresh memory, which the parallel writers then pay again).
+///
+/// # Safety
+/// `fill` must write every element of each part it is given.
+pub(crate) unsafe fn written<T: Copy + Send + Sync>(
+    len: usize,
+    part_len: usize,
+    fill: impl Fn(usize, &mut [core::mem::MaybeUninit<T>]) + Sync + Send,
+) -> Vec<T> {
+    let mut out = Vec::<T>::with_capacity(len);
+    let spare = &mut out.spare_capacity_mut()[..len];
+    let part_len = part_len.max(1);
+    #[cfg(feature = "rayon")]
+    if len >= PARALLEL_ELEMENTS {
+        use rayon::prelude::*;
+        spare
+            .par_chunks_mut(part_len)
+            .enumerate()
+            .for_each(|(i, part)| fill(i * part_len, part));
+        // SAFETY: every part was written (the caller's contract), and the parts cover `len`.
+        unsafe { out.set_len(len) };
+        return out;
+    }
+    for (i, part) in spare.chunks_mut(part_len).enumerate() {
+        fill(i * part_len, part);
+    }
+    // SAFETY: as above.
+    unsafe { out.set_len(len) };
+    out
+}
