@@ -12,13 +12,12 @@
 //!   `k = Σ (x − mean) · dy / ((var + ε) · n)`, `dγ = Σ (x − mean) · dy / √(var + ε)`,
 //!   `dβ = Σ dy` (PyTorch's `batch_norm_backward_cpu`).
 //!
-//! Statistics run in parallel over channels, each summed in a fixed order; the element-wise pass
-//! in parallel over batch elements. So the bits do not depend on the number of threads.
+//! Statistics run in parallel over channels, each summed in a fixed order; the element-wise
+//! passes in parallel over planes, written into fresh memory without a zero-fill first. So the bits do not depend on the number of threads.
 //! Supported: f32 and f64, input `[batch, channels, ...]` (rank ≥ 2), per-channel tensors of
 //! `channels` elements. Anything else returns `None` and burn-backend's composition runs, as it
 //! does everywhere with `OPENCARBON_FLEX_BATCH_NORM=burn`.
 
-use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_std::{Bytes, Shape};
@@ -116,29 +115,6 @@ fn per_channel<R: Send>(d: Dims, f: impl Fn(usize) -> R + Sync + Send) -> Vec<R>
         return (0..d.channels).into_par_iter().map(f).collect();
     }
     (0..d.channels).map(f).collect()
-}
-
-/// `f(sample_out, sample_in, sample_extra)` over the batch elements' `[channels, spatial]`
-/// blocks, in parallel when large.
-fn per_sample<T: GradElement>(
-    d: Dims,
-    out: &mut [T],
-    a: &[T],
-    b: Option<&[T]>,
-    f: impl Fn(&mut [T], &[T], Option<&[T]>) + Sync + Send,
-) {
-    let n = d.per_sample();
-    #[cfg(feature = "rayon")]
-    if d.batch * n >= PARALLEL_ELEMENTS {
-        use rayon::prelude::*;
-        out.par_chunks_mut(n)
-            .enumerate()
-            .for_each(|(i, o)| f(o, &a[i * n..(i + 1) * n], b.map(|b| &b[i * n..(i + 1) * n])));
-        return;
-    }
-    for (i, o) in out.chunks_mut(n).enumerate() {
-        f(o, &a[i * n..(i + 1) * n], b.map(|b| &b[i * n..(i + 1) * n]));
-    }
 }
 
 /// The planes of channel `c` over the batch, in order.
@@ -332,20 +308,18 @@ fn backward_typed<T: GradElement + burn_backend::Element>(
             ]
         })
         .collect();
-    let mut dx = vec![T::zero(); xs.len()];
-    per_sample(d, &mut dx, dys, Some(xs), |dx, dy, x| {
-        let x = x.expect("x is passed");
-        for (c, &[m, mean_dy, k, a]) in coef.iter().enumerate() {
-            let range = c * d.spatial..(c + 1) * d.spatial;
-            for ((o, &g), &v) in dx[range.clone()]
-                .iter_mut()
-                .zip(&dy[range.clone()])
-                .zip(&x[range])
-            {
-                *o = (g - mean_dy - (v - m) * k) * a;
+    // One part per (batch element, channel) plane; no zero-fill of the gradient first.
+    let plane = d.spatial.max(1);
+    // SAFETY: each part is one plane, every element of which the loop writes.
+    let dx = unsafe {
+        super::scratch::written(xs.len(), plane, |start, out| {
+            let [m, mean_dy, k, a] = coef[(start / plane) % d.channels];
+            let range = start..start + out.len();
+            for ((o, &g), &v) in out.iter_mut().zip(&dys[range.clone()]).zip(&xs[range]) {
+                o.write((g - mean_dy - (v - m) * k) * a);
             }
-        }
-    });
+        })
+    };
     let gamma_grad: Vec<T> = (0..d.channels)
         .map(|c| cast(sums[c].1 * inv_std[c]))
         .collect();
