@@ -152,7 +152,11 @@ pub fn main(args: BenchArgs) -> Result<()> {
                 reference: args.reference.clone(),
             },
         )?;
-        print!("{}", super::cpu::table(&rows));
+        print!(
+            "{}\n{}",
+            super::cpu::machine_line(),
+            super::cpu::table(&rows)
+        );
         return append_json(json, &rows);
     }
     let rows = super::run(&config, device)?;

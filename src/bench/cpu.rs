@@ -266,6 +266,45 @@ fn reference_rows(others: &Others, config: &BenchConfig) -> Result<Vec<Reference
 }
 
 /// A Markdown table of the comparison.
+/// The line above the table: the CPU it was measured on (the gap to PyTorch depends on whether
+/// PyTorch's oneDNN has AVX-512 there), the threads, the build and the time.
+pub fn machine_line() -> String {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_string())
+        })
+    };
+    let model = crate::track::meta::cpu_model().unwrap_or_else(|| "unknown CPU".into());
+    let id = match (field("cpu family"), field("model")) {
+        (Some(family), Some(number)) => format!(" (family {family}, model {number})"),
+        _ => String::new(),
+    };
+    let avx512 = field("flags").map(|flags| {
+        if flags.split_whitespace().any(|f| f == "avx512f") {
+            ", AVX-512"
+        } else {
+            ", no AVX-512"
+        }
+    });
+    let (commit, dirty) = crate::track::meta::build_state();
+    format!(
+        "CPU: {model}{id}{}; {} threads; opencarbon {}{}; {}\n",
+        avx512.unwrap_or(""),
+        rayon::current_num_threads(),
+        commit
+            .as_deref()
+            .map_or("(unknown build)", |c| &c[..c.len().min(12)]),
+        if dirty == Some(true) {
+            " (uncommitted changes)"
+        } else {
+            ""
+        },
+        crate::track::meta::now()
+    )
+}
+
 pub fn table(rows: &[CpuRow]) -> String {
     let mut table = Table::new(&[
         "program",
