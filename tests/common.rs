@@ -252,3 +252,12 @@ pub fn shared_data_file(rel: &str) -> Option<std::path::PathBuf> {
     );
     None
 }
+
+/// The pid of a process that has exited (and been reaped): the writer of a scratch file left
+/// behind by a kill.
+pub fn dead_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}

@@ -43,26 +43,20 @@ struct Pool {
 /// Values (as bits, so NaNs compare) and indices of the 2D kernel, with and without indices.
 fn fast(x: &[f32], shape: [usize; 4], p: Pool) -> (Vec<u32>, Vec<i64>, Vec<u32>) {
     let x = FlexTensor::from_data(TensorData::new(x.to_vec(), shape.to_vec()));
-    let (y, indices) = max_pool2d(
-        &x,
-        p.kernel,
-        p.stride,
-        p.padding,
-        p.dilation,
-        p.ceil_mode,
-        true,
-    )
-    .expect("f32 [N, C, H, W] takes the 2D kernel");
-    let (alone, none) = max_pool2d(
-        &x,
-        p.kernel,
-        p.stride,
-        p.padding,
-        p.dilation,
-        p.ceil_mode,
-        false,
-    )
-    .expect("2D kernel");
+    let pool = |with_indices| {
+        max_pool2d(
+            &x,
+            p.kernel,
+            p.stride,
+            p.padding,
+            p.dilation,
+            p.ceil_mode,
+            with_indices,
+        )
+        .expect("f32 [N, C, H, W] takes the 2D kernel")
+    };
+    let (y, indices) = pool(true);
+    let (alone, none) = pool(false);
     assert!(none.is_none(), "indices written though not asked for");
     (bits(y), ints(indices.expect("indices")), bits(alone))
 }

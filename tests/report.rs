@@ -372,12 +372,7 @@ variants:
     report::write(&out).unwrap();
     // A report killed mid-write leaves its scratch file; the next report sweeps a dead writer's,
     // and leaves a live one's (this process) alone.
-    let dead = {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        out.join(format!("report/.report.md.{pid}.tmp"))
-    };
+    let dead = out.join(format!("report/.report.md.{}.tmp", common::dead_pid()));
     let live = out.join(format!("report/.notes.md.{}.tmp", std::process::id()));
     std::fs::write(&dead, "half a report").unwrap();
     std::fs::write(&live, "kept").unwrap();

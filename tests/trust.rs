@@ -69,12 +69,10 @@ fn tables_rebuild_from_records_alone_and_are_never_replaced_by_fewer_runs() {
     );
     // Two sweeps of one experiment share records/: one killed mid-export leaves its scratch file,
     // which the next export removes (a live writer's stays).
-    let dead = {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        out.join(format!("records/.epochs.parquet.{pid}.tmp"))
-    };
+    let dead = out.join(format!(
+        "records/.epochs.parquet.{}.tmp",
+        common::dead_pid()
+    ));
     let live = out.join(format!("records/.other.parquet.{}.tmp", std::process::id()));
     std::fs::write(&dead, "half a file").unwrap();
     std::fs::write(&live, "being written").unwrap();
