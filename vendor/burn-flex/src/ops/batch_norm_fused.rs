@@ -13,7 +13,8 @@
 //!   `dβ = Σ dy` (PyTorch's `batch_norm_backward_cpu`).
 //!
 //! Statistics run in parallel over channels, each summed in a fixed order; the element-wise
-//! passes in parallel over planes, written into fresh memory without a zero-fill first. So the bits do not depend on the number of threads.
+//! passes in parallel over planes, written into fresh memory without a zero-fill first. So the
+//! bits do not depend on the number of threads.
 //! Supported: f32 and f64, input `[batch, channels, ...]` (rank ≥ 2), per-channel tensors of
 //! `channels` elements. Anything else returns `None` and burn-backend's composition runs, as it
 //! does everywhere with `OPENCARBON_FLEX_BATCH_NORM=burn`.
