@@ -265,18 +265,12 @@ fn reference_rows(others: &Others, config: &BenchConfig) -> Result<Vec<Reference
         .collect()
 }
 
-/// A Markdown table of the comparison.
 /// The line above the table: the CPU it was measured on (the gap to PyTorch depends on whether
 /// PyTorch's oneDNN has AVX-512 there), the threads, the build and the time.
 pub fn machine_line() -> String {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |name: &str| {
-        info.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim() == name).then(|| value.trim().to_string())
-        })
-    };
-    let model = crate::track::meta::cpu_model().unwrap_or_else(|| "unknown CPU".into());
+    let field = |name: &str| crate::track::meta::cpuinfo_field(&info, name);
+    let model = field("model name").unwrap_or_else(|| "unknown CPU".into());
     let id = match (field("cpu family"), field("model")) {
         (Some(family), Some(number)) => format!(" (family {family}, model {number})"),
         _ => String::new(),
@@ -305,6 +299,7 @@ pub fn machine_line() -> String {
     )
 }
 
+/// A Markdown table of the comparison.
 pub fn table(rows: &[CpuRow]) -> String {
     let mut table = Table::new(&[
         "program",

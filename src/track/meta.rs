@@ -134,10 +134,17 @@ pub fn build_state() -> (Option<String>, Option<bool>) {
 
 /// The CPU's model name from /proc/cpuinfo (Linux x86; `None` where it has none).
 pub fn cpu_model() -> Option<String> {
-    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    text.lines().find_map(|line| {
+    cpuinfo_field(
+        &std::fs::read_to_string("/proc/cpuinfo").ok()?,
+        "model name",
+    )
+}
+
+/// The first value of `name` in the text of /proc/cpuinfo.
+pub fn cpuinfo_field(cpuinfo: &str, name: &str) -> Option<String> {
+    cpuinfo.lines().find_map(|line| {
         let (key, value) = line.split_once(':')?;
-        (key.trim() == "model name").then(|| value.trim().to_string())
+        (key.trim() == name).then(|| value.trim().to_string())
     })
 }
 
@@ -202,4 +209,20 @@ pub fn git_state() -> (Option<String>, Option<bool>) {
         .and_then(|_| run(&["status", "--porcelain", "--untracked-files=no"]))
         .map(|s| !s.is_empty());
     (commit, dirty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpuinfo_field;
+
+    #[test]
+    fn cpuinfo_fields_are_the_first_processors() {
+        let info = "processor\t: 0\ncpu family\t: 6\nmodel\t\t: 167\nmodel name\t: Intel(R) Xeon(R)\n\nprocessor\t: 1\nmodel\t\t: 1\n";
+        assert_eq!(cpuinfo_field(info, "model").as_deref(), Some("167"));
+        assert_eq!(
+            cpuinfo_field(info, "model name").as_deref(),
+            Some("Intel(R) Xeon(R)")
+        );
+        assert_eq!(cpuinfo_field(info, "flags"), None);
+    }
 }
