@@ -296,6 +296,12 @@ fn im2col<T: GradElement>(
                 let off_w = (kw * dw) as isize - pw as isize;
                 let (ow_lo, ow_hi) = valid_range(off_w, sw, w, ow_n);
                 let dst = &mut col[row * ld + col_offset..row * ld + col_offset + oh_n * ow_n];
+                if sh == 1 && sw == 1 && ow_n == w {
+                    // Rows as wide as the input's, both strides 1: one copy per tap.
+                    shifted_copy(plane, dst, w, (oh_lo, oh_hi), (ow_lo, ow_hi), off_h, off_w);
+                    row += 1;
+                    continue;
+                }
                 for oh in 0..oh_n {
                     let dst_row = &mut dst[oh * ow_n..(oh + 1) * ow_n];
                     if oh < oh_lo || oh >= oh_hi || ow_lo >= ow_hi {
@@ -304,8 +310,13 @@ fn im2col<T: GradElement>(
                     }
                     let ih = (oh * sh) as isize + off_h;
                     let src_row = &plane[ih as usize * w..(ih as usize + 1) * w];
-                    dst_row[..ow_lo].fill(zero);
-                    dst_row[ow_hi..].fill(zero);
+                    // Tiny rows (8 wide at 32 px tiles): no library call for an empty fill.
+                    if ow_lo > 0 {
+                        dst_row[..ow_lo].fill(zero);
+                    }
+                    if ow_hi < ow_n {
+                        dst_row[ow_hi..].fill(zero);
+                    }
                     let iw0 = (ow_lo * sw) as isize + off_w;
                     let iw0 = iw0 as usize;
                     if sw == 1 {
@@ -318,6 +329,45 @@ fn im2col<T: GradElement>(
                 }
                 row += 1;
             }
+        }
+    }
+}
+
+/// One im2col row (a kernel tap) for stride 1 when output rows are as wide as input rows (a
+/// "same" convolution): `dst[oh·w + ow] = plane[(oh + off_h)·w + ow + off_w]` where that lies
+/// inside the plane, else zero. Inside the valid rows `oh_lo..oh_hi` the source is `dst`'s own
+/// index shifted by `off_h·w + off_w`, so the rows go in one copy; the elements that copy wraps
+/// across a row's end (the invalid columns) are zeroed after it. Per row the generic loop made
+/// three library calls for 8 elements at 32 px tiles, and that dominated the whole im2col.
+fn shifted_copy<T: GradElement>(
+    plane: &[T],
+    dst: &mut [T],
+    w: usize,
+    (oh_lo, oh_hi): (usize, usize),
+    (ow_lo, ow_hi): (usize, usize),
+    off_h: isize,
+    off_w: isize,
+) {
+    let zero = T::zero();
+    let (lo, hi) = (oh_lo * w, oh_hi * w);
+    if oh_lo >= oh_hi || ow_lo >= ow_hi {
+        dst.fill(zero);
+        return;
+    }
+    dst[..lo].fill(zero);
+    dst[hi..].fill(zero);
+    let delta = off_h * w as isize + off_w;
+    // Where `dst[i + delta]` would leave the plane, `i` is an invalid column of the first or
+    // last valid row: the column pass below writes it.
+    let from = lo.max((-delta).max(0) as usize);
+    let to = hi.min((plane.len() as isize - delta).max(0) as usize);
+    if from < to {
+        let src = (from as isize + delta) as usize;
+        dst[from..to].copy_from_slice(&plane[src..src + (to - from)]);
+    }
+    for c in (0..ow_lo).chain(ow_hi..w) {
+        for oh in oh_lo..oh_hi {
+            dst[oh * w + c] = zero;
         }
     }
 }
@@ -662,7 +712,11 @@ unsafe fn forward_chunk<T: GradElement>(
     // Y[co, k] = Σ_j W[co, j] · col[j, k]; one element's Y is its output plane as it is. The gemm
     // writes every element of its destination (it does not accumulate).
     let mut buffer = scratch::<T>(if nb == 1 { 0 } else { g.channels_out * ld });
-    let dst: *mut T = if nb == 1 { y_chunk } else { buffer.as_mut_ptr() };
+    let dst: *mut T = if nb == 1 {
+        y_chunk
+    } else {
+        buffer.as_mut_ptr()
+    };
     unsafe {
         gemm_strided(
             g.channels_out,
@@ -1393,6 +1447,85 @@ mod tests {
             a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         );
+    }
+
+    /// im2col against its definition, NaN-prefilled so that an element left unwritten shows;
+    /// the stride-1 "same width" shapes take the one-copy-per-tap route (dilation, asymmetric
+    /// and vertical-only padding, maps narrower than the kernel), the others the row loop.
+    #[test]
+    fn im2col_matches_definition() {
+        let cases: &[(
+            [usize; 2],
+            [usize; 2],
+            [usize; 2],
+            [(usize, usize); 2],
+            [usize; 2],
+        )] = &[
+            ([8, 8], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([4, 4], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([1, 1], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([2, 2], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
+            ([5, 7], [3, 3], [1, 1], [(0, 2), (2, 0)], [1, 1]),
+            ([6, 5], [3, 3], [1, 1], [(3, 1), (2, 2)], [2, 2]),
+            ([6, 3], [5, 1], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            ([3, 2], [1, 5], [1, 1], [(4, 4), (2, 2)], [1, 1]),
+            ([7, 6], [3, 3], [1, 1], [(0, 0), (1, 1)], [1, 1]),
+            // Not the same width, or strided: the row loop.
+            ([8, 8], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+            ([8, 8], [3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            ([9, 8], [3, 3], [2, 1], [(1, 1), (1, 1)], [1, 1]),
+        ];
+        for &(hw, k, stride, padding, dilation) in cases {
+            let c_in = 2;
+            let options = ConvOptions::new_with_padding(stride, padding, dilation, 1);
+            let x = tensor(&[1, c_in, hw[0], hw[1]], 5);
+            let out = |i: usize| {
+                (hw[i] + padding[i].0 + padding[i].1 - dilation[i] * (k[i] - 1) - 1) / stride[i] + 1
+            };
+            let (oh_n, ow_n) = (out(0), out(1));
+            let g = Conv2dGeometry::new(
+                &[1, c_in, hw[0], hw[1]],
+                &[1, c_in, k[0], k[1]],
+                &[1, 1, oh_n, ow_n],
+                &options,
+            )
+            .unwrap_or_else(|| panic!("{hw:?} k {k:?} s {stride:?} p {padding:?}: unsupported"));
+            let xs = x.storage::<f32>();
+            let ld = oh_n * ow_n + 3;
+            let mut col = vec![f32::NAN; c_in * k[0] * k[1] * ld];
+            im2col(&g, xs, &mut col, ld, 2);
+            let mut row = 0;
+            for ci in 0..c_in {
+                for kh in 0..k[0] {
+                    for kw in 0..k[1] {
+                        for oh in 0..oh_n {
+                            for ow in 0..ow_n {
+                                let ih = (oh * stride[0] + kh * dilation[0]) as isize
+                                    - padding[0].0 as isize;
+                                let iw = (ow * stride[1] + kw * dilation[1]) as isize
+                                    - padding[1].0 as isize;
+                                let inside = (0..hw[0] as isize).contains(&ih)
+                                    && (0..hw[1] as isize).contains(&iw);
+                                let want = if inside {
+                                    xs[(ci * hw[0] + ih as usize) * hw[1] + iw as usize]
+                                } else {
+                                    0.0
+                                };
+                                let got = col[row * ld + 2 + oh * ow_n + ow];
+                                assert_eq!(
+                                    got.to_bits(),
+                                    want.to_bits(),
+                                    "{hw:?} k {k:?} s {stride:?} p {padding:?} d {dilation:?}: tap ({ci},{kh},{kw}) at ({oh},{ow})"
+                                );
+                            }
+                        }
+                        // The neighbours' columns are left alone.
+                        assert!(col[row * ld].is_nan() && col[row * ld + 1].is_nan());
+                        row += 1;
+                    }
+                }
+            }
+        }
     }
 
     #[test]
