@@ -61,25 +61,36 @@ impl PredictedVsTrue {
         let cols = self.panels.len().clamp(1, COLUMNS);
         (self.panels.len().div_ceil(cols), cols)
     }
+
+    fn title(&self) -> String {
+        format!(
+            "Predicted vs true ln-emission, test tiles — {}",
+            self.dataset
+        )
+    }
+
+    /// Width of the panels side by side; the figure is at least as wide as its title (at 22 px,
+    /// ~12 px a character), which one 340 px panel cut off at both ends.
+    fn panels_width(&self) -> u32 {
+        self.grid().1 as u32 * PANEL
+    }
 }
 
 impl Figure for PredictedVsTrue {
     fn size(&self) -> (u32, u32) {
-        let (rows, cols) = self.grid();
-        (cols as u32 * PANEL, rows as u32 * PANEL + 40)
+        let title_width = self.title().chars().count() as u32 * 12 + 40;
+        (
+            self.panels_width().max(title_width),
+            self.grid().0 as u32 * PANEL + 40,
+        )
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<()> {
         root.fill(&WHITE).drawn()?;
-        let root = root
-            .titled(
-                &format!(
-                    "Predicted vs true ln-emission, test tiles — {}",
-                    self.dataset
-                ),
-                text(22),
-            )
-            .drawn()?;
+        let root = root.titled(&self.title(), text(22)).drawn()?;
+        // Square panels, centred under a title wider than them.
+        let spare = (self.size().0 - self.panels_width()) / 2;
+        let root = root.margin(0, 0, spare, spare);
         // One scale for every panel, so that panels compare.
         let (lo, hi) = padded_range(
             self.panels
