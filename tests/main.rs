@@ -7,6 +7,7 @@
 mod common;
 
 mod blocks;
+mod build_sharing;
 mod conclusions;
 mod conformal;
 mod data;
