@@ -26,6 +26,18 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Runs `f` (inference: no weight changes inside) with the weights flex's convolutions
+/// rearrange kept between calls instead of rearranged on every call; at a batch of 32 that pass
+/// cost more than the small-map convolutions' products (burn-flex PATCH.md item 8). Kept copies
+/// hold their weights' storage, which therefore cannot be updated in place until `f` returns;
+/// training inside would be correct but copy its weights. libtorch needs nothing of the kind.
+pub fn with_prepared_weights<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "flex")]
+    return burn_flex::with_prepared_weights(f);
+    #[cfg(not(feature = "flex"))]
+    f()
+}
+
 /// What the user asked for with `--device`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {

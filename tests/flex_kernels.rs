@@ -406,3 +406,41 @@ fn scratch_buffers_are_reused_and_the_pool_stays_bounded() {
     .join()
     .expect("scratch checks");
 }
+
+/// Inference with the weights kept prepared between calls (`backend::with_prepared_weights`,
+/// burn-flex PATCH.md item 8) gives the bits of inference without: ResNet-18 on 32 px tiles
+/// (layer3 and layer4 take the small-map route) in eval mode, at the authors' batch of 32,
+/// called several times in one scope as the authors' path does; the parameters are released
+/// (unique again) when the scope ends.
+#[test]
+fn inference_with_prepared_weights_gives_the_same_bits() {
+    use opencarbon::model::config::ImageEncoderConfig;
+    use opencarbon::model::image_encoder::ImageEncoder;
+    let device = common::device();
+    device.seed(41);
+    let encoder = ImageEncoder::new(32, ImageEncoderConfig::default(), &device);
+    let batches: Vec<Tensor<4>> = (0..3)
+        .map(|i| {
+            let x = random(&[32, 3, 32, 32], 60 + i).into_data();
+            Tensor::<4>::from_data(x, &device).abs() * 255.0
+        })
+        .collect();
+    let run = || -> Vec<Vec<u8>> {
+        batches
+            .iter()
+            .map(|x| encoder.forward(x.clone()).into_data().as_bytes().to_vec())
+            .collect()
+    };
+    let plain = run();
+    let kept = opencarbon::backend::with_prepared_weights(|| {
+        let first = run();
+        assert!(
+            burn_flex::ops::prepared::kept_entries() > 0,
+            "nothing was kept"
+        );
+        assert_eq!(first, run(), "a second pass on the kept copies");
+        first
+    });
+    assert_eq!(burn_flex::ops::prepared::kept_entries(), 0);
+    assert_eq!(plain, kept);
+}

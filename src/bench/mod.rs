@@ -293,7 +293,7 @@ impl<'a> Bench<'a> {
             DataPath::Ours => {
                 predict(eval, data, samples, 256);
             }
-            DataPath::Authors => {
+            DataPath::Authors => crate::backend::with_prepared_weights(|| {
                 for chunk in samples.chunks(self.config.batch) {
                     let plan = BatchPlan::new(
                         chunk,
@@ -307,7 +307,7 @@ impl<'a> Bench<'a> {
                     );
                     let _ = out.prediction.into_data();
                 }
-            }
+            }),
         }
         started.elapsed().as_secs_f64()
     }

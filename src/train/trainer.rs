@@ -118,6 +118,16 @@ pub fn predict(
     samples: &[usize],
     batch_size: usize,
 ) -> Vec<f64> {
+    // The weights stay as they are for the whole pass.
+    crate::backend::with_prepared_weights(|| predict_unscoped(model, data, samples, batch_size))
+}
+
+fn predict_unscoped(
+    model: &OpenCarbon,
+    data: &Prepared,
+    samples: &[usize],
+    batch_size: usize,
+) -> Vec<f64> {
     let device = data.tiles.device().clone();
     let batch_size = batch_size.max(1);
     let plan = data.plan(samples, EncoderBatching::Distinct);

@@ -44,5 +44,7 @@ pub mod simd;
 
 pub use backend::{Flex, FlexDevice};
 pub use layout::Layout;
+// OpenCarbon-rs patch: weights rearranged once per inference scope.
+pub use ops::prepared::with_prepared_weights;
 pub use qtensor::FlexQTensor;
 pub use tensor::FlexTensor;

@@ -6,9 +6,10 @@
 //! the gemm multiplies them all. Instead, list the links `(tap, i, o)`: output position `o`
 //! reads input position `i` through kernel tap `tap` (padding taps have no link). Each link is
 //! one gemm over the whole batch, on contiguous operands: the activations copied
-//! position-major (`[P, B, C]`, no copy at 1×1) and the linked taps' weights `[C_out, tap, C_in]`
-//! (one sequential pass over the weights; read through strides inside gemm instead, layer4's
-//! forward was 1.6× and its weight gradient 3.9× slower):
+//! position-major (`[P, B, C]`, no copy at 1×1) and the linked taps' weights, `[taps, C_in,
+//! C_out]` for the forward and `[C_out, taps, C_in]` for the input gradient, the layouts their
+//! gemms read without packing (read through strides inside gemm instead, layer4's forward was
+//! 1.6× and its weight gradient 3.9× slower):
 //!
 //! - forward: `Y[b, c_out, o] += Σ_c_in X[b, c_in, i] · W[c_out, c_in, tap]`
 //!   (M = batch, N = C_out, K = C_in);
@@ -158,8 +159,8 @@ fn linked_taps(g: &Conv2dGeometry, links: &[(usize, usize, usize)]) -> (Vec<usiz
     (taps, slot)
 }
 
-/// The weights of the linked taps, `[C_out, taps, C_in]` (tap `slot[tap]` of output channel
-/// `co` is row `co·taps + slot`), read from `[C_out, C_in, k_h·k_w]` in one sequential pass:
+/// The input gradient's weights: the linked taps' `[C_out, taps, C_in]` (tap `slot[tap]` of
+/// output channel `co` is row `co·taps + slot`; unit stride along C_in, which its gemm wants), read from `[C_out, C_in, k_h·k_w]` in one sequential pass:
 /// each output channel's kernels are read once for all its taps. (Tap-major, `[taps, C_out,
 /// C_in]`, re-read the whole weight tensor once per tap: at 32 px tiles layer3's 3×3 weights
 /// nine times per call, ~10 % of inference at batch 32.)
@@ -188,17 +189,53 @@ fn weights_by_tap<T: GradElement>(g: &Conv2dGeometry, w: &[T], taps: &[usize]) -
     }
 }
 
-/// The forward output `[N, C_out, H_out, W_out]` (without bias).
-pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T]) -> Vec<T> {
+/// The kernel taps the forward reads, in order: what [`forward_weights`] lays out.
+pub fn forward_taps(g: &Conv2dGeometry) -> Vec<usize> {
+    linked_taps(g, &links(g)).0
+}
+
+/// The forward's weights: the linked taps' `[taps, C_in, C_out]` (tap `t` of input channel `ci`
+/// is row `t·C_in + ci`), from `[C_out, C_in, k_h·k_w]`. As the gemm's left operand (after it
+/// transposes the product so that the output is column-major) this has unit stride along
+/// C_out, and gemm then multiplies it where it lies at up to 48 batch columns (one thread) or
+/// 96 (several) instead of packing it on every call, as it did the `[C_out, tap, C_in]` layout:
+/// ~14 % of inference at batch 32, more than the products. Inside
+/// [`super::prepared::with_prepared_weights`] it is made once per weight tensor.
+pub fn forward_weights<T: GradElement>(g: &Conv2dGeometry, w: &[T], taps: &[usize]) -> Vec<T> {
+    let k2 = g.kernel_h * g.kernel_w;
+    let (c_in, c_out) = (g.channels_in, g.channels_out);
+    // Validated geometry; checked again since a short `w` would leave elements unwritten.
+    assert_eq!(w.len(), c_out * c_in * k2, "conv2d weights for {g:?}");
+    // One part per (tap, input channel) row, in parallel; consecutive rows read neighbouring
+    // elements of the same cache lines.
+    // SAFETY: a part is one row of C_out elements, and the loop writes all of it.
+    unsafe {
+        super::scratch::written(taps.len() * c_in * c_out, c_out.max(1), |start, out| {
+            let row = start / c_out.max(1);
+            let (tap, ci) = (taps[row / c_in], row % c_in);
+            for (co, v) in out.iter_mut().enumerate() {
+                v.write(w[(co * c_in + ci) * k2 + tap]);
+            }
+        })
+    }
+}
+
+/// The forward output `[N, C_out, H_out, W_out]` (without bias), from the weights of
+/// [`forward_weights`] for this geometry's [`forward_taps`].
+pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], wf: &[T]) -> Vec<T> {
     let (hw, p) = (g.in_h * g.in_w, g.spatial_out());
     let (b_n, c_in, c_out) = (g.batch, g.channels_in, g.channels_out);
     let links = links(g);
     let (taps, slot) = linked_taps(g, &links);
-    let wt = weights_by_tap(g, w, &taps);
+    assert_eq!(
+        wf.len(),
+        taps.len() * c_in * c_out,
+        "prepared weights for {g:?}"
+    );
     let xt = positions_major(x, b_n, c_in, hw);
     let mut yt = vec![T::zero(); b_n * c_out * p];
     for &(tap, i, o) in &links {
-        // YT[o][b, co] += Σ_ci XT[i][b, ci] · WT[tap][co, ci]
+        // YT[o][b, co] += Σ_ci XT[i][b, ci] · WF[tap][ci, co]
         // SAFETY: each operand is a whole [rows, cols] block inside its buffer.
         unsafe {
             gemm_strided(
@@ -212,9 +249,9 @@ pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T]) -> Vec<T> {
                 xt.as_ptr().add(i * b_n * c_in),
                 c_in as isize,
                 1,
-                wt.as_ptr().add(slot[tap] * c_in),
+                wf.as_ptr().add(slot[tap] * c_in * c_out),
+                c_out as isize,
                 1,
-                (taps.len() * c_in) as isize,
                 true,
             );
         }

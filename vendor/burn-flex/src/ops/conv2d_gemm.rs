@@ -37,8 +37,12 @@ use burn_backend::{DType, TensorMetadata};
 use burn_std::{Bytes, Slice};
 
 use super::conv2d_dense;
+use super::prepared;
 use super::scratch::scratch;
 use crate::{Flex, FlexTensor, Layout};
+
+/// [`prepared::prepared`]'s tag for the small-map forward's weights.
+const DENSE_FORWARD_WEIGHTS: usize = 0;
 
 /// Target number of columns (K for the weight gradient, N for the input gradient) per batch
 /// chunk: big enough that the gemm is not dominated by its setup, small enough that the im2col
@@ -754,12 +758,30 @@ unsafe fn forward_chunk<T: GradElement>(
 
 /// The forward output `[N, C_out, H_out, W_out]` from contiguous `x` and `weight`, plus `bias`.
 pub fn forward<T: GradElement>(g: &Conv2dGeometry, x: &[T], w: &[T], bias: Option<&[T]>) -> Vec<T> {
+    forward_prepared(g, x, w, None, bias)
+}
+
+/// [`forward`], given the small-map route's weights ([`conv2d_dense::forward_weights`]) where
+/// the caller has them prepared already; made here otherwise.
+pub fn forward_prepared<T: GradElement>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    w: &[T],
+    dense_weights: Option<&[T]>,
+    bias: Option<&[T]>,
+) -> Vec<T> {
     let n_chunks = g.batch_chunks();
     let p = g.spatial_out();
     let out_plane = g.channels_out * p;
     let mut y;
     if conv2d_dense::applies(g) {
-        y = conv2d_dense::forward(g, x, w);
+        y = match dense_weights {
+            Some(wf) => conv2d_dense::forward(g, x, wf),
+            None => {
+                let wf = conv2d_dense::forward_weights(g, w, &conv2d_dense::forward_taps(g));
+                conv2d_dense::forward(g, x, &wf)
+            }
+        };
     } else if g.cols() == 0 || out_plane == 0 {
         // Nothing to sum (no gemm would write): zeros.
         y = vec![T::zero(); g.batch * out_plane];
@@ -877,19 +899,43 @@ pub fn conv2d_forward(
     };
     let x = x.to_contiguous();
     let w = weight.to_contiguous();
+    // The small-map route's rearranged weights, kept between calls inside
+    // `with_prepared_weights` (inference).
+    let dense_what = conv2d_dense::applies(&g).then(|| {
+        let taps = conv2d_dense::forward_taps(&g);
+        let mut what = vec![DENSE_FORWARD_WEIGHTS];
+        what.extend_from_slice(&taps);
+        (taps, what)
+    });
     let bytes = match dtype {
-        DType::F32 => Bytes::from_elems(forward::<f32>(
-            &g,
-            x.storage(),
-            w.storage(),
-            bias.as_ref().map(|b| b.storage::<f32>()),
-        )),
-        DType::F64 => Bytes::from_elems(forward::<f64>(
-            &g,
-            x.storage(),
-            w.storage(),
-            bias.as_ref().map(|b| b.storage::<f64>()),
-        )),
+        DType::F32 => {
+            let dense = dense_what.as_ref().map(|(taps, what)| {
+                prepared::prepared::<f32>(weight, what, |w| {
+                    conv2d_dense::forward_weights(&g, w, taps)
+                })
+            });
+            Bytes::from_elems(forward_prepared::<f32>(
+                &g,
+                x.storage(),
+                w.storage(),
+                dense.as_deref().map(Vec::as_slice),
+                bias.as_ref().map(|b| b.storage::<f32>()),
+            ))
+        }
+        DType::F64 => {
+            let dense = dense_what.as_ref().map(|(taps, what)| {
+                prepared::prepared::<f64>(weight, what, |w| {
+                    conv2d_dense::forward_weights(&g, w, taps)
+                })
+            });
+            Bytes::from_elems(forward_prepared::<f64>(
+                &g,
+                x.storage(),
+                w.storage(),
+                dense.as_deref().map(Vec::as_slice),
+                bias.as_ref().map(|b| b.storage::<f64>()),
+            ))
+        }
         _ => return None,
     };
     Some(FlexTensor::new(
@@ -1406,6 +1452,68 @@ mod tests {
         // Non-square, asymmetric padding, dilation.
         check(2, 9, 7, [2, 3], [3, 2], [1, 2], [(2, 1), (1, 1)], [2, 1]);
         check(2, 9, 7, [3, 2], [3, 3], [1, 1], [(0, 2), (1, 0)], [1, 1]);
+    }
+
+    #[test]
+    fn prepared_weights_are_kept_in_scope_never_stale_and_dropped_after() {
+        use crate::ops::prepared::{kept_entries, with_prepared_weights};
+        // layer4 on 32 px tiles: 3×3 over 1×1 maps, the small-map route.
+        let (batch, c_in, c_out) = (3, 16, 32);
+        let options = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let g = Conv2dGeometry::new(
+            &[batch, c_in, 1, 1],
+            &[c_out, c_in, 3, 3],
+            &[batch, c_out, 1, 1],
+            &options,
+        )
+        .unwrap();
+        assert!(conv2d_dense::applies(&g));
+        let x = tensor(&[batch, c_in, 1, 1], 11);
+        let mut w = tensor(&[c_out, c_in, 3, 3], 12);
+        let run = |w: &FlexTensor| values(conv2d_forward(&x, w, None, &options).unwrap());
+        let naive = |w: &FlexTensor| {
+            let (xv, wv) = (values(x.clone()), values(w.clone()));
+            naive_forward(&xv, &wv, &vec![0.0; c_out], &g)
+        };
+        let close = |got: &[f32], want: &[f64]| {
+            for (a, b) in got.iter().zip(want) {
+                assert!(
+                    (*a as f64 - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                    "{a} vs {b}"
+                );
+            }
+        };
+        let unscoped = run(&w);
+        close(&unscoped, &naive(&w));
+        assert_eq!(kept_entries(), 0);
+        with_prepared_weights(|| {
+            let first = run(&w);
+            assert_eq!(kept_entries(), 1);
+            // The kept copy holds the storage: the weight is shared now.
+            assert!(!w.is_unique());
+            assert_eq!(run(&w), first, "a kept copy gives the same bits");
+            assert_eq!(first, unscoped, "inside and outside a scope alike");
+            assert_eq!(kept_entries(), 1, "the second call reused the copy");
+            // An in-place update inside the scope copies the storage first (it is shared), so
+            // the kept copy cannot go stale: the next call prepares the new weights.
+            w.storage_mut::<f32>()[4] += 0.5;
+            let updated = run(&w);
+            close(&updated, &naive(&w));
+            assert_ne!(updated, first);
+            assert_eq!(kept_entries(), 2);
+            // Nested scopes keep the entries until the outermost ends.
+            with_prepared_weights(|| assert_eq!(run(&w), updated));
+            assert_eq!(kept_entries(), 2);
+        });
+        assert_eq!(kept_entries(), 0);
+        assert!(w.is_unique(), "leaving the scope released the storage");
+        // A weight that is a strided view is prepared per call, never kept.
+        with_prepared_weights(|| {
+            let t = w.transpose(2, 3);
+            assert!(!t.is_contiguous());
+            close(&run(&t), &naive(&t.to_contiguous()));
+            assert_eq!(kept_entries(), 0);
+        });
     }
 
     #[test]

@@ -118,8 +118,10 @@ pub mod mask;
 pub mod matmul;
 // OpenCarbon-rs patch: 2D max pooling on f32 with its windows computed once per call.
 pub mod max_pool2d_fast;
+// OpenCarbon-rs patch: weights rearranged once per inference scope.
 mod module;
 pub mod pool;
+pub mod prepared;
 mod qtensor;
 pub mod reduce;
 pub mod repeat_dim;
