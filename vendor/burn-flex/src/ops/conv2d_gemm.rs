@@ -275,9 +275,81 @@ fn valid_range(offset: isize, stride: usize, size_in: usize, out: usize) -> (usi
     (lo, hi.max(lo))
 }
 
-/// Fills `col` (`[cols, ld]`, row-major; this batch element's columns start at `col_offset`)
-/// with the patches of `x_b` (`[C_in, H, W]`). Padding positions are written as zero.
-fn im2col<T: GradElement>(
+/// Output planes up to this many positions gather through [`Im2col`]'s index table when they
+/// are strided, narrower than the input, or of at most 16 positions.
+const GATHER_PLANE: usize = 4096;
+
+/// im2col for one convolution, worked out once per batch chunk. Strided convolutions and those
+/// whose output rows are narrower than the input's (ResNet-18's 7×7 stride-2 stem, its stride-2
+/// 3×3 convolutions, the POI encoder's stride-3 ones) went through the row loop of
+/// [`im2col_rows`]: per output row a strided copy of 4 to 16 values with its bounds and fills,
+/// 0.7–1.8 ns per element against 0.2 for the 8×8 "same" convolutions. For those, and for
+/// planes of at most 16 positions (4×4 maps: 0.6 ns), a table of each tap's source index per
+/// output position (or none, for padding) is made once here, and every channel's row is then
+/// one pass over it: 0.4–0.5 ns per element.
+struct Im2col<'g> {
+    g: &'g Conv2dGeometry,
+    /// `[taps, P]` source indices into an input plane; `u32::MAX` where the tap reads padding.
+    gather: Option<Vec<u32>>,
+}
+
+impl<'g> Im2col<'g> {
+    fn new(g: &'g Conv2dGeometry) -> Self {
+        let same_width = g.stride == [1, 1] && g.out_w == g.in_w;
+        let p = g.spatial_out();
+        let small = p <= GATHER_PLANE && g.in_h * g.in_w < u32::MAX as usize;
+        let gather = ((!same_width || p <= 16) && small).then(|| {
+            let mut table = Vec::with_capacity(g.kernel_h * g.kernel_w * p);
+            for kh in 0..g.kernel_h {
+                for kw in 0..g.kernel_w {
+                    for oh in 0..g.out_h {
+                        let ih = (oh * g.stride[0] + kh * g.dilation[0]) as isize
+                            - g.pad_begin[0] as isize;
+                        for ow in 0..g.out_w {
+                            let iw = (ow * g.stride[1] + kw * g.dilation[1]) as isize
+                                - g.pad_begin[1] as isize;
+                            let inside = (0..g.in_h as isize).contains(&ih)
+                                && (0..g.in_w as isize).contains(&iw);
+                            table.push(if inside {
+                                (ih as usize * g.in_w + iw as usize) as u32
+                            } else {
+                                u32::MAX
+                            });
+                        }
+                    }
+                }
+            }
+            table
+        });
+        Self { g, gather }
+    }
+
+    /// Fills `col` (`[cols, ld]`, row-major; this batch element's columns start at
+    /// `col_offset`) with the patches of `x_b` (`[C_in, H, W]`). Padding positions are zero.
+    fn fill<T: GradElement>(&self, x_b: &[T], col: &mut [T], ld: usize, col_offset: usize) {
+        let Some(table) = &self.gather else {
+            return im2col_rows(self.g, x_b, col, ld, col_offset);
+        };
+        let g = self.g;
+        let (hw, p) = (g.in_h * g.in_w, g.spatial_out());
+        let taps = g.kernel_h * g.kernel_w;
+        let zero = T::zero();
+        for ci in 0..g.channels_in {
+            let plane = &x_b[ci * hw..(ci + 1) * hw];
+            for (tap, sources) in table.chunks_exact(p).enumerate() {
+                let row = ci * taps + tap;
+                let dst = &mut col[row * ld + col_offset..row * ld + col_offset + p];
+                for (d, &i) in dst.iter_mut().zip(sources) {
+                    // u32::MAX lies outside every plane: padding reads zero.
+                    *d = plane.get(i as usize).copied().unwrap_or(zero);
+                }
+            }
+        }
+    }
+}
+
+/// [`Im2col::fill`] by rows (and by taps for stride-1 "same" convolutions).
+fn im2col_rows<T: GradElement>(
     g: &Conv2dGeometry,
     x_b: &[T],
     col: &mut [T],
@@ -520,15 +592,10 @@ fn weight_grad_chunk<T: GradElement>(
     let ld = nb * p;
     let in_plane = g.channels_in * g.in_h * g.in_w;
     let mut col = scratch::<T>(cols * ld); // im2col writes every element
+    let im2col = Im2col::new(g);
     for bi in 0..nb {
         let b = b0 + bi;
-        im2col(
-            g,
-            &x[b * in_plane..(b + 1) * in_plane],
-            &mut col,
-            ld,
-            bi * p,
-        );
+        im2col.fill(&x[b * in_plane..(b + 1) * in_plane], &mut col, ld, bi * p);
     }
     // One batch element: its output gradient is already [C_out, P].
     let gathered;
@@ -703,15 +770,10 @@ unsafe fn forward_chunk<T: GradElement>(
     let ld = nb * p;
     let in_plane = g.channels_in * g.in_h * g.in_w;
     let mut col = scratch::<T>(cols * ld); // im2col writes every element
+    let im2col = Im2col::new(g);
     for bi in 0..nb {
         let b = b0 + bi;
-        im2col(
-            g,
-            &x[b * in_plane..(b + 1) * in_plane],
-            &mut col,
-            ld,
-            bi * p,
-        );
+        im2col.fill(&x[b * in_plane..(b + 1) * in_plane], &mut col, ld, bi * p);
     }
     // Y[co, k] = Σ_j W[co, j] · col[j, k]; one element's Y is its output plane as it is. The gemm
     // writes every element of its destination (it does not accumulate).
@@ -1582,7 +1644,10 @@ mod tests {
             ([40, 40], [3, 3], [1, 1], [(1, 1), (1, 1)], [1, 1]),
             ([33, 35], [3, 3], [1, 1], [(0, 2), (1, 1)], [2, 2]),
             ([36, 30], [5, 3], [1, 1], [(4, 0), (1, 1)], [1, 1]),
-            // Not the same width, or strided: the row loop.
+            // Strided, or not the same width, on planes beyond GATHER_PLANE: the row loop.
+            ([140, 140], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
+            ([70, 140], [3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
+            // Not the same width, or strided, or at most 16 positions: the index table.
             ([8, 8], [3, 3], [2, 2], [(1, 1), (1, 1)], [1, 1]),
             ([8, 8], [3, 3], [1, 1], [(0, 0), (0, 0)], [1, 1]),
             ([9, 8], [3, 3], [2, 1], [(1, 1), (1, 1)], [1, 1]),
@@ -1605,7 +1670,7 @@ mod tests {
             let xs = x.storage::<f32>();
             let ld = oh_n * ow_n + 3;
             let mut col = vec![f32::NAN; c_in * k[0] * k[1] * ld];
-            im2col(&g, xs, &mut col, ld, 2);
+            Im2col::new(&g).fill(xs, &mut col, ld, 2);
             let mut row = 0;
             for ci in 0..c_in {
                 for kh in 0..k[0] {
