@@ -142,7 +142,7 @@ mod tests {
 
     #[test]
     fn the_state_reads_back_and_rejects_damage() {
-        let mut states = vec![
+        let states = vec![
             (
                 ParamId::from(7u64),
                 Saved {
