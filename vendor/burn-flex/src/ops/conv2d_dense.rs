@@ -160,8 +160,9 @@ fn linked_taps(g: &Conv2dGeometry, links: &[(usize, usize, usize)]) -> (Vec<usiz
 }
 
 /// The input gradient's weights: the linked taps' `[C_out, taps, C_in]` (tap `slot[tap]` of
-/// output channel `co` is row `co·taps + slot`; unit stride along C_in, which its gemm wants), read from `[C_out, C_in, k_h·k_w]` in one sequential pass:
-/// each output channel's kernels are read once for all its taps. (Tap-major, `[taps, C_out,
+/// output channel `co` is row `co·taps + slot`; unit stride along C_in, which its gemm wants),
+/// read from `[C_out, C_in, k_h·k_w]` in one sequential pass: each output channel's kernels are
+/// read once for all its taps. (Tap-major, `[taps, C_out,
 /// C_in]`, re-read the whole weight tensor once per tap: at 32 px tiles layer3's 3×3 weights
 /// nine times per call, ~10 % of inference at batch 32.)
 fn weights_by_tap<T: GradElement>(g: &Conv2dGeometry, w: &[T], taps: &[usize]) -> Vec<T> {

@@ -961,43 +961,9 @@ pub fn conv2d_forward(
     };
     let x = x.to_contiguous();
     let w = weight.to_contiguous();
-    // The small-map route's rearranged weights, kept between calls inside
-    // `with_prepared_weights` (inference).
-    let dense_what = conv2d_dense::applies(&g).then(|| {
-        let taps = conv2d_dense::forward_taps(&g);
-        let mut what = vec![DENSE_FORWARD_WEIGHTS];
-        what.extend_from_slice(&taps);
-        (taps, what)
-    });
     let bytes = match dtype {
-        DType::F32 => {
-            let dense = dense_what.as_ref().map(|(taps, what)| {
-                prepared::prepared::<f32>(weight, what, |w| {
-                    conv2d_dense::forward_weights(&g, w, taps)
-                })
-            });
-            Bytes::from_elems(forward_prepared::<f32>(
-                &g,
-                x.storage(),
-                w.storage(),
-                dense.as_deref().map(Vec::as_slice),
-                bias.as_ref().map(|b| b.storage::<f32>()),
-            ))
-        }
-        DType::F64 => {
-            let dense = dense_what.as_ref().map(|(taps, what)| {
-                prepared::prepared::<f64>(weight, what, |w| {
-                    conv2d_dense::forward_weights(&g, w, taps)
-                })
-            });
-            Bytes::from_elems(forward_prepared::<f64>(
-                &g,
-                x.storage(),
-                w.storage(),
-                dense.as_deref().map(Vec::as_slice),
-                bias.as_ref().map(|b| b.storage::<f64>()),
-            ))
-        }
+        DType::F32 => Bytes::from_elems(forward_tensors::<f32>(&g, &x, weight, &w, bias.as_ref())),
+        DType::F64 => Bytes::from_elems(forward_tensors::<f64>(&g, &x, weight, &w, bias.as_ref())),
         _ => return None,
     };
     Some(FlexTensor::new(
@@ -1005,6 +971,33 @@ pub fn conv2d_forward(
         Layout::contiguous(burn_std::Shape::from(out_shape.to_vec())),
         dtype,
     ))
+}
+
+/// [`forward_prepared`] on tensors: `x` and `w` contiguous, `weight` as the caller passed it.
+/// The small-map route's rearranged weights come from [`prepared::prepared`], so inside
+/// `with_prepared_weights` (inference) they are made once per weight tensor.
+fn forward_tensors<T: GradElement + burn_backend::Element>(
+    g: &Conv2dGeometry,
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    w: &FlexTensor,
+    bias: Option<&FlexTensor>,
+) -> Vec<T> {
+    let dense = conv2d_dense::applies(g).then(|| {
+        let taps = conv2d_dense::forward_taps(g);
+        let mut what = vec![DENSE_FORWARD_WEIGHTS];
+        what.extend_from_slice(&taps);
+        prepared::prepared::<T>(weight, &what, |w| {
+            conv2d_dense::forward_weights(g, w, &taps)
+        })
+    });
+    forward_prepared::<T>(
+        g,
+        x.storage(),
+        w.storage(),
+        dense.as_deref().map(Vec::as_slice),
+        bias.map(|b| b.storage::<T>()),
+    )
 }
 
 /// burn-flex's own forward convolution (asymmetric padding applied to the input first, then
